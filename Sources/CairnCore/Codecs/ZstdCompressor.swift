@@ -1,0 +1,76 @@
+import CZstd
+
+/// zstd compression with one reusable context, for chunks compressed one at a time.
+public final class ZstdCompressor {
+    private let context: OpaquePointer
+    public let level: Int32
+
+    public init(level: Int32) {
+        guard let context = ZSTD_createCCtx() else { fatalError("zstd could not create a context (out of memory)") }
+        self.context = context
+        self.level = level
+        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
+        ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 0)
+        ZSTD_CCtx_setParameter(context, ZSTD_c_contentSizeFlag, 1)
+    }
+
+    deinit { ZSTD_freeCCtx(context) }
+
+    /// The most bytes compressing `count` bytes can produce.
+    public static func bound(_ count: Int) -> Int { ZSTD_compressBound(count) }
+
+    /// Compresses `source` into `destination`; returns the compressed length, or nil when the
+    /// result would not be smaller than the input (the caller then stores it uncompressed).
+    public func compress(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) -> Int? {
+        let limit = min(destination.count, source.count - 1)
+        guard limit > 0 else { return nil }
+        let n = ZSTD_compress2(context, destination.baseAddress, limit, source.baseAddress, source.count)
+        if ZSTD_isError(n) != 0 { return nil }
+        return n
+    }
+}
+
+/// zstd decompression with one reusable context.
+public final class ZstdDecompressor {
+    private let context: OpaquePointer
+
+    public init() {
+        guard let context = ZSTD_createDCtx() else { fatalError("zstd could not create a context (out of memory)") }
+        self.context = context
+    }
+
+    deinit { ZSTD_freeDCtx(context) }
+
+    /// Decompresses one or more whole frames; returns the number of bytes produced, or throws
+    /// a `.damaged` error with zstd's reason.
+    public func decompress(
+        _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer
+    ) throws(CairnError) -> Int {
+        let n = ZSTD_decompressDCtx(context, destination.baseAddress, destination.count, source.baseAddress, source.count)
+        if ZSTD_isError(n) != 0 {
+            throw CairnError(.damaged, "zstd data does not decompress", cause: String(cString: ZSTD_getErrorName(n)))
+        }
+        return n
+    }
+
+    /// Decompresses a stream of frames until `destination` is full; trailing input is ignored.
+    /// Used for qcow2's zstd clusters, whose compressed length is only known to the sector.
+    public func decompressStream(
+        _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer
+    ) throws(CairnError) -> Int {
+        ZSTD_DCtx_reset(context, ZSTD_reset_session_only)
+        var input = ZSTD_inBuffer(src: source.baseAddress, size: source.count, pos: 0)
+        var output = ZSTD_outBuffer(dst: destination.baseAddress, size: destination.count, pos: 0)
+        while output.pos < output.size {
+            let rc = ZSTD_decompressStream(context, &output, &input)
+            if ZSTD_isError(rc) != 0 {
+                throw CairnError(.damaged, "zstd data does not decompress", cause: String(cString: ZSTD_getErrorName(rc)))
+            }
+            if input.pos == input.size && output.pos < output.size && rc != 0 {
+                break  // input exhausted mid-frame
+            }
+            if rc == 0 && input.pos == input.size { break }
+        }
+        return output.pos
+    }
+}

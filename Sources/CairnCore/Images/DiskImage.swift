@@ -1,0 +1,100 @@
+/// A guest disk as a backup reads it: its size, which ranges are known to read as zeros, and reads.
+///
+/// Raw files and qcow2 images (with backing chains, snapshots, external data files) all come
+/// through this one door, so the backup pipeline never knows which format it is reading.
+/// Implementations are used from one thread at a time.
+public protocol DiskImage: AnyObject {
+    /// What the guest sees, in bytes.
+    var virtualSize: UInt64 { get }
+
+    /// Format facts recorded in the restore point (needed to restore to the same format).
+    var info: SourceImageInfo { get }
+
+    /// Describes the guest range starting at `offset`: how long it runs (at least 1 byte, at most
+    /// `maxLength`, never past `virtualSize`) and whether it is known to read as zeros, in which
+    /// case the backup skips it without reading (holes, unallocated or zero clusters).
+    func extent(at offset: UInt64, maxLength: UInt64) throws(CairnError) -> ImageExtent
+
+    /// Reads exactly `buffer.count` guest bytes starting at `offset` (`offset + count <= virtualSize`).
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError)
+}
+
+/// A run of guest bytes with one allocation state.
+public struct ImageExtent: Sendable, Equatable {
+    public var length: UInt64
+    /// True if the range reads as zeros without needing to be read.
+    public var isZero: Bool
+
+    public init(length: UInt64, isZero: Bool) {
+        self.length = length
+        self.isZero = isZero
+    }
+}
+
+/// The source image's format facts, kept in the restore point's manifest.
+public struct SourceImageInfo: Codable, Sendable, Equatable {
+    /// `raw` or `qcow2`.
+    public var format: String
+    /// The path the image was read from, as given.
+    public var path: String
+    public var virtualSize: UInt64
+    /// qcow2 only: the source's cluster size.
+    public var clusterSize: UInt64?
+    /// qcow2 only: header version (2 or 3).
+    public var qcow2Version: UInt32?
+    /// qcow2 only: the internal snapshot that was read instead of the active layer.
+    public var snapshot: String?
+    /// qcow2 only: the backing chain that was flattened into the guest view, nearest first.
+    public var backingChain: [String]?
+
+    public init(
+        format: String, path: String, virtualSize: UInt64, clusterSize: UInt64? = nil, qcow2Version: UInt32? = nil,
+        snapshot: String? = nil, backingChain: [String]? = nil
+    ) {
+        self.format = format
+        self.path = path
+        self.virtualSize = virtualSize
+        self.clusterSize = clusterSize
+        self.qcow2Version = qcow2Version
+        self.snapshot = snapshot
+        self.backingChain = backingChain
+    }
+}
+
+/// The image formats Cairn reads.
+public enum ImageFormat: String, Sendable, CaseIterable {
+    case raw
+    case qcow2
+}
+
+/// Opens an image by path, detecting its format by magic unless one is forced.
+public enum DiskImageOpener {
+    public static let qcow2Magic: [UInt8] = [0x51, 0x46, 0x49, 0xFB]
+
+    public static func open(
+        _ path: String, format: ImageFormat? = nil, snapshot: String? = nil
+    ) throws(CairnError) -> any DiskImage {
+        let file: File
+        do {
+            file = try File.open(path, .readOnly)
+        } catch let error where error.code == .notFound {
+            throw CairnError(.badImage, "image \(path) does not exist")
+        }
+        let detected: ImageFormat
+        if let format {
+            detected = format
+        } else {
+            let magic = try file.readBytes(count: 4, at: 0)
+            detected = magic == qcow2Magic ? .qcow2 : .raw
+        }
+        switch detected {
+        case .raw:
+            if let snapshot {
+                throw CairnError(.usage, "\(path) is a raw image: it has no snapshot \"\(snapshot)\"")
+            }
+            return try RawImage(file: file)
+        case .qcow2:
+            return try QCOW2Image(file: file, snapshot: snapshot)
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import SystemPackage
+
+/// Every failure Cairn reports: a stable code, one line a person can act on, and the cause.
+///
+/// The code decides the process exit status (see README, "Exit codes"), so scripts can tell
+/// "the repository is busy" from "the data is damaged" without parsing text.
+public struct CairnError: Error, CustomStringConvertible, Sendable, Equatable {
+    public enum Code: String, Sendable, Equatable {
+        /// The command line or its arguments are wrong.
+        case usage
+        /// The repository is missing, is not a Cairn repository, or has a format we do not know.
+        case repository
+        /// A restore point, disk, group or archive that was named does not exist.
+        case notFound
+        /// Another Cairn process holds a lock this command needs.
+        case busy
+        /// A source image is malformed, hostile, or uses a feature Cairn refuses.
+        case badImage
+        /// Stored data failed a checksum or digest: something is damaged.
+        case damaged
+        /// An output path exists and `--force` was not given.
+        case exists
+        /// The operating system refused a read, a write or another call.
+        case io
+        /// An archive volume or stream is malformed, truncated or out of order.
+        case badArchive
+    }
+
+    public var code: Code
+    public var message: String
+    /// The underlying error, when there is one (an errno, a library's message).
+    public var cause: String?
+
+    public init(_ code: Code, _ message: String, cause: String? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    public var description: String {
+        if let cause { return "\(message): \(cause)" }
+        return message
+    }
+
+    /// The documented exit status for this error (README, "Exit codes").
+    public var exitCode: Int32 {
+        switch code {
+        case .usage: return 2
+        case .repository: return 3
+        case .notFound: return 4
+        case .busy: return 5
+        case .badImage: return 6
+        case .damaged: return 7
+        case .exists: return 8
+        case .io: return 9
+        case .badArchive: return 10
+        }
+    }
+
+    /// An operating-system failure of `operation` on `path`.
+    public static func io(_ operation: String, _ path: String, _ errno: Errno) -> CairnError {
+        let hint = errno == .noSpace ? " (the disk is full)" : ""
+        return CairnError(.io, "cannot \(operation) \(path)\(hint)", cause: errno.description)
+    }
+}

@@ -1,0 +1,125 @@
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Directory-level operations: atomic replacement, durable renames, listings.
+///
+/// Durability rule used throughout the repository: write a temporary file, fsync it, rename it
+/// into place, fsync the directory. A reader sees either the old state or the new, never a torn file.
+public enum FileSystem {
+    public static func exists(_ path: String) -> Bool {
+        access(path, F_OK) == 0
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// Creates `path` and any missing parents.
+    public static func createDirectories(_ path: String) throws(CairnError) {
+        if isDirectory(path) { return }
+        let parent = directoryName(path)
+        if parent != path && !parent.isEmpty { try createDirectories(parent) }
+        if mkdir(path, 0o750) != 0 && errno != EEXIST {
+            throw CairnError.io("create directory", path, Errno(rawValue: errno))
+        }
+    }
+
+    public static func directoryName(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        if slash == path.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+
+    public static func baseName(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        return String(path[path.index(after: slash)...])
+    }
+
+    /// Flushes a directory's entries, so that a rename or create inside it survives a crash.
+    public static func syncDirectory(_ path: String) throws(CairnError) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw CairnError.io("open directory", path, Errno(rawValue: errno)) }
+        defer { close(fd) }
+        while fsync(fd) != 0 {
+            if errno != EINTR { throw CairnError.io("sync directory", path, Errno(rawValue: errno)) }
+        }
+        try FaultInjection.countWrite(path)
+    }
+
+    public static func rename(_ from: String, to: String) throws(CairnError) {
+        if Glibc.rename(from, to) != 0 { throw CairnError.io("rename \(from) to", to, Errno(rawValue: errno)) }
+        try FaultInjection.countWrite(to)
+    }
+
+    public static func remove(_ path: String) throws(CairnError) {
+        if unlink(path) != 0 && errno != ENOENT { throw CairnError.io("remove", path, Errno(rawValue: errno)) }
+    }
+
+    public static func removeDirectory(_ path: String) {
+        _ = rmdir(path)
+    }
+
+    /// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, directory fsync).
+    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws(CairnError) {
+        let temporary = temporaryName(for: path)
+        do {
+            let file = try File.open(temporary, .createOrTruncate)
+            try file.write(bytes, at: 0)
+            try file.sync()
+        } catch {
+            try? remove(temporary)
+            throw error
+        }
+        try rename(temporary, to: path)
+        try syncDirectory(directoryName(path))
+    }
+
+    /// A name beside `path` that marks an unfinished write: `.NAME.tmp-PID`.
+    public static func temporaryName(for path: String) -> String {
+        "\(directoryName(path))/.\(baseName(path)).tmp-\(getpid())"
+    }
+
+    public static func readAll(_ path: String, limit: Int = 64 << 20) throws(CairnError) -> [UInt8] {
+        let file = try File.open(path, .readOnly)
+        let size = try file.size()
+        guard size <= UInt64(limit) else {
+            throw CairnError(.damaged, "\(path) is \(size) bytes, more than the \(limit) this file can be")
+        }
+        return try file.readBytes(count: Int(size), at: 0)
+    }
+
+    /// The names in a directory, without `.` and `..`, sorted.
+    public static func list(_ path: String) throws(CairnError) -> [String] {
+        guard let dir = opendir(path) else {
+            if errno == ENOENT { return [] }
+            throw CairnError.io("list", path, Errno(rawValue: errno))
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// Resolves symlinks and `..`; nil if the path does not exist.
+    public static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    /// Free bytes on the filesystem holding `path`.
+    public static func freeSpace(_ path: String) -> UInt64? {
+        var st = statvfs()
+        guard statvfs(path, &st) == 0 else { return nil }
+        return UInt64(st.f_bavail) * UInt64(st.f_frsize)
+    }
+}
