@@ -45,7 +45,7 @@ public struct CairnError: Error, CustomStringConvertible, Sendable, Equatable {
     /// The documented exit status for this error (README, "Exit codes").
     public var exitCode: Int32 {
         switch code {
-        case .usage: return 2
+        case .usage: return 64
         case .repository: return 3
         case .notFound: return 4
         case .busy: return 5

@@ -1,0 +1,120 @@
+import Foundation
+
+/// One image to back up, and the name its disk gets in the restore point.
+public struct BackupSource: Sendable {
+    public var path: String
+    public var diskName: String
+    public var format: ImageFormat?
+    public var snapshot: String?
+
+    public init(path: String, diskName: String? = nil, format: ImageFormat? = nil, snapshot: String? = nil) {
+        self.path = path
+        self.diskName = diskName ?? FileSystem.baseName(path)
+        self.format = format
+        self.snapshot = snapshot
+    }
+}
+
+/// Progress of a running backup, for the terminal's progress line.
+public struct BackupProgress: Sendable {
+    public var disk: String
+    public var bytesDone: UInt64
+    public var bytesTotal: UInt64
+    public var bytesNew: UInt64
+    public var seconds: Double
+}
+
+/// What a finished backup reports.
+public struct BackupResult: Sendable {
+    public var id: RestorePointID
+    public var manifest: Manifest
+}
+
+/// Makes one restore point of a group from a set of images.
+///
+/// Each image is walked beside the group's previous restore point: a block whose digest did not
+/// change costs one SHA-256; only blocks new to the repository are compressed and stored. The
+/// manifest is written last, after `ChunkStore.commit()` has made every chunk durable.
+public final class BackupJob {
+    public let repository: Repository
+    public let group: String
+    public let sources: [BackupSource]
+    public var lockWait: Double?
+    public var progress: (@Sendable (BackupProgress) -> Void)?
+    public static let toolVersion = "cairn 0.1.0"
+
+    public init(repository: Repository, group: String, sources: [BackupSource]) {
+        self.repository = repository
+        self.group = group
+        self.sources = sources
+    }
+
+    public func run() throws(CairnError) -> BackupResult {
+        try GroupName.validate(group)
+        guard !sources.isEmpty else { throw CairnError(.usage, "name at least one image to back up") }
+        var seen = Set<String>()
+        for source in sources where !seen.insert(source.diskName).inserted {
+            throw CairnError(.usage, "two images are both named \(source.diskName): a restore point needs distinct disk names")
+        }
+        let clock = Stopwatch()
+        let repoLock = try RepositoryLock.acquire(
+            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
+            what: "repository \(repository.path)", purpose: "cairn backup")
+        let groupLock = try RepositoryLock.acquire(
+            path: "\(repository.path)/locks/group.\(group).lock", kind: .exclusive, wait: lockWait,
+            what: "group \(group)", purpose: "cairn backup of group \(group)")
+        defer {
+            _ = groupLock
+            _ = repoLock
+        }
+        repository.removeLeftovers()
+
+        // Open every image before storing anything: a bad image fails the run with nothing written.
+        var images: [(BackupSource, any DiskImage)] = []
+        for source in sources {
+            images.append((source, try DiskImageOpener.open(source.path, format: source.format, snapshot: source.snapshot)))
+        }
+
+        let catalog = repository.catalog
+        let previousID = try catalog.points(in: group).last
+        let previous = try previousID.map { id throws(CairnError) in try catalog.manifest(id) }
+        var time = Timestamp.now()
+        if let previousID, previousID.time >= time { time = Timestamp(seconds: previousID.time.seconds + 1) }
+        let id = RestorePointID(group: group, time: time)
+
+        let store = repository.store
+        let storedBefore = store.storedBytesWritten
+        let chunksBefore = store.chunksWritten
+        var disks: [Manifest.DiskEntry] = []
+        var bytesRead: UInt64 = 0
+        var bytesNew: UInt64 = 0
+        do {
+            for (source, image) in images {
+                var base: Manifest.DiskEntry?
+                if let previous, previous.blockSize == repository.config.blockSize {
+                    base = previous.disk(named: source.diskName)
+                }
+                let pass = DiskBackup(
+                    store: store, image: image, name: source.diskName, base: base, progress: progress, clock: clock)
+                let entry = try pass.run()
+                disks.append(entry)
+                bytesRead += pass.bytesRead
+                bytesNew += pass.bytesNew
+            }
+            try store.commit()
+        } catch {
+            store.abandon()
+            throw error
+        }
+        let manifest = Manifest(
+            format: Manifest.currentFormat, id: id.description, group: group, time: time.description,
+            tool: Self.toolVersion, repository: repository.config.id, blockSize: repository.config.blockSize,
+            disks: disks,
+            stats: .init(
+                bytesRead: bytesRead, bytesNew: bytesNew, bytesStored: store.storedBytesWritten - storedBefore,
+                chunksNew: store.chunksWritten - chunksBefore, seconds: clock.elapsed),
+            previous: previousID?.description)
+        try catalog.write(manifest, id: id)
+        return BackupResult(id: id, manifest: manifest)
+    }
+}

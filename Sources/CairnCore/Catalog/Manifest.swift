@@ -1,0 +1,80 @@
+/// A restore point: what was backed up, when, and the root of each disk's index tree.
+///
+/// Stored as `points/GROUP/TIME.manifest`: one line of JSON, then `sha256 HEX` of that line
+/// (docs/FORMAT.md, "Manifests"). Written last, after every chunk it names is durable.
+public struct Manifest: Codable, Sendable, Equatable {
+    public static let currentFormat = 1
+
+    public var format: Int
+    public var id: String
+    public var group: String
+    public var time: String
+    /// The Cairn that wrote it (`cairn 0.1.0`).
+    public var tool: String
+    /// The repository's id, so an imported restore point can be told from a native one.
+    public var repository: String
+    public var blockSize: Int
+    public var disks: [DiskEntry]
+    public var stats: BackupStats
+    /// The restore point whose index the backup walked beside; informational only: this restore
+    /// point does not depend on it.
+    public var previous: String?
+
+    public struct DiskEntry: Codable, Sendable, Equatable {
+        /// The image's file name.
+        public var name: String
+        /// Guest bytes.
+        public var size: UInt64
+        public var blockCount: UInt64
+        /// Digest of the index tree's root page.
+        public var root: String
+        public var depth: Int
+        /// Blocks that are all zero (holes, unallocated clusters or zero data).
+        public var zeroBlocks: UInt64
+        /// Blocks whose digest differs from the previous restore point's at the same offset.
+        public var changedBlocks: UInt64
+        public var source: SourceImageInfo
+
+        public var rootDigest: ChunkDigest? { ChunkDigest(hex: root) }
+    }
+
+    public struct BackupStats: Codable, Sendable, Equatable {
+        /// Bytes read from the images (holes and unallocated ranges are not read).
+        public var bytesRead: UInt64
+        /// Uncompressed bytes of chunks that were new to the repository.
+        public var bytesNew: UInt64
+        /// Bytes added to packs (compressed records, index pages included).
+        public var bytesStored: UInt64
+        public var chunksNew: Int
+        public var seconds: Double
+    }
+
+    public var restorePointID: RestorePointID? { RestorePointID(parsing: id) }
+
+    public func disk(named name: String) -> DiskEntry? { disks.first { $0.name == name } }
+
+    public var totalSize: UInt64 { disks.reduce(0) { $0 + $1.size } }
+
+    func encoded() throws(CairnError) -> [UInt8] {
+        let line = try JSONCoding.encode(self)
+        let digest = SHA256Hasher().digest(Array(line.utf8))
+        return Array("\(line)\nsha256 \(digest.hex)\n".utf8)
+    }
+
+    static func decode(_ bytes: [UInt8], path: String) throws(CairnError) -> Manifest {
+        guard let newline = bytes.firstIndex(of: 10) else {
+            throw CairnError(.damaged, "manifest \(path) is damaged: no checksum line")
+        }
+        let line = Array(bytes[..<newline])
+        let rest = String(decoding: bytes[(newline + 1)...], as: UTF8.self).trimmingSpaces
+        let actual = SHA256Hasher().digest(line)
+        guard rest.hasPrefix("sha256 "), ChunkDigest(hex: String(rest.dropFirst(7))) == actual else {
+            throw CairnError(.damaged, "manifest \(path) is damaged: its checksum does not match")
+        }
+        let manifest = try JSONCoding.decode(Manifest.self, from: line, what: "manifest \(path)")
+        guard manifest.format == currentFormat else {
+            throw CairnError(.repository, "manifest \(path) has format \(manifest.format); this Cairn reads format \(currentFormat)")
+        }
+        return manifest
+    }
+}

@@ -1,0 +1,168 @@
+import CLinux
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The content-addressed store: chunks in pack files, found through the chunk index.
+///
+/// Writes come from one thread (the backup's writer stage); lookups and reads from any number
+/// of threads. Nothing written becomes visible to other processes until `commit()`, which makes
+/// packs durable before the index segment that names them.
+public final class ChunkStore: @unchecked Sendable {
+    public let root: String
+    public let blockSize: Int
+    let compressionLevel: Int32
+    let packTargetSize: UInt64
+
+    /// Segments of the chunk index, newest last.
+    private let segments: Mutex<[IndexSegment]>
+    /// Chunks written by this process and not yet in a segment (bounded by `flushThreshold`).
+    private let pending = Mutex<[ChunkDigest: ChunkLocation]>([:])
+    private let packReaders = Mutex<[PackID: PackReader]>([:])
+
+    // Writer-thread state.
+    private var currentPack: PackWriter?
+    private var finishedPacks: [PackWriter] = []
+    private var unflushed: [(ChunkDigest, ChunkLocation)] = []
+    /// Entries kept in memory before they are written out as a segment: bounds memory per run.
+    static let flushThreshold = 262_144
+
+    public private(set) var storedBytesWritten: UInt64 = 0
+    public private(set) var chunksWritten: Int = 0
+
+    init(root: String, blockSize: Int, compressionLevel: Int32, packTargetSize: UInt64) throws(CairnError) {
+        self.root = root
+        self.blockSize = blockSize
+        self.compressionLevel = compressionLevel
+        self.packTargetSize = packTargetSize
+        var loaded: [IndexSegment] = []
+        for name in try FileSystem.list("\(root)/index") where name.hasSuffix(".idx") && !name.hasPrefix(".") {
+            loaded.append(try IndexSegment(path: "\(root)/index/\(name)"))
+        }
+        segments = Mutex(loaded)
+    }
+
+    public var segmentNames: [String] { segments.withLock { $0.map(\.name) } }
+    public var indexSegments: [IndexSegment] { segments.withLock { $0 } }
+
+    // MARK: Lookups (any thread)
+
+    public func lookup(_ digest: ChunkDigest) -> ChunkLocation? {
+        if let hit = pending.withLock({ $0[digest] }) { return hit }
+        return segments.withLock { segs -> ChunkLocation? in
+            for segment in segs.reversed() {
+                if let hit = segment.lookup(digest) { return hit }
+            }
+            return nil
+        }
+    }
+
+    public func contains(_ digest: ChunkDigest) -> Bool {
+        digest == ZeroBlock.digest || lookup(digest) != nil
+    }
+
+    func packReader(_ id: PackID) throws(CairnError) -> PackReader {
+        if let reader = packReaders.withLock({ $0[id] }) { return reader }
+        let reader = try PackReader(path: "\(root)/\(id.relativePath)", id: id)
+        packReaders.withLock { cache in
+            if cache.count >= 256 { cache.removeAll(keepingCapacity: true) }
+            cache[id] = reader
+        }
+        return reader
+    }
+
+    // MARK: Writing (one thread)
+
+    /// Stores one encoded record unless the store already holds its chunk. Returns true if written.
+    @discardableResult
+    func store(record: UnsafeRawBufferPointer) throws(CairnError) -> Bool {
+        let digest = ChunkDigest(loadingFrom: record)
+        if lookup(digest) != nil { return false }
+        if currentPack == nil { currentPack = try PackWriter(repositoryPath: root) }
+        let pack = currentPack!
+        let offset = pack.size
+        try pack.append(record: record)
+        let stored = UInt32(record.count - PackFormat.recordHeaderSize)
+        let raw = UInt32(littleEndian: record.loadUnaligned(fromByteOffset: 36, as: UInt32.self))
+        let location = ChunkLocation(pack: pack.id, offset: offset, storedLength: stored, rawLength: raw)
+        pending.withLock { $0[digest] = location }
+        unflushed.append((digest, location))
+        storedBytesWritten += UInt64(record.count)
+        chunksWritten += 1
+        if pack.size >= packTargetSize {
+            try pack.finish()
+            finishedPacks.append(pack)
+            currentPack = nil
+            if unflushed.count >= Self.flushThreshold { try commit() }
+        }
+        return true
+    }
+
+    /// Makes every chunk stored so far durable and findable by other processes:
+    /// packs synced and renamed into place, then a new index segment naming them.
+    public func commit() throws(CairnError) {
+        if let pack = currentPack {
+            try pack.finish()
+            finishedPacks.append(pack)
+            currentPack = nil
+        }
+        guard !finishedPacks.isEmpty || !unflushed.isEmpty else { return }
+        try syncFilesystem()
+        var directories = Set<String>()
+        for pack in finishedPacks {
+            try FileSystem.rename(pack.temporaryPath, to: pack.finalPath)
+            directories.insert(FileSystem.directoryName(pack.finalPath))
+        }
+        for directory in directories.sorted() { try FileSystem.syncDirectory(directory) }
+        try FileSystem.syncDirectory("\(root)/packs")
+        finishedPacks.removeAll()
+        if !unflushed.isEmpty {
+            let path = "\(root)/index/\(Self.newSegmentName())"
+            try IndexSegment.write(entries: unflushed, to: path)
+            let segment = try IndexSegment(path: path)
+            segments.withLock { $0.append(segment) }
+            pending.withLock { $0.removeAll() }
+            unflushed.removeAll()
+        }
+    }
+
+    /// Drops what was written but not committed (after a failure): temporary packs are removed.
+    public func abandon() {
+        currentPack?.abandon()
+        currentPack = nil
+        for pack in finishedPacks { pack.abandon() }
+        finishedPacks.removeAll()
+    }
+
+    /// Forces everything written to the repository's filesystem to stable storage.
+    func syncFilesystem() throws(CairnError) {
+        let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw CairnError.io("open", root, .init(rawValue: errno)) }
+        defer { close(fd) }
+        if cairn_syncfs(fd) != 0 { throw CairnError.io("sync the filesystem of", root, .init(rawValue: errno)) }
+        try FaultInjection.countWrite(root)
+    }
+
+    /// Segment names sort by creation time; the random tail keeps concurrent writers apart.
+    static func newSegmentName() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let nanos = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        let time = String(nanos, radix: 16)
+        let random = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        return String(repeating: "0", count: 16 - time.count) + time + "-"
+            + String(repeating: "0", count: 8 - random.count) + random + ".idx"
+    }
+}
+
+/// The all-zero block: never stored, named by one well-known digest.
+public enum ZeroBlock {
+    /// SHA-256 of 64 KiB of zeros stands for an all-zero block of any length (see docs/FORMAT.md).
+    /// A fixed value, so restore points of repositories with other block sizes agree on it.
+    public static let digest: ChunkDigest = {
+        let zeros = [UInt8](repeating: 0, count: 65536)
+        return SHA256Hasher().digest(zeros)
+    }()
+}

@@ -1,0 +1,158 @@
+/// Where a stored chunk lives.
+public struct ChunkLocation: Sendable, Equatable {
+    public var pack: PackID
+    /// Offset of the record header in the pack.
+    public var offset: UInt64
+    public var storedLength: UInt32
+    public var rawLength: UInt32
+}
+
+/// One immutable, sorted file of the chunk index: digest → pack, offset, lengths.
+///
+/// Layout (docs/FORMAT.md, "Chunk index segments"): header, pack table, 256-entry fan-out by the
+/// digest's first byte, 48-byte entries sorted by digest, CRC footer. Searched through a memory
+/// map: a lookup is one fan-out read and a binary search over the pages it touches.
+public final class IndexSegment: @unchecked Sendable {
+    public static let magic: [UInt8] = Array("CAIRNIX1".utf8)
+    public static let footerMagic: [UInt8] = Array("CAIRNIXE".utf8)
+    static let version: UInt32 = 1
+    static let headerSize = 32
+    static let entrySize = 48
+    static let fanoutSize = 256 * 4
+    static let footerSize = 16
+
+    public let path: String
+    public let name: String
+    let map: MappedFile
+    public let packs: [PackID]
+    public let entryCount: Int
+    private let fanoutOffset: Int
+    private let entriesOffset: Int
+
+    public init(path: String) throws(CairnError) {
+        self.path = path
+        self.name = FileSystem.baseName(path)
+        map = try MappedFile(path: path)
+        let bytes = map.bytes
+        let fixed = Self.headerSize + Self.fanoutSize + Self.footerSize
+        guard bytes.count >= fixed, Array(bytes[0..<8]) == Self.magic else {
+            throw CairnError(.damaged, "chunk index segment \(path) is not a Cairn index segment (bad magic or truncated)")
+        }
+        let version = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        guard version == Self.version else {
+            throw CairnError(.repository, "chunk index segment \(path) has format version \(version); this Cairn reads version \(Self.version)")
+        }
+        let packCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+        let entries = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        let expected = UInt64(fixed) + UInt64(packCount) * 16 + entries * UInt64(Self.entrySize)
+        guard entries < UInt64(Int.max / Self.entrySize), expected == UInt64(bytes.count) else {
+            throw CairnError(.damaged, "chunk index segment \(path) is \(bytes.count) bytes, but its header describes \(expected)")
+        }
+        var packs: [PackID] = []
+        packs.reserveCapacity(packCount)
+        for i in 0..<packCount {
+            let at = Self.headerSize + i * 16
+            packs.append(PackID(bytes: Array(bytes[at..<at + 16])))
+        }
+        self.packs = packs
+        entryCount = Int(entries)
+        fanoutOffset = Self.headerSize + packCount * 16
+        entriesOffset = fanoutOffset + Self.fanoutSize
+    }
+
+    private func fanout(_ i: Int) -> Int {
+        Int(UInt32(littleEndian: map.bytes.loadUnaligned(fromByteOffset: fanoutOffset + i * 4, as: UInt32.self)))
+    }
+
+    public func digest(at index: Int) -> ChunkDigest {
+        ChunkDigest(loadingFrom: map.bytes, at: entriesOffset + index * Self.entrySize)
+    }
+
+    public func location(at index: Int) -> ChunkLocation? {
+        let at = entriesOffset + index * Self.entrySize + 32
+        let b = map.bytes
+        let pack = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
+        guard pack < packs.count else { return nil }
+        return ChunkLocation(
+            pack: packs[pack],
+            offset: UInt64(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self))),
+            storedLength: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 8, as: UInt32.self)),
+            rawLength: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 12, as: UInt32.self)))
+    }
+
+    /// - Complexity: O(log n) over the entries sharing the digest's first byte.
+    public func lookup(_ digest: ChunkDigest) -> ChunkLocation? {
+        let first = Int(digest.prefix >> 56)
+        var lo = first == 0 ? 0 : fanout(first - 1)
+        var hi = fanout(first)
+        guard lo <= hi, hi <= entryCount else { return nil }
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            let d = self.digest(at: mid)
+            if d == digest { return location(at: mid) }
+            if d < digest { lo = mid + 1 } else { hi = mid }
+        }
+        return nil
+    }
+
+    /// Checks the whole file's CRC (verify does this; lookups trust the header checks).
+    public func checkIntegrity() throws(CairnError) {
+        let b = map.bytes
+        let body = UnsafeRawBufferPointer(rebasing: b[0..<(b.count - Self.footerSize)])
+        let stored = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: b.count - Self.footerSize, as: UInt32.self))
+        guard Array(b[(b.count - 8)...]) == Self.footerMagic, CRC32.checksum(body) == stored else {
+            throw CairnError(.damaged, "chunk index segment \(name) fails its CRC: it is damaged (rebuild it with `cairn gc`)")
+        }
+        var previous: ChunkDigest?
+        for i in 0..<entryCount {
+            let d = digest(at: i)
+            if let previous, !(previous < d) {
+                throw CairnError(.damaged, "chunk index segment \(name) is not sorted at entry \(i)")
+            }
+            previous = d
+        }
+    }
+
+    /// Writes a segment for `entries` durably and atomically at `path`.
+    /// Entries are sorted here; duplicates keep the first.
+    static func write(entries unsorted: [(ChunkDigest, ChunkLocation)], to path: String) throws(CairnError) {
+        var entries = unsorted.sorted { $0.0 < $1.0 }
+        var unique: [(ChunkDigest, ChunkLocation)] = []
+        unique.reserveCapacity(entries.count)
+        for e in entries where unique.last?.0 != e.0 { unique.append(e) }
+        entries = unique
+        var packOrdinal: [PackID: UInt32] = [:]
+        var packs: [PackID] = []
+        for (_, loc) in entries where packOrdinal[loc.pack] == nil {
+            packOrdinal[loc.pack] = UInt32(packs.count)
+            packs.append(loc.pack)
+        }
+        var w = ByteWriter(
+            capacity: headerSize + packs.count * 16 + fanoutSize + entries.count * entrySize + footerSize)
+        w.append(magic)
+        w.le(version)
+        w.le(UInt32(packs.count))
+        w.le(UInt64(entries.count))
+        w.le(UInt64(0))
+        for p in packs { w.append(p.bytes) }
+        var counts = [Int](repeating: 0, count: 256)
+        for (d, _) in entries { counts[Int(d.prefix >> 56)] += 1 }
+        var running = 0
+        for i in 0..<256 {
+            running += counts[i]
+            w.le(UInt32(running))
+        }
+        for (d, loc) in entries {
+            w.append(d)
+            w.le(packOrdinal[loc.pack]!)
+            w.le(UInt32(loc.offset))
+            w.le(loc.storedLength)
+            w.le(loc.rawLength)
+        }
+        let crc = CRC32.checksum(w.bytes)
+        w.le(crc)
+        w.le(UInt32(0))
+        w.append(footerMagic)
+        try FileSystem.writeAtomically(w.bytes, to: path)
+    }
+}

@@ -1,0 +1,161 @@
+/// A restore point's per-disk index: the digest of every block, in order, as a tree of pages.
+///
+/// Leaf pages list up to 1,024 block digests; each higher page lists up to 1,024 digests of pages
+/// below. Pages are content-addressed chunks, so an unchanged region of a disk reuses yesterday's
+/// pages and an unchanged night stores nothing but a new manifest. Each restore point still names
+/// its own complete tree: there are no chains between restore points.
+public enum IndexTree {
+    public static let fanout = 1024
+    public static let pageBytes = fanout * ChunkDigest.byteCount
+}
+
+/// Builds a disk's index tree from its block digests, storing each page as it fills.
+final class IndexTreeWriter {
+    private let store: ChunkStore
+    private let encoder: ChunkEncoder
+    private let hasher = SHA256Hasher()
+    private var levels: [[UInt8]] = [[]]
+    private var emitted: [Int] = [0]
+    private var slot: UnsafeMutableRawBufferPointer
+    private(set) var pagesStored = 0
+
+    init(store: ChunkStore, encoder: ChunkEncoder) {
+        self.store = store
+        self.encoder = encoder
+        slot = .allocate(byteCount: ChunkEncoder.slotSize(rawLength: IndexTree.pageBytes), alignment: 64)
+        levels[0].reserveCapacity(IndexTree.pageBytes)
+    }
+
+    deinit { slot.deallocate() }
+
+    func append(_ digest: ChunkDigest) throws(CairnError) {
+        try append(digest, level: 0)
+    }
+
+    private func append(_ digest: ChunkDigest, level: Int) throws(CairnError) {
+        if level == levels.count {
+            levels.append([])
+            levels[level].reserveCapacity(IndexTree.pageBytes)
+            emitted.append(0)
+        }
+        withUnsafeBytes(of: digest) { levels[level].append(contentsOf: $0) }
+        if levels[level].count == IndexTree.pageBytes {
+            let page = try storePage(levels[level])
+            levels[level].removeAll(keepingCapacity: true)
+            emitted[level] += 1
+            try append(page, level: level + 1)
+        }
+    }
+
+    private func storePage(_ page: [UInt8]) throws(CairnError) -> ChunkDigest {
+        var failure: CairnError?
+        let digest = page.withUnsafeBytes { raw -> ChunkDigest in
+            let digest = hasher.digest(raw)
+            if !store.contains(digest) {
+                let length = encoder.encode(raw, digest: digest, kind: .indexPage, into: slot)
+                do throws(CairnError) {
+                    if try store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<length])) { pagesStored += 1 }
+                } catch { failure = error }
+            }
+            return digest
+        }
+        if let failure { throw failure }
+        return digest
+    }
+
+    /// Flushes partial pages upward and returns the root page's digest and the tree's depth
+    /// (1 = the root lists block digests).
+    func finish() throws(CairnError) -> (root: ChunkDigest, depth: Int) {
+        var level = 0
+        while true {
+            if level == levels.count - 1 && emitted[level] == 0 {
+                return (try storePage(levels[level]), level + 1)
+            }
+            if !levels[level].isEmpty {
+                let page = try storePage(levels[level])
+                levels[level].removeAll(keepingCapacity: true)
+                emitted[level] += 1
+                try append(page, level: level + 1)
+            }
+            level += 1
+        }
+    }
+}
+
+/// Walks a disk's index tree in block order, holding one page per level.
+final class IndexTreeReader {
+    private let reader: ChunkReader
+    private let depth: Int
+    public let blockCount: UInt64
+    /// pages[0] is the root; pages[depth-1] lists block digests.
+    private var pages: [[ChunkDigest]]
+    private var positions: [Int]
+    private(set) var produced: UInt64 = 0
+    /// Called with every page digest as it is loaded (verify and gc use it to mark pages).
+    var onPage: ((ChunkDigest) -> Void)?
+
+    init(reader: ChunkReader, root: ChunkDigest, depth: Int, blockCount: UInt64) throws(CairnError) {
+        guard depth >= 1, depth <= 8 else {
+            throw CairnError(.damaged, "index tree depth \(depth) is impossible")
+        }
+        self.reader = reader
+        self.depth = depth
+        self.blockCount = blockCount
+        pages = Array(repeating: [], count: depth)
+        positions = Array(repeating: 0, count: depth)
+        self.rootDigest = root
+    }
+
+    private let rootDigest: ChunkDigest
+    private var started = false
+
+    private func load(_ digest: ChunkDigest) throws(CairnError) -> [ChunkDigest] {
+        onPage?(digest)
+        let bytes = try reader.read(digest)
+        guard bytes.count % ChunkDigest.byteCount == 0, bytes.count <= IndexTree.pageBytes else {
+            throw CairnError(.damaged, "index page \(digest) has \(bytes.count) bytes, not a whole number of digests")
+        }
+        var out: [ChunkDigest] = []
+        out.reserveCapacity(bytes.count / 32)
+        for i in 0..<(bytes.count / 32) { out.append(ChunkDigest(loadingFrom: bytes, at: i * 32)) }
+        return out
+    }
+
+    /// The next block's digest, or nil after the last block.
+    func next() throws(CairnError) -> ChunkDigest? {
+        guard produced < blockCount else { return nil }
+        if !started {
+            pages[0] = try load(rootDigest)
+            positions[0] = 0
+            for level in 1..<depth {
+                guard let first = pages[level - 1].first else { throw truncated() }
+                pages[level] = try load(first)
+                positions[level] = 0
+            }
+            started = true
+        }
+        let leaf = depth - 1
+        if positions[leaf] == pages[leaf].count {
+            try advance(level: leaf)
+        }
+        let digest = pages[leaf][positions[leaf]]
+        positions[leaf] += 1
+        produced += 1
+        return digest
+    }
+
+    /// Moves `level` to its next page, loading from the parent.
+    private func advance(level: Int) throws(CairnError) {
+        guard level > 0 else { throw truncated() }
+        let parent = level - 1
+        positions[parent] += 1
+        if positions[parent] >= pages[parent].count { try advance(level: parent) }
+        pages[level] = try load(pages[parent][positions[parent]])
+        positions[level] = 0
+        if pages[level].isEmpty { throw truncated() }
+    }
+
+    private func truncated() -> CairnError {
+        CairnError(.damaged, "index tree \(rootDigest) holds fewer than its \(blockCount) blocks")
+    }
+}

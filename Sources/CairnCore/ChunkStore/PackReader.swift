@@ -1,0 +1,99 @@
+/// Reads and checks one pack file: its footer and table, and single records.
+public final class PackReader: @unchecked Sendable {
+    public let id: PackID
+    public let path: String
+    let file: File
+    public let size: UInt64
+
+    public init(path: String, id: PackID) throws(CairnError) {
+        self.path = path
+        self.id = id
+        do {
+            file = try File.open(path, .readOnly)
+        } catch let error where error.code == .notFound {
+            throw CairnError(.damaged, "pack \(id) is missing (\(path))")
+        }
+        size = try file.size()
+    }
+
+    /// Reads the pack's table of records, checking footer, magic and CRC.
+    public func readTable() throws(CairnError) -> [PackRecord] {
+        let minimum = UInt64(PackFormat.headerSize + PackFormat.footerSize)
+        guard size >= minimum else {
+            throw CairnError(.damaged, "pack \(id) is truncated: \(size) bytes, less than a header and footer")
+        }
+        let footerBytes = try file.readBytes(count: PackFormat.footerSize, at: size - UInt64(PackFormat.footerSize))
+        var footer = ByteReader(footerBytes, context: "footer of pack \(id)")
+        let tableOffset = try footer.le(UInt64.self)
+        let count = try footer.le(UInt32.self)
+        let tableCRC = try footer.le(UInt32.self)
+        let packID = PackID(bytes: try footer.bytes(16))
+        let magic = try footer.bytes(8)
+        guard magic == PackFormat.footerMagic, packID == id else {
+            throw CairnError(.damaged, "pack \(id) has a damaged footer (bad magic or pack id at offset \(size - 40))")
+        }
+        let tableLength = UInt64(count) * UInt64(PackFormat.tableEntrySize)
+        guard tableOffset >= UInt64(PackFormat.headerSize), tableOffset + tableLength + UInt64(PackFormat.footerSize) == size
+        else {
+            throw CairnError(.damaged, "pack \(id) has a damaged footer: table at \(tableOffset) with \(count) entries does not fit the file")
+        }
+        let tableBytes = try file.readBytes(count: Int(tableLength), at: tableOffset)
+        guard CRC32.checksum(tableBytes) == tableCRC else {
+            throw CairnError(.damaged, "pack \(id) has a damaged record table (CRC mismatch at offset \(tableOffset))")
+        }
+        var r = ByteReader(tableBytes, context: "record table of pack \(id)")
+        var records: [PackRecord] = []
+        records.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            let digest = try r.digest()
+            let offset = try r.le(UInt64.self)
+            let stored = try r.le(UInt32.self)
+            let raw = try r.le(UInt32.self)
+            let kind = ChunkKind(rawValue: try r.le(UInt8.self))
+            let compression = ChunkCompression(rawValue: try r.le(UInt8.self))
+            try r.skip(2)
+            let crc = try r.le(UInt32.self)
+            try r.skip(4)
+            guard let kind, let compression,
+                offset + UInt64(PackFormat.recordHeaderSize) + UInt64(stored) <= tableOffset
+            else {
+                throw CairnError(.damaged, "pack \(id) lists a record at offset \(offset) that does not fit the pack")
+            }
+            records.append(
+                PackRecord(
+                    digest: digest, offset: offset, storedLength: stored, rawLength: raw, kind: kind,
+                    compression: compression, crc: crc))
+        }
+        return records
+    }
+
+    /// Reads record header and payload at `offset` into `buffer`, checks the header against what
+    /// the index expects and the CRC, and returns the record (payload follows the header in `buffer`).
+    func readRecord(
+        at offset: UInt64, storedLength: Int, expected digest: ChunkDigest, into buffer: UnsafeMutableRawBufferPointer
+    ) throws(CairnError) -> (compression: ChunkCompression, rawLength: Int) {
+        let total = PackFormat.recordHeaderSize + storedLength
+        guard total <= buffer.count else {
+            throw CairnError(.damaged, "chunk \(digest) in pack \(id) claims \(storedLength) stored bytes, more than any chunk")
+        }
+        let region = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<total])
+        let n = try file.read(into: region, at: offset)
+        guard n == total else {
+            throw CairnError(.damaged, "chunk \(digest) in pack \(id) at offset \(offset) is cut off: the pack is truncated")
+        }
+        let header = UnsafeRawBufferPointer(rebasing: region[0..<PackFormat.recordHeaderSize])
+        let payload = UnsafeRawBufferPointer(rebasing: region[PackFormat.recordHeaderSize...])
+        let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
+        guard PackFormat.recordCRC(header: header, payload: payload) == crc else {
+            throw CairnError(.damaged, "chunk \(digest) in pack \(id) at offset \(offset) fails its CRC")
+        }
+        guard ChunkDigest(loadingFrom: header) == digest,
+            Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 32, as: UInt32.self))) == storedLength,
+            let compression = ChunkCompression(rawValue: header[41])
+        else {
+            throw CairnError(.damaged, "record at offset \(offset) in pack \(id) is not chunk \(digest)")
+        }
+        let raw = Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 36, as: UInt32.self)))
+        return (compression, raw)
+    }
+}

@@ -1,0 +1,72 @@
+/// Appends chunk records to one new pack file under a temporary name.
+///
+/// The pack becomes visible under its real name only when the chunk store commits it, after
+/// its bytes are durable; an interrupted run leaves a `.tmp-PID` file that is cleaned up later.
+final class PackWriter {
+    let id: PackID
+    let finalPath: String
+    let temporaryPath: String
+    private let file: File
+    private(set) var size: UInt64
+    private(set) var records: [PackRecord] = []
+
+    init(repositoryPath: String) throws(CairnError) {
+        id = PackID.random()
+        finalPath = "\(repositoryPath)/\(id.relativePath)"
+        temporaryPath = FileSystem.temporaryName(for: finalPath)
+        try FileSystem.createDirectories(FileSystem.directoryName(finalPath))
+        file = try File.open(temporaryPath, .createNew)
+        var header = ByteWriter(capacity: PackFormat.headerSize)
+        header.append(PackFormat.headerMagic)
+        header.append(id.bytes)
+        header.zeros(8)
+        try file.write(header.bytes, at: 0)
+        size = UInt64(PackFormat.headerSize)
+    }
+
+    /// Appends one record whose header and payload are already laid out contiguously in `record`.
+    func append(record: UnsafeRawBufferPointer) throws(CairnError) {
+        let header = UnsafeRawBufferPointer(rebasing: record[0..<PackFormat.recordHeaderSize])
+        let entry = PackRecord(
+            digest: ChunkDigest(loadingFrom: header),
+            offset: size,
+            storedLength: UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 32, as: UInt32.self)),
+            rawLength: UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 36, as: UInt32.self)),
+            kind: ChunkKind(rawValue: header[40]) ?? .data,
+            compression: ChunkCompression(rawValue: header[41]) ?? .none,
+            crc: UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self)))
+        try file.write(record, at: size)
+        size += UInt64(record.count)
+        records.append(entry)
+    }
+
+    /// Writes the table and footer. The file is complete but not yet synced or renamed.
+    func finish() throws(CairnError) {
+        var table = ByteWriter(capacity: records.count * PackFormat.tableEntrySize + PackFormat.footerSize)
+        for r in records {
+            table.append(r.digest)
+            table.le(r.offset)
+            table.le(r.storedLength)
+            table.le(r.rawLength)
+            table.le(r.kind.rawValue)
+            table.le(r.compression.rawValue)
+            table.le(UInt16(0))
+            table.le(r.crc)
+            table.le(UInt32(0))
+        }
+        let tableCRC = CRC32.checksum(table.bytes)
+        let tableOffset = size
+        table.le(tableOffset)
+        table.le(UInt32(records.count))
+        table.le(tableCRC)
+        table.append(id.bytes)
+        table.append(PackFormat.footerMagic)
+        try file.write(table.bytes, at: size)
+        size += UInt64(table.count)
+    }
+
+    /// Discards the unfinished pack.
+    func abandon() {
+        try? FileSystem.remove(temporaryPath)
+    }
+}

@@ -1,0 +1,39 @@
+import Foundation
+
+/// The repository's `config` file: format version and the choices fixed at `cairn init`.
+public struct RepositoryConfig: Codable, Sendable, Equatable {
+    /// Always `cairn-repository`: tells a stray JSON file from a repository's config.
+    public var format: String
+    /// On-disk format version. A Cairn that does not know it refuses the repository.
+    public var version: Int
+    /// 16 random bytes in hex, to tell repositories apart (archives record it).
+    public var id: String
+    /// Bytes per block: a power of two from 4 KiB to 4 MiB.
+    public var blockSize: Int
+    public var compression: String
+    public var compressionLevel: Int
+    /// Packs are closed once they reach this many bytes.
+    public var packSize: Int
+    public var created: String
+
+    public static let currentVersion = 1
+    public static let formatName = "cairn-repository"
+    public static let defaultBlockSize = 64 << 10
+    public static let blockSizeRange = (4 << 10)...(4 << 20)
+    /// zstd level 3: measured against levels 1 and 6 on the benchmark disk (see docs/ARCHITECTURE.md).
+    public static let defaultCompressionLevel = 3
+    public static let defaultPackSize = 32 << 20
+
+    public static func new(blockSize: Int, compressionLevel: Int) -> RepositoryConfig {
+        RepositoryConfig(
+            format: formatName, version: currentVersion, id: PackID.random().hex, blockSize: blockSize,
+            compression: "zstd", compressionLevel: compressionLevel, packSize: defaultPackSize,
+            created: Timestamp.now().description)
+    }
+
+    public static func validate(blockSize: Int) throws(CairnError) {
+        guard blockSizeRange.contains(blockSize), blockSize & (blockSize - 1) == 0 else {
+            throw CairnError(.usage, "block size \(blockSize) is not a power of two from 4 KiB to 4 MiB")
+        }
+    }
+}

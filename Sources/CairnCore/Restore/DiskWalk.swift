@@ -1,0 +1,164 @@
+/// A disk's blocks as its index tree lists them, walked in parallel batches.
+final class DiskWalk: @unchecked Sendable {
+    let store: ChunkStore
+    let root: ChunkDigest
+    let depth: Int
+    let blockCount: UInt64
+    let size: UInt64
+    var blockSize: Int { store.blockSize }
+
+    init(store: ChunkStore, root: ChunkDigest, depth: Int, blockCount: UInt64, size: UInt64) {
+        self.store = store
+        self.root = root
+        self.depth = depth
+        self.blockCount = blockCount
+        self.size = size
+    }
+
+    func makeReader(onPage: ((ChunkDigest) -> Void)? = nil) throws(CairnError) -> IndexTreeReader {
+        let reader = try IndexTreeReader(reader: ChunkReader(store: store), root: root, depth: depth, blockCount: blockCount)
+        reader.onPage = onPage
+        return reader
+    }
+
+    /// Calls `body` with each block index and digest, in order, on the calling thread.
+    func forEachBlock(_ body: (UInt64, ChunkDigest) throws(CairnError) -> Void) throws(CairnError) {
+        let reader = try makeReader()
+        var index: UInt64 = 0
+        while let digest = try reader.next() {
+            try body(index, digest)
+            index += 1
+        }
+        guard index == blockCount else {
+            throw CairnError(.damaged, "index tree \(root) ends after \(index) of \(blockCount) blocks")
+        }
+    }
+
+    final class DigestBatch: @unchecked Sendable {
+        var first: UInt64 = 0
+        var count = 0
+        var digests: [ChunkDigest]
+        init(capacity: Int) {
+            digests = Array(repeating: ZeroBlock.digest, count: capacity)
+        }
+    }
+
+    /// Restores every non-zero block into `target`. Returns bytes written and damaged ranges.
+    func restore(
+        into target: any RestoreTarget, allowDamaged: Bool, progress: (@Sendable (RestoreProgress) -> Void)?,
+        clock: Stopwatch
+    ) throws(CairnError) -> (UInt64, [DamagedRange]) {
+        let workers = Parallelism.workers
+        let capacity = max(16, (4 << 20) / blockSize)
+        let free = WorkQueue<DigestBatch>()
+        let work = WorkQueue<DigestBatch>()
+        let failure = PipelineFailure()
+        let written = AtomicCounter()
+        let damagedLock = NSLockBox<[DamagedRange]>([])
+        for _ in 0..<(workers * 3) { free.push(DigestBatch(capacity: capacity)) }
+        let zero = ZeroBlock.digest
+        let bs = UInt64(blockSize)
+
+        var threads: [PipelineThread] = []
+        for i in 0..<workers {
+            threads.append(
+                PipelineThread(name: "cairn-restore-\(i)") { [self] in
+                    let reader = ChunkReader(store: store)
+                    let zeros = UnsafeMutableRawBufferPointer.allocate(
+                        byteCount: target.needsZeroWrites ? blockSize : 0, alignment: 4096)
+                    zeros.initializeMemory(as: UInt8.self, repeating: 0)
+                    defer { zeros.deallocate() }
+                    while let batch = work.pop() {
+                        do throws(CairnError) {
+                            for k in 0..<batch.count {
+                                let block = batch.first + UInt64(k)
+                                let offset = block * bs
+                                let length = Int(min(bs, size - offset))
+                                let digest = batch.digests[k]
+                                if digest == zero {
+                                    if target.needsZeroWrites {
+                                        try target.write(UnsafeRawBufferPointer(rebasing: zeros[0..<length]), atGuestOffset: offset)
+                                        written.increment(by: length)
+                                    }
+                                    continue
+                                }
+                                do throws(CairnError) {
+                                    let bytes = try reader.read(digest)
+                                    guard bytes.count == length else {
+                                        throw CairnError(
+                                            .damaged, "chunk \(digest) holds \(bytes.count) bytes where the disk needs \(length)")
+                                    }
+                                    try target.write(bytes, atGuestOffset: offset)
+                                    written.increment(by: length)
+                                } catch let error where error.code == .damaged {
+                                    guard allowDamaged else {
+                                        throw CairnError(
+                                            .damaged, "cannot restore disk offset \(offset) (block \(block)): \(error.message)",
+                                            cause: error.cause)
+                                    }
+                                    damagedLock.withLock {
+                                        $0.append(DamagedRange(offset: offset, length: UInt64(length), chunk: digest.hex, reason: error.message))
+                                    }
+                                    if target.needsZeroWrites {
+                                        try target.write(UnsafeRawBufferPointer(rebasing: zeros[0..<length]), atGuestOffset: offset)
+                                    }
+                                }
+                            }
+                        } catch {
+                            failure.record(error)
+                            free.close()
+                            work.close()
+                        }
+                        free.push(batch)
+                    }
+                })
+        }
+
+        var walkError: CairnError?
+        do throws(CairnError) {
+            let tree = try makeReader()
+            var next: UInt64 = 0
+            var lastProgress = 0.0
+            outer: while next < blockCount {
+                guard let batch = free.pop() else { break }
+                batch.first = next
+                batch.count = 0
+                var nonZero = false
+                while batch.count < capacity && next < blockCount {
+                    guard let digest = try tree.next() else { break outer }
+                    batch.digests[batch.count] = digest
+                    if digest != zero { nonZero = true }
+                    batch.count += 1
+                    next += 1
+                }
+                if nonZero || target.needsZeroWrites { work.push(batch) } else { free.push(batch) }
+                if let progress, clock.elapsed - lastProgress >= 0.5 {
+                    lastProgress = clock.elapsed
+                    progress(RestoreProgress(bytesDone: min(size, next * bs), bytesTotal: size, seconds: clock.elapsed))
+                }
+            }
+            if next != blockCount && failure.first == nil {
+                throw CairnError(.damaged, "index tree \(root) ends after \(next) of \(blockCount) blocks")
+            }
+        } catch {
+            walkError = error
+        }
+        // Drain: wait until every batch is back in the free pool, then stop the workers.
+        if walkError == nil && failure.first == nil {
+            var returned: [DigestBatch] = []
+            while returned.count < workers * 3, let batch = free.pop() { returned.append(batch) }
+            for batch in returned { free.push(batch) }
+        }
+        work.close()
+        free.close()
+        for thread in threads { thread.join() }
+        if let error = failure.first ?? walkError {
+            if allowDamaged, let walkError, walkError.code == .damaged {
+                throw CairnError(.damaged, "the index of this disk is damaged; nothing after that point can be restored: \(walkError.message)")
+            }
+            throw error
+        }
+        let damaged = damagedLock.value.sorted { $0.offset < $1.offset }
+        return (UInt64(written.current), damaged)
+    }
+}

@@ -1,0 +1,17 @@
+import Foundation
+
+/// A value shared between threads behind a lock.
+final class NSLockBox<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Value
+
+    init(_ value: Value) { stored = value }
+
+    func withLock<R>(_ body: (inout Value) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&stored)
+    }
+
+    var value: Value { withLock { $0 } }
+}

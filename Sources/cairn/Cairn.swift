@@ -1,0 +1,130 @@
+import ArgumentParser
+import CairnCore
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct Cairn: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cairn",
+        abstract: "Backups and restore points for virtual machine disks (raw and qcow2).",
+        discussion: """
+            Exit codes: 0 success, 1 unexpected failure, 3 repository missing or unusable, 4 not found,
+            5 locked by another cairn process, 6 bad source image, 7 damaged data found, 8 output exists,
+            9 I/O error (e.g. disk full), 10 bad archive, 64 command-line usage error.
+            """,
+        version: "0.1.0",
+        subcommands: [
+            InitCommand.self, BackupCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self,
+            DemoCommand.self,
+        ]
+    )
+}
+
+/// Options every repository command shares.
+struct RepositoryOptions: ParsableArguments {
+    @Option(name: .long, help: "Repository directory (default: $CAIRN_REPO, else ./cairn-repo).")
+    var repo: String?
+
+    @Option(name: .long, help: "Wait this long for a lock held by another cairn (e.g. 30s, 10m) instead of failing at once.")
+    var lockWait: String?
+
+    @Flag(name: .shortAndLong, help: "Log what cairn does to stderr.")
+    var verbose = false
+
+    static let defaultRepository = "cairn-repo"
+
+    var path: String {
+        if let repo { return repo }
+        if let env = getenv("CAIRN_REPO"), !String(cString: env).isEmpty { return String(cString: env) }
+        return Self.defaultRepository
+    }
+
+    func lockWaitSeconds() throws(CairnError) -> Double? {
+        guard let lockWait else { return nil }
+        guard let seconds = Units.parseDuration(lockWait) else {
+            throw CairnError(.usage, "--lock-wait \(lockWait) is not a duration (use e.g. 30s, 10m, 1h)")
+        }
+        return seconds
+    }
+
+    func open() throws(CairnError) -> Repository {
+        Log.setUp(verbose: verbose)
+        return try Repository(path: path)
+    }
+}
+
+enum Log {
+    nonisolated(unsafe) static var logger = Logger(label: "cairn")
+
+    static func setUp(verbose: Bool) {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = verbose ? .debug : .warning
+            return handler
+        }
+        logger = Logger(label: "cairn")
+    }
+}
+
+/// Runs a command body, turning a `CairnError` into one line on stderr and its exit code.
+func runReportingErrors(_ body: () throws(CairnError) -> Void) throws {
+    do {
+        try body()
+    } catch {
+        Terminal.clearProgress()
+        Terminal.printError("cairn: \(error.description)")
+        throw ExitCode(error.exitCode)
+    }
+}
+
+enum Terminal {
+    static let isInteractive = isatty(2) == 1
+    nonisolated(unsafe) static var progressShown = false
+
+    static func printError(_ line: String) {
+        var text = line
+        if !text.hasSuffix("\n") { text += "\n" }
+        writeStandardError(text)
+    }
+
+    private static func writeStandardError(_ text: String) {
+        var bytes = Array(text.utf8)
+        bytes.withUnsafeMutableBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = write(2, raw.baseAddress! + done, raw.count - done)
+                if n <= 0 { if errno == EINTR { continue } else { return } }
+                done += n
+            }
+        }
+    }
+
+    /// Rewrites the progress line on a terminal; prints nothing under cron.
+    static func progress(_ line: String) {
+        guard isInteractive else { return }
+        writeStandardError("\r\u{1B}[K\(line)")
+        progressShown = true
+    }
+
+    static func clearProgress() {
+        guard progressShown else { return }
+        writeStandardError("\r\u{1B}[K")
+        progressShown = false
+    }
+}
+
+func parseSize(_ text: String, option: String) throws(CairnError) -> UInt64 {
+    guard let value = Units.parseSize(text) else {
+        throw CairnError(.usage, "\(option) \(text) is not a size (use e.g. 64K, 1M, 4MiB)")
+    }
+    return value
+}
+
+func rate(_ bytes: UInt64, _ seconds: Double) -> String {
+    guard seconds > 0 else { return "-" }
+    return "\(Units.formatDecimal(Double(bytes) / seconds / 1e6, places: 0)) MB/s"
+}

@@ -1,0 +1,106 @@
+import ArgumentParser
+import CairnCore
+
+struct RestoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Rebuild a disk from a restore point, checking every chunk's digest.",
+        discussion: "Name the restore point (GROUP@TIME, GROUP@latest), or a group and a time with --group and --at.")
+
+    @OptionGroup var repository: RepositoryOptions
+
+    @Argument(help: "GROUP@TIME or GROUP@latest.")
+    var id: String?
+
+    @Option(help: "With --at: the group to restore from.")
+    var group: String?
+
+    @Option(help: "With --group: restore the newest restore point at or before this UTC time (2026-11-26T03:00:00Z).")
+    var at: String?
+
+    @Option(help: "Output file or block device.")
+    var to: String
+
+    @Option(help: "The disk to restore (its image's file name); needed when the restore point has several.")
+    var disk: String?
+
+    @Option(help: "Output format: raw (default) or qcow2.")
+    var format = "raw"
+
+    @Option(help: "qcow2 output cluster size.")
+    var clusterSize = "64K"
+
+    @Flag(help: "Overwrite an existing output file.")
+    var force = false
+
+    @Flag(help: "Print the summary as a JSON object.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors { () throws(CairnError) in
+            guard let outputFormat = RestoreFormat(rawValue: format) else {
+                throw CairnError(.usage, "--format \(format) is not raw or qcow2")
+            }
+            let repo = try repository.open()
+            let pointID: RestorePointID
+            switch (id, group, at) {
+            case (let id?, nil, nil):
+                pointID = try repo.catalog.resolve(id)
+            case (nil, let group?, let at?):
+                try GroupName.validate(group)
+                guard let time = Timestamp(parsing: at) else {
+                    throw CairnError(.usage, "--at \(at) is not a UTC time (use e.g. 2026-11-26T03:00:00Z)")
+                }
+                pointID = try repo.catalog.latest(in: group, atOrBefore: time)
+            default:
+                throw CairnError(.usage, "name a restore point (GROUP@TIME or GROUP@latest), or give both --group and --at")
+            }
+            var request = RestoreRequest(id: pointID, disk: disk, destination: to)
+            request.format = outputFormat
+            request.force = force
+            let cluster = try parseSize(clusterSize, option: "--cluster-size")
+            guard cluster >= 512, cluster <= 2 << 20, cluster & (cluster - 1) == 0 else {
+                throw CairnError(.usage, "--cluster-size \(clusterSize) is not a power of two from 512 to 2M")
+            }
+            request.clusterSize = cluster
+            let job = RestoreJob(repository: repo, request: request)
+            job.lockWait = try repository.lockWaitSeconds()
+            job.progress = { p in
+                let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
+                Terminal.progress("restoring: \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(rate(p.bytesDone, p.seconds))")
+            }
+            let result = try job.run()
+            Terminal.clearProgress()
+            if json {
+                print(try JSONCoding.encode(RestoreSummary(id: pointID.description, result: result, to: to, format: format)))
+            } else {
+                print(
+                    "restored \(pointID) disk \(result.disk.name) to \(to): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written in \(Units.formatDecimal(result.seconds, places: 2)) s"
+                )
+            }
+        }
+    }
+}
+
+/// `cairn restore --json`.
+struct RestoreSummary: Encodable {
+    var id: String
+    var disk: String
+    var to: String
+    var format: String
+    var size: UInt64
+    var bytesWritten: UInt64
+    var seconds: Double
+    var damaged: [DamagedRange]
+
+    init(id: String, result: RestoreResult, to: String, format: String) {
+        self.id = id
+        disk = result.disk.name
+        self.to = to
+        self.format = format
+        size = result.disk.size
+        bytesWritten = result.bytesWritten
+        seconds = result.seconds
+        damaged = result.damaged
+    }
+}
