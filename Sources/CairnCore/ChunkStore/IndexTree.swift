@@ -69,6 +69,12 @@ final class IndexTreeWriter {
         var level = 0
         while true {
             if level == levels.count - 1 && emitted[level] == 0 {
+                // A top page with one entry is redundant: its child page already lists everything.
+                // Collapsing it keeps the shape canonical: depth = ⌈log₁₀₂₄(blocks)⌉, at least 1.
+                if level > 0 && levels[level].count == ChunkDigest.byteCount {
+                    let only = levels[level].withUnsafeBytes { ChunkDigest(loadingFrom: $0) }
+                    return (only, level)
+                }
                 return (try storePage(levels[level]), level + 1)
             }
             if !levels[level].isEmpty {
