@@ -68,6 +68,7 @@ public enum QemuTools {
 public struct QemuToolError: Error, CustomStringConvertible {
     public var message: String
     public var description: String { message }
+    public init(message: String) { self.message = message }
 }
 
 /// A fresh directory under /tmp, removed with its contents when the value is released.
