@@ -96,13 +96,17 @@ struct QCOW2ImageTests {
     func encryptedImagesNeedAKey(_ format: String) throws {
         let temporary = try QemuTemporaryDirectory()
         let path = temporary.path + "/\(format).qcow2"
-        try QemuTools.check(
-            "qemu-img",
-            [
-                "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=cairn-test",
-                "-o", "encrypt.format=\(format),encrypt.key-secret=s0" + (format == "luks" ? ",encrypt.iter-time=10" : ""),
-                path, "1M",
-            ])
+        // LUKS key derivation is benchmarked; on a loaded machine a short iter-time can fail
+        // ("Unable to get accurate CPU usage"), so retry a few times with longer ones.
+        var made = false
+        for iterTime in [50, 200, 500] where !made {
+            let options = "encrypt.format=\(format),encrypt.key-secret=s0" + (format == "luks" ? ",encrypt.iter-time=\(iterTime)" : "")
+            let output = try QemuTools.run(
+                "qemu-img",
+                ["create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=cairn-test", "-o", options, path, "1M"])
+            made = output.status == 0
+        }
+        try #require(made, "qemu-img could not create a \(format) image")
         let error = try #require(throws: CairnError.self) { try DiskImageOpener.open(path) }
         #expect(error.code == .badImage)
         #expect(error.message.contains("encrypted") && error.message.contains("key"))
