@@ -124,6 +124,11 @@ struct QCOW2HostileImageTests {
             let offset = entry & ((1 << 58) - 1)
             try Patch.bytes(image, at: offset, [0x01, 0x04, 0x00, 0xFB, 0xFF, 1, 2, 3, 4]); return nil
         },
+        Case(description: "compressed data cut short by truncation", fixtures: ["zstd4k.qcow2"], expected: "compressed cluster") {
+            image, _ in
+            // zstd4k.qcow2 ends with a 19-byte compressed cluster: cut into it.
+            try Patch.truncate(image, to: Patch.size(image) - 10); return nil
+        },
         Case(description: "compressed data that is not deflate", fixtures: ["deflate-v2.qcow2"], expected: "does not decompress") {
             image, _ in
             let entry = try Patch.readU64(image, at: Patch.l2Offset(image) + 16 * 8)

@@ -60,6 +60,15 @@ struct QCOW2ImageTests {
         #expect(v2.info.qcow2Version == 2 && v2.info.backingChain == [])
     }
 
+    /// The dirty bit only says refcounts may be stale; the mapping is valid, so the image reads.
+    @Test func dirtyImagesRead() throws {
+        let temporary = try QemuTemporaryDirectory()
+        let path = try temporary.copy(QCOW2Fixtures.path("c64k.qcow2"), as: "dirty.qcow2")
+        try Patch.u64(path, at: 72, 1)
+        let entry = try #require(QCOW2Fixtures.manifest.first { $0.name == "c64k.qcow2" })
+        #expect(try QCOW2Fixtures.guestDigest(DiskImageOpener.open(path)) == entry.digest)
+    }
+
     @Test func snapshotByIdReadsTheSnapshot() throws {
         let image = try DiskImageOpener.open(QCOW2Fixtures.path("snap.qcow2"), snapshot: "1")
         #expect(image.virtualSize == 1 << 20)
