@@ -69,6 +69,26 @@ struct QCOW2ImageTests {
         #expect(try QCOW2Fixtures.guestDigest(DiskImageOpener.open(path)) == entry.digest)
     }
 
+    /// A 1 TiB image is walked by its L1/L2 tables alone: few extents, no data read.
+    @Test(.timeLimit(.minutes(1))) func hugeSparseImageIsWalkedByItsTables() throws {
+        let temporary = try QemuTemporaryDirectory()
+        let path = temporary.path + "/huge.qcow2"
+        try QemuTools.check("qemu-img", ["create", "-q", "-f", "qcow2", path, "1T"])
+        try QemuTools.check("qemu-io", ["-f", "qcow2", "-c", "write -P 0x42 900G 64k", path])
+        let image = try DiskImageOpener.open(path)
+        var offset: UInt64 = 0
+        var extents: [ImageExtent] = []
+        while offset < image.virtualSize {
+            let extent = try image.extent(at: offset, maxLength: 1 << 40)
+            extents.append(extent)
+            offset += extent.length
+        }
+        #expect(extents == [
+            ImageExtent(length: 900 << 30, isZero: true), ImageExtent(length: 65536, isZero: false),
+            ImageExtent(length: 124 << 30 - 65536, isZero: true),
+        ])
+    }
+
     @Test func snapshotByIdReadsTheSnapshot() throws {
         let image = try DiskImageOpener.open(QCOW2Fixtures.path("snap.qcow2"), snapshot: "1")
         #expect(image.virtualSize == 1 << 20)
