@@ -22,7 +22,7 @@ io v2.qcow2 "write -P 0x11 0 64k" "write -P 0x22 1M 4k" "write -P 0x23 1536k 512
 
 # Version 3 with zero clusters (allocated and plain) and a discard; size not a multiple of 64 KiB.
 create -o compat=1.1 v3.qcow2 3000k
-io v3.qcow2 "write -P 0x31 0 192k" "write -z 64k 64k" "write -P 0x32 1M 64k" "discard 1M 64k" \
+io v3.qcow2 "write -P 0x31 0 128k" "write -z 64k 64k" "write -P 0x32 1M 64k" "discard 1M 64k" \
     "write -P 0x33 2M 8k" "write -z -u 2M 64k" "write -P 0x34 2944k 56k"
 
 # Cluster sizes.
@@ -36,7 +36,7 @@ io c64k.qcow2 "write -P 0x61 0 64k" "write -P 0x62 3M 1k"
 # Extended L2 entries with subclusters (64 KiB clusters, 2 KiB subclusters), over a backing file
 # so that unallocated subclusters fall through to it.
 create -o cluster_size=16k extl2-base.qcow2 1M
-io extl2-base.qcow2 "write -P 0xb1 0 160k" "write -P 0xb2 384k 160k"
+io extl2-base.qcow2 "write -P 0xb1 0 64k" "write -P 0xb2 480k 64k"
 create -o cluster_size=16k,extended_l2=on -b extl2-base.qcow2 -F qcow2 extl2.qcow2 1M
 io extl2.qcow2 "write -P 0xe1 1k 1k" "write -P 0xe2 5k 3k" "write -z 16k 2k" "write -P 0xe3 128k 16k" \
     "discard 320k 16k" "write -z 400k 512" "write -P 0xe6 500k 1536"
