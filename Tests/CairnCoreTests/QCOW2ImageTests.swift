@@ -64,7 +64,7 @@ struct QCOW2ImageTests {
     @Test func dirtyImagesRead() throws {
         let temporary = try QemuTemporaryDirectory()
         let path = try temporary.copy(QCOW2Fixtures.path("c64k.qcow2"), as: "dirty.qcow2")
-        try Patch.u64(path, at: 72, 1)
+        try QCOW2Patch.u64(path, at: 72, 1)
         let entry = try #require(QCOW2Fixtures.manifest.first { $0.name == "c64k.qcow2" })
         #expect(try QCOW2Fixtures.guestDigest(DiskImageOpener.open(path)) == entry.digest)
     }
