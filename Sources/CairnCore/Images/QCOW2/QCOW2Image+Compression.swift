@@ -1,0 +1,69 @@
+/// Compressed clusters: locating the compressed bytes from the L2 descriptor and inflating them.
+extension QCOW2Image {
+    /// Decompresses the cluster described by `descriptor` into `clusterBuffer`, unless it is
+    /// already there. It must inflate to exactly one cluster.
+    ///
+    /// Descriptor layout (reference §6): with `x = 62 - (cluster_bits - 8)`, bits 0..x-1 are the
+    /// byte offset of the data and bits x..61 the number of additional 512-byte sectors. The last
+    /// sector may run past the end of the file (QEMU 7.2 writes such images); anything shorter
+    /// than that is a truncated image.
+    func decompress(_ descriptor: UInt64, guest: UInt64) throws(CairnError) {
+        if decompressedCluster == descriptor { return }
+        decompressedCluster = nil
+        let offsetBits = 62 - (clusterBits - 8)
+        let bits = descriptor & ((1 << 62) - 1)
+        let offset = bits & ((1 << offsetBits) - 1)
+        let sectors = (bits >> offsetBits) + 1
+        let length = sectors * 512 - offset % 512
+        let what = "compressed cluster for guest offset 0x\(qcow2Hex(guest)) at host offset 0x\(qcow2Hex(offset))"
+        guard offset >> 56 == 0 else { throw bad("\(what) has an offset beyond the 64 PiB the format allows") }
+        guard offset >= clusterSize else { throw bad("\(what) lies inside the header cluster") }
+        guard offset < fileSize else {
+            throw bad("\(what) lies beyond the end of the file (size 0x\(qcow2Hex(fileSize))): the image is truncated")
+        }
+        let available = min(length, fileSize - offset)
+        guard length - available < 512 else {
+            throw bad(
+                "\(what) (\(length) bytes) runs \(length - available) bytes past the end of the file "
+                    + "(size 0x\(qcow2Hex(fileSize))): the image is truncated")
+        }
+        if compressedBuffer.count < Int(length) { compressedBuffer = [UInt8](repeating: 0, count: Int(clusterSize) * 2 + 512) }
+        if clusterBuffer.count != Int(clusterSize) { clusterBuffer = [UInt8](repeating: 0, count: Int(clusterSize)) }
+
+        var failure: CairnError?
+        let produced = compressedBuffer.withUnsafeMutableBytes { compressed -> Int in
+            let input = UnsafeMutableRawBufferPointer(rebasing: compressed[0..<Int(available)])
+            do throws(CairnError) {
+                let n = try file.read(into: input, at: offset)
+                guard n == input.count else {
+                    throw bad("file shrank while it was read: \(what) ends early")
+                }
+                var inner: CairnError?
+                let produced = clusterBuffer.withUnsafeMutableBytes { output -> Int in
+                    do throws(CairnError) {
+                        switch header.compressionType {
+                        case .deflate: return try inflater.inflate(UnsafeRawBufferPointer(input), into: output)
+                        case .zstd: return try zstd.decompressStream(UnsafeRawBufferPointer(input), into: output)
+                        }
+                    } catch {
+                        inner = error
+                        return 0
+                    }
+                }
+                if let inner { throw inner }
+                return produced
+            } catch {
+                failure = error
+                return 0
+            }
+        }
+        if let failure {
+            if failure.code == .badImage && failure.message.hasPrefix(file.path) { throw failure }
+            throw bad("\(what) does not decompress (\(header.compressionType)): \(failure.cause ?? failure.message)")
+        }
+        guard produced == Int(clusterSize) else {
+            throw bad("\(what) inflates to \(produced) bytes, not the cluster size \(clusterSize)")
+        }
+        decompressedCluster = descriptor
+    }
+}
