@@ -44,6 +44,7 @@ struct BackupCommand: ParsableCommand {
             }
             let result = try job.run()
             Terminal.clearProgress()
+            if let warning = result.warning { Terminal.printError("cairn: warning: \(warning)") }
             let stats = result.manifest.stats
             if json {
                 print(try JSONCoding.encode(BackupSummary(result.manifest)))

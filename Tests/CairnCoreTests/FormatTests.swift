@@ -258,3 +258,45 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         #expect(tail.isZero && tail.length == 7 << 20)
     }
 }
+
+@Suite struct CompactionTests {
+    @Test func mergedIndexAnswersEveryLookupNewestFirst() throws {
+        let dir = TemporaryDirectory()
+        let repo = try makeRepository(dir)
+        var gen = TestImage(seed: 12)
+        let encoder = ChunkEncoder(level: 1)
+        let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
+        defer { slot.deallocate() }
+        var stored: [(ChunkDigest, [UInt8])] = []
+        for _ in 0..<12 {
+            for _ in 0..<40 {
+                let bytes = gen.randomBytes(2000)
+                let digest = SHA256Hasher().digest(bytes)
+                let n = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }
+                try repo.store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n]))
+                stored.append((digest, bytes))
+            }
+            try repo.store.commit()
+        }
+        // A digest listed twice: an older segment points nowhere useful, the newest is right.
+        let (dupDigest, _) = stored[0]
+        let real = try #require(repo.store.lookup(dupDigest))
+        var stale = real
+        stale.offset += 1
+        try IndexSegment.write(entries: [(dupDigest, stale)], to: "\(dir.file("repo"))/index/0000000000000000-00000000.idx")
+
+        let reopened = try Repository(path: dir.file("repo"))
+        #expect(reopened.store.indexSegments.count == 13)
+        #expect(reopened.store.needsCompaction)
+        #expect(try reopened.store.compactIndex() == 13)
+        #expect(reopened.store.indexSegments.count == 1)
+        try reopened.store.indexSegments[0].checkIntegrity()
+        #expect(reopened.store.indexSegments[0].entryCount == stored.count)
+
+        let again = try Repository(path: dir.file("repo"))
+        #expect(try FileSystem.list("\(dir.file("repo"))/index").count == 1)
+        let reader = ChunkReader(store: again.store)
+        for (digest, bytes) in stored { #expect(Array(try reader.read(digest)) == bytes) }
+        #expect(again.store.lookup(dupDigest) == real)
+    }
+}

@@ -28,6 +28,8 @@ public struct BackupProgress: Sendable {
 public struct BackupResult: Sendable {
     public var id: RestorePointID
     public var manifest: Manifest
+    /// Something the administrator may want to know that did not fail the backup.
+    public var warning: String?
 }
 
 /// Makes one restore point of a group from a set of images.
@@ -86,6 +88,7 @@ public final class BackupJob {
         let storedBefore = store.storedBytesWritten
         let chunksBefore = store.chunksWritten
         var disks: [Manifest.DiskEntry] = []
+        var warning: String?
         var bytesRead: UInt64 = 0
         var bytesNew: UInt64 = 0
         do {
@@ -115,6 +118,15 @@ public final class BackupJob {
                 chunksNew: store.chunksWritten - chunksBefore, seconds: clock.elapsed),
             previous: previousID?.description)
         try catalog.write(manifest, id: id)
-        return BackupResult(id: id, manifest: manifest)
+        // Housekeeping once the restore point is safe: merge index segments if no other cairn
+        // process is using the repository. A failure here costs nothing but speed.
+        if store.needsCompaction && repoLock.tryUpgradeToExclusive() {
+            do {
+                try store.compactIndex()
+            } catch {
+                warning = "index compaction was skipped: \(error.description)"
+            }
+        }
+        return BackupResult(id: id, manifest: manifest, warning: warning)
     }
 }

@@ -136,6 +136,15 @@ public final class ChunkStore: @unchecked Sendable {
         finishedPacks.removeAll()
     }
 
+    /// Swaps merged segments for their inputs in this process's view.
+    func replaceSegments(_ old: [IndexSegment], with merged: IndexSegment) throws(CairnError) {
+        let names = Set(old.map(\.name))
+        segments.withLock { segs in
+            segs.removeAll { names.contains($0.name) }
+            segs.insert(merged, at: 0)
+        }
+    }
+
     /// Forces everything written to the repository's filesystem to stable storage.
     func syncFilesystem() throws(CairnError) {
         let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -49,6 +49,14 @@ public final class RepositoryLock {
         }
     }
 
+    /// Tries to turn a shared lock into an exclusive one without waiting.
+    ///
+    /// flock converts by dropping the old lock first, so on failure the caller may hold nothing:
+    /// use it only where losing the lock is harmless (at the end of a run).
+    public func tryUpgradeToExclusive() -> Bool {
+        (try? file.tryLock(.exclusive)) ?? false
+    }
+
     private static func holderDescription(_ file: File) -> String {
         let bytes = (try? file.readBytes(count: 512, at: 0)) ?? []
         let text = String(decoding: bytes, as: UTF8.self).trimmingSpaces
