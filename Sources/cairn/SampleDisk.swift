@@ -80,17 +80,6 @@ struct SampleDisk {
     }
 
     static func digest(of path: String) throws(CairnError) -> ChunkDigest {
-        let file = try File.open(path, .readOnly)
-        let hasher = SHA256Hasher()
-        hasher.start()
-        let size = try file.size()
-        var offset: UInt64 = 0
-        let step = 4 << 20
-        while offset < size {
-            let bytes = try file.readBytes(count: Int(min(UInt64(step), size - offset)), at: offset)
-            hasher.update(bytes)
-            offset += UInt64(bytes.count)
-        }
-        return hasher.finish()
+        try SHA256Hasher.digest(ofFile: path)
     }
 }

@@ -152,7 +152,7 @@ struct QCOW2HostileImageTests {
 
     @Test(arguments: cases)
     func refused(_ hostile: Case) throws {
-        let temporary = try QemuTemporaryDirectory()
+        let temporary = TemporaryDirectory("cairn-qcow2")
         for fixture in hostile.fixtures {
             _ = try temporary.copy(QCOW2Fixtures.path(fixture), as: fixture)
         }

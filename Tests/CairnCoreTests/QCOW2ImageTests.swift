@@ -22,7 +22,7 @@ struct QCOW2ImageTests {
         // Compare with QEMU as installed now, not only with the committed MANIFEST.
         let qemuDigest: String
         if let snapshot = entry.snapshot {
-            let temporary = try QemuTemporaryDirectory()
+            let temporary = TemporaryDirectory("cairn-qcow2")
             let copy = try temporary.copy(path, as: "snapshot.qcow2")
             try QemuTools.check("qemu-img", ["snapshot", "-a", snapshot, copy])
             qemuDigest = try QemuTools.rawDigest(of: copy)
@@ -62,7 +62,7 @@ struct QCOW2ImageTests {
 
     /// The dirty bit only says refcounts may be stale; the mapping is valid, so the image reads.
     @Test func dirtyImagesRead() throws {
-        let temporary = try QemuTemporaryDirectory()
+        let temporary = TemporaryDirectory("cairn-qcow2")
         let path = try temporary.copy(QCOW2Fixtures.path("c64k.qcow2"), as: "dirty.qcow2")
         try QCOW2Patch.u64(path, at: 72, 1)
         let entry = try #require(QCOW2Fixtures.manifest.first { $0.name == "c64k.qcow2" })
@@ -71,7 +71,7 @@ struct QCOW2ImageTests {
 
     /// A 1 TiB image is walked by its L1/L2 tables alone: few extents, no data read.
     @Test(.timeLimit(.minutes(1))) func hugeSparseImageIsWalkedByItsTables() throws {
-        let temporary = try QemuTemporaryDirectory()
+        let temporary = TemporaryDirectory("cairn-qcow2")
         let path = temporary.path + "/huge.qcow2"
         try QemuTools.check("qemu-img", ["create", "-q", "-f", "qcow2", path, "1T"])
         try QemuTools.check("qemu-io", ["-f", "qcow2", "-c", "write -P 0x42 900G 64k", path])
@@ -106,7 +106,7 @@ struct QCOW2ImageTests {
     /// Images too big to commit (2 MiB clusters: ~14 MiB each) are made here and compared with QEMU.
     @Test(arguments: ["cluster_size=2M", "cluster_size=2M,extended_l2=on", "cluster_size=2M,compression_type=zstd"])
     func twoMegabyteClusters(_ options: String) throws {
-        let temporary = try QemuTemporaryDirectory()
+        let temporary = TemporaryDirectory("cairn-qcow2")
         let path = temporary.path + "/c2m.qcow2"
         try QemuTools.check("qemu-img", ["create", "-q", "-f", "qcow2", "-o", options, path, "6M"])
         let compressed = options.contains("zstd") ? "-c " : ""
@@ -123,7 +123,7 @@ struct QCOW2ImageTests {
 
     @Test(arguments: ["aes", "luks"])
     func encryptedImagesNeedAKey(_ format: String) throws {
-        let temporary = try QemuTemporaryDirectory()
+        let temporary = TemporaryDirectory("cairn-qcow2")
         let path = temporary.path + "/\(format).qcow2"
         // LUKS key derivation is benchmarked; on a loaded machine a short iter-time can fail
         // ("Unable to get accurate CPU usage"), so retry a few times with longer ones.

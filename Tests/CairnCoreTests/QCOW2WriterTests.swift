@@ -37,7 +37,7 @@ struct QCOW2WriterTests {
 
     @Test(arguments: shapes)
     func imageIsCleanAndIdentical(_ shape: Shape) throws {
-        let temporary = try QemuTemporaryDirectory()
+        let temporary = TemporaryDirectory("cairn-qcow2")
         let qcow2 = temporary.path + "/restored.qcow2"
         let raw = temporary.path + "/expected.raw"
         let clusters = (shape.virtualSize + shape.clusterSize - 1) / shape.clusterSize
@@ -96,7 +96,7 @@ struct QCOW2WriterTests {
     }
 
     @Test func refusesAnExistingFileWithoutForce() throws {
-        let temporary = try QemuTemporaryDirectory()
+        let temporary = TemporaryDirectory("cairn-qcow2")
         let path = temporary.path + "/exists.qcow2"
         try FileSystem.writeAtomically([1], to: path)
         let bitmap = ClusterBitmap(clusterCount: 1)
@@ -110,7 +110,7 @@ struct QCOW2WriterTests {
     }
 
     @Test func refusesWritesToUnreservedClusters() throws {
-        let temporary = try QemuTemporaryDirectory()
+        let temporary = TemporaryDirectory("cairn-qcow2")
         var bitmap = ClusterBitmap(clusterCount: 4)
         bitmap.set(1)
         let writer = try QCOW2Writer(
@@ -124,7 +124,7 @@ struct QCOW2WriterTests {
     }
 
     @Test func concurrentWritesLandInPlace() throws {
-        let temporary = try QemuTemporaryDirectory()
+        let temporary = TemporaryDirectory("cairn-qcow2")
         let path = temporary.path + "/c.qcow2"
         let clusters: UInt64 = 256
         var bitmap = ClusterBitmap(clusterCount: clusters)

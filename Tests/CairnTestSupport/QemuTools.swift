@@ -42,7 +42,7 @@ public enum QemuTools {
     /// SHA-256 (hex) of `qemu-img convert -O raw` of `image`, run in `directory` (QEMU resolves
     /// external data file names against its working directory).
     public static func rawDigest(of image: String, options: [String] = [], in directory: String? = nil) throws -> String {
-        let temporary = try QemuTemporaryDirectory()
+        let temporary = TemporaryDirectory("cairn-qcow2")
         let raw = temporary.path + "/guest.raw"
         try check("qemu-img", ["convert"] + options + ["-O", "raw", image, raw], in: directory)
         return try fileDigest(raw)
@@ -50,18 +50,7 @@ public enum QemuTools {
 
     /// SHA-256 (hex) of a whole file.
     public static func fileDigest(_ path: String) throws -> String {
-        let file = try File.open(path, .readOnly)
-        let hasher = SHA256Hasher()
-        hasher.start()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var offset: UInt64 = 0
-        while true {
-            let n = try buffer.withUnsafeMutableBytes { try file.read(into: $0, at: offset) }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            offset += UInt64(n)
-        }
-        return hasher.finish().hex
+        try SHA256Hasher.digest(ofFile: path).hex
     }
 }
 
@@ -71,24 +60,3 @@ public struct QemuToolError: Error, CustomStringConvertible {
     public init(message: String) { self.message = message }
 }
 
-/// A fresh directory under /tmp, removed with its contents when the value is released.
-public final class QemuTemporaryDirectory {
-    public let path: String
-
-    public init() throws {
-        var template = Array("/tmp/cairn-qcow2-XXXXXX".utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw QemuToolError(message: "cannot create a temporary directory under /tmp")
-        }
-        path = String(cString: made)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    /// Copies `source` (a file or folder) into this directory under `name`.
-    public func copy(_ source: String, as name: String) throws -> String {
-        let target = path + "/" + name
-        try FileManager.default.copyItem(atPath: source, toPath: target)
-        return target
-    }
-}

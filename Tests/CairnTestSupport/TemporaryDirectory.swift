@@ -17,4 +17,11 @@ public final class TemporaryDirectory: @unchecked Sendable {
     }
 
     public func file(_ name: String) -> String { "\(path)/\(name)" }
+
+    /// Copies `source` (a file or folder) into this directory under `name`.
+    public func copy(_ source: String, as name: String) throws -> String {
+        let target = file(name)
+        try FileManager.default.copyItem(atPath: source, toPath: target)
+        return target
+    }
 }

@@ -67,17 +67,7 @@ public struct TestImage {
     }
 
     public static func sha256(of path: String) throws -> String {
-        let file = try File.open(path, .readOnly)
-        let hasher = SHA256Hasher()
-        hasher.start()
-        var offset: UInt64 = 0
-        let size = try file.size()
-        while offset < size {
-            let bytes = try file.readBytes(count: Int(min(4 << 20, size - offset)), at: offset)
-            hasher.update(bytes)
-            offset += UInt64(bytes.count)
-        }
-        return hasher.finish().hex
+        try SHA256Hasher.digest(ofFile: path).hex
     }
 
     /// Bytes the file really occupies on disk (holes excluded).

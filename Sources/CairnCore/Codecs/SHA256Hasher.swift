@@ -50,3 +50,22 @@ public final class SHA256Hasher {
         return ChunkDigest(w0: out.0, w1: out.1, w2: out.2, w3: out.3)
     }
 }
+
+extension SHA256Hasher {
+    /// SHA-256 of a whole file, read in 4 MiB pieces.
+    public static func digest(ofFile path: String) throws(CairnError) -> ChunkDigest {
+        let file = try File.open(path, .readOnly)
+        let hasher = SHA256Hasher()
+        hasher.start()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset: UInt64 = 0
+        while true {
+            let n = try file.read(into: buffer, at: offset)
+            if n == 0 { break }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            offset += UInt64(n)
+        }
+        return hasher.finish()
+    }
+}
