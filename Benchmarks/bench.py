@@ -213,22 +213,34 @@ def build_workload(args, work):
         f.truncate(disk_bytes)
     part_lo, part_hi = gpt_partition(base)
     part_bytes = (part_hi - part_lo) // 4096 * 4096
-    budget = int(part_bytes * p["fill"])
+    part_img = os.path.join(tmp, "part.img")
+    # what an empty ext4 of this size already uses (inode tables, journal), so that the
+    # filesystem ends up about fill% used in df terms
+    with open(part_img, "wb") as f:
+        f.truncate(part_bytes)
+    env = dict(os.environ, E2FSPROGS_FAKE_TIME=str(FIXED_TIME))
+    run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "nodiscard", part_img,
+         str(part_bytes // 1024) + "k"], env=env)
+    dump = run(["dumpe2fs", "-h", part_img], stdout=subprocess.PIPE, text=True,
+               stderr=subprocess.DEVNULL).stdout
+    empty_used = (int(re.search(r"Block count:\s+(\d+)", dump).group(1))
+                  - int(re.search(r"Free blocks:\s+(\d+)", dump).group(1))) * 4096
+    os.unlink(part_img)
+    budget = max(MIB, int(part_bytes * p["fill"]) - empty_used)
     log(f"workload: choosing files from {', '.join(FILE_ROOTS)} for {budget / MIB:.0f} MiB")
     files, used = choose_files(budget)
     stage = os.path.join(tmp, "stage")
     ndirs = stage_files(files, stage)
     log(f"workload: staged {len(files)} files ({sum(s for _, s, _ in files) / MIB:.0f} MiB)"
         f" in {ndirs} directories")
-    part_img = os.path.join(tmp, "part.img")
     with open(part_img, "wb") as f:
         f.truncate(part_bytes)
     inodes = max(part_bytes // 16384, int((len(files) + ndirs) * 1.3) + 1024)
-    env = dict(os.environ, E2FSPROGS_FAKE_TIME=str(FIXED_TIME))
     run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-L", "cairn-bench", "-U", FS_UUID,
          "-N", str(inodes), "-E", f"nodiscard,root_owner=0:0,hash_seed={FS_UUID}",
          "-d", stage, part_img, str(part_bytes // 1024) + "k"], env=env)
-    dump = run(["dumpe2fs", "-h", part_img], capture_output=True, text=True).stdout
+    dump = run(["dumpe2fs", "-h", part_img], stdout=subprocess.PIPE, text=True,
+               stderr=subprocess.DEVNULL).stdout
     bcount = int(re.search(r"Block count:\s+(\d+)", dump).group(1))
     bfree = int(re.search(r"Free blocks:\s+(\d+)", dump).group(1))
     run(["dd", f"if={part_img}", f"of={base}", "bs=1M", "oflag=seek_bytes",
@@ -286,14 +298,25 @@ def build_workload(args, work):
 # Measurement helpers
 # --------------------------------------------------------------------------------------
 
+GNU_TIME = "/usr/bin/time"
+
+
 def timed(cmd, logf, env=None, cwd=None):
-    """Run cmd; return rc, wall seconds, peak RSS (KiB, of the child and what it reaped)."""
+    """Run cmd; return rc, wall seconds and peak RSS (KiB).
+
+    Wall time is measured here (monotonic clock).  Peak RSS comes from GNU time's %M (the
+    child's ru_maxrss), because a child forked straight from this Python process inherits
+    Python's own high-water mark in ru_maxrss when it execs.  Without /usr/bin/time we fall
+    back to os.wait4 and say so in the result."""
+    rss_file = logf + ".rss"
+    use_time = os.access(GNU_TIME, os.X_OK)
+    full = [GNU_TIME, "-q", "-f", "%M", "-o", rss_file, "--"] + cmd if use_time else cmd
     with open(logf, "ab") as lf:
         lf.write(("\n$ " + " ".join(cmd) + "\n").encode())
         lf.flush()
         t0 = time.monotonic()
         try:
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=lf, env=env, cwd=cwd,
+            p = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=lf, env=env, cwd=cwd,
                                  stdin=subprocess.DEVNULL)
         except OSError as e:
             lf.write(f"cannot start: {e}\n".encode())
@@ -304,10 +327,24 @@ def timed(cmd, logf, env=None, cwd=None):
         secs = time.monotonic() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
         p.stdout.close()
+        rss, how = ru.ru_maxrss, "wait4 (includes the harness's RSS at fork)"
+        if use_time:
+            try:
+                with open(rss_file) as f:
+                    rss, how = int(f.read().split()[-1]), "GNU time %M"
+            except (OSError, ValueError, IndexError):
+                pass
+            try:
+                os.unlink(rss_file)
+            except OSError:
+                pass
+        rc = p.returncode
+        if use_time and not os.path.exists(cmd[0]) and shutil.which(cmd[0]) is None:
+            rc = 127
         lf.write(out)
-        lf.write(f"[rc={p.returncode} seconds={secs:.3f} maxrss_kib={ru.ru_maxrss}]\n".encode())
-    return {"rc": p.returncode, "seconds": round(secs, 3), "maxrss_kib": ru.ru_maxrss,
-            "stdout": out.decode(errors="replace"), "ok": p.returncode == 0}
+        lf.write(f"[rc={rc} seconds={secs:.3f} maxrss_kib={rss}]\n".encode())
+    return {"rc": rc, "seconds": round(secs, 3), "maxrss_kib": rss, "rss_from": how,
+            "stdout": out.decode(errors="replace"), "ok": rc == 0}
 
 
 def tree_bytes(path):
@@ -782,7 +819,7 @@ def fmt(v, unit):
     if v is None:
         return "-"
     if unit == "s":
-        return f"{v:.2f}"
+        return f"{v:.3f}" if v < 1 else f"{v:.2f}"
     if unit == "B":
         return f"{v / MIB:.1f}M"
     if unit == "KiB":
@@ -793,20 +830,21 @@ def fmt(v, unit):
 def print_table(med, rat, goals, tools):
     peers = [t for t in tools if t != "cairn"]
     cols = tools + ([f"cairn/{p}" for p in peers] if "cairn" in tools else [])
-    w0 = 26
+    w0 = 28
+    ws = [max(10, len(c) + 2) for c in cols]
     print()
     print("Medians over rounds (s = wall seconds, M = MiB; bytes are repository bytes)")
-    print(f"{'step':{w0}s}" + "".join(f"{c:>15s}" for c in cols))
+    print(f"{'step':{w0}s}" + "".join(f"{c:>{w}s}" for c, w in zip(cols, ws)))
     for key, label, unit in METRICS:
         if not any(key in med.get(t, {}) for t in tools):
             continue
-        row = f"{label + ' (' + unit.replace('KiB', 'M').replace('B', 'M') + ')':{w0}s}"
-        for t in tools:
-            row += f"{fmt(med.get(t, {}).get(key), unit):>15s}"
+        row = f"{label:{w0}s}"
+        cells = [fmt(med.get(t, {}).get(key), unit) for t in tools]
         if "cairn" in tools:
             for p in peers:
                 v = rat.get(p, {}).get(key)
-                row += f"{(f'{v:.3f}' if v is not None else '-'):>15s}"
+                cells.append(f"{v:.3f}" if v is not None else "-")
+        row += "".join(f"{c:>{w}s}" for c, w in zip(cells, ws))
         print(row)
     print()
     print("Goals (Cairn vs peer medians)")
@@ -814,8 +852,10 @@ def print_table(med, rat, goals, tools):
         if g["result"] == "n/a":
             print(f"  n/a   {g['goal']}: not measured on both sides")
         elif "peer" in g:
-            print(f"  {g['result']:5s} {g['goal']}: cairn {g['cairn']:.4g} vs {g['factor']} x "
-                  f"{g['peer']} {g['peer_value']:.4g} (ratio {g['ratio']:.3f})")
+            unit = {k: u for k, _l, u in METRICS}[g["metric"]]
+            print(f"  {g['result']:5s} {g['goal']}: cairn {fmt(g['cairn'], unit)} <= "
+                  f"{g['factor']} x {g['peer']} {fmt(g['peer_value'], unit)}? "
+                  f"(ratio {g['ratio']:.3f})")
         else:
             print(f"  {g['result']:5s} {g['goal']}: backup {g['cairn'][0]:.3f} s, "
                   f"restore {g['cairn'][1]:.3f} s")
