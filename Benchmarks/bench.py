@@ -369,7 +369,7 @@ def same_file(a, b):
 
 
 def all_zero(path, size):
-    if os.path.getsize(path) != size:
+    if not os.path.isfile(path) or os.path.getsize(path) != size:
         return False
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -611,6 +611,8 @@ def run_tool_round(tool, wl, run_dir, args):
             snaps[n] = tool.snapshot_id(r, f"night{n}")
             if tool.name == "cairn":
                 res["steps"][f"night{n}_backup"]["json"] = r.get("json")
+                if not isinstance(r.get("json"), dict):
+                    fail(f"night{n}_backup printed no JSON object (using vm1@latest)")
         res["stored"][f"night{n}"] = tree_bytes(repo)
         if not r["ok"]:
             return res
@@ -984,7 +986,12 @@ def main():
         log(f"== round {rnd}/{args.rounds}: {', '.join(this)}")
         for name in this:
             run_dir = os.path.join(work, "runs", f"round{rnd}", name)
-            res = run_tool_round(tools[name], wl, run_dir, args)
+            try:
+                res = run_tool_round(tools[name], wl, run_dir, args)
+            except Exception as e:  # noqa: BLE001 - record and carry on with the next tool
+                log(f"  !!! {name}: harness error: {e!r}")
+                res = {"tool": name, "steps": {}, "stored": {},
+                       "failures": [f"harness error: {e!r}"]}
             res["round"] = rnd
             res["metrics"] = round_metrics(res)
             rounds.append(res)
