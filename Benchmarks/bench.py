@@ -959,8 +959,20 @@ def main():
         if t not in ALL_TOOLS:
             sys.exit(f"unknown tool {t}; choose from {', '.join(ALL_TOOLS)}")
     tools = {}
+    cairn_sha = None
     if "cairn" in wanted:
-        tools["cairn"] = Cairn(args, resolve_cairn(args))
+        exe = resolve_cairn(args)
+        if exe and os.access(exe, os.X_OK):
+            # run a private copy, so a rebuild of the binary during the run changes nothing
+            snap = os.path.join(work, "bin", "cairn")
+            os.makedirs(os.path.dirname(snap), exist_ok=True)
+            shutil.copy2(exe, snap + ".tmp")
+            os.replace(snap + ".tmp", snap)
+            with open(snap, "rb") as f:
+                cairn_sha = hashlib.sha256(f.read()).hexdigest()
+            log(f"cairn: {exe} (sha256 {cairn_sha[:16]}...)")
+            exe = snap
+        tools["cairn"] = Cairn(args, exe)
     if "restic" in wanted:
         tools["restic"] = Restic(args)
     if "borg" in wanted:
@@ -976,6 +988,7 @@ def main():
             versions[n] = None
             del tools[n]
     order = list(tools)
+    versions["cairn_sha256"] = cairn_sha
     versions["qemu-img"] = first_line(["qemu-img", "--version"])
     versions["mkfs.ext4"] = first_line(["mkfs.ext4", "-V"])
 
