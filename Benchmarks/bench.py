@@ -344,6 +344,7 @@ def timed(cmd, logf, env=None, cwd=None):
         lf.write(out)
         lf.write(f"[rc={rc} seconds={secs:.3f} maxrss_kib={rss}]\n".encode())
     return {"rc": rc, "seconds": round(secs, 3), "maxrss_kib": rss, "rss_from": how,
+            "loadavg1_after": round(os.getloadavg()[0], 2),
             "stdout": out.decode(errors="replace"), "ok": rc == 0}
 
 
@@ -755,7 +756,7 @@ def round_metrics(res):
     return m
 
 
-def medians(rounds, tools):
+def medians(rounds, tools, fn=statistics.median):
     out = {}
     for t in tools:
         per = [r["metrics"] for r in rounds if r["tool"] == t]
@@ -763,7 +764,7 @@ def medians(rounds, tools):
         for key, _label, _unit in METRICS:
             vals = [p[key] for p in per if key in p]
             if vals:
-                mt[key] = statistics.median(vals)
+                mt[key] = fn(vals)
         out[t] = mt
     return out
 
@@ -1037,6 +1038,7 @@ def main():
         },
         "rounds": rounds,
         "medians": med,
+        "minimums": medians(rounds, order, min),
         "ratios_cairn_over_peer": rat,
         "goals": goals,
         "failures": failures,
