@@ -35,6 +35,8 @@ final class BlockBatch: @unchecked Sendable {
     var outcomes: [Outcome]
     var recordLengths: [Int]
     var bytesRead: UInt64 = 0
+    /// Data blocks are yet to be read (by the reader thread or a worker).
+    var needsRead = false
 
     init(capacity: Int, blockSize: Int) {
         self.capacity = capacity

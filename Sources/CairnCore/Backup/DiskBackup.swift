@@ -12,6 +12,8 @@ final class DiskBackup: @unchecked Sendable {
     let clock: Stopwatch
     let blockSize: Int
     let blockCount: UInt64
+    /// Whether workers read their batches' data (see `DiskImage.supportsConcurrentReads`).
+    let readInWorkers: Bool
 
     private(set) var bytesRead: UInt64 = 0
     private(set) var bytesNew: UInt64 = 0
@@ -35,6 +37,7 @@ final class DiskBackup: @unchecked Sendable {
         self.clock = clock
         blockSize = store.blockSize
         blockCount = (image.virtualSize + UInt64(store.blockSize) - 1) / UInt64(store.blockSize)
+        readInWorkers = image.supportsConcurrentReads
     }
 
     func run() throws(CairnError) -> Manifest.DiskEntry {
@@ -89,7 +92,12 @@ final class DiskBackup: @unchecked Sendable {
                     let hasher = SHA256Hasher()
                     let encoder = ChunkEncoder(level: store.compressionLevel)
                     while let batch = toWork.pop() {
-                        process(batch, hasher: hasher, encoder: encoder)
+                        do throws(CairnError) {
+                            try process(batch, hasher: hasher, encoder: encoder)
+                        } catch {
+                            stopAll(error)
+                            return
+                        }
                         toWrite.push(batch, sequence: batch.sequence)
                     }
                 })
@@ -146,6 +154,7 @@ final class DiskBackup: @unchecked Sendable {
         batch.firstBlock = first
         batch.holeBlocks = 0
         batch.bytesRead = 0
+        batch.needsRead = false
 
         // A long zero extent becomes a data-less batch.
         let head = try image.extent(at: start, maxLength: Self.maxHoleBlocks * bs)
@@ -179,7 +188,25 @@ final class DiskBackup: @unchecked Sendable {
             }
             position = extentEnd
         }
-        // Read runs of data blocks with one call each.
+        batch.needsRead = true
+        if !readInWorkers { try readData(batch) }
+        for k in 0..<count {
+            if let previous, let digest = try previous.next() {
+                batch.previous[k] = digest
+                batch.hasPrevious[k] = true
+            } else {
+                batch.hasPrevious[k] = false
+            }
+        }
+    }
+
+    /// Reads the batch's data blocks, one `pread` per run of consecutive data blocks.
+    private func readData(_ batch: BlockBatch) throws(CairnError) {
+        guard batch.needsRead else { return }
+        batch.needsRead = false
+        let bs = UInt64(blockSize)
+        let start = batch.firstBlock * bs
+        let count = batch.count
         var i = 0
         while i < count {
             if batch.isHole[i] {
@@ -197,19 +224,12 @@ final class DiskBackup: @unchecked Sendable {
             batch.bytesRead += UInt64(bytes)
             i = j
         }
-        for k in 0..<count {
-            if let previous, let digest = try previous.next() {
-                batch.previous[k] = digest
-                batch.hasPrevious[k] = true
-            } else {
-                batch.hasPrevious[k] = false
-            }
-        }
     }
 
     /// Worker stage: zero check, SHA-256, compare with the previous digest, compress what is new.
-    private func process(_ batch: BlockBatch, hasher: SHA256Hasher, encoder: ChunkEncoder) {
+    private func process(_ batch: BlockBatch, hasher: SHA256Hasher, encoder: ChunkEncoder) throws(CairnError) {
         guard batch.holeBlocks == 0 else { return }
+        try readData(batch)
         let zero = ZeroBlock.digest
         for i in 0..<batch.count {
             batch.recordLengths[i] = 0

@@ -70,7 +70,8 @@ public final class PackReader: @unchecked Sendable {
     /// Reads record header and payload at `offset` into `buffer`, checks the header against what
     /// the index expects and the CRC, and returns the record (payload follows the header in `buffer`).
     func readRecord(
-        at offset: UInt64, storedLength: Int, expected digest: ChunkDigest, into buffer: UnsafeMutableRawBufferPointer
+        at offset: UInt64, storedLength: Int, expected digest: ChunkDigest, into buffer: UnsafeMutableRawBufferPointer,
+        checkCRC: Bool = true
     ) throws(CairnError) -> (compression: ChunkCompression, rawLength: Int) {
         let total = PackFormat.recordHeaderSize + storedLength
         guard total <= buffer.count else {
@@ -84,7 +85,7 @@ public final class PackReader: @unchecked Sendable {
         let header = UnsafeRawBufferPointer(rebasing: region[0..<PackFormat.recordHeaderSize])
         let payload = UnsafeRawBufferPointer(rebasing: region[PackFormat.recordHeaderSize...])
         let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
-        guard PackFormat.recordCRC(header: header, payload: payload) == crc else {
+        guard !checkCRC || PackFormat.recordCRC(header: header, payload: payload) == crc else {
             throw CairnError(.damaged, "chunk \(digest) in pack \(id) at offset \(offset) fails its CRC")
         }
         guard ChunkDigest(loadingFrom: header) == digest,

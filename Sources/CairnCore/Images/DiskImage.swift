@@ -17,6 +17,14 @@ public protocol DiskImage: AnyObject {
 
     /// Reads exactly `buffer.count` guest bytes starting at `offset` (`offset + count <= virtualSize`).
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError)
+
+    /// True if `read` may be called from several threads at once (plain `pread`, no caches):
+    /// the backup then reads in its worker threads, so copying from the page cache uses every core.
+    var supportsConcurrentReads: Bool { get }
+}
+
+extension DiskImage {
+    public var supportsConcurrentReads: Bool { false }
 }
 
 /// A run of guest bytes with one allocation state.

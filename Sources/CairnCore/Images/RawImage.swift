@@ -7,6 +7,7 @@ public final class RawImage: DiskImage {
     public let virtualSize: UInt64
     public var info: SourceImageInfo { SourceImageInfo(format: "raw", path: file.path, virtualSize: virtualSize) }
     private let canSeekHoles: Bool
+    public var supportsConcurrentReads: Bool { true }
 
     public init(file: File) throws(CairnError) {
         self.file = file

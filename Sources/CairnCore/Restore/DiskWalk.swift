@@ -64,6 +64,7 @@ final class DiskWalk: @unchecked Sendable {
             threads.append(
                 PipelineThread(name: "cairn-restore-\(i)") { [self] in
                     let reader = ChunkReader(store: store)
+                    reader.checksRecordCRC = false
                     let zeros = UnsafeMutableRawBufferPointer.allocate(
                         byteCount: target.needsZeroWrites ? blockSize : 0, alignment: 4096)
                     zeros.initializeMemory(as: UInt8.self, repeating: 0)
