@@ -216,6 +216,34 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         let (root2, _) = try again.finish()
         #expect(root2 == root)
         #expect(again.pagesStored == 0)
+
+        // Runs appended at once give the same tree as one by one.
+        let runs = IndexTreeWriter(store: repo.store, encoder: ChunkEncoder(level: 3))
+        var i = 0
+        while i < blocks {
+            var j = i
+            while j < blocks && digests[j] == digests[i] { j += 1 }
+            if j - i == 1 { try runs.append(digests[i]) } else { try runs.append(digests[i], count: UInt64(j - i)) }
+            i = j
+        }
+        #expect(try runs.finish().root == root)
+    }
+
+    @Test(arguments: [1023, 1024, 3000, 1024 * 1024, 1024 * 1024 + 1500])
+    func repeatedAppendMatchesSingleAppends(run: Int) throws {
+        let dir = TemporaryDirectory()
+        let repo = try makeRepository(dir)
+        let other = SHA256Hasher().digest(Array("x".utf8))
+        let single = IndexTreeWriter(store: repo.store, encoder: ChunkEncoder(level: 1))
+        let batched = IndexTreeWriter(store: repo.store, encoder: ChunkEncoder(level: 1))
+        // A few blocks, a long zero run, a few blocks: the run starts mid-page.
+        for _ in 0..<5 { try single.append(other); try batched.append(other) }
+        for _ in 0..<run { try single.append(ZeroBlock.digest) }
+        try batched.append(ZeroBlock.digest, count: UInt64(run))
+        for _ in 0..<7 { try single.append(other); try batched.append(other) }
+        let a = try single.finish()
+        let b = try batched.finish()
+        #expect(a.root == b.root && a.depth == b.depth)
     }
 }
 

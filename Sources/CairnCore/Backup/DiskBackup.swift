@@ -257,8 +257,7 @@ final class DiskBackup: @unchecked Sendable {
     private func write(_ batch: BlockBatch, into tree: IndexTreeWriter) throws(CairnError) {
         bytesRead += batch.bytesRead
         if batch.holeBlocks > 0 {
-            let zero = ZeroBlock.digest
-            for _ in 0..<batch.holeBlocks { try tree.append(zero) }
+            try tree.append(ZeroBlock.digest, count: batch.holeBlocks)
             zeroBlocks += batch.holeBlocks
             writtenBlocks += batch.holeBlocks
             return

@@ -32,6 +32,40 @@ final class IndexTreeWriter {
         try append(digest, level: 0)
     }
 
+    /// Appends `count` copies of one digest (a hole or a run of zero blocks). Whole pages of a
+    /// single digest are hashed once and remembered, so a 1 TiB empty disk costs thousands of
+    /// appends, not millions.
+    func append(_ digest: ChunkDigest, count: UInt64) throws(CairnError) {
+        var remaining = count
+        while remaining > 0 && !levels[0].isEmpty {
+            try append(digest, level: 0)
+            remaining -= 1
+        }
+        let fanout = UInt64(IndexTree.fanout)
+        if remaining >= fanout {
+            let page = try uniformPage(of: digest)
+            for _ in 0..<(remaining / fanout) {
+                emitted[0] += 1
+                try append(page, level: 1)
+            }
+            remaining %= fanout
+        }
+        for _ in 0..<remaining { try append(digest, level: 0) }
+    }
+
+    private var uniformPages: [ChunkDigest: ChunkDigest] = [:]
+
+    /// The digest of a full page listing `digest` 1,024 times, stored if new.
+    private func uniformPage(of digest: ChunkDigest) throws(CairnError) -> ChunkDigest {
+        if let known = uniformPages[digest] { return known }
+        var page: [UInt8] = []
+        page.reserveCapacity(IndexTree.pageBytes)
+        for _ in 0..<IndexTree.fanout { withUnsafeBytes(of: digest) { page.append(contentsOf: $0) } }
+        let stored = try storePage(page)
+        uniformPages[digest] = stored
+        return stored
+    }
+
     private func append(_ digest: ChunkDigest, level: Int) throws(CairnError) {
         if level == levels.count {
             levels.append([])
