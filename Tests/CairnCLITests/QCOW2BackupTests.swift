@@ -131,13 +131,7 @@ import Testing
 
         // Encrypted: a key is required.
         let luks = dir.file("luks.qcow2")
-        // LUKS key derivation is benchmarked and can fail on a loaded machine: retry, longer.
-        var made = false
-        for iterTime in [100, 500, 2000] where !made {
-            made = Subprocess.shell(
-                "qemu-img create -q -f qcow2 --object secret,id=s0,data=pw -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=\(iterTime) '\(luks)' 4M"
-            ).status == 0
-        }
+        let made = QemuTools.makeEncryptedImage(format: "luks", at: luks, size: "4M")
         try #require(made, "qemu-img could not create a LUKS image")
         let encrypted = CairnProcess.run(["backup", "--repo", repo, "--group", "bad", luks])
         #expect(encrypted.status == 6)

@@ -125,16 +125,7 @@ struct QCOW2ImageTests {
     func encryptedImagesNeedAKey(_ format: String) throws {
         let temporary = TemporaryDirectory("cairn-qcow2")
         let path = temporary.path + "/\(format).qcow2"
-        // LUKS key derivation is benchmarked; on a loaded machine a short iter-time can fail
-        // ("Unable to get accurate CPU usage"), so retry a few times with longer ones.
-        var made = false
-        for iterTime in [50, 200, 500] where !made {
-            let options = "encrypt.format=\(format),encrypt.key-secret=s0" + (format == "luks" ? ",encrypt.iter-time=\(iterTime)" : "")
-            let output = try QemuTools.run(
-                "qemu-img",
-                ["create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=cairn-test", "-o", options, path, "1M"])
-            made = output.status == 0
-        }
+        let made = QemuTools.makeEncryptedImage(format: format, at: path)
         try #require(made, "qemu-img could not create a \(format) image")
         let error = try #require(throws: CairnError.self) { try DiskImageOpener.open(path) }
         #expect(error.code == .badImage)

@@ -48,6 +48,21 @@ public enum QemuTools {
         return try fileDigest(raw)
     }
 
+    /// Creates an encrypted qcow2 (`aes` or `luks`) at `path`; true on success.
+    ///
+    /// qemu-img benchmarks LUKS key derivation and fails at random on a loaded machine
+    /// ("Unable to get accurate CPU usage"), so this tries several times with several iter-times.
+    public static func makeEncryptedImage(format: String, at path: String, size: String = "1M") -> Bool {
+        for iterTime in [10, 50, 100, 10, 50, 200, 20, 500] {
+            try? FileManager.default.removeItem(atPath: path)
+            let options = "encrypt.format=\(format),encrypt.key-secret=s0" + (format == "luks" ? ",encrypt.iter-time=\(iterTime)" : "")
+            let output = try? run(
+                "qemu-img", ["create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=cairn-test", "-o", options, path, size])
+            if output?.status == 0 { return true }
+        }
+        return false
+    }
+
     /// SHA-256 (hex) of a whole file.
     public static func fileDigest(_ path: String) throws -> String {
         try SHA256Hasher.digest(ofFile: path).hex

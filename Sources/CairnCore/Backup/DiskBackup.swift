@@ -162,9 +162,7 @@ final class DiskBackup: @unchecked Sendable {
             var blocks = head.length / bs
             if start + head.length >= image.virtualSize { blocks = blockCount - first }
             batch.holeBlocks = blocks
-            if let previous {
-                for _ in 0..<blocks { _ = try previous.next() }
-            }
+            previous?.skip(blocks)
             return
         }
 

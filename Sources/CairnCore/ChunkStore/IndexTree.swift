@@ -122,32 +122,41 @@ final class IndexTreeWriter {
     }
 }
 
-/// Walks a disk's index tree in block order, holding one page per level.
+/// Reads a disk's index tree, holding one page per level: in block order, or skipping ahead.
 final class IndexTreeReader {
     private let reader: ChunkReader
     private let depth: Int
-    public let blockCount: UInt64
+    let blockCount: UInt64
+    private let rootDigest: ChunkDigest
     /// pages[0] is the root; pages[depth-1] lists block digests.
     private var pages: [[ChunkDigest]]
-    private var positions: [Int]
+    /// Which page of its level each loaded page is (nil: none loaded).
+    private var loaded: [UInt64?]
+    /// The next block `next()` returns.
     private(set) var produced: UInt64 = 0
     /// Called with every page digest as it is loaded (verify and gc use it to mark pages).
     var onPage: ((ChunkDigest) -> Void)?
 
+    /// Digest of a full leaf page of zero blocks: lets restore skip 1,024 empty blocks at a time.
+    static let zeroLeafPage: ChunkDigest = {
+        var page: [UInt8] = []
+        for _ in 0..<IndexTree.fanout { withUnsafeBytes(of: ZeroBlock.digest) { page.append(contentsOf: $0) } }
+        return SHA256Hasher().digest(page)
+    }()
+
     init(reader: ChunkReader, root: ChunkDigest, depth: Int, blockCount: UInt64) throws(CairnError) {
-        guard depth >= 1, depth <= 8 else {
-            throw CairnError(.damaged, "index tree depth \(depth) is impossible")
+        var capacity: UInt64 = 1
+        for _ in 0..<max(depth, 1) { capacity = capacity.multipliedReportingOverflow(by: UInt64(IndexTree.fanout)).overflow ? .max : capacity * UInt64(IndexTree.fanout) }
+        guard depth >= 1, depth <= 8, blockCount <= capacity else {
+            throw CairnError(.damaged, "index tree depth \(depth) cannot list \(blockCount) blocks")
         }
         self.reader = reader
         self.depth = depth
         self.blockCount = blockCount
-        pages = Array(repeating: [], count: depth)
-        positions = Array(repeating: 0, count: depth)
         self.rootDigest = root
+        pages = Array(repeating: [], count: depth)
+        loaded = Array(repeating: nil, count: depth)
     }
-
-    private let rootDigest: ChunkDigest
-    private var started = false
 
     private func load(_ digest: ChunkDigest) throws(CairnError) -> [ChunkDigest] {
         onPage?(digest)
@@ -161,38 +170,52 @@ final class IndexTreeReader {
         return out
     }
 
+    /// Makes `pages[level]` the page with index `page` within its level.
+    private func ensure(level: Int, page: UInt64) throws(CairnError) {
+        if loaded[level] == page { return }
+        let digest: ChunkDigest
+        if level == 0 {
+            guard page == 0 else { throw truncated() }
+            digest = rootDigest
+        } else {
+            digest = try childDigest(level: level, page: page)
+        }
+        pages[level] = try load(digest)
+        loaded[level] = page
+    }
+
+    /// The digest of page `page` of `level`, as its parent lists it.
+    private func childDigest(level: Int, page: UInt64) throws(CairnError) -> ChunkDigest {
+        let fanout = UInt64(IndexTree.fanout)
+        try ensure(level: level - 1, page: page / fanout)
+        let entry = Int(page % fanout)
+        guard entry < pages[level - 1].count else { throw truncated() }
+        return pages[level - 1][entry]
+    }
+
     /// The next block's digest, or nil after the last block.
     func next() throws(CairnError) -> ChunkDigest? {
         guard produced < blockCount else { return nil }
-        if !started {
-            pages[0] = try load(rootDigest)
-            positions[0] = 0
-            for level in 1..<depth {
-                guard let first = pages[level - 1].first else { throw truncated() }
-                pages[level] = try load(first)
-                positions[level] = 0
-            }
-            started = true
-        }
+        let fanout = UInt64(IndexTree.fanout)
         let leaf = depth - 1
-        if positions[leaf] == pages[leaf].count {
-            try advance(level: leaf)
-        }
-        let digest = pages[leaf][positions[leaf]]
-        positions[leaf] += 1
+        try ensure(level: leaf, page: produced / fanout)
+        let entry = Int(produced % fanout)
+        guard entry < pages[leaf].count else { throw truncated() }
         produced += 1
-        return digest
+        return pages[leaf][entry]
     }
 
-    /// Moves `level` to its next page, loading from the parent.
-    private func advance(level: Int) throws(CairnError) {
-        guard level > 0 else { throw truncated() }
-        let parent = level - 1
-        positions[parent] += 1
-        if positions[parent] >= pages[parent].count { try advance(level: parent) }
-        pages[level] = try load(pages[parent][positions[parent]])
-        positions[level] = 0
-        if pages[level].isEmpty { throw truncated() }
+    /// Moves past `count` blocks without reading their pages.
+    func skip(_ count: UInt64) {
+        produced = min(blockCount, produced + count)
+    }
+
+    /// True if the next block starts a full leaf page of zero blocks (which needs no reading).
+    func atZeroLeafPage() throws(CairnError) -> Bool {
+        let fanout = UInt64(IndexTree.fanout)
+        guard produced % fanout == 0, produced + fanout <= blockCount else { return false }
+        if depth == 1 { return false }
+        return try childDigest(level: depth - 1, page: produced / fanout) == Self.zeroLeafPage
     }
 
     private func truncated() -> CairnError {

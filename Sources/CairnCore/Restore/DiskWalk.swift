@@ -126,6 +126,14 @@ final class DiskWalk: @unchecked Sendable {
                 batch.count = 0
                 var nonZero = false
                 while batch.count < capacity && next < blockCount {
+                    if !target.needsZeroWrites, try tree.atZeroLeafPage() {
+                        // 1,024 zero blocks: nothing to write; close this batch here.
+                        if batch.count > 0 { break }
+                        tree.skip(UInt64(IndexTree.fanout))
+                        next += UInt64(IndexTree.fanout)
+                        batch.first = next
+                        continue
+                    }
                     guard let digest = try tree.next() else { break outer }
                     batch.digests[batch.count] = digest
                     if digest != zero { nonZero = true }
