@@ -5,6 +5,13 @@ public struct ChunkLocation: Sendable, Equatable {
     public var offset: UInt64
     public var storedLength: UInt32
     public var rawLength: UInt32
+
+    public init(pack: PackID, offset: UInt64, storedLength: UInt32, rawLength: UInt32) {
+        self.pack = pack
+        self.offset = offset
+        self.storedLength = storedLength
+        self.rawLength = rawLength
+    }
 }
 
 /// One immutable, sorted file of the chunk index: digest → pack, offset, lengths.
@@ -115,7 +122,7 @@ public final class IndexSegment: @unchecked Sendable {
 
     /// Writes a segment for `entries` durably and atomically at `path`.
     /// Entries are sorted here; duplicates keep the first.
-    static func write(entries unsorted: [(ChunkDigest, ChunkLocation)], to path: String) throws(CairnError) {
+    public static func write(entries unsorted: [(ChunkDigest, ChunkLocation)], to path: String) throws(CairnError) {
         var entries = unsorted.sorted { $0.0 < $1.0 }
         var unique: [(ChunkDigest, ChunkLocation)] = []
         unique.reserveCapacity(entries.count)

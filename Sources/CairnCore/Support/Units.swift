@@ -54,6 +54,7 @@ public enum Units {
     }
 
     public static func formatDecimal(_ value: Double, places: Int) -> String {
+        if places <= 0 { return String(Int64(value.rounded())) }
         var scale = 1.0
         for _ in 0..<places { scale *= 10 }
         let rounded = (value * scale).rounded() / scale
