@@ -44,6 +44,9 @@ public final class Repository: @unchecked Sendable {
         guard FileSystem.exists(path) else {
             throw CairnError(.repository, "repository \(path) does not exist (create it with `cairn init --repo \(path)`)")
         }
+        if access("\(path)/config", R_OK) != 0 && errno == EACCES {
+            throw CairnError(.repository, "cannot read repository \(path): permission denied")
+        }
         guard FileSystem.isDirectory(path), FileSystem.exists("\(path)/config") else {
             throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
         }

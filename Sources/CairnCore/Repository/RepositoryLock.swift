@@ -25,6 +25,9 @@ public final class RepositoryLock {
             file = existing
         } else if let created = try? File.open(path, .createNew) {
             file = created
+        } else if kind == .shared, let readOnly = try? File.open(path, .readOnly) {
+            // A read-only repository (a mounted snapshot, an offsite copy) can still be restored from.
+            file = readOnly
         } else {
             file = try File.open(path, .readWrite)
         }
