@@ -22,7 +22,7 @@ public final class RepositoryVerifier {
     public var lockWait: Double?
     public var progress: (@Sendable (VerifyProgress) -> Void)?
     /// Mark-set budget per pass: about 80 bytes per entry (docs/INTEGRITY.md, "Memory").
-    public var maxMarkedPerPass = 4_000_000
+    public var maxMarkedPerPass = 2_000_000
 
     private var store: ChunkStore { repository.store }
     private let clock = Stopwatch()
