@@ -23,7 +23,12 @@ struct ListCommand: ParsableCommand {
                 ids = try repo.catalog.allPoints()
             }
             var rows: [PointSummary] = []
-            for id in ids { rows.append(PointSummary(try repo.catalog.manifest(id))) }
+            for id in ids {
+                var row = PointSummary(try repo.catalog.manifest(id))
+                row.protected = repo.catalog.isProtected(id)
+                row.verified = repo.catalog.verification(of: id).map { PointSummary.Verified($0) }
+                rows.append(row)
+            }
             if json {
                 print(try JSONCoding.encode(rows))
                 return
@@ -34,9 +39,10 @@ struct ListCommand: ParsableCommand {
             }
             let table = rows.map { r in
                 [r.id, r.disks.map(\.name).joined(separator: ","), Units.formatBytes(r.size), Units.formatBytes(r.bytesNew),
-                 Units.formatBytes(r.bytesStored)]
+                 Units.formatBytes(r.bytesStored), r.verified.map { "\($0.result) \($0.time)" } ?? "never",
+                 r.protected ? "protected" : ""]
             }
-            printTable(header: ["ID", "DISKS", "SIZE", "NEW", "STORED"], rows: table)
+            printTable(header: ["ID", "DISKS", "SIZE", "NEW", "STORED", "VERIFIED", ""], rows: table)
         }
     }
 }
@@ -55,9 +61,12 @@ struct ShowCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let repo = try repository.open()
-            let manifest = try repo.catalog.manifest(try repo.catalog.resolve(id))
+            let pointID = try repo.catalog.resolve(id)
+            let manifest = try repo.catalog.manifest(pointID)
+            let verification = repo.catalog.verification(of: pointID)
+            let protected = repo.catalog.isProtected(pointID)
             if json {
-                print(try JSONCoding.encode(manifest, pretty: true))
+                print(try JSONCoding.encode(ShowSummary(manifest: manifest, protected: protected, verified: verification), pretty: true))
                 return
             }
             let s = manifest.stats
@@ -66,6 +75,14 @@ struct ShowCommand: ParsableCommand {
             print("  written by:  \(manifest.tool)")
             print("  block size:  \(Units.formatBytes(UInt64(manifest.blockSize)))")
             print("  walked from: \(manifest.previous ?? "(none: first backup of the group)")")
+            print("  protected:   \(protected ? "yes (prune keeps it, forget refuses it)" : "no")")
+            if let v = verification {
+                let scope = v.scope == "sample" ? "sample of \(Units.formatDecimal(v.samplePercent ?? 0, places: 1))% of chunks" : "every chunk"
+                print("  verified:    \(v.result) at \(v.time) (\(scope), \(v.chunksChecked) blocks checked)")
+                for problem in v.problems { print("    \(problem)") }
+            } else {
+                print("  verified:    never")
+            }
             print("  read \(Units.formatBytes(s.bytesRead)), \(Units.formatBytes(s.bytesNew)) new, \(Units.formatBytes(s.bytesStored)) stored, \(s.chunksNew) new chunks, \(Units.formatDecimal(s.seconds, places: 2)) s")
             for disk in manifest.disks {
                 print("  disk \(disk.name)")
@@ -90,6 +107,26 @@ struct PointSummary: Encodable {
     var bytesNew: UInt64
     var bytesStored: UInt64
     var disks: [Disk]
+    /// Added by `cairn protect`; prune keeps it.
+    var protected = false
+    /// The last `cairn verify` that checked this restore point, if any.
+    var verified: Verified?
+
+    struct Verified: Encodable {
+        var time: String
+        /// `intact` or `damaged`.
+        var result: String
+        /// `full` or `sample`.
+        var scope: String
+        var samplePercent: Double?
+
+        init(_ r: VerificationRecord) {
+            time = r.time
+            result = r.result
+            scope = r.scope
+            samplePercent = r.samplePercent
+        }
+    }
 
     struct Disk: Encodable {
         var name: String
@@ -119,4 +156,20 @@ func printTable(header: [String], rows: [[String]]) {
     }
     print(line(header))
     for row in rows { print(line(row)) }
+}
+
+/// `cairn show --json`: the manifest's keys, plus `protected` and `verified` (extend, do not rename).
+struct ShowSummary: Encodable {
+    var manifest: Manifest
+    var protected: Bool
+    var verified: VerificationRecord?
+
+    enum ExtraKeys: String, CodingKey { case protected, verified }
+
+    func encode(to encoder: any Encoder) throws {
+        try manifest.encode(to: encoder)
+        var container = encoder.container(keyedBy: ExtraKeys.self)
+        try container.encode(protected, forKey: .protected)
+        try container.encodeIfPresent(verified, forKey: .verified)
+    }
 }

@@ -33,6 +33,9 @@ struct RestoreCommand: ParsableCommand {
     @Flag(help: "Overwrite an existing output file.")
     var force = false
 
+    @Flag(help: "Write zeros where a chunk is damaged or missing instead of failing; the affected ranges are listed.")
+    var allowDamaged = false
+
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
@@ -58,6 +61,7 @@ struct RestoreCommand: ParsableCommand {
             var request = RestoreRequest(id: pointID, disk: disk, destination: to)
             request.format = outputFormat
             request.force = force
+            request.allowDamaged = allowDamaged
             let cluster = try parseSize(clusterSize, option: "--cluster-size")
             guard cluster >= 512, cluster <= 2 << 20, cluster & (cluster - 1) == 0 else {
                 throw CairnError(.usage, "--cluster-size \(clusterSize) is not a power of two from 512 to 2M")
@@ -71,6 +75,10 @@ struct RestoreCommand: ParsableCommand {
             }
             let result = try job.run()
             Terminal.clearProgress()
+            for range in result.damaged {
+                Terminal.printError(
+                    "cairn: damaged: wrote zeros at disk offset \(range.offset), \(range.length) bytes (chunk \(range.chunk)): \(range.reason)")
+            }
             if json {
                 print(try JSONCoding.encode(RestoreSummary(id: pointID.description, result: result, to: to, format: format)))
             } else {

@@ -146,6 +146,21 @@ final class DiskBackup: @unchecked Sendable {
 
     // MARK: Stages
 
+    /// Set once the previous restore point's index turns out damaged: the rest of the disk is
+    /// then backed up as if there were no previous restore point (every block looked up), so a
+    /// damaged index page never stops the backup that would heal the repository.
+    private var previousIsDamaged = false
+
+    private func previousDigest(_ previous: IndexTreeReader) -> ChunkDigest? {
+        guard !previousIsDamaged else { return nil }
+        do {
+            return try previous.next()
+        } catch {
+            previousIsDamaged = true
+            return nil
+        }
+    }
+
     /// Reader stage: decides which blocks lie in holes, reads the rest, and lines up the previous
     /// restore point's digests for the same blocks.
     private func fill(_ batch: BlockBatch, from first: UInt64, previous: IndexTreeReader?) throws(CairnError) {
@@ -189,7 +204,7 @@ final class DiskBackup: @unchecked Sendable {
         batch.needsRead = true
         if !readInWorkers { try readData(batch) }
         for k in 0..<count {
-            if let previous, let digest = try previous.next() {
+            if let previous, let digest = previousDigest(previous) {
                 batch.previous[k] = digest
                 batch.hasPrevious[k] = true
             } else {
@@ -239,7 +254,7 @@ final class DiskBackup: @unchecked Sendable {
             let bytes = batch.block(i)
             let digest = hasher.digest(bytes)
             batch.digests[i] = digest
-            if batch.hasPrevious[i] && batch.previous[i] == digest {
+            if batch.hasPrevious[i] && batch.previous[i] == digest && !store.isDistrusted(digest) {
                 batch.outcomes[i] = .unchanged
             } else if store.contains(digest) {
                 batch.outcomes[i] = .known

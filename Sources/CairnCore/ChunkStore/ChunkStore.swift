@@ -20,7 +20,10 @@ public final class ChunkStore: @unchecked Sendable {
     private let segments: Mutex<[IndexSegment]>
     /// Chunks written by this process and not yet in a segment (bounded by `flushThreshold`).
     private let pending = Mutex<[ChunkDigest: ChunkLocation]>([:])
-    private let packReaders = Mutex<[PackID: PackReader]>([:])
+    let packReaders = Mutex<[PackID: PackReader]>([:])
+    /// Locations verify found damaged (`verify/damaged.json`): a chunk found only there counts
+    /// as absent, so the next backup that holds it stores it again (healing).
+    let distrusted: [ChunkDigest: ChunkLocation]
 
     // Writer-thread state.
     private var currentPack: PackWriter?
@@ -42,6 +45,7 @@ public final class ChunkStore: @unchecked Sendable {
             loaded.append(try IndexSegment(path: "\(root)/index/\(name)"))
         }
         segments = Mutex(loaded)
+        distrusted = DamagedChunkList.load(root: root).locations
     }
 
     public var segmentNames: [String] { segments.withLock { $0.map(\.name) } }
@@ -59,8 +63,18 @@ public final class ChunkStore: @unchecked Sendable {
         }
     }
 
+    /// True if the store holds an intact copy of the chunk as far as it knows: a chunk whose only
+    /// location verify found damaged counts as absent.
     public func contains(_ digest: ChunkDigest) -> Bool {
-        digest == ZeroBlock.digest || lookup(digest) != nil
+        if digest == ZeroBlock.digest { return true }
+        guard let location = lookup(digest) else { return false }
+        return distrusted.isEmpty || distrusted[digest] != location
+    }
+
+    /// True if the chunk's current location is one verify found damaged. Cheap when nothing is.
+    func isDistrusted(_ digest: ChunkDigest) -> Bool {
+        guard !distrusted.isEmpty, let bad = distrusted[digest] else { return false }
+        return lookup(digest) == bad
     }
 
     func packReader(_ id: PackID) throws(CairnError) -> PackReader {
@@ -79,7 +93,7 @@ public final class ChunkStore: @unchecked Sendable {
     @discardableResult
     func store(record: UnsafeRawBufferPointer) throws(CairnError) -> Bool {
         let digest = ChunkDigest(loadingFrom: record)
-        if lookup(digest) != nil { return false }
+        if contains(digest) { return false }
         if currentPack == nil { currentPack = try PackWriter(repositoryPath: root) }
         let pack = currentPack!
         let offset = pack.size

@@ -1,0 +1,316 @@
+import Foundation
+
+/// Frees what no restore point needs (docs/INTEGRITY.md, "Garbage collection").
+///
+/// Mark: every index tree of every restore point is walked; its pages and data chunks are live.
+/// Sweep: a pack with no live record is deleted; a pack whose live records fill less than
+/// `liveThreshold` of it is rewritten (its live records copied, CRC-checked, into new packs); the
+/// rest are kept. The chunk index is rewritten as one segment naming only live chunks.
+///
+/// Order, for crash safety: new packs durable and renamed → new segment durable → old segments
+/// deleted → old packs deleted. At every point, each segment present names only packs that exist,
+/// and the newest segment (searched first) names a copy of every live chunk. An interrupted run
+/// leaves temporary files or packs no segment names; the next gc removes both.
+///
+/// gc takes `locks/repository.lock` exclusively: backups, restores, verify and prune take it
+/// shared, so none of them runs while gc deletes.
+public final class GarbageCollector {
+    public let repository: Repository
+    public var dryRun = false
+    public var lockWait: Double?
+    /// Packs whose live share (live record bytes over record bytes) is below this are rewritten.
+    public var liveThreshold = 0.8
+
+    public struct Report: Codable, Sendable {
+        public var dryRun: Bool
+        public var liveThreshold: Double
+        public var restorePoints = 0
+        /// Distinct chunks (data and index pages) some restore point needs.
+        public var chunksLive = 0
+        /// Chunk records no restore point needs (including superseded duplicates).
+        public var recordsDead = 0
+        public var packsBefore = 0
+        public var packsKept = 0
+        public var packsRewritten = 0
+        public var packsDeleted = 0
+        public var packsWritten = 0
+        /// Packs no index segment named (left by an interrupted backup or gc).
+        public var orphanPacksDeleted = 0
+        public var segmentsBefore = 0
+        public var segmentsAfter = 0
+        /// Temporary files of interrupted runs and markers of removed restore points.
+        public var leftoversRemoved = 0
+        public var bytesBefore: UInt64 = 0
+        public var bytesAfter: UInt64 = 0
+        public var bytesFreed: UInt64 = 0
+        public var seconds = 0.0
+    }
+
+    public init(repository: Repository) {
+        self.repository = repository
+    }
+
+    private var store: ChunkStore { repository.store }
+
+    public func run() throws(CairnError) -> Report {
+        let clock = Stopwatch()
+        let lock: RepositoryLock
+        do {
+            lock = try RepositoryLock.acquire(
+                path: "\(repository.path)/locks/repository.lock", kind: .exclusive, wait: lockWait,
+                what: "repository \(repository.path)", purpose: "cairn gc")
+        } catch where error.code == .busy {
+            throw CairnError(
+                .busy,
+                "cannot run gc: another cairn process (backup, restore, verify or prune) is using repository \(repository.path) and gc needs it alone; wait for it to finish or pass --lock-wait DURATION")
+        }
+        defer { _ = lock }
+        if let raw = ProcessInfo.processInfo.environment["CAIRN_TEST_GC_PAUSE"], let pause = Double(raw) {
+            // Test hook: hold the lock for a while so tests can race a backup against gc.
+            usleep(UInt32(pause * 1e6))
+        }
+
+        var report = Report(dryRun: dryRun, liveThreshold: liveThreshold)
+        let segments = store.indexSegments
+        report.segmentsBefore = segments.count
+        report.leftoversRemoved = try removeLeftovers()
+
+        // Mark.
+        var live = Set<ChunkDigest>()
+        let zero = ZeroBlock.digest
+        for id in try repository.catalog.allPoints() {
+            let manifest = try repository.catalog.manifest(id)
+            report.restorePoints += 1
+            for disk in manifest.disks {
+                do throws(CairnError) {
+                    guard let root = disk.rootDigest else { throw CairnError(.damaged, "malformed root digest") }
+                    let reader = try IndexTreeReader(
+                        reader: ChunkReader(store: store), root: root, depth: disk.depth, blockCount: disk.blockCount)
+                    reader.onPage = { live.insert($0) }
+                    while let digest = try reader.next() {
+                        if digest != zero { live.insert(digest) }
+                    }
+                } catch {
+                    throw CairnError(
+                        .damaged,
+                        "gc cannot tell which chunks restore point \(id) needs: the index of disk \(disk.name) is damaged (\(error.message)); run `cairn verify`, then heal it with a new backup or `cairn forget \(id)`")
+                }
+            }
+        }
+        report.chunksLive = live.count
+
+        // Sweep: decide per pack.
+        let indexed = Set(segments.flatMap(\.packs))
+        let onDisk = try store.packFilesOnDisk()
+        report.packsBefore = onDisk.count
+        report.bytesBefore = try repositoryBytes(packs: onDisk, segments: segments)
+        var entries: [(ChunkDigest, ChunkLocation)] = []
+        var toDelete: [PackID] = []
+        var rewriter = PackRewriter(store: store, dryRun: dryRun)
+        var unresolved = live
+        for pack in onDisk {
+            guard indexed.contains(pack) else {
+                toDelete.append(pack)
+                report.orphanPacksDeleted += 1
+                continue
+            }
+            let reader = try store.packReader(pack)
+            let records = try reader.readTable()
+            var liveRecords: [PackRecord] = []
+            var liveBytes: UInt64 = 0
+            for r in records {
+                let location = ChunkLocation(pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
+                if unresolved.contains(r.digest), store.lookup(r.digest) == location {
+                    unresolved.remove(r.digest)
+                    liveRecords.append(r)
+                    liveBytes += UInt64(PackFormat.recordHeaderSize) + UInt64(r.storedLength)
+                } else {
+                    report.recordsDead += 1
+                }
+            }
+            let recordBytes = reader.size - UInt64(PackFormat.headerSize + PackFormat.footerSize + records.count * PackFormat.tableEntrySize)
+            let share = recordBytes == 0 ? 0 : Double(liveBytes) / Double(recordBytes)
+            if liveRecords.isEmpty {
+                toDelete.append(pack)
+                report.packsDeleted += 1
+            } else if share < liveThreshold, let moved = try rewriter.copy(liveRecords, from: reader) {
+                entries += moved
+                toDelete.append(pack)
+                report.packsRewritten += 1
+            } else {
+                for r in liveRecords {
+                    entries.append((r.digest, ChunkLocation(pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)))
+                }
+                report.packsKept += 1
+            }
+        }
+        // Live chunks no pack on disk holds where the index says (damaged or missing): keep
+        // their index entries, so verify keeps naming them and a backup can heal them.
+        for digest in unresolved {
+            if let location = store.lookup(digest) { entries.append((digest, location)) }
+        }
+        report.packsWritten = rewriter.written.count
+
+        let changesIndex = !toDelete.isEmpty || report.packsRewritten > 0 || segments.count > 1
+        report.segmentsAfter = changesIndex ? (entries.isEmpty ? 0 : 1) : segments.count
+        if !dryRun {
+            // 1. New packs durable and in place.
+            try rewriter.commit()
+            if changesIndex {
+                // 2. The new index, durable, before anything it replaces goes.
+                if !entries.isEmpty {
+                    try IndexSegment.write(entries: entries, to: "\(repository.path)/index/\(ChunkStore.newSegmentName())")
+                }
+                // 3. Old segments.
+                for segment in segments { try FileSystem.remove(segment.path) }
+                try FileSystem.syncDirectory("\(repository.path)/index")
+                // 4. Old packs.
+                store.dropPackReaders()
+                var directories = Set<String>()
+                for pack in toDelete {
+                    try FileSystem.remove(store.packPath(pack))
+                    directories.insert(FileSystem.directoryName(store.packPath(pack)))
+                }
+                for directory in directories.sorted() {
+                    try FileSystem.syncDirectory(directory)
+                    FileSystem.removeDirectory(directory)  // only succeeds when empty
+                }
+                try FileSystem.syncDirectory("\(repository.path)/packs")
+            }
+            try pruneDamagedList()
+            report.bytesAfter = try measure()
+        } else {
+            let freed = toDelete.reduce(UInt64(0)) { $0 + ((try? store.packReader($1).size) ?? 0) }
+            report.bytesAfter = report.bytesBefore - min(report.bytesBefore, freed) + rewriter.bytesWritten
+        }
+        report.bytesFreed = report.bytesBefore > report.bytesAfter ? report.bytesBefore - report.bytesAfter : 0
+        report.seconds = clock.elapsed
+        return report
+    }
+
+    // MARK: Helpers
+
+    /// Removes temporary files of interrupted runs (their process is gone) and markers of removed
+    /// restore points. Under gc's exclusive lock no other cairn process can be writing.
+    private func removeLeftovers() throws(CairnError) -> Int {
+        var dirs = ["\(repository.path)/index", "\(repository.path)/points", "\(repository.path)/verify", "\(repository.path)/packs"]
+        for sub in try FileSystem.list("\(repository.path)/packs") { dirs.append("\(repository.path)/packs/\(sub)") }
+        for group in try FileSystem.list("\(repository.path)/points") { dirs.append("\(repository.path)/points/\(group)") }
+        var removed = 0
+        for dir in dirs {
+            for name in try FileSystem.list(dir) where name.hasPrefix(".") {
+                guard let range = name.range(of: ".tmp-"), let pid = Int32(name[range.upperBound...]) else { continue }
+                if pid == getpid() || !ProcessLiveness.isAlive(pid) {
+                    if !dryRun { try FileSystem.remove("\(dir)/\(name)") }
+                    removed += 1
+                }
+            }
+        }
+        for path in try repository.catalog.orphanMarkers() {
+            if !dryRun { try FileSystem.remove(path) }
+            removed += 1
+        }
+        return removed
+    }
+
+    private func repositoryBytes(packs: [PackID], segments: [IndexSegment]) throws(CairnError) -> UInt64 {
+        var total: UInt64 = 0
+        for pack in packs { total += (try? store.packReader(pack).size) ?? 0 }
+        for segment in segments { total += UInt64(segment.map.count) }
+        return total
+    }
+
+    private func measure() throws(CairnError) -> UInt64 {
+        var total: UInt64 = 0
+        for pack in try store.packFilesOnDisk() {
+            total += (try? File.open(store.packPath(pack), .readOnly).size()) ?? 0
+        }
+        for name in try FileSystem.list("\(repository.path)/index") where name.hasSuffix(".idx") && !name.hasPrefix(".") {
+            total += (try? File.open("\(repository.path)/index/\(name)", .readOnly).size()) ?? 0
+        }
+        return total
+    }
+
+    /// Drops healing-list entries whose pack is gone.
+    private func pruneDamagedList() throws(CairnError) {
+        guard FileSystem.exists(DamagedChunkList.path(root: repository.path)) else { return }
+        var list = DamagedChunkList.load(root: repository.path)
+        let before = list.entries.count
+        list.entries.removeAll { entry in
+            guard let id = PackID(hex: entry.pack) else { return true }
+            return !FileSystem.exists(store.packPath(id))
+        }
+        if list.entries.count != before { try list.save(root: repository.path) }
+    }
+}
+
+/// Copies live records out of sparse packs into new ones, checking each record's CRC on the way.
+struct PackRewriter {
+    let store: ChunkStore
+    let dryRun: Bool
+    private(set) var written: [PackWriter] = []
+    private(set) var bytesWritten: UInt64 = 0
+    private var current: PackWriter?
+
+    init(store: ChunkStore, dryRun: Bool) {
+        self.store = store
+        self.dryRun = dryRun
+    }
+
+    /// Copies `records` of the pack `reader` reads; returns their new locations, or nil (the pack
+    /// is then kept as it is) when a live record fails its CRC: a damaged copy is never spread.
+    mutating func copy(_ records: [PackRecord], from reader: PackReader) throws(CairnError) -> [(ChunkDigest, ChunkLocation)]? {
+        var blobs: [[UInt8]] = []
+        for r in records {
+            let bytes = try reader.file.readBytes(count: PackFormat.recordHeaderSize + Int(r.storedLength), at: r.offset)
+            guard bytes.count == PackFormat.recordHeaderSize + Int(r.storedLength) else { return nil }
+            let intact = bytes.withUnsafeBytes { raw in
+                let header = UnsafeRawBufferPointer(rebasing: raw[0..<PackFormat.recordHeaderSize])
+                let payload = UnsafeRawBufferPointer(rebasing: raw[PackFormat.recordHeaderSize...])
+                let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
+                return PackFormat.recordCRC(header: header, payload: payload) == crc && ChunkDigest(loadingFrom: header) == r.digest
+            }
+            guard intact else { return nil }
+            blobs.append(bytes)
+        }
+        var moved: [(ChunkDigest, ChunkLocation)] = []
+        for (r, bytes) in zip(records, blobs) {
+            bytesWritten += UInt64(bytes.count)
+            if dryRun { continue }
+            if current == nil { current = try PackWriter(repositoryPath: store.root) }
+            let pack = current!
+            let offset = pack.size
+            var failure: CairnError?
+            bytes.withUnsafeBytes { raw in
+                do throws(CairnError) { try pack.append(record: raw) } catch { failure = error }
+            }
+            if let failure { throw failure }
+            moved.append((r.digest, ChunkLocation(pack: pack.id, offset: offset, storedLength: r.storedLength, rawLength: r.rawLength)))
+            if pack.size >= store.packTargetSize {
+                try pack.finish()
+                written.append(pack)
+                current = nil
+            }
+        }
+        if dryRun { return records.map { ($0.digest, ChunkLocation(pack: reader.id, offset: $0.offset, storedLength: $0.storedLength, rawLength: $0.rawLength)) } }
+        return moved
+    }
+
+    /// Makes the new packs durable and visible under their names (no segment names them yet).
+    mutating func commit() throws(CairnError) {
+        if let pack = current {
+            try pack.finish()
+            written.append(pack)
+            current = nil
+        }
+        guard !written.isEmpty else { return }
+        try store.syncFilesystem()
+        var directories = Set<String>()
+        for pack in written {
+            try FileSystem.rename(pack.temporaryPath, to: pack.finalPath)
+            directories.insert(FileSystem.directoryName(pack.finalPath))
+        }
+        for directory in directories.sorted() { try FileSystem.syncDirectory(directory) }
+        try FileSystem.syncDirectory("\(store.root)/packs")
+    }
+}
