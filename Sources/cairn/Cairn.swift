@@ -20,7 +20,7 @@ struct Cairn: ParsableCommand {
         subcommands: [
             InitCommand.self, BackupCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self,
             DemoCommand.self, VerifyCommand.self, PruneCommand.self, ProtectCommand.self, UnprotectCommand.self,
-            ForgetCommand.self, GCCommand.self,
+            ForgetCommand.self, GCCommand.self, RebuildIndexCommand.self,
         ]
     )
 }

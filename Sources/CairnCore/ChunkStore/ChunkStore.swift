@@ -35,17 +35,31 @@ public final class ChunkStore: @unchecked Sendable {
     public private(set) var storedBytesWritten: UInt64 = 0
     public private(set) var chunksWritten: Int = 0
 
-    init(root: String, blockSize: Int, compressionLevel: Int32, packTargetSize: UInt64) throws(CairnError) {
+    /// `loadIndex: false` opens the store without its segments, for `rebuildIndex()` when a
+    /// damaged segment would otherwise stop the repository from opening.
+    init(root: String, blockSize: Int, compressionLevel: Int32, packTargetSize: UInt64, loadIndex: Bool = true) throws(CairnError) {
         self.root = root
         self.blockSize = blockSize
         self.compressionLevel = compressionLevel
         self.packTargetSize = packTargetSize
         var loaded: [IndexSegment] = []
+        if loadIndex { loaded = try Self.loadSegments(root: root) }
+        segments = Mutex(loaded)
+        distrusted = DamagedChunkList.load(root: root).locations
+    }
+
+    static func loadSegments(root: String) throws(CairnError) -> [IndexSegment] {
+        var loaded: [IndexSegment] = []
         for name in try FileSystem.list("\(root)/index") where name.hasSuffix(".idx") && !name.hasPrefix(".") {
             loaded.append(try IndexSegment(path: "\(root)/index/\(name)"))
         }
-        segments = Mutex(loaded)
-        distrusted = DamagedChunkList.load(root: root).locations
+        return loaded
+    }
+
+    /// Replaces this process's view of the index with what is on disk now.
+    func reloadSegments() throws(CairnError) {
+        let loaded = try Self.loadSegments(root: root)
+        segments.withLock { $0 = loaded }
     }
 
     public var segmentNames: [String] { segments.withLock { $0.map(\.name) } }

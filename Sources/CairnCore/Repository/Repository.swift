@@ -39,7 +39,8 @@ public final class Repository: @unchecked Sendable {
         return config
     }
 
-    public init(path: String) throws(CairnError) {
+    /// Opens the repository. `loadIndex: false` skips the chunk index (for `rebuild-index`).
+    public init(path: String, loadIndex: Bool = true) throws(CairnError) {
         self.path = path
         guard FileSystem.exists(path) else {
             throw CairnError(.repository, "repository \(path) does not exist (create it with `cairn init --repo \(path)`)")
@@ -75,7 +76,7 @@ public final class Repository: @unchecked Sendable {
         self.config = config
         store = try ChunkStore(
             root: path, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),
-            packTargetSize: UInt64(config.packSize))
+            packTargetSize: UInt64(config.packSize), loadIndex: loadIndex)
         catalog = Catalog(root: "\(path)/points")
     }
 
