@@ -47,7 +47,7 @@ public final class ChunkReader {
     let store: ChunkStore
     private let decompressor = ZstdDecompressor()
     private let hasher = SHA256Hasher()
-    private let recordBuffer: UnsafeMutableRawBufferPointer
+    let recordBuffer: UnsafeMutableRawBufferPointer
     private let output: UnsafeMutableRawBufferPointer
     let maxChunk: Int
 
