@@ -19,7 +19,7 @@ struct Cairn: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             InitCommand.self, BackupCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self,
-            DemoCommand.self,
+            DemoCommand.self, ArchiveCommand.self,
         ]
     )
 }

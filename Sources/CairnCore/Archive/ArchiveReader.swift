@@ -93,6 +93,9 @@ final class ArchiveBlockReader {
     private(set) var catalogs: [ArchiveVolumeCatalog] = []
     private(set) var problems: [ArchiveProblem] = []
     private(set) var ended = false
+    /// Whole blocks read so far, of every kind.
+    private(set) var blocksRead: UInt64 = 0
+    var bytesRead: UInt64 { blocksRead * UInt64(blockSize) }
 
     private var atVolumeStart = true
     private var expectedVolume = 1
@@ -196,6 +199,7 @@ final class ArchiveBlockReader {
                     .badArchive,
                     "the archive continues in volume \(expectedVolume), which was not given (read volumes 1 to \(expectedVolume - 1)): a volume is missing")
             }
+            blocksRead += 1
             let block = buffer!
             let parsed = ArchiveBlockHeader.parse(UnsafeRawBufferPointer(block))
             let location = here
