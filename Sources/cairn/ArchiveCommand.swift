@@ -174,7 +174,7 @@ struct ArchiveVerifyCommand: ParsableCommand {
                     print(p.intact ? "ok       \(p.id)" : "DAMAGED  \(p.id): \(p.problem ?? "")")
                 }
                 print(
-                    "verified archive \(report.archive ?? "?"): \(report.volumes) volumes, \(report.points.count) restore points, \(report.indexPages) index pages, \(report.chunks) chunks, \(Units.formatBytes(report.bytesRead)) in \(Units.formatDecimal(report.seconds, places: 2)) s, \(rate(report.bytesRead, report.seconds))"
+                    "\(report.failure == nil ? "verified" : "checked") archive \(report.archive ?? "?"): \(report.volumes) volumes, \(report.points.count) restore points, \(report.indexPages) index pages, \(report.chunks) chunks, \(Units.formatBytes(report.bytesRead)) in \(Units.formatDecimal(report.seconds, places: 2)) s, \(rate(report.bytesRead, report.seconds))"
                 )
             }
             printProblems(report.problems)

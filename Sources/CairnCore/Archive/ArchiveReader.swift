@@ -266,7 +266,7 @@ final class ArchiveBlockReader {
                     throw fatal("the block has sequence number \(header.sequence), expected \(expectedSequence): a duplicated or reordered block")
                 }
                 throw fatal(
-                    "the block has sequence number \(header.sequence), expected \(expectedSequence): \(header.sequence - expectedSequence) blocks are missing")
+                    "the block has sequence number \(header.sequence), expected \(expectedSequence): \(header.sequence - expectedSequence) blocks are missing or out of order")
             }
             guard !header.flags.contains(.label) else { throw fatal("a label block in the middle of volume \(expectedVolume)") }
             expectedSequence += 1
@@ -291,6 +291,7 @@ final class ArchiveBlockReader {
                     }
                     atVolumeStart = true
                     expectedVolume += 1
+                    blockInVolume = 0
                     if header.flags.contains(.endOfArchive) { ended = true }
                 }
                 continue
