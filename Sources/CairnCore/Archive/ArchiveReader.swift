@@ -102,7 +102,7 @@ final class ArchiveBlockReader {
     private var expectedSequence: UInt64 = 0
     private var blockInVolume = 0
     private var catalogBytes: [UInt8] = []
-    private var lastFull: ArchiveLocation?
+    private var lastBlockOfVolume = 0
 
     init(sources: [any ArchiveByteSource]) {
         self.sources = sources
@@ -197,7 +197,7 @@ final class ArchiveBlockReader {
                 if first { throw CairnError(.badArchive, "no archive data: \(sources.map(\.name).joined(separator: ", ")) is empty") }
                 throw CairnError(
                     .badArchive,
-                    "the archive continues in volume \(expectedVolume), which was not given (read volumes 1 to \(expectedVolume - 1)): a volume is missing")
+                    "after volume \(expectedVolume - 1) block \(lastBlockOfVolume) (\(sources.last!.name)): the archive continues in volume \(expectedVolume), which was not given: a volume is missing")
             }
             blocksRead += 1
             let block = buffer!
@@ -291,6 +291,7 @@ final class ArchiveBlockReader {
                     }
                     atVolumeStart = true
                     expectedVolume += 1
+                    lastBlockOfVolume = blockInVolume - 1
                     blockInVolume = 0
                     if header.flags.contains(.endOfArchive) { ended = true }
                 }
