@@ -5,15 +5,28 @@ public protocol ArchiveByteSource: AnyObject {
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(CairnError) -> Int
 }
 
-/// A volume file or a pipe, read sequentially (never seeking).
+/// A volume file, a pipe or a tape device, read sequentially (never seeking).
+///
+/// A tape drive in variable block mode fails a `read(2)` shorter than the tape block, yet the
+/// reader asks for 64 header bytes first to learn the block size. So a character device is read
+/// through a 4 MiB staging buffer: 4 MiB is a multiple of every archive block size, so every
+/// `read(2)` asks for whole blocks.
 public final class FileByteSource: ArchiveByteSource {
     public let name: String
     let file: File
+    private var staging: UnsafeMutableRawBufferPointer?
+    private var stagedStart = 0
+    private var stagedEnd = 0
 
     public init(file: File, name: String) {
         self.file = file
         self.name = name
+        if StreamSink.isCharacterDevice(name) {
+            staging = .allocate(byteCount: ArchiveFormat.blockSizeRange.upperBound, alignment: 4096)
+        }
     }
+
+    deinit { staging?.deallocate() }
 
     /// Opens `path`, or stdin for `-`.
     public static func open(_ path: String) throws(CairnError) -> FileByteSource {
@@ -22,7 +35,20 @@ public final class FileByteSource: ArchiveByteSource {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(CairnError) -> Int {
-        try file.readSequential(into: buffer)
+        guard let staging else { return try file.readSequential(into: buffer) }
+        var done = 0
+        while done < buffer.count {
+            if stagedStart == stagedEnd {
+                stagedStart = 0
+                stagedEnd = try file.readSequential(into: staging)
+                if stagedEnd == 0 { break }
+            }
+            let n = min(buffer.count - done, stagedEnd - stagedStart)
+            (buffer.baseAddress! + done).copyMemory(from: staging.baseAddress! + stagedStart, byteCount: n)
+            stagedStart += n
+            done += n
+        }
+        return done
     }
 }
 
