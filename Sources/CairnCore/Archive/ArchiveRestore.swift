@@ -36,9 +36,67 @@ public final class ArchiveRestore {
     public let request: ArchiveRestoreRequest
     public var progress: (@Sendable (_ bytesRead: UInt64, _ bytesWritten: UInt64, _ seconds: Double) -> Void)?
 
-    private struct Entry {
+    struct Entry {
         var digest: ChunkDigest
         var block: UInt64
+    }
+
+    /// What the workers share once the disk's digests are all known: read-only but for the flags.
+    final class Plan: @unchecked Sendable {
+        let entries: [Entry]
+        /// One flag per entry, each set by whichever worker writes that block.
+        let restored: UnsafeMutableBufferPointer<Bool>
+        let target: RawRestoreTarget
+        let size: UInt64
+        let blockSize: UInt64
+        let written = AtomicCounter()
+
+        init(entries: [Entry], target: RawRestoreTarget, size: UInt64, blockSize: UInt64) {
+            self.entries = entries.sorted { $0.digest < $1.digest }
+            restored = .allocate(capacity: max(1, entries.count))
+            restored.initialize(repeating: false)
+            self.target = target
+            self.size = size
+            self.blockSize = blockSize
+        }
+
+        deinit { restored.deallocate() }
+
+        func contains(_ digest: ChunkDigest) -> Bool {
+            let i = lowerBound(digest)
+            return i < entries.count && entries[i].digest == digest
+        }
+
+        /// Writes a chunk at every block that needs it.
+        func write(_ digest: ChunkDigest, _ plain: UnsafeRawBufferPointer) throws(CairnError) {
+            var i = lowerBound(digest)
+            while i < entries.count && entries[i].digest == digest {
+                let offset = entries[i].block * blockSize
+                let length = Int(min(blockSize, size - offset))
+                guard plain.count == length else {
+                    throw CairnError(
+                        .damaged, "chunk \(digest) holds \(plain.count) bytes where the disk needs \(length) at offset \(offset)")
+                }
+                if !restored[i] {
+                    try target.write(plain, atGuestOffset: offset)
+                    written.increment(by: length)
+                    restored[i] = true
+                }
+                i += 1
+            }
+        }
+
+        var missing: [Entry] { entries.indices.filter { !restored[$0] }.map { entries[$0] } }
+
+        private func lowerBound(_ digest: ChunkDigest) -> Int {
+            var low = 0
+            var high = entries.count
+            while low < high {
+                let mid = (low + high) / 2
+                if entries[mid].digest < digest { low = mid + 1 } else { high = mid }
+            }
+            return low
+        }
     }
 
     public init(sources: [any ArchiveByteSource], request: ArchiveRestoreRequest) {
@@ -58,9 +116,8 @@ public final class ArchiveRestore {
         var disk: Manifest.DiskEntry?
         var blockSize: UInt64 = 0
         var entries: [Entry] = []
-        var restored: [Bool] = []
-        var sorted = false
-        var written: UInt64 = 0
+        var plan: Plan?
+        var workers: ArchiveChunkWorkers?
         var lastProgress = 0.0
         let zero = ZeroBlock.digest
         let request = request
@@ -88,39 +145,32 @@ public final class ArchiveRestore {
         }
         scanner.wantsChunk = { digest in
             guard targetPoint >= 0 else { return false }
-            if !sorted {
-                entries.sort { $0.digest < $1.digest }
-                restored = Array(repeating: false, count: entries.count)
-                sorted = true
+            if plan == nil {
+                // The first chunk: every index has been read, the disk's digests are complete.
+                let made = Plan(entries: entries, target: target!, size: disk!.size, blockSize: blockSize)
+                entries = []
+                plan = made
+                workers = ArchiveChunkWorkers(chunkBlockSize: Int(blockSize)) { (digest, plain, _) throws(CairnError) in
+                    try made.write(digest, plain)
+                }
             }
-            let i = Self.lowerBound(entries, digest)
-            return i < entries.count && entries[i].digest == digest
+            return plan!.contains(digest)
         }
-        scanner.onChunk = { (digest, plain, _, _) throws(CairnError) in
-            var i = Self.lowerBound(entries, digest)
-            while i < entries.count && entries[i].digest == digest {
-                let offset = entries[i].block * blockSize
-                let length = Int(min(blockSize, disk!.size - offset))
-                guard plain.count == length else {
-                    throw CairnError(.damaged, "chunk \(digest) holds \(plain.count) bytes where the disk needs \(length) at offset \(offset)")
-                }
-                if !restored[i] {
-                    try target!.write(plain, atGuestOffset: offset)
-                    written += UInt64(length)
-                    restored[i] = true
-                }
-                i += 1
-            }
+        scanner.onChunkRecord = { (header, body, location) throws(CairnError) in
+            try workers!.submit(body, header: header, location: location)
             if let progress, clock.elapsed - lastProgress >= 0.5 {
                 lastProgress = clock.elapsed
-                progress(scanner.blocks.bytesRead, written, clock.elapsed)
+                progress(scanner.blocks.bytesRead, UInt64(plan!.written.current), clock.elapsed)
             }
         }
 
         var fatal: CairnError?
+        var chunkProblems: [ArchiveProblem] = []
         do throws(CairnError) {
             try scanner.run()
+            if let workers { chunkProblems = try workers.finish() }
         } catch {
+            workers?.stop()
             fatal = error
         }
         guard let target, let disk else {
@@ -130,40 +180,34 @@ public final class ArchiveRestore {
                 .notFound,
                 "restore point \(request.point) is not in the archive (it holds \(ids.isEmpty ? "no restore points" : ids.joined(separator: ", ")))")
         }
+        let finalPlan = plan ?? Plan(entries: entries, target: target, size: disk.size, blockSize: blockSize)
         let point = scanner.points[targetPoint]
-        let missing = sorted ? restored.lazy.filter { !$0 }.count : entries.count
-        if !point.indexComplete || missing > 0 {
+        let missing = finalPlan.missing
+        let problems = (scanner.blocks.problems + chunkProblems).sorted {
+            ($0.location?.volume ?? Int.max, $0.location?.block ?? Int.max) < ($1.location?.volume ?? Int.max, $1.location?.block ?? Int.max)
+        }
+        if !point.indexComplete || !missing.isEmpty || (fatal != nil && fatal!.code != .badArchive && fatal!.code != .damaged) {
             target.discard()
+            if let fatal, fatal.code != .badArchive && fatal.code != .damaged { throw fatal }
             var reason: String
             if let problem = point.indexProblem {
                 reason = "its index is damaged: \(problem)"
             } else if !point.indexComplete {
                 reason = "its index is incomplete"
             } else {
-                let firstMissing = sorted ? entries[restored.firstIndex(of: false)!] : entries[0]
-                reason = "\(missing) blocks have no intact chunk in the archive (e.g. block \(firstMissing.block), chunk \(firstMissing.digest))"
+                reason = "\(missing.count) blocks have no intact chunk in the archive (e.g. block \(missing[0].block), chunk \(missing[0].digest))"
             }
-            let seen = scanner.blocks.problems.map(\.description)
+            let seen = problems.map(\.description)
             if !seen.isEmpty { reason += "; damage found: " + seen.prefix(3).joined(separator: "; ") }
             if let fatal { throw CairnError(fatal.code, "cannot restore \(request.point) disk \(disk.name): \(fatal.message)") }
             throw CairnError(.damaged, "cannot restore \(request.point) disk \(disk.name): \(reason)")
         }
         try target.finish()
-        var problems = scanner.blocks.problems
-        if let fatal { problems.append(ArchiveProblem(location: nil, message: fatal.message, code: fatal.code)) }
+        var all = problems
+        if let fatal { all.append(ArchiveProblem(location: nil, message: fatal.message, code: fatal.code)) }
         return ArchiveRestoreResult(
-            id: request.point, disk: disk, bytesWritten: written, bytesRead: scanner.blocks.bytesRead, seconds: clock.elapsed,
-            problems: problems)
-    }
-
-    private static func lowerBound(_ entries: [Entry], _ digest: ChunkDigest) -> Int {
-        var low = 0
-        var high = entries.count
-        while low < high {
-            let mid = (low + high) / 2
-            if entries[mid].digest < digest { low = mid + 1 } else { high = mid }
-        }
-        return low
+            id: request.point, disk: disk, bytesWritten: UInt64(finalPlan.written.current), bytesRead: scanner.blocks.bytesRead,
+            seconds: clock.elapsed, problems: all)
     }
 
     private static func writeZeros(

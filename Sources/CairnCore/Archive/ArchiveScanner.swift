@@ -103,6 +103,9 @@ final class ArchiveScanner {
     /// Decides which chunks are decoded and passed to `onChunk` (default: all).
     var wantsChunk: ((ChunkDigest) -> Bool)?
     var onChunk: ((ChunkDigest, UnsafeRawBufferPointer, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
+    /// When set, wanted chunk records go here undecoded (CRC checked) instead of to `onChunk`,
+    /// for a consumer that decodes them in parallel.
+    var onChunkRecord: ((ArchiveChunkDecoder.Header, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
     /// Keep the digests indexes need and strike them off as chunks arrive: `missing` at the end.
     var trackNeeds = false
     /// Stop at the first chunk record: every manifest and index has been read by then (list).
@@ -315,6 +318,10 @@ final class ArchiveScanner {
             }
         }
         guard wantsChunk?(header.digest) ?? true else { return }
+        if let onChunkRecord {
+            try onChunkRecord(header, record.body, record.location)
+            return
+        }
         do throws(CairnError) {
             let plain = try decoder.decode(record.body, header)
             try onChunk?(header.digest, plain, record.body, record.location)
