@@ -179,6 +179,38 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         #expect(throws: CairnError.self) { try fixture.restore([volume], point: 0, disk: "a.img") }
     }
 
+    @Test func aChunkWithAValidCRCButTheWrongContentIsCaughtByItsDigest() throws {
+        let fixture = try ArchiveFixture()
+        let bs = 256 << 10
+        var volume = try fixture.write(blockSize: bs)[0]
+        // Find a chunk record of vm1's a.img (the first chunks) lying wholly inside one block.
+        let reader = ArchiveRecordReader(blocks: ArchiveBlockReader(sources: [MemoryByteSource(volume, name: "v")]))
+        var found: (block: Int, start: Int, length: Int)?
+        while let record = try reader.next() {
+            if record.type == .chunk, record.payloadOffset + 16 + record.body.count <= bs - 64 {
+                found = (record.location.block, record.payloadOffset + 16, record.body.count)
+                break
+            }
+        }
+        let (block, start, length) = try #require(found)
+        // A forger's edit: change a stored byte, then fix every CRC so only the SHA-256 can tell.
+        let body = block * bs + 64 + start
+        volume[body + 48 + length / 2] ^= 0x55
+        volume.withUnsafeMutableBytes { raw in
+            let record = UnsafeRawBufferPointer(rebasing: raw[body..<body + length])
+            let crc = PackFormat.recordCRC(
+                header: UnsafeRawBufferPointer(rebasing: record[0..<48]), payload: UnsafeRawBufferPointer(rebasing: record[48...]))
+            raw.storeBytes(of: crc.littleEndian, toByteOffset: body + 44, as: UInt32.self)
+        }
+        reseal(&volume, block: block, blockSize: bs)
+        let report = ArchiveVerifier.verify([MemoryByteSource(volume, name: "v")])
+        #expect(report.failure?.code == .damaged)
+        #expect(report.problems.contains { $0.location?.block == block && $0.message.contains("needed by \(fixture.ids[0])") }, "\(report.problems)")
+        #expect(report.points.map(\.intact) == [false, true])
+        #expect(try fixture.restore([volume], point: 1, disk: "b.img") == TestImage.sha256(of: fixture.b))
+        #expect(throws: CairnError.self) { try fixture.restore([volume], point: 0, disk: "a.img") }
+    }
+
     @Test func lengthsFromHeadersAreCheckedBeforeAllocating() throws {
         let fixture = try ArchiveFixture()
         let bs = 64 << 10

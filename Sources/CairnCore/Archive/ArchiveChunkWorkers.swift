@@ -9,10 +9,17 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
     final class Batch: @unchecked Sendable {
         let bytes: UnsafeMutableRawBufferPointer
         var used = 0
-        var records: [(offset: Int, header: ArchiveChunkDecoder.Header, location: ArchiveLocation)] = []
+        var records: [(offset: Int, header: ArchiveChunkDecoder.Header, location: ArchiveLocation, tag: UInt64)] = []
 
         init(capacity: Int) { bytes = .allocate(byteCount: capacity, alignment: 64) }
         deinit { bytes.deallocate() }
+    }
+
+    /// A chunk that failed to decode, with the tag it was submitted with.
+    struct Damage {
+        var problem: ArchiveProblem
+        var digest: ChunkDigest
+        var tag: UInt64
     }
 
     typealias Handler = @Sendable (ChunkDigest, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void
@@ -22,7 +29,7 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
     private let free = WorkQueue<Batch>()
     private let work = WorkQueue<Batch>()
     private let failure = PipelineFailure()
-    private let damage = NSLockBox<[ArchiveProblem]>([])
+    private let damage = NSLockBox<[Damage]>([])
     private var threads: [PipelineThread] = []
     private var current: Batch?
     private var finished = false
@@ -45,7 +52,10 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
                                 try handle(record.header.digest, plain, record.location)
                             } catch let error where error.code == .damaged {
                                 damage.withLock {
-                                    $0.append(ArchiveProblem(location: record.location, message: error.message, code: .damaged))
+                                    $0.append(
+                                        Damage(
+                                            problem: ArchiveProblem(location: record.location, message: error.message, code: .damaged),
+                                            digest: record.header.digest, tag: record.tag))
                                 }
                             } catch {
                                 failure.record(error)
@@ -64,7 +74,9 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
     deinit { stop() }
 
     /// Copies one chunk record (its header already CRC-checked) into the current batch.
-    func submit(_ body: UnsafeRawBufferPointer, header: ArchiveChunkDecoder.Header, location: ArchiveLocation) throws(CairnError) {
+    func submit(
+        _ body: UnsafeRawBufferPointer, header: ArchiveChunkDecoder.Header, location: ArchiveLocation, tag: UInt64 = 0
+    ) throws(CairnError) {
         if let error = failure.first { throw error }
         if let batch = current, batch.used + body.count > capacity { flush() }
         if current == nil {
@@ -73,7 +85,7 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
         }
         let batch = current!
         (batch.bytes.baseAddress! + batch.used).copyMemory(from: body.baseAddress!, byteCount: body.count)
-        batch.records.append((batch.used, header, location))
+        batch.records.append((batch.used, header, location, tag))
         batch.used += body.count
     }
 
@@ -83,8 +95,8 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
         if batch.records.isEmpty { free.push(batch) } else { work.push(batch) }
     }
 
-    /// Waits for every submitted chunk; returns the damaged ones as problems.
-    func finish() throws(CairnError) -> [ArchiveProblem] {
+    /// Waits for every submitted chunk; returns the damaged ones.
+    func finish() throws(CairnError) -> [Damage] {
         flush()
         if failure.first == nil {
             var returned: [Batch] = []
@@ -93,7 +105,7 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
         }
         stop()
         if let error = failure.first { throw error }
-        return damage.value.sorted { ($0.location?.volume ?? 0, $0.location?.block ?? 0) < ($1.location?.volume ?? 0, $1.location?.block ?? 0) }
+        return damage.value
     }
 
     /// Stops the workers (after `finish`, or when the pass failed).

@@ -352,6 +352,8 @@ struct ArchiveRecord {
     var location: ArchiveLocation
     /// The record's number in the stream, from 0.
     var ordinal: Int
+    /// Where its header begins in that block's payload.
+    var payloadOffset: Int
 }
 
 /// The record stream over data blocks: reassembles records that span blocks and volumes.
@@ -425,6 +427,7 @@ final class ArchiveRecordReader {
             // A damaged block anywhere before the header makes `advance` skip to a record start.
             guard try advance() else { return nil }
             let location = current!.location
+            let payloadOffset = position
             switch try fill(header) {
             case .ended:
                 blocks.report(location, "a record header is cut off by the end of the archive", .badArchive)
@@ -463,7 +466,8 @@ final class ArchiveRecordReader {
             case .done: break
             }
             defer { ordinal += 1 }
-            return ArchiveRecord(type: type, body: UnsafeRawBufferPointer(target), location: location, ordinal: ordinal)
+            return ArchiveRecord(
+                type: type, body: UnsafeRawBufferPointer(target), location: location, ordinal: ordinal, payloadOffset: payloadOffset)
         }
     }
 }

@@ -156,7 +156,7 @@ public final class ArchiveRestore {
             }
             return plan!.contains(digest)
         }
-        scanner.onChunkRecord = { (header, body, location) throws(CairnError) in
+        scanner.onChunkRecord = { (header, body, location, _) throws(CairnError) in
             try workers!.submit(body, header: header, location: location)
             if let progress, clock.elapsed - lastProgress >= 0.5 {
                 lastProgress = clock.elapsed
@@ -168,7 +168,7 @@ public final class ArchiveRestore {
         var chunkProblems: [ArchiveProblem] = []
         do throws(CairnError) {
             try scanner.run()
-            if let workers { chunkProblems = try workers.finish() }
+            if let workers { chunkProblems = try workers.finish().map(\.problem) }
         } catch {
             workers?.stop()
             fatal = error

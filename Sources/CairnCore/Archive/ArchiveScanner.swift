@@ -104,8 +104,9 @@ final class ArchiveScanner {
     var wantsChunk: ((ChunkDigest) -> Bool)?
     var onChunk: ((ChunkDigest, UnsafeRawBufferPointer, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
     /// When set, wanted chunk records go here undecoded (CRC checked) instead of to `onChunk`,
-    /// for a consumer that decodes them in parallel.
-    var onChunkRecord: ((ArchiveChunkDecoder.Header, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
+    /// for a consumer that decodes them in parallel; the last argument is the mask of the points
+    /// needing the chunk (with `trackNeeds`), for `chunkFailed`.
+    var onChunkRecord: ((ArchiveChunkDecoder.Header, UnsafeRawBufferPointer, ArchiveLocation, UInt64) throws(CairnError) -> Void)?
     /// Keep the digests indexes need and strike them off as chunks arrive: `missing` at the end.
     var trackNeeds = false
     /// Stop at the first chunk record: every manifest and index has been read by then (list).
@@ -319,7 +320,7 @@ final class ArchiveScanner {
         }
         guard wantsChunk?(header.digest) ?? true else { return }
         if let onChunkRecord {
-            try onChunkRecord(header, record.body, record.location)
+            try onChunkRecord(header, record.body, record.location, neededBy)
             return
         }
         do throws(CairnError) {
@@ -330,6 +331,14 @@ final class ArchiveScanner {
             guard error.code == .damaged else { throw error }
             report(record.location, "chunk record \(record.ordinal): \(error.message)\(describe(neededBy))")
         }
+    }
+
+    /// A chunk handed to `onChunkRecord` turned out damaged: the points needing it miss it.
+    func chunkFailed(_ digest: ChunkDigest, neededBy mask: UInt64, problem: ArchiveProblem) {
+        if mask != 0 { needs[digest, default: 0] |= mask }
+        var problem = problem
+        problem.message += describe(mask)
+        blocks.report(problem.location, problem.message, problem.code)
     }
 
     /// "needed by vm1@…, vm2@…" for a points mask.

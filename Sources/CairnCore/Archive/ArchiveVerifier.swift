@@ -53,10 +53,24 @@ public enum ArchiveVerifier {
         let scanner = ArchiveScanner(sources: sources)
         scanner.trackNeeds = full
         scanner.stopAtChunks = !full
+        var workers: ArchiveChunkWorkers?
+        if full {
+            // Chunks are decompressed and hashed on one worker per core; the hash is the check.
+            scanner.onChunkRecord = { (header, body, location, neededBy) throws(CairnError) in
+                if workers == nil {
+                    workers = ArchiveChunkWorkers(chunkBlockSize: scanner.blocks.label!.chunkBlockSize) { (_, _, _) throws(CairnError) in }
+                }
+                try workers!.submit(body, header: header, location: location, tag: neededBy)
+            }
+        }
         var fatal: CairnError?
         do throws(CairnError) {
             try scanner.run()
+            for damage in try workers?.finish() ?? [] {
+                scanner.chunkFailed(damage.digest, neededBy: damage.tag, problem: damage.problem)
+            }
         } catch {
+            workers?.stop()
             fatal = error
         }
         let blocks = scanner.blocks
