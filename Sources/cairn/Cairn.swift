@@ -19,8 +19,8 @@ struct Cairn: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             InitCommand.self, BackupCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self,
-            DemoCommand.self, VerifyCommand.self, PruneCommand.self, ProtectCommand.self, UnprotectCommand.self,
-            ForgetCommand.self, GCCommand.self, RebuildIndexCommand.self,
+            VerifyCommand.self, PruneCommand.self, ProtectCommand.self, UnprotectCommand.self, ForgetCommand.self,
+            GCCommand.self, RebuildIndexCommand.self, ArchiveCommand.self, DemoCommand.self,
         ]
     )
 }

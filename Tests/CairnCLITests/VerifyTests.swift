@@ -42,6 +42,8 @@ import Testing
     @Test func damagedChunkIsNamedRestoredAroundAndHealed() throws {
         // A second restore point that shares almost every chunk with the first.
         let night0 = try TestImage.sha256(of: image)
+        // Night 0's pack (pack names are random: pick it before night 1 adds another).
+        let packPath = Fixture.files(under: "\(repo)/packs", suffix: ".pack")[0]
         var gen = TestImage(seed: 22)
         try gen.scatterWrites(at: image, count: 2)
         sleep(1)
@@ -49,8 +51,7 @@ import Testing
         let ids = Fixture.jsonArray(CairnProcess.run(["list", "--repo", repo, "--json"]).stdout).map { $0["id"] as! String }
         #expect(ids.count == 2)
 
-        // Damage the first data record of the first pack: a block both restore points hold.
-        let packPath = Fixture.files(under: "\(repo)/packs", suffix: ".pack")[0]
+        // Damage the first data record of night 0's pack: a block both restore points hold.
         let packID = PackID(hex: String(FileSystem.baseName(packPath).dropLast(5)))!
         let record = try PackReader(path: packPath, id: packID).readTable().sorted { $0.offset < $1.offset }.first { $0.kind == .data }!
         try Fixture.flip(packPath, at: record.offset + 48 + 7, mask: 0x80)

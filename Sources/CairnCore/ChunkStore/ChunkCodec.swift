@@ -47,7 +47,7 @@ public final class ChunkReader {
     let store: ChunkStore
     private let decompressor = ZstdDecompressor()
     private let hasher = SHA256Hasher()
-    private let recordBuffer: UnsafeMutableRawBufferPointer
+    let recordBuffer: UnsafeMutableRawBufferPointer
     private let output: UnsafeMutableRawBufferPointer
     let maxChunk: Int
     /// Whether to check each record's CRC before decompressing. Restore turns it off: the SHA-256

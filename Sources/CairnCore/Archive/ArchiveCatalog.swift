@@ -1,0 +1,36 @@
+/// The repository's record of its archives: `archives/<archive-id>.json`, one file per archive,
+/// written atomically when the archive is complete. Says which restore points went to which
+/// archive and volume, so an administrator knows which tapes to fetch.
+public struct ArchiveCatalogEntry: Codable, Sendable, Equatable {
+    public var format: Int
+    public var archive: String
+    public var created: String
+    /// Where the volumes were written, in order (`-` for a stream).
+    public var volumes: [String]
+    public var archiveBlockSize: Int
+    public var bytes: UInt64
+    public var chunks: Int
+    public var indexPages: Int
+    public var points: [ArchivePointEntry]
+}
+
+public enum ArchiveCatalog {
+    static func directory(_ repository: Repository) -> String { "\(repository.path)/archives" }
+
+    static func write(_ entry: ArchiveCatalogEntry, to repository: Repository) throws(CairnError) {
+        try FileSystem.createDirectories(directory(repository))
+        let bytes = Array(try JSONCoding.encode(entry, pretty: true).utf8) + [10]
+        try FileSystem.writeAtomically(bytes, to: "\(directory(repository))/\(entry.archive).json")
+    }
+
+    /// Every archive the repository wrote, oldest first.
+    public static func entries(in repository: Repository) throws(CairnError) -> [ArchiveCatalogEntry] {
+        let dir = directory(repository)
+        var out: [ArchiveCatalogEntry] = []
+        for name in try FileSystem.list(dir) where name.hasSuffix(".json") && !name.hasPrefix(".") {
+            let bytes = try FileSystem.readAll("\(dir)/\(name)", limit: 64 << 20)
+            out.append(try JSONCoding.decode(ArchiveCatalogEntry.self, from: bytes, what: "archive catalog \(dir)/\(name)"))
+        }
+        return out.sorted { ($0.created, $0.archive) < ($1.created, $1.archive) }
+    }
+}

@@ -1,0 +1,119 @@
+/// Decodes chunk records on worker threads (one per core) and hands each chunk's plain bytes to
+/// `handle`, which may run on any worker and in any order.
+///
+/// The reader copies records into a fixed ring of batches (three per worker, each at least 2 MiB
+/// and big enough for the largest record), so memory does not grow with the archive and reading
+/// overlaps decompression, hashing and writing. Damaged chunks are collected as problems; any other
+/// error stops the pass.
+final class ArchiveChunkWorkers: @unchecked Sendable {
+    final class Batch: @unchecked Sendable {
+        let bytes: UnsafeMutableRawBufferPointer
+        var used = 0
+        var records: [(offset: Int, header: ArchiveChunkDecoder.Header, location: ArchiveLocation, tag: UInt64)] = []
+
+        init(capacity: Int) { bytes = .allocate(byteCount: capacity, alignment: 64) }
+        deinit { bytes.deallocate() }
+    }
+
+    /// A chunk that failed to decode, with the tag it was submitted with.
+    struct Damage {
+        var problem: ArchiveProblem
+        var digest: ChunkDigest
+        var tag: UInt64
+    }
+
+    typealias Handler = @Sendable (ChunkDigest, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void
+
+    let capacity: Int
+    private let batchCount: Int
+    private let free = WorkQueue<Batch>()
+    private let work = WorkQueue<Batch>()
+    private let failure = PipelineFailure()
+    private let damage = NSLockBox<[Damage]>([])
+    private var threads: [PipelineThread] = []
+    private var current: Batch?
+    private var finished = false
+
+    init(chunkBlockSize: Int, handle: @escaping Handler) {
+        capacity = max(2 << 20, PackFormat.recordHeaderSize + ZstdCompressor.bound(max(chunkBlockSize, IndexTree.pageBytes)))
+        let workers = Parallelism.workers
+        batchCount = workers * 3
+        for _ in 0..<batchCount { free.push(Batch(capacity: capacity)) }
+        for i in 0..<workers {
+            threads.append(
+                PipelineThread(name: "cairn-archive-\(i)") { [free, work, failure, damage] in
+                    let decoder = ArchiveChunkDecoder(chunkBlockSize: chunkBlockSize)
+                    while let batch = work.pop() {
+                        for record in batch.records {
+                            let body = UnsafeRawBufferPointer(
+                                rebasing: batch.bytes[record.offset..<record.offset + PackFormat.recordHeaderSize + record.header.storedLength])
+                            do throws(CairnError) {
+                                let plain = try decoder.decode(body, record.header)
+                                try handle(record.header.digest, plain, record.location)
+                            } catch let error where error.code == .damaged {
+                                damage.withLock {
+                                    $0.append(
+                                        Damage(
+                                            problem: ArchiveProblem(location: record.location, message: error.message, code: .damaged),
+                                            digest: record.header.digest, tag: record.tag))
+                                }
+                            } catch {
+                                failure.record(error)
+                                free.close()
+                                work.close()
+                            }
+                        }
+                        batch.used = 0
+                        batch.records.removeAll(keepingCapacity: true)
+                        free.push(batch)
+                    }
+                })
+        }
+    }
+
+    deinit { stop() }
+
+    /// Copies one chunk record (its header already CRC-checked) into the current batch.
+    func submit(
+        _ body: UnsafeRawBufferPointer, header: ArchiveChunkDecoder.Header, location: ArchiveLocation, tag: UInt64 = 0
+    ) throws(CairnError) {
+        if let error = failure.first { throw error }
+        if let batch = current, batch.used + body.count > capacity { flush() }
+        if current == nil {
+            guard let batch = free.pop() else { throw failure.first ?? CairnError(.io, "the chunk workers stopped") }
+            current = batch
+        }
+        let batch = current!
+        (batch.bytes.baseAddress! + batch.used).copyMemory(from: body.baseAddress!, byteCount: body.count)
+        batch.records.append((batch.used, header, location, tag))
+        batch.used += body.count
+    }
+
+    private func flush() {
+        guard let batch = current else { return }
+        current = nil
+        if batch.records.isEmpty { free.push(batch) } else { work.push(batch) }
+    }
+
+    /// Waits for every submitted chunk; returns the damaged ones.
+    func finish() throws(CairnError) -> [Damage] {
+        flush()
+        if failure.first == nil {
+            var returned: [Batch] = []
+            while returned.count < batchCount, let batch = free.pop() { returned.append(batch) }
+            for batch in returned { free.push(batch) }
+        }
+        stop()
+        if let error = failure.first { throw error }
+        return damage.value
+    }
+
+    /// Stops the workers (after `finish`, or when the pass failed).
+    func stop() {
+        guard !finished else { return }
+        finished = true
+        work.close()
+        free.close()
+        for thread in threads { thread.join() }
+    }
+}

@@ -1,0 +1,120 @@
+/// What `cairn archive import` did.
+public struct ArchiveImportResult: Sendable {
+    /// Restore points now in the repository from this archive.
+    public var imported: [String]
+    /// Restore points the repository already had (left untouched).
+    public var alreadyPresent: [String]
+    /// Restore points not imported, with the reason (a damaged index or missing chunks).
+    public var skipped: [(id: String, reason: String)]
+    public var chunksStored: Int
+    public var report: ArchiveReport
+}
+
+/// Loads an archive's restore points and chunks into a repository (disaster recovery).
+///
+/// One sequential pass: every index page and chunk is checked (CRC, decompression, SHA-256)
+/// before it is stored, as stored, with the repository's own record format. Chunks are made
+/// durable first; a restore point's manifest is written last and only when its index is complete
+/// and every chunk it needs arrived intact, so an imported restore point always restores.
+public final class ArchiveImporter {
+    public let repository: Repository
+    public let sources: [any ArchiveByteSource]
+    public var lockWait: Double?
+
+    public init(repository: Repository, sources: [any ArchiveByteSource]) {
+        self.repository = repository
+        self.sources = sources
+    }
+
+    public func run() throws(CairnError) -> ArchiveImportResult {
+        let clock = Stopwatch()
+        let lock = try RepositoryLock.acquire(
+            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
+            what: "repository \(repository.path)", purpose: "cairn archive import")
+        defer { _ = lock }
+        let store = repository.store
+        let scanner = ArchiveScanner(sources: sources)
+        scanner.trackNeeds = true
+        var checkedBlockSize = false
+        var stored = 0
+        let repositoryPath = repository.path
+        scanner.onManifest = { (_, manifest, _) throws(CairnError) in
+            guard !checkedBlockSize else { return }
+            guard manifest.blockSize == store.blockSize else {
+                throw CairnError(
+                    .usage,
+                    "the archive holds chunks of block size \(manifest.blockSize), but repository \(repositoryPath) has block size \(store.blockSize): import into a repository created with `cairn init --block-size \(manifest.blockSize)`")
+            }
+            checkedBlockSize = true
+        }
+        scanner.onIndexPage = { (_, record) throws(CairnError) in
+            if try store.store(record: record) { stored += 1 }
+        }
+        scanner.onChunk = { (_, _, record, _) throws(CairnError) in
+            if try store.store(record: record) { stored += 1 }
+        }
+        var fatal: CairnError?
+        do throws(CairnError) {
+            try scanner.run()
+        } catch {
+            if error.code == .usage || error.code == .io {
+                store.abandon()
+                throw error
+            }
+            fatal = error
+        }
+        do throws(CairnError) {
+            try store.commit()
+        } catch {
+            store.abandon()
+            throw error
+        }
+
+        let missing = scanner.pointsMissingChunks()
+        var imported: [String] = []
+        var present: [String] = []
+        var skipped: [(id: String, reason: String)] = []
+        var reportPoints: [ArchiveReport.Point] = []
+        for (i, point) in scanner.points.enumerated() {
+            let m = point.manifest
+            var problem: String?
+            if let p = point.indexProblem {
+                problem = "its index is damaged: \(p)"
+            } else if !point.indexComplete {
+                problem = "its index is incomplete"
+            } else if missing.contains(i) {
+                problem = "chunks it needs are missing or damaged in the archive"
+            }
+            reportPoints.append(
+                ArchiveReport.Point(
+                    id: m.id, volume: point.location.volume,
+                    disks: m.disks.map { ArchivePointEntry.Disk(name: $0.name, size: $0.size, blockCount: $0.blockCount) },
+                    intact: problem == nil, problem: problem))
+            if let problem {
+                skipped.append((m.id, problem))
+                continue
+            }
+            guard let id = m.restorePointID else {
+                skipped.append((m.id, "its id is not a valid restore point id"))
+                continue
+            }
+            if repository.catalog.exists(id) {
+                present.append(m.id)
+                continue
+            }
+            let groupLock = try RepositoryLock.acquire(
+                path: "\(repository.path)/locks/group.\(id.group).lock", kind: .exclusive, wait: lockWait,
+                what: "group \(id.group)", purpose: "cairn archive import")
+            try repository.catalog.write(m, id: id)
+            _ = groupLock
+            imported.append(m.id)
+        }
+        let blocks = scanner.blocks
+        let report = ArchiveReport(
+            archive: blocks.archive?.hex, label: blocks.label, volumes: blocks.volumesRead, points: reportPoints,
+            records: scanner.recordsRead, indexPages: scanner.pages, chunks: scanner.chunks, bytesRead: blocks.bytesRead,
+            seconds: clock.elapsed, problems: blocks.problems, fatal: fatal)
+        return ArchiveImportResult(
+            imported: imported, alreadyPresent: present, skipped: skipped, chunksStored: stored, report: report)
+    }
+}

@@ -1,0 +1,224 @@
+/// What to restore from an archive, and where.
+public struct ArchiveRestoreRequest: Sendable {
+    /// The restore point's id, exactly as the archive lists it (`GROUP@TIME`).
+    public var point: String
+    public var disk: String?
+    public var destination: String
+    public var format: RestoreFormat = .raw
+    public var force = false
+
+    public init(point: String, disk: String?, destination: String) {
+        self.point = point
+        self.disk = disk
+        self.destination = destination
+    }
+}
+
+public struct ArchiveRestoreResult: Sendable {
+    public var id: String
+    public var disk: Manifest.DiskEntry
+    public var bytesWritten: UInt64
+    public var bytesRead: UInt64
+    public var seconds: Double
+    /// Damage met in parts of the archive this restore did not need.
+    public var problems: [ArchiveProblem]
+}
+
+/// Rebuilds one disk from an archive in one sequential pass, with no repository.
+///
+/// Every index precedes every chunk, so the disk's block digests are known before its chunks
+/// arrive: they are kept as (digest, block) pairs sorted by digest (40 bytes per non-zero block;
+/// docs/ARCHIVE-FORMAT.md, "Memory"). Each chunk is written, when it arrives, at every offset
+/// that needs it; since a chunk appears once per archive and all its offsets are known, nothing
+/// is ever read back from the output or from earlier in the archive. Zero blocks stay holes.
+public final class ArchiveRestore {
+    public let sources: [any ArchiveByteSource]
+    public let request: ArchiveRestoreRequest
+    public var progress: (@Sendable (_ bytesRead: UInt64, _ bytesWritten: UInt64, _ seconds: Double) -> Void)?
+
+    struct Entry {
+        var digest: ChunkDigest
+        var block: UInt64
+    }
+
+    /// What the workers share once the disk's digests are all known: read-only but for the flags.
+    final class Plan: @unchecked Sendable {
+        let entries: [Entry]
+        /// One flag per entry, each set by whichever worker writes that block.
+        let restored: UnsafeMutableBufferPointer<Bool>
+        let target: RawRestoreTarget
+        let size: UInt64
+        let blockSize: UInt64
+        let written = AtomicCounter()
+
+        init(entries: [Entry], target: RawRestoreTarget, size: UInt64, blockSize: UInt64) {
+            self.entries = entries.sorted { $0.digest < $1.digest }
+            restored = .allocate(capacity: max(1, entries.count))
+            restored.initialize(repeating: false)
+            self.target = target
+            self.size = size
+            self.blockSize = blockSize
+        }
+
+        deinit { restored.deallocate() }
+
+        func contains(_ digest: ChunkDigest) -> Bool {
+            let i = lowerBound(digest)
+            return i < entries.count && entries[i].digest == digest
+        }
+
+        /// Writes a chunk at every block that needs it.
+        func write(_ digest: ChunkDigest, _ plain: UnsafeRawBufferPointer) throws(CairnError) {
+            var i = lowerBound(digest)
+            while i < entries.count && entries[i].digest == digest {
+                let offset = entries[i].block * blockSize
+                let length = Int(min(blockSize, size - offset))
+                guard plain.count == length else {
+                    throw CairnError(
+                        .damaged, "chunk \(digest) holds \(plain.count) bytes where the disk needs \(length) at offset \(offset)")
+                }
+                if !restored[i] {
+                    try target.write(plain, atGuestOffset: offset)
+                    written.increment(by: length)
+                    restored[i] = true
+                }
+                i += 1
+            }
+        }
+
+        var missing: [Entry] { entries.indices.filter { !restored[$0] }.map { entries[$0] } }
+
+        private func lowerBound(_ digest: ChunkDigest) -> Int {
+            var low = 0
+            var high = entries.count
+            while low < high {
+                let mid = (low + high) / 2
+                if entries[mid].digest < digest { low = mid + 1 } else { high = mid }
+            }
+            return low
+        }
+    }
+
+    public init(sources: [any ArchiveByteSource], request: ArchiveRestoreRequest) {
+        self.sources = sources
+        self.request = request
+    }
+
+    public func run() throws(CairnError) -> ArchiveRestoreResult {
+        guard request.format == .raw else {
+            throw CairnError(.usage, "--format \(request.format.rawValue) is not yet supported for archives: restore as raw and convert with qemu-img convert")
+        }
+        let clock = Stopwatch()
+        let scanner = ArchiveScanner(sources: sources)
+        var target: RawRestoreTarget?
+        var targetPoint = -1
+        var targetDisk = -1
+        var disk: Manifest.DiskEntry?
+        var blockSize: UInt64 = 0
+        var entries: [Entry] = []
+        var plan: Plan?
+        var workers: ArchiveChunkWorkers?
+        var lastProgress = 0.0
+        let zero = ZeroBlock.digest
+        let request = request
+        let progress = progress
+
+        scanner.onManifest = { (index, manifest, _) throws(CairnError) in
+            guard manifest.id == request.point, target == nil else { return }
+            let chosen = try RestoreJob.selectDisk(manifest, request.disk)
+            target = try RawRestoreTarget(path: request.destination, size: chosen.size, force: request.force)
+            targetPoint = index
+            targetDisk = manifest.disks.firstIndex { $0.name == chosen.name }!
+            disk = chosen
+            blockSize = UInt64(manifest.blockSize)
+        }
+        scanner.wantsLeaves = { p, d in p == targetPoint && d == targetDisk }
+        scanner.onLeaves = { (_, _, first, digests) throws(CairnError) in
+            for (k, digest) in digests.enumerated() {
+                let block = first + UInt64(k)
+                if digest == zero {
+                    if target!.needsZeroWrites { try Self.writeZeros(target!, disk!, block: block, blockSize: blockSize) }
+                    continue
+                }
+                entries.append(Entry(digest: digest, block: block))
+            }
+        }
+        scanner.wantsChunk = { digest in
+            guard targetPoint >= 0 else { return false }
+            if plan == nil {
+                // The first chunk: every index has been read, the disk's digests are complete.
+                let made = Plan(entries: entries, target: target!, size: disk!.size, blockSize: blockSize)
+                entries = []
+                plan = made
+                workers = ArchiveChunkWorkers(chunkBlockSize: Int(blockSize)) { (digest, plain, _) throws(CairnError) in
+                    try made.write(digest, plain)
+                }
+            }
+            return plan!.contains(digest)
+        }
+        scanner.onChunkRecord = { (header, body, location, _) throws(CairnError) in
+            try workers!.submit(body, header: header, location: location)
+            if let progress, clock.elapsed - lastProgress >= 0.5 {
+                lastProgress = clock.elapsed
+                progress(scanner.blocks.bytesRead, UInt64(plan!.written.current), clock.elapsed)
+            }
+        }
+
+        var fatal: CairnError?
+        var chunkProblems: [ArchiveProblem] = []
+        do throws(CairnError) {
+            try scanner.run()
+            if let workers { chunkProblems = try workers.finish().map(\.problem) }
+        } catch {
+            workers?.stop()
+            fatal = error
+        }
+        guard let target, let disk else {
+            if let fatal { throw fatal }
+            let ids = scanner.points.map(\.manifest.id)
+            throw CairnError(
+                .notFound,
+                "restore point \(request.point) is not in the archive (it holds \(ids.isEmpty ? "no restore points" : ids.joined(separator: ", ")))")
+        }
+        let finalPlan = plan ?? Plan(entries: entries, target: target, size: disk.size, blockSize: blockSize)
+        let point = scanner.points[targetPoint]
+        let missing = finalPlan.missing
+        let problems = (scanner.blocks.problems + chunkProblems).sorted {
+            ($0.location?.volume ?? Int.max, $0.location?.block ?? Int.max) < ($1.location?.volume ?? Int.max, $1.location?.block ?? Int.max)
+        }
+        if !point.indexComplete || !missing.isEmpty || (fatal != nil && fatal!.code != .badArchive && fatal!.code != .damaged) {
+            target.discard()
+            if let fatal, fatal.code != .badArchive && fatal.code != .damaged { throw fatal }
+            var reason: String
+            if let problem = point.indexProblem {
+                reason = "its index is damaged: \(problem)"
+            } else if !point.indexComplete {
+                reason = "its index is incomplete"
+            } else {
+                reason = "\(missing.count) blocks have no intact chunk in the archive (e.g. block \(missing[0].block), chunk \(missing[0].digest))"
+            }
+            let seen = problems.map(\.description)
+            if !seen.isEmpty { reason += "; damage found: " + seen.prefix(3).joined(separator: "; ") }
+            if let fatal { throw CairnError(fatal.code, "cannot restore \(request.point) disk \(disk.name): \(fatal.message)") }
+            throw CairnError(.damaged, "cannot restore \(request.point) disk \(disk.name): \(reason)")
+        }
+        try target.finish()
+        var all = problems
+        if let fatal { all.append(ArchiveProblem(location: nil, message: fatal.message, code: fatal.code)) }
+        return ArchiveRestoreResult(
+            id: request.point, disk: disk, bytesWritten: UInt64(finalPlan.written.current), bytesRead: scanner.blocks.bytesRead,
+            seconds: clock.elapsed, problems: all)
+    }
+
+    private static func writeZeros(
+        _ target: RawRestoreTarget, _ disk: Manifest.DiskEntry, block: UInt64, blockSize: UInt64
+    ) throws(CairnError) {
+        let offset = block * blockSize
+        let zeros = [UInt8](repeating: 0, count: Int(min(blockSize, disk.size - offset)))
+        var failure: CairnError?
+        zeros.withUnsafeBytes { raw in
+            do throws(CairnError) { try target.write(raw, atGuestOffset: offset) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+}

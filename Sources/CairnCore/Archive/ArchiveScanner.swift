@@ -1,0 +1,357 @@
+/// Checks and decodes the pack record inside an index page or chunk record: CRC, lengths,
+/// decompression, SHA-256. Owns its buffers and contexts; allocates nothing per chunk.
+final class ArchiveChunkDecoder {
+    struct Header {
+        var digest: ChunkDigest
+        var storedLength: Int
+        var rawLength: Int
+        var kind: ChunkKind
+        var compression: ChunkCompression
+    }
+
+    let maxRaw: Int
+    private let decompressor = ZstdDecompressor()
+    private let hasher = SHA256Hasher()
+    private let output: UnsafeMutableRawBufferPointer
+
+    init(chunkBlockSize: Int) {
+        maxRaw = max(chunkBlockSize, IndexTree.pageBytes)
+        output = .allocate(byteCount: maxRaw, alignment: 64)
+    }
+
+    deinit { output.deallocate() }
+
+    /// The record's header, after its CRC and lengths are checked.
+    func header(_ body: UnsafeRawBufferPointer) throws(CairnError) -> Header {
+        guard body.count >= PackFormat.recordHeaderSize else {
+            throw CairnError(.badArchive, "a chunk record of \(body.count) bytes is shorter than its 48-byte header")
+        }
+        let head = UnsafeRawBufferPointer(rebasing: body[0..<PackFormat.recordHeaderSize])
+        let digest = ChunkDigest(loadingFrom: head)
+        let stored = Int(UInt32(littleEndian: head.loadUnaligned(fromByteOffset: 32, as: UInt32.self)))
+        let raw = Int(UInt32(littleEndian: head.loadUnaligned(fromByteOffset: 36, as: UInt32.self)))
+        let crc = UInt32(littleEndian: head.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
+        let payload = UnsafeRawBufferPointer(rebasing: body[PackFormat.recordHeaderSize...])
+        guard PackFormat.recordCRC(header: head, payload: payload) == crc else {
+            throw CairnError(.damaged, "chunk record \(digest) fails its CRC")
+        }
+        guard stored == payload.count, raw <= maxRaw, let kind = ChunkKind(rawValue: head[40]),
+            let compression = ChunkCompression(rawValue: head[41])
+        else {
+            throw CairnError(.badArchive, "chunk record \(digest) has inconsistent lengths or an unknown kind")
+        }
+        return Header(digest: digest, storedLength: stored, rawLength: raw, kind: kind, compression: compression)
+    }
+
+    /// The chunk's plain bytes, proved by its digest. Valid until the next call.
+    func decode(_ body: UnsafeRawBufferPointer, _ header: Header) throws(CairnError) -> UnsafeRawBufferPointer {
+        let payload = UnsafeRawBufferPointer(rebasing: body[PackFormat.recordHeaderSize...])
+        let plain: UnsafeRawBufferPointer
+        switch header.compression {
+        case .none:
+            plain = payload
+        case .zstd:
+            let target = UnsafeMutableRawBufferPointer(rebasing: output[0..<header.rawLength])
+            let n: Int
+            do throws(CairnError) {
+                n = try decompressor.decompress(payload, into: target)
+            } catch {
+                throw CairnError(.damaged, "chunk \(header.digest) does not decompress", cause: error.cause)
+            }
+            guard n == header.rawLength else {
+                throw CairnError(.damaged, "chunk \(header.digest) decompresses to \(n) bytes, not \(header.rawLength)")
+            }
+            plain = UnsafeRawBufferPointer(target)
+        }
+        guard plain.count == header.rawLength, hasher.digest(plain) == header.digest else {
+            throw CairnError(.damaged, "chunk \(header.digest) does not match its digest")
+        }
+        return plain
+    }
+}
+
+/// One sequential pass over an archive's records: manifests, index trees, chunks, the end.
+///
+/// Rebuilds each disk's block digests from its index pages as they stream by (one page per
+/// tree level in memory) and hands them to `onLeaves`; decodes the chunks a consumer wants.
+/// Verify, restore and import are this pass with different hooks.
+final class ArchiveScanner {
+    struct Point {
+        var manifest: Manifest
+        var location: ArchiveLocation
+        /// Why the index is unusable, if it is.
+        var indexProblem: String?
+        var indexComplete = false
+    }
+
+    let records: ArchiveRecordReader
+    var blocks: ArchiveBlockReader { records.blocks }
+    private(set) var points: [Point] = []
+    private(set) var chunks = 0
+    private(set) var pages = 0
+    private(set) var recordsRead = 0
+    private(set) var end: ArchiveEnd?
+    /// Chunks that no index needed (or repeated chunks), when `trackNeeds` is set.
+    private(set) var unneededChunks = 0
+    private var decoder: ArchiveChunkDecoder?
+
+    // Hooks.
+    var onManifest: ((Int, Manifest, ArchiveLocation) throws(CairnError) -> Void)?
+    var wantsLeaves: ((Int, Int) -> Bool)?
+    var onLeaves: ((Int, Int, UInt64, [ChunkDigest]) throws(CairnError) -> Void)?
+    var onIndexPage: ((ChunkDigest, UnsafeRawBufferPointer) throws(CairnError) -> Void)?
+    /// Decides which chunks are decoded and passed to `onChunk` (default: all).
+    var wantsChunk: ((ChunkDigest) -> Bool)?
+    var onChunk: ((ChunkDigest, UnsafeRawBufferPointer, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
+    /// When set, wanted chunk records go here undecoded (CRC checked) instead of to `onChunk`,
+    /// for a consumer that decodes them in parallel; the last argument is the mask of the points
+    /// needing the chunk (with `trackNeeds`), for `chunkFailed`.
+    var onChunkRecord: ((ArchiveChunkDecoder.Header, UnsafeRawBufferPointer, ArchiveLocation, UInt64) throws(CairnError) -> Void)?
+    /// Keep the digests indexes need and strike them off as chunks arrive: `missing` at the end.
+    var trackNeeds = false
+    /// Stop at the first chunk record: every manifest and index has been read by then (list).
+    var stopAtChunks = false
+    /// Digest → restore points needing it (bit i = point i; bit 63 = point 63 or later).
+    private(set) var needs: [ChunkDigest: UInt64] = [:]
+
+    // Index tree walk state.
+    private struct Frame {
+        var entries: [ChunkDigest]
+        var position: Int
+        var level: Int
+    }
+    private var treePoint: Int?
+    private var treeDisk = 0
+    private var stack: [Frame] = []
+    private var expected: (digest: ChunkDigest, level: Int)?
+    private var leafCount: UInt64 = 0
+    private var sawChunks = false
+
+    init(sources: [any ArchiveByteSource]) {
+        records = ArchiveRecordReader(blocks: ArchiveBlockReader(sources: sources))
+    }
+
+    private func report(_ location: ArchiveLocation?, _ message: String, _ code: CairnError.Code = .damaged) {
+        blocks.report(location, message, code)
+    }
+
+    static func pointBit(_ point: Int) -> UInt64 { 1 << UInt64(min(point, 63)) }
+
+    /// Reads the archive to its end. Structural faults throw; damage is reported and stepped over.
+    func run() throws(CairnError) {
+        while let record = try records.next() {
+            recordsRead += 1
+            if end != nil {
+                report(record.location, "a \(record.type.name) record after the end record", .badArchive)
+                continue
+            }
+            switch record.type {
+            case .manifest: try manifest(record)
+            case .indexPage: try page(record)
+            case .chunk:
+                if stopAtChunks {
+                    abandonTree(reason: "chunks begin before the index is complete")
+                    return
+                }
+                try chunk(record)
+            case .end:
+                abandonTree(reason: "the end record comes before the index is complete")
+                do throws(CairnError) {
+                    end = try JSONCoding.decode(ArchiveEnd.self, from: Array(record.body), what: "the end record")
+                } catch {
+                    report(record.location, error.message, .badArchive)
+                }
+            }
+        }
+        abandonTree(reason: "the archive ends before the index is complete")
+        if end == nil {
+            report(nil, "the archive has no end record: it is incomplete", .badArchive)
+        }
+    }
+
+    private func ensureDecoder() throws(CairnError) -> ArchiveChunkDecoder {
+        if let decoder { return decoder }
+        guard let label = blocks.label else { throw CairnError(.badArchive, "records before a volume label") }
+        let made = ArchiveChunkDecoder(chunkBlockSize: label.chunkBlockSize)
+        decoder = made
+        return made
+    }
+
+    private func manifest(_ record: ArchiveRecord) throws(CairnError) {
+        abandonTree(reason: "the next manifest begins before the index is complete")
+        if sawChunks {
+            report(record.location, "a manifest after the chunks: the archive's records are out of order", .badArchive)
+        }
+        let manifest: Manifest
+        do throws(CairnError) {
+            manifest = try Manifest.decode(Array(record.body), path: "record \(record.ordinal)")
+        } catch {
+            report(record.location, "manifest record \(record.ordinal): \(error.message); its index pages are skipped", .damaged)
+            return
+        }
+        guard manifest.blockSize == blocks.label?.chunkBlockSize else {
+            report(record.location, "restore point \(manifest.id) has block size \(manifest.blockSize), not the archive's", .badArchive)
+            return
+        }
+        let index = points.count
+        points.append(Point(manifest: manifest, location: record.location))
+        try onManifest?(index, manifest, record.location)
+        treePoint = index
+        startDisk(0)
+    }
+
+    private func startDisk(_ disk: Int) {
+        guard let p = treePoint else { return }
+        let disks = points[p].manifest.disks
+        treeDisk = disk
+        stack = []
+        leafCount = 0
+        if disk == disks.count {
+            points[p].indexComplete = points[p].indexProblem == nil
+            treePoint = nil
+            expected = nil
+            return
+        }
+        guard let root = disks[disk].rootDigest, (1...8).contains(disks[disk].depth) else {
+            failTree("disk \(disks[disk].name) has a malformed root or depth")
+            return
+        }
+        expected = (root, 0)
+    }
+
+    private func failTree(_ reason: String) {
+        guard let p = treePoint else { return }
+        if points[p].indexProblem == nil { points[p].indexProblem = reason }
+        treePoint = nil
+        expected = nil
+        stack = []
+    }
+
+    private func abandonTree(reason: String) {
+        guard let p = treePoint else { return }
+        let disk = points[p].manifest.disks.indices.contains(treeDisk) ? points[p].manifest.disks[treeDisk].name : "?"
+        failTree("\(reason) (disk \(disk))")
+        report(points[p].location, "restore point \(points[p].manifest.id): \(points[p].indexProblem!)")
+    }
+
+    private func page(_ record: ArchiveRecord) throws(CairnError) {
+        pages += 1
+        guard let p = treePoint, let (want, level) = expected else {
+            // Pages of a manifest that was lost or of a tree already failed: skipped quietly.
+            return
+        }
+        let decoder = try ensureDecoder()
+        let disk = points[p].manifest.disks[treeDisk]
+        let plain: [ChunkDigest]
+        do throws(CairnError) {
+            let header = try decoder.header(record.body)
+            guard header.digest == want, header.kind == .indexPage else {
+                throw CairnError(.badArchive, "index page \(header.digest) arrives where page \(want) is expected: a page is missing")
+            }
+            let bytes = try decoder.decode(record.body, header)
+            guard bytes.count % ChunkDigest.byteCount == 0 else {
+                throw CairnError(.damaged, "index page \(want) is not a whole number of digests")
+            }
+            plain = (0..<(bytes.count / 32)).map { ChunkDigest(loadingFrom: bytes, at: $0 * 32) }
+            try onIndexPage?(want, record.body)
+        } catch {
+            report(record.location, "restore point \(points[p].manifest.id) disk \(disk.name): \(error.message)", error.code)
+            failTree("its index page \(want) is damaged or missing (\(record.location))")
+            return
+        }
+        if level == disk.depth - 1 {
+            guard leafCount + UInt64(plain.count) <= disk.blockCount else {
+                report(record.location, "restore point \(points[p].manifest.id) disk \(disk.name): the index lists more than \(disk.blockCount) blocks", .badArchive)
+                failTree("its index lists too many blocks")
+                return
+            }
+            if trackNeeds {
+                let bit = Self.pointBit(p)
+                let zero = ZeroBlock.digest
+                for digest in plain where digest != zero { needs[digest, default: 0] |= bit }
+            }
+            if wantsLeaves?(p, treeDisk) == true { try onLeaves?(p, treeDisk, leafCount, plain) }
+            leafCount += UInt64(plain.count)
+        } else {
+            guard !plain.isEmpty else {
+                failTree("its index page \(want) is empty")
+                return
+            }
+            stack.append(Frame(entries: plain, position: 0, level: level))
+        }
+        while var top = stack.popLast() {
+            if top.position < top.entries.count {
+                expected = (top.entries[top.position], top.level + 1)
+                top.position += 1
+                stack.append(top)
+                return
+            }
+        }
+        guard leafCount == disk.blockCount else {
+            report(record.location, "restore point \(points[p].manifest.id) disk \(disk.name): the index lists \(leafCount) of \(disk.blockCount) blocks", .badArchive)
+            failTree("its index is short")
+            return
+        }
+        startDisk(treeDisk + 1)
+    }
+
+    private func chunk(_ record: ArchiveRecord) throws(CairnError) {
+        chunks += 1
+        abandonTree(reason: "chunks begin before the index is complete")
+        sawChunks = true
+        let decoder = try ensureDecoder()
+        let header: ArchiveChunkDecoder.Header
+        do throws(CairnError) {
+            header = try decoder.header(record.body)
+            guard header.kind == .data, header.rawLength <= blocks.label!.chunkBlockSize else {
+                throw CairnError(.badArchive, "chunk record \(header.digest) is not a data chunk of at most the block size")
+            }
+        } catch {
+            report(record.location, "chunk record \(record.ordinal): \(error.message)", error.code)
+            return
+        }
+        var neededBy: UInt64 = 0
+        if trackNeeds {
+            if let mask = needs.removeValue(forKey: header.digest) {
+                neededBy = mask
+            } else {
+                unneededChunks += 1
+            }
+        }
+        guard wantsChunk?(header.digest) ?? true else { return }
+        if let onChunkRecord {
+            try onChunkRecord(header, record.body, record.location, neededBy)
+            return
+        }
+        do throws(CairnError) {
+            let plain = try decoder.decode(record.body, header)
+            try onChunk?(header.digest, plain, record.body, record.location)
+        } catch {
+            if neededBy != 0 { needs[header.digest] = neededBy }
+            guard error.code == .damaged else { throw error }
+            report(record.location, "chunk record \(record.ordinal): \(error.message)\(describe(neededBy))")
+        }
+    }
+
+    /// A chunk handed to `onChunkRecord` turned out damaged: the points needing it miss it.
+    func chunkFailed(_ digest: ChunkDigest, neededBy mask: UInt64, problem: ArchiveProblem) {
+        if mask != 0 { needs[digest, default: 0] |= mask }
+        var problem = problem
+        problem.message += describe(mask)
+        blocks.report(problem.location, problem.message, problem.code)
+    }
+
+    /// "needed by vm1@…, vm2@…" for a points mask.
+    func describe(_ mask: UInt64) -> String {
+        guard mask != 0 else { return "" }
+        let ids = points.indices.filter { mask & Self.pointBit($0) != 0 }.map { points[$0].manifest.id }
+        return "; needed by \(ids.joined(separator: ", "))"
+    }
+
+    /// Restore points missing at least one chunk after the pass (with `trackNeeds`).
+    func pointsMissingChunks() -> Set<Int> {
+        var mask: UInt64 = 0
+        for value in needs.values { mask |= value }
+        return Set(points.indices.filter { mask & Self.pointBit($0) != 0 })
+    }
+}

@@ -1,0 +1,138 @@
+/// The outcome of reading an archive: its restore points and whatever was found wrong.
+public struct ArchiveReport: Sendable {
+    public struct Point: Sendable, Encodable {
+        public var id: String
+        public var volume: Int
+        public var disks: [ArchivePointEntry.Disk]
+        /// True when its index is complete and every chunk it needs arrived intact (verify, import).
+        public var intact: Bool
+        public var problem: String?
+    }
+
+    public var archive: String?
+    public var label: ArchiveLabel?
+    public var volumes: Int
+    public var points: [Point]
+    public var records: Int
+    public var indexPages: Int
+    public var chunks: Int
+    public var bytesRead: UInt64
+    public var seconds: Double
+    public var problems: [ArchiveProblem]
+    /// The fault that ended the pass early, if any.
+    public var fatal: CairnError?
+
+    /// The exit-worthy error: `.badArchive` for structural faults, `.damaged` for checksums; nil when clean.
+    public var failure: CairnError? {
+        if let fatal { return fatal }
+        guard let first = problems.first else { return nil }
+        let code: CairnError.Code = problems.contains { $0.code == .badArchive } ? .badArchive : .damaged
+        let more = problems.count > 1 ? " (and \(problems.count - 1) more problems)" : ""
+        return CairnError(code, "\(first)\(more)")
+    }
+}
+
+/// `cairn archive verify` and `list`: one sequential pass, never seeking.
+///
+/// Verify checks every block header and payload CRC, every record header, every chunk and page
+/// record's CRC, decompression and SHA-256, every index against its chunks (each digest an index
+/// needs must arrive as a chunk record after the indexes: the chunk section follows every index),
+/// the end record's counts and the last volume's catalog.
+public enum ArchiveVerifier {
+    public static func verify(_ sources: [any ArchiveByteSource]) -> ArchiveReport {
+        scan(sources, full: true)
+    }
+
+    /// Reads the manifests and indexes only (they all precede the chunks), then stops.
+    public static func list(_ sources: [any ArchiveByteSource]) -> ArchiveReport {
+        scan(sources, full: false)
+    }
+
+    static func scan(_ sources: [any ArchiveByteSource], full: Bool) -> ArchiveReport {
+        let clock = Stopwatch()
+        let scanner = ArchiveScanner(sources: sources)
+        scanner.trackNeeds = full
+        scanner.stopAtChunks = !full
+        var workers: ArchiveChunkWorkers?
+        if full {
+            // Chunks are decompressed and hashed on one worker per core; the hash is the check.
+            scanner.onChunkRecord = { (header, body, location, neededBy) throws(CairnError) in
+                if workers == nil {
+                    workers = ArchiveChunkWorkers(chunkBlockSize: scanner.blocks.label!.chunkBlockSize) { (_, _, _) throws(CairnError) in }
+                }
+                try workers!.submit(body, header: header, location: location, tag: neededBy)
+            }
+        }
+        var fatal: CairnError?
+        do throws(CairnError) {
+            try scanner.run()
+            for damage in try workers?.finish() ?? [] {
+                scanner.chunkFailed(damage.digest, neededBy: damage.tag, problem: damage.problem)
+            }
+        } catch {
+            workers?.stop()
+            fatal = error
+        }
+        let blocks = scanner.blocks
+        if full && fatal == nil { checkCatalog(scanner) }
+        let missing = full ? scanner.pointsMissingChunks() : []
+        let points = scanner.points.indices.map { i -> ArchiveReport.Point in
+            let p = scanner.points[i]
+            var problem = p.indexProblem
+            if problem == nil && !p.indexComplete { problem = "its index is incomplete" }
+            if problem == nil && missing.contains(i) { problem = "chunks it needs are missing or damaged" }
+            if problem == nil && full && fatal != nil && !p.indexComplete { problem = "the archive ends before its data" }
+            return ArchiveReport.Point(
+                id: p.manifest.id, volume: p.location.volume,
+                disks: p.manifest.disks.map { ArchivePointEntry.Disk(name: $0.name, size: $0.size, blockCount: $0.blockCount) },
+                intact: problem == nil, problem: problem)
+        }
+        var problems = blocks.problems
+        if full {
+            let missingCount = scanner.needs.count
+            if missingCount > 0 && fatal == nil {
+                let example = scanner.needs.first!
+                problems.append(
+                    ArchiveProblem(
+                        location: nil,
+                        message: "\(missingCount) chunks the indexes need are not in the archive intact (e.g. \(example.key)\(scanner.describe(example.value)))",
+                        code: .damaged))
+            }
+        }
+        return ArchiveReport(
+            archive: blocks.archive?.hex, label: blocks.label, volumes: blocks.volumesRead, points: points,
+            records: scanner.recordsRead, indexPages: scanner.pages, chunks: scanner.chunks, bytesRead: blocks.bytesRead,
+            seconds: clock.elapsed, problems: problems, fatal: fatal)
+    }
+
+    /// The end record's counts and the last volume's catalog against what the pass saw.
+    private static func checkCatalog(_ scanner: ArchiveScanner) {
+        let blocks = scanner.blocks
+        if let end = scanner.end, blocks.problems.isEmpty {
+            if end.points != scanner.points.count || end.chunks != scanner.chunks || end.indexPages != scanner.pages {
+                blocks.report(
+                    nil,
+                    "the end record counts \(end.points) restore points, \(end.indexPages) index pages and \(end.chunks) chunks; the archive holds \(scanner.points.count), \(scanner.pages) and \(scanner.chunks)",
+                    .badArchive)
+            }
+        }
+        guard let last = blocks.catalogs.last, last.last else {
+            blocks.report(nil, "the last volume's catalog is missing or damaged", .badArchive)
+            return
+        }
+        if last.volumes != blocks.volumesRead {
+            blocks.report(nil, "the last catalog counts \(last.volumes ?? 0) volumes; \(blocks.volumesRead) were read", .badArchive)
+        }
+        let listed = last.points.map(\.id)
+        let seen = scanner.points.map(\.manifest.id)
+        if blocks.problems.isEmpty && listed != seen {
+            blocks.report(
+                nil, "the catalog lists restore points \(listed.joined(separator: ", ")); the archive holds \(seen.joined(separator: ", "))",
+                .badArchive)
+        }
+        let chunkSum = blocks.catalogs.reduce(0) { $0 + $1.chunks }
+        if blocks.problems.isEmpty && blocks.catalogs.count == blocks.volumesRead && chunkSum != scanner.chunks {
+            blocks.report(nil, "the volume catalogs count \(chunkSum) chunks; the archive holds \(scanner.chunks)", .badArchive)
+        }
+    }
+}

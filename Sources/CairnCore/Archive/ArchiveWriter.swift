@@ -1,0 +1,150 @@
+/// What `ArchiveWriter.run` produced.
+public struct ArchiveWriteResult: Sendable {
+    public var archive: ArchiveID
+    public var volumes: [String]
+    public var points: [ArchivePointEntry]
+    public var chunks: Int
+    public var indexPages: Int
+    /// Bytes of blocks written (every block is whole).
+    public var bytes: UInt64
+    /// Guest bytes of the archived disks.
+    public var guestBytes: UInt64
+    public var seconds: Double
+}
+
+/// Copies restore points from a repository into a sequential archive.
+///
+/// Record order: every restore point's manifest followed by all the pages of each disk's index
+/// tree (pre-order: a page, then its children), for every point; then each chunk the indexes
+/// need, once, in the order the points and disks first need them; then an end record. Because all
+/// indexes precede all chunks, a reader knows every block's digest before any chunk arrives and
+/// can restore any point in one pass. Chunks are copied as stored (compressed, with their pack
+/// record header and CRC): nothing is recompressed.
+///
+/// Memory: one archive block, one chunk record, one index page per tree level, and the set of
+/// digests already written (`Set<ChunkDigest>`: 32 bytes per distinct chunk, about 43 to 86
+/// bytes with the hash table's load factor; docs/ARCHIVE-FORMAT.md, "Memory").
+public final class ArchiveWriter {
+    public let repository: Repository
+    public let ids: [RestorePointID]
+    public let sink: any ArchiveSink
+    public var blockSize = ArchiveFormat.defaultBlockSize
+    public var volumeSize: UInt64?
+    public var lockWait: Double?
+    public var progress: (@Sendable (_ bytesDone: UInt64, _ guestTotal: UInt64, _ seconds: Double) -> Void)?
+
+    public init(repository: Repository, ids: [RestorePointID], sink: any ArchiveSink) {
+        self.repository = repository
+        self.ids = ids
+        self.sink = sink
+    }
+
+    public func run() throws(CairnError) -> ArchiveWriteResult {
+        let clock = Stopwatch()
+        try ArchiveFormat.validate(blockSize: blockSize)
+        guard !ids.isEmpty else { throw CairnError(.usage, "name at least one restore point to archive") }
+        let lock = try RepositoryLock.acquire(
+            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
+            what: "repository \(repository.path)", purpose: "cairn archive write")
+        defer { _ = lock }
+
+        var manifests: [(Manifest, [UInt8])] = []
+        var seenIDs = Set<RestorePointID>()
+        for id in ids where seenIDs.insert(id).inserted {
+            let path = repository.catalog.path(of: id)
+            let manifest = try repository.catalog.manifest(id)
+            guard manifest.blockSize == repository.store.blockSize else {
+                throw CairnError(.damaged, "restore point \(id) has block size \(manifest.blockSize), not the repository's")
+            }
+            for disk in manifest.disks where disk.rootDigest == nil {
+                throw CairnError(.damaged, "restore point \(id) has a malformed root digest for disk \(disk.name)")
+            }
+            let bytes = try FileSystem.readAll(path, limit: ArchiveFormat.maxManifestBody)
+            manifests.append((manifest, bytes))
+        }
+        let guestTotal = manifests.reduce(UInt64(0)) { $0 + $1.0.totalSize }
+
+        let archive = ArchiveID.random()
+        let created = Timestamp.now().description
+        let label = ArchiveLabel(
+            format: Int(ArchiveFormat.version), archive: archive.hex, volume: 1, created: created,
+            tool: BackupJob.toolVersion, archiveBlockSize: blockSize, chunkBlockSize: repository.store.blockSize,
+            repository: repository.config.id)
+        let blocks = try ArchiveBlockWriter(
+            sink: sink, blockSize: blockSize, archive: archive, volumeSize: volumeSize, label: label)
+        let reader = ChunkReader(store: repository.store)
+        var pages = 0
+        var chunks = 0
+        do throws(CairnError) {
+            // 1. Manifests and indexes.
+            for (manifest, bytes) in manifests {
+                try blocks.appendRecord(.manifest, bytes: bytes, manifest: manifest)
+                for disk in manifest.disks {
+                    pages += try writeTree(disk.rootDigest!, level: 0, depth: disk.depth, reader: reader, blocks: blocks)
+                }
+            }
+            // 2. Chunks, each once, in order of first need.
+            var written = Set<ChunkDigest>()
+            var done: UInt64 = 0
+            var lastProgress = 0.0
+            let zero = ZeroBlock.digest
+            for (manifest, _) in manifests {
+                for disk in manifest.disks {
+                    let walk = DiskWalk(
+                        store: repository.store, root: disk.rootDigest!, depth: disk.depth, blockCount: disk.blockCount,
+                        size: disk.size)
+                    try walk.forEachBlock { (_, digest) throws(CairnError) in
+                        done += UInt64(repository.store.blockSize)
+                        guard digest != zero, written.insert(digest).inserted else { return }
+                        let record = try reader.readStored(digest)
+                        try blocks.appendRecord(.chunk, parts: [record])
+                        chunks += 1
+                        if let progress, clock.elapsed - lastProgress >= 0.5 {
+                            lastProgress = clock.elapsed
+                            progress(min(done, guestTotal), guestTotal, clock.elapsed)
+                        }
+                    }
+                }
+            }
+            // 3. The end record and the catalog.
+            let end = ArchiveEnd(points: manifests.count, indexPages: pages, chunks: chunks, records: manifests.count + pages + chunks)
+            let endBytes = Array(try JSONCoding.encode(end).utf8)
+            try blocks.appendRecord(.end, bytes: endBytes)
+            try blocks.finish()
+        } catch {
+            sink.discard()
+            throw error
+        }
+        let result = ArchiveWriteResult(
+            archive: archive, volumes: sink.volumeNames, points: blocks.allPoints, chunks: chunks, indexPages: pages,
+            bytes: blocks.blocksWritten * UInt64(blockSize), guestBytes: guestTotal, seconds: clock.elapsed)
+        try ArchiveCatalog.write(
+            ArchiveCatalogEntry(
+                format: 1, archive: archive.hex, created: created, volumes: result.volumes, archiveBlockSize: blockSize,
+                bytes: result.bytes, chunks: chunks, indexPages: pages, points: result.points),
+            to: repository)
+        return result
+    }
+
+    /// Writes a page and, below the leaves, its children, depth first. Returns pages written.
+    private func writeTree(
+        _ digest: ChunkDigest, level: Int, depth: Int, reader: ChunkReader, blocks: ArchiveBlockWriter
+    ) throws(CairnError) -> Int {
+        guard depth >= 1, depth <= 8 else { throw CairnError(.damaged, "index tree depth \(depth) is impossible") }
+        let plain = Array(try reader.read(digest))
+        guard plain.count % ChunkDigest.byteCount == 0 else {
+            throw CairnError(.damaged, "index page \(digest) has \(plain.count) bytes, not a whole number of digests")
+        }
+        try blocks.appendRecord(.indexPage, parts: [try reader.readStored(digest)])
+        var count = 1
+        if level < depth - 1 {
+            let children = plain.withUnsafeBytes { raw in
+                (0..<(raw.count / 32)).map { ChunkDigest(loadingFrom: raw, at: $0 * 32) }
+            }
+            for child in children {
+                count += try writeTree(child, level: level + 1, depth: depth, reader: reader, blocks: blocks)
+            }
+        }
+        return count
+    }
+}

@@ -1,0 +1,322 @@
+import ArgumentParser
+import CairnCore
+import SystemPackage
+
+struct ArchiveCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "archive",
+        abstract: "Copy restore points to sequential archives (files, pipes, tape) and back.",
+        discussion: "Format: docs/ARCHIVE-FORMAT.md. VOLUME `-` reads one stream from stdin.",
+        subcommands: [
+            ArchiveWriteCommand.self, ArchiveListCommand.self, ArchiveVerifyCommand.self, ArchiveRestoreCommand.self,
+            ArchiveImportCommand.self, ArchiveCatalogCommand.self,
+        ]
+    )
+}
+
+func openVolumes(_ paths: [String]) throws(CairnError) -> [any ArchiveByteSource] {
+    guard !paths.isEmpty else { throw CairnError(.usage, "name the archive's volumes (or - for stdin)") }
+    if paths.contains("-") && paths.count > 1 {
+        throw CairnError(.usage, "`-` reads the whole archive from stdin: give it alone")
+    }
+    var sources: [any ArchiveByteSource] = []
+    for path in paths { sources.append(try FileByteSource.open(path)) }
+    return sources
+}
+
+func printProblems(_ problems: [ArchiveProblem]) {
+    for problem in problems { Terminal.printError("cairn: \(problem)") }
+}
+
+struct ArchiveWriteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "write", abstract: "Write restore points to a new archive: PATH.001, PATH.002, … or - for stdout.")
+
+    @OptionGroup var repository: RepositoryOptions
+
+    @Argument(help: "Restore points: GROUP@TIME or GROUP@latest.")
+    var ids: [String]
+
+    @Option(help: "Volume base path (volumes PATH.001, …), - for stdout, or a tape device such as /dev/nst0.")
+    var to: String
+
+    @Option(help: "Cut the archive into volumes of at most this size (e.g. 2T, 500M).")
+    var volumeSize: String?
+
+    @Option(help: "Archive block size: a power of two from 64K to 4M.")
+    var blockSize = "256K"
+
+    @Flag(help: "Overwrite existing volume files.")
+    var force = false
+
+    @Flag(help: "Print the summary as a JSON object.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors { () throws(CairnError) in
+            let repo = try repository.open()
+            var points: [RestorePointID] = []
+            for id in ids { points.append(try repo.catalog.resolve(id)) }
+            let block = try parseSize(blockSize, option: "--block-size")
+            guard block <= UInt64(4 << 20) else { throw CairnError(.usage, "--block-size \(blockSize) is larger than 4M") }
+            try ArchiveFormat.validate(blockSize: Int(block))
+            let sink: any ArchiveSink
+            if to == "-" {
+                sink = StreamSink(file: File.standard(.standardOutput, name: "stdout"), name: "-")
+            } else if StreamSink.isCharacterDevice(to) {
+                sink = StreamSink(file: try File.open(to, .readWrite), name: to)
+            } else {
+                sink = try VolumeFileSink(basePath: to, force: force)
+            }
+            let writer = ArchiveWriter(repository: repo, ids: points, sink: sink)
+            writer.blockSize = Int(block)
+            writer.volumeSize = try volumeSize.map { v throws(CairnError) in try parseSize(v, option: "--volume-size") }
+            writer.lockWait = try repository.lockWaitSeconds()
+            writer.progress = { done, total, seconds in
+                let percent = total == 0 ? 100 : Int(Double(done) * 100 / Double(total))
+                Terminal.progress("archiving: \(percent)% of \(Units.formatBytes(total)), \(rate(done, seconds))")
+            }
+            let result = try writer.run()
+            Terminal.clearProgress()
+            let summary = ArchiveWriteSummary(result)
+            let text =
+                json
+                ? try JSONCoding.encode(summary)
+                : "wrote archive \(result.archive) (\(result.points.count) restore points, \(result.chunks) chunks, \(result.indexPages) index pages) to \(result.volumes.count) volumes: \(Units.formatBytes(result.bytes)) in \(Units.formatDecimal(result.seconds, places: 2)) s, \(rate(result.bytes, result.seconds))"
+            // With --to -, stdout carries the archive: the summary goes to stderr.
+            if to == "-" { Terminal.printError(text) } else { print(text) }
+        }
+    }
+}
+
+struct ArchiveWriteSummary: Encodable {
+    var archive: String
+    var volumes: [String]
+    var points: [ArchivePointEntry]
+    var chunks: Int
+    var indexPages: Int
+    var bytes: UInt64
+    var seconds: Double
+
+    init(_ r: ArchiveWriteResult) {
+        archive = r.archive.hex
+        volumes = r.volumes
+        points = r.points
+        chunks = r.chunks
+        indexPages = r.indexPages
+        bytes = r.bytes
+        seconds = r.seconds
+    }
+}
+
+struct ArchiveListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List the restore points in an archive (reads up to its first chunk).")
+
+    @Argument(help: "The archive's volumes in order, or - for stdin.")
+    var volumes: [String]
+
+    @Flag(help: "Print a JSON array.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors { () throws(CairnError) in
+            let report = ArchiveVerifier.list(try openVolumes(volumes))
+            if report.points.isEmpty, let fatal = report.fatal { throw fatal }
+            if json {
+                print(try JSONCoding.encode(report.points.map(ArchiveListRow.init)))
+            } else {
+                print("archive \(report.archive ?? "?"), block size \(Units.formatBytes(UInt64(report.label?.archiveBlockSize ?? 0))), chunk block size \(Units.formatBytes(UInt64(report.label?.chunkBlockSize ?? 0)))")
+                let rows = report.points.map { p in
+                    [p.id, String(p.volume), p.disks.map(\.name).joined(separator: ","),
+                     Units.formatBytes(p.disks.reduce(0) { $0 + $1.size })]
+                }
+                printTable(header: ["ID", "VOLUME", "DISKS", "SIZE"], rows: rows)
+            }
+            printProblems(report.problems)
+            if let fatal = report.fatal { throw fatal }
+        }
+    }
+}
+
+struct ArchiveListRow: Encodable {
+    var id: String
+    var volume: Int
+    var size: UInt64
+    var disks: [ArchivePointEntry.Disk]
+
+    init(_ p: ArchiveReport.Point) {
+        id = p.id
+        volume = p.volume
+        size = p.disks.reduce(0) { $0 + $1.size }
+        disks = p.disks
+    }
+}
+
+struct ArchiveVerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check a whole archive in one sequential pass: blocks, records, chunks, indexes, catalog.")
+
+    @Argument(help: "The archive's volumes in order, or - for stdin.")
+    var volumes: [String]
+
+    @Flag(help: "Print the report as a JSON object.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors { () throws(CairnError) in
+            let report = ArchiveVerifier.verify(try openVolumes(volumes))
+            if json {
+                print(try JSONCoding.encode(ArchiveVerifySummary(report)))
+            } else {
+                for p in report.points {
+                    print(p.intact ? "ok       \(p.id)" : "DAMAGED  \(p.id): \(p.problem ?? "")")
+                }
+                print(
+                    "\(report.failure == nil ? "verified" : "checked") archive \(report.archive ?? "?"): \(report.volumes) volumes, \(report.points.count) restore points, \(report.indexPages) index pages, \(report.chunks) chunks, \(Units.formatBytes(report.bytesRead)) in \(Units.formatDecimal(report.seconds, places: 2)) s, \(rate(report.bytesRead, report.seconds))"
+                )
+            }
+            printProblems(report.problems)
+            if let failure = report.failure { throw failure }
+        }
+    }
+}
+
+struct ArchiveVerifySummary: Encodable {
+    var archive: String?
+    var volumes: Int
+    var points: [ArchiveReport.Point]
+    var chunks: Int
+    var indexPages: Int
+    var bytes: UInt64
+    var seconds: Double
+    var problems: [String]
+    var ok: Bool
+
+    init(_ r: ArchiveReport) {
+        archive = r.archive
+        volumes = r.volumes
+        points = r.points
+        chunks = r.chunks
+        indexPages = r.indexPages
+        bytes = r.bytesRead
+        seconds = r.seconds
+        problems = r.problems.map(\.description) + (r.fatal.map { [$0.description] } ?? [])
+        ok = r.failure == nil
+    }
+}
+
+struct ArchiveRestoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Rebuild a disk from an archive in one sequential pass, without a repository.",
+        discussion: "Usage: cairn archive restore VOLUME... ID --to PATH (VOLUME - reads stdin).")
+
+    @Argument(help: "The archive's volumes in order (or -), then the restore point's id GROUP@TIME.")
+    var arguments: [String]
+
+    @Option(help: "Output file or block device.")
+    var to: String
+
+    @Option(help: "The disk to restore; needed when the restore point has several.")
+    var disk: String?
+
+    @Option(help: "Output format: raw (qcow2 is not yet supported for archives).")
+    var format = "raw"
+
+    @Flag(help: "Overwrite an existing output file.")
+    var force = false
+
+    func run() throws {
+        try runReportingErrors { () throws(CairnError) in
+            guard arguments.count >= 2 else {
+                throw CairnError(.usage, "give the archive's volumes (or -) and then the restore point id")
+            }
+            guard let outputFormat = RestoreFormat(rawValue: format) else {
+                throw CairnError(.usage, "--format \(format) is not raw or qcow2")
+            }
+            let id = arguments.last!
+            guard RestorePointID(parsing: id) != nil else {
+                throw CairnError(.usage, "\"\(id)\" is not a restore point id: use GROUP@TIME as `cairn archive list` prints it")
+            }
+            var request = ArchiveRestoreRequest(point: id, disk: disk, destination: to)
+            request.format = outputFormat
+            request.force = force
+            if outputFormat != .raw {
+                throw CairnError(.usage, "--format \(format) is not yet supported for archives: restore as raw and convert with qemu-img convert")
+            }
+            let restore = ArchiveRestore(sources: try openVolumes(Array(arguments.dropLast())), request: request)
+            restore.progress = { read, written, seconds in
+                Terminal.progress("restoring: \(Units.formatBytes(read)) of archive read, \(Units.formatBytes(written)) written, \(rate(read, seconds))")
+            }
+            let result = try restore.run()
+            Terminal.clearProgress()
+            printProblems(result.problems)
+            print(
+                "restored \(result.id) disk \(result.disk.name) to \(to): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written, \(Units.formatBytes(result.bytesRead)) of archive read in \(Units.formatDecimal(result.seconds, places: 2)) s"
+            )
+        }
+    }
+}
+
+struct ArchiveImportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import", abstract: "Load an archive's restore points and chunks into a repository.")
+
+    @OptionGroup var repository: RepositoryOptions
+
+    @Argument(help: "The archive's volumes in order, or - for stdin.")
+    var volumes: [String]
+
+    func run() throws {
+        try runReportingErrors { () throws(CairnError) in
+            let repo = try repository.open()
+            let importer = ArchiveImporter(repository: repo, sources: try openVolumes(volumes))
+            importer.lockWait = try repository.lockWaitSeconds()
+            let result = try importer.run()
+            for id in result.imported { print("imported \(id)") }
+            for id in result.alreadyPresent { print("present  \(id) (already in the repository)") }
+            for (id, reason) in result.skipped { print("SKIPPED  \(id): \(reason)") }
+            print("stored \(result.chunksStored) new chunks and index pages from archive \(result.report.archive ?? "?")")
+            printProblems(result.report.problems)
+            if let failure = result.report.failure { throw failure }
+            if let first = result.skipped.first {
+                throw CairnError(.damaged, "\(result.skipped.count) restore points were not imported (\(first.id): \(first.reason))")
+            }
+        }
+    }
+}
+
+struct ArchiveCatalogCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "catalog", abstract: "List the archives this repository wrote: which restore point is on which volume.")
+
+    @OptionGroup var repository: RepositoryOptions
+
+    @Flag(help: "Print a JSON array.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors { () throws(CairnError) in
+            let repo = try repository.open()
+            let entries = try ArchiveCatalog.entries(in: repo)
+            if json {
+                print(try JSONCoding.encode(entries))
+                return
+            }
+            if entries.isEmpty {
+                print("no archives")
+                return
+            }
+            var rows: [[String]] = []
+            for e in entries {
+                for p in e.points {
+                    let volume = p.volume <= e.volumes.count ? e.volumes[p.volume - 1] : String(p.volume)
+                    rows.append([e.archive, e.created, p.id, String(p.volume), volume])
+                }
+            }
+            printTable(header: ["ARCHIVE", "CREATED", "ID", "VOLUME", "WHERE"], rows: rows)
+        }
+    }
+}
