@@ -213,7 +213,7 @@ struct ArchiveRestoreCommand: ParsableCommand {
         abstract: "Rebuild a disk from an archive in one sequential pass, without a repository.",
         discussion: "Usage: cairn archive restore VOLUME... ID --to PATH (VOLUME - reads stdin).")
 
-    @Argument(help: "The archive's volumes in order (or -), then the restore point's id GROUP@TIME.")
+    @Argument(help: "The archive's volumes in order (or -), then the restore point's id: GROUP@TIME or GROUP@latest.")
     var arguments: [String]
 
     @Option(help: "Output file or block device.")
@@ -222,8 +222,11 @@ struct ArchiveRestoreCommand: ParsableCommand {
     @Option(help: "The disk to restore; needed when the restore point has several.")
     var disk: String?
 
-    @Option(help: "Output format: raw (qcow2 is not yet supported for archives).")
+    @Option(help: "Output format: raw (default) or qcow2.")
     var format = "raw"
+
+    @Option(help: "qcow2 output cluster size.")
+    var clusterSize = "64K"
 
     @Flag(help: "Overwrite an existing output file.")
     var force = false
@@ -237,15 +240,19 @@ struct ArchiveRestoreCommand: ParsableCommand {
                 throw CairnError(.usage, "--format \(format) is not raw or qcow2")
             }
             let id = arguments.last!
-            guard RestorePointID(parsing: id) != nil else {
-                throw CairnError(.usage, "\"\(id)\" is not a restore point id: use GROUP@TIME as `cairn archive list` prints it")
+            let latest = id.hasSuffix("@latest") && GroupName.isValid(String(id.dropLast("@latest".count)))
+            guard latest || RestorePointID(parsing: id) != nil else {
+                throw CairnError(
+                    .usage, "\"\(id)\" is not a restore point id: use GROUP@TIME as `cairn archive list` prints it, or GROUP@latest")
             }
             var request = ArchiveRestoreRequest(point: id, disk: disk, destination: to)
             request.format = outputFormat
             request.force = force
-            if outputFormat != .raw {
-                throw CairnError(.usage, "--format \(format) is not yet supported for archives: restore as raw and convert with qemu-img convert")
+            let cluster = try parseSize(clusterSize, option: "--cluster-size")
+            guard cluster >= 512, cluster <= 2 << 20, cluster & (cluster - 1) == 0 else {
+                throw CairnError(.usage, "--cluster-size \(clusterSize) is not a power of two from 512 to 2M")
             }
+            request.clusterSize = cluster
             let restore = ArchiveRestore(sources: try openVolumes(Array(arguments.dropLast())), request: request)
             restore.progress = { read, written, seconds in
                 Terminal.progress("restoring: \(Units.formatBytes(read)) of archive read, \(Units.formatBytes(written)) written, \(rate(read, seconds))")

@@ -1,10 +1,13 @@
 /// What to restore from an archive, and where.
 public struct ArchiveRestoreRequest: Sendable {
-    /// The restore point's id, exactly as the archive lists it (`GROUP@TIME`).
+    /// The restore point's id as the archive lists it (`GROUP@TIME`), or `GROUP@latest` for the
+    /// newest restore point of that group in the archive.
     public var point: String
     public var disk: String?
     public var destination: String
     public var format: RestoreFormat = .raw
+    /// qcow2 output cluster size.
+    public var clusterSize: UInt64 = 65536
     public var force = false
 
     public init(point: String, disk: String?, destination: String) {
@@ -46,12 +49,12 @@ public final class ArchiveRestore {
         let entries: [Entry]
         /// One flag per entry, each set by whichever worker writes that block.
         let restored: UnsafeMutableBufferPointer<Bool>
-        let target: RawRestoreTarget
+        let target: any RestoreTarget
         let size: UInt64
         let blockSize: UInt64
         let written = AtomicCounter()
 
-        init(entries: [Entry], target: RawRestoreTarget, size: UInt64, blockSize: UInt64) {
+        init(entries: [Entry], target: any RestoreTarget, size: UInt64, blockSize: UInt64) {
             self.entries = entries.sorted { $0.digest < $1.digest }
             restored = .allocate(capacity: max(1, entries.count))
             restored.initialize(repeating: false)
@@ -105,12 +108,10 @@ public final class ArchiveRestore {
     }
 
     public func run() throws(CairnError) -> ArchiveRestoreResult {
-        guard request.format == .raw else {
-            throw CairnError(.usage, "--format \(request.format.rawValue) is not yet supported for archives: restore as raw and convert with qemu-img convert")
-        }
         let clock = Stopwatch()
         let scanner = ArchiveScanner(sources: sources)
-        var target: RawRestoreTarget?
+        var target: (any RestoreTarget)?
+        var chosen: Manifest?
         var targetPoint = -1
         var targetDisk = -1
         var disk: Manifest.DiskEntry?
@@ -122,33 +123,70 @@ public final class ArchiveRestore {
         let zero = ZeroBlock.digest
         let request = request
         let progress = progress
+        let latestOf: String? = request.point.hasSuffix("@latest") ? String(request.point.dropLast("@latest".count)) : nil
 
         scanner.onManifest = { (index, manifest, _) throws(CairnError) in
-            guard manifest.id == request.point, target == nil else { return }
-            let chosen = try RestoreJob.selectDisk(manifest, request.disk)
-            target = try RawRestoreTarget(path: request.destination, size: chosen.size, force: request.force)
+            if let latestOf {
+                // Every manifest and index precedes every chunk, so the newest is known in time.
+                guard manifest.group == latestOf else { return }
+                if let current = chosen, let t = Timestamp(parsing: manifest.time), let c = Timestamp(parsing: current.time), t <= c {
+                    return
+                }
+            } else {
+                guard manifest.id == request.point, chosen == nil else { return }
+            }
+            let selected = try RestoreJob.selectDisk(manifest, request.disk)
+            try checkRestoreDestination(request.destination, force: request.force, allowDevice: request.format == .raw)
+            chosen = manifest
             targetPoint = index
-            targetDisk = manifest.disks.firstIndex { $0.name == chosen.name }!
-            disk = chosen
+            targetDisk = manifest.disks.firstIndex { $0.name == selected.name }!
+            disk = selected
             blockSize = UInt64(manifest.blockSize)
+            entries = []
+        }
+        /// Once the disk's digests are all known: the output (whose qcow2 layout needs them) and
+        /// the plan of which chunk goes where.
+        func makePlan() throws(CairnError) -> Plan {
+            let disk = disk!
+            let made: any RestoreTarget
+            switch request.format {
+            case .raw:
+                made = try RawRestoreTarget(path: request.destination, size: disk.size, force: request.force)
+            case .qcow2:
+                made = try QCOW2RestoreTarget.make(
+                    path: request.destination, size: disk.size, blockSize: blockSize, clusterSize: request.clusterSize,
+                    force: request.force
+                ) { mark in
+                    for entry in entries { mark(entry.block) }
+                }
+            }
+            target = made
+            if made.needsZeroWrites {
+                // A block device holds no holes: write zeros between the non-zero blocks (in block order here).
+                var next: UInt64 = 0
+                for block in entries.map(\.block) + [disk.blockCount] {
+                    while next < block {
+                        try Self.writeZeros(made, disk, block: next, blockSize: blockSize)
+                        next += 1
+                    }
+                    next = block + 1
+                }
+            }
+            let result = Plan(entries: entries, target: made, size: disk.size, blockSize: blockSize)
+            entries = []
+            return result
         }
         scanner.wantsLeaves = { p, d in p == targetPoint && d == targetDisk }
         scanner.onLeaves = { (_, _, first, digests) throws(CairnError) in
-            for (k, digest) in digests.enumerated() {
-                let block = first + UInt64(k)
-                if digest == zero {
-                    if target!.needsZeroWrites { try Self.writeZeros(target!, disk!, block: block, blockSize: blockSize) }
-                    continue
-                }
-                entries.append(Entry(digest: digest, block: block))
+            for (k, digest) in digests.enumerated() where digest != zero {
+                entries.append(Entry(digest: digest, block: first + UInt64(k)))
             }
         }
-        scanner.wantsChunk = { digest in
+        scanner.wantsChunk = { (digest) throws(CairnError) in
             guard targetPoint >= 0 else { return false }
             if plan == nil {
                 // The first chunk: every index has been read, the disk's digests are complete.
-                let made = Plan(entries: entries, target: target!, size: disk!.size, blockSize: blockSize)
-                entries = []
+                let made = try makePlan()
                 plan = made
                 workers = ArchiveChunkWorkers(chunkBlockSize: Int(blockSize)) { (digest, plain, _) throws(CairnError) in
                     try made.write(digest, plain)
@@ -173,45 +211,49 @@ public final class ArchiveRestore {
             workers?.stop()
             fatal = error
         }
-        guard let target, let disk else {
+        if plan == nil && fatal == nil && disk != nil {
+            // No chunk arrived at all (an empty disk, or all chunks missing): the output still gets made.
+            do throws(CairnError) { plan = try makePlan() } catch { fatal = error }
+        }
+        guard let target, let disk, let point = chosen else {
             if let fatal { throw fatal }
             let ids = scanner.points.map(\.manifest.id)
             throw CairnError(
                 .notFound,
                 "restore point \(request.point) is not in the archive (it holds \(ids.isEmpty ? "no restore points" : ids.joined(separator: ", ")))")
         }
-        let finalPlan = plan ?? Plan(entries: entries, target: target, size: disk.size, blockSize: blockSize)
-        let point = scanner.points[targetPoint]
+        let finalPlan = plan!
+        let scanned = scanner.points[targetPoint]
         let missing = finalPlan.missing
         let problems = (scanner.blocks.problems + chunkProblems).sorted {
             ($0.location?.volume ?? Int.max, $0.location?.block ?? Int.max) < ($1.location?.volume ?? Int.max, $1.location?.block ?? Int.max)
         }
-        if !point.indexComplete || !missing.isEmpty || (fatal != nil && fatal!.code != .badArchive && fatal!.code != .damaged) {
+        if !scanned.indexComplete || !missing.isEmpty || (fatal != nil && fatal!.code != .badArchive && fatal!.code != .damaged) {
             target.discard()
             if let fatal, fatal.code != .badArchive && fatal.code != .damaged { throw fatal }
             var reason: String
-            if let problem = point.indexProblem {
+            if let problem = scanned.indexProblem {
                 reason = "its index is damaged: \(problem)"
-            } else if !point.indexComplete {
+            } else if !scanned.indexComplete {
                 reason = "its index is incomplete"
             } else {
                 reason = "\(missing.count) blocks have no intact chunk in the archive (e.g. block \(missing[0].block), chunk \(missing[0].digest))"
             }
             let seen = problems.map(\.description)
             if !seen.isEmpty { reason += "; damage found: " + seen.prefix(3).joined(separator: "; ") }
-            if let fatal { throw CairnError(fatal.code, "cannot restore \(request.point) disk \(disk.name): \(fatal.message)") }
-            throw CairnError(.damaged, "cannot restore \(request.point) disk \(disk.name): \(reason)")
+            if let fatal { throw CairnError(fatal.code, "cannot restore \(point.id) disk \(disk.name): \(fatal.message)") }
+            throw CairnError(.damaged, "cannot restore \(point.id) disk \(disk.name): \(reason)")
         }
         try target.finish()
         var all = problems
         if let fatal { all.append(ArchiveProblem(location: nil, message: fatal.message, code: fatal.code)) }
         return ArchiveRestoreResult(
-            id: request.point, disk: disk, bytesWritten: UInt64(finalPlan.written.current), bytesRead: scanner.blocks.bytesRead,
+            id: point.id, disk: disk, bytesWritten: UInt64(finalPlan.written.current), bytesRead: scanner.blocks.bytesRead,
             seconds: clock.elapsed, problems: all)
     }
 
     private static func writeZeros(
-        _ target: RawRestoreTarget, _ disk: Manifest.DiskEntry, block: UInt64, blockSize: UInt64
+        _ target: any RestoreTarget, _ disk: Manifest.DiskEntry, block: UInt64, blockSize: UInt64
     ) throws(CairnError) {
         let offset = block * blockSize
         let zeros = [UInt8](repeating: 0, count: Int(min(blockSize, disk.size - offset)))

@@ -101,7 +101,7 @@ final class ArchiveScanner {
     var onLeaves: ((Int, Int, UInt64, [ChunkDigest]) throws(CairnError) -> Void)?
     var onIndexPage: ((ChunkDigest, UnsafeRawBufferPointer) throws(CairnError) -> Void)?
     /// Decides which chunks are decoded and passed to `onChunk` (default: all).
-    var wantsChunk: ((ChunkDigest) -> Bool)?
+    var wantsChunk: ((ChunkDigest) throws(CairnError) -> Bool)?
     var onChunk: ((ChunkDigest, UnsafeRawBufferPointer, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
     /// When set, wanted chunk records go here undecoded (CRC checked) instead of to `onChunk`,
     /// for a consumer that decodes them in parallel; the last argument is the mask of the points
@@ -318,7 +318,7 @@ final class ArchiveScanner {
                 unneededChunks += 1
             }
         }
-        guard wantsChunk?(header.digest) ?? true else { return }
+        guard try wantsChunk?(header.digest) ?? true else { return }
         if let onChunkRecord {
             try onChunkRecord(header, record.body, record.location, neededBy)
             return

@@ -10,21 +10,26 @@ final class QCOW2RestoreTarget: RestoreTarget, @unchecked Sendable {
     private init(writer: QCOW2Writer) { self.writer = writer }
 
     static func make(path: String, walk: DiskWalk, clusterSize: UInt64, force: Bool) throws(CairnError) -> any RestoreTarget {
-        let directory = FileSystem.directoryName(path)
-        guard FileSystem.isDirectory(directory) else {
-            throw CairnError(.notFound, "cannot restore to \(path): directory \(directory) does not exist")
-        }
-        if !force && FileSystem.exists(path) {
-            throw CairnError(.exists, "\(path) exists; pass --force to overwrite it")
-        }
-        let clusters = (walk.size + clusterSize - 1) / clusterSize
-        var bitmap = ClusterBitmap(clusterCount: clusters)
-        let blockSize = UInt64(walk.blockSize)
         let zero = ZeroBlock.digest
-        try walk.forEachBlock { (block, digest) throws(CairnError) in
-            guard digest != zero else { return }
+        return try make(path: path, size: walk.size, blockSize: UInt64(walk.blockSize), clusterSize: clusterSize, force: force) {
+            (mark) throws(CairnError) in
+            try walk.forEachBlock { (block, digest) throws(CairnError) in
+                if digest != zero { mark(block) }
+            }
+        }
+    }
+
+    /// Lays out a qcow2 whose allocated clusters are those touched by the blocks that
+    /// `nonZeroBlocks` reports (it calls its argument once per non-zero block).
+    static func make(
+        path: String, size: UInt64, blockSize: UInt64, clusterSize: UInt64, force: Bool,
+        nonZeroBlocks: ((UInt64) -> Void) throws(CairnError) -> Void
+    ) throws(CairnError) -> any RestoreTarget {
+        try checkRestoreDestination(path, force: force, allowDevice: false)
+        var bitmap = ClusterBitmap(clusterCount: (size + clusterSize - 1) / clusterSize)
+        try nonZeroBlocks { block in
             let start = block * blockSize
-            let end = min(walk.size, start + blockSize)
+            let end = min(size, start + blockSize)
             var cluster = start / clusterSize
             while cluster * clusterSize < end {
                 bitmap.set(cluster)
@@ -32,7 +37,7 @@ final class QCOW2RestoreTarget: RestoreTarget, @unchecked Sendable {
             }
         }
         return QCOW2RestoreTarget(
-            writer: try QCOW2Writer(path: path, virtualSize: walk.size, clusterSize: clusterSize, allocated: bitmap, force: force))
+            writer: try QCOW2Writer(path: path, virtualSize: size, clusterSize: clusterSize, allocated: bitmap, force: force))
     }
 
     func write(_ bytes: UnsafeRawBufferPointer, atGuestOffset offset: UInt64) throws(CairnError) {

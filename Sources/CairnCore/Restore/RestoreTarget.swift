@@ -12,6 +12,19 @@ protocol RestoreTarget: AnyObject, Sendable {
     func discard()
 }
 
+/// Fails early, before any work, if the output cannot be created: its directory is missing, or it
+/// exists and `force` was not given (an existing block device is fine for raw output).
+func checkRestoreDestination(_ path: String, force: Bool, allowDevice: Bool) throws(CairnError) {
+    let directory = FileSystem.directoryName(path)
+    guard FileSystem.isDirectory(directory) else {
+        throw CairnError(.notFound, "cannot restore to \(path): directory \(directory) does not exist")
+    }
+    var st = stat()
+    guard stat(path, &st) == 0 else { return }
+    if allowDevice && (st.st_mode & S_IFMT) == S_IFBLK { return }
+    if !force { throw CairnError(.exists, "\(path) exists; pass --force to overwrite it") }
+}
+
 /// A raw image file (sparse: zero blocks stay holes) or a block device.
 final class RawRestoreTarget: RestoreTarget, @unchecked Sendable {
     let file: File
@@ -21,16 +34,9 @@ final class RawRestoreTarget: RestoreTarget, @unchecked Sendable {
 
     init(path: String, size: UInt64, force: Bool) throws(CairnError) {
         self.path = path
-        let directory = FileSystem.directoryName(path)
-        guard FileSystem.isDirectory(directory) else {
-            throw CairnError(.notFound, "cannot restore to \(path): directory \(directory) does not exist")
-        }
+        try checkRestoreDestination(path, force: force, allowDevice: true)
         var st = stat()
-        let exists = stat(path, &st) == 0
-        let isDevice = exists && (st.st_mode & S_IFMT) == S_IFBLK
-        if exists && !isDevice && !force {
-            throw CairnError(.exists, "\(path) exists; pass --force to overwrite it")
-        }
+        let isDevice = stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK
         if isDevice {
             file = try File.open(path, .readWrite)
             let deviceSize = try file.size()
