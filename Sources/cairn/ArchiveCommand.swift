@@ -58,7 +58,9 @@ struct ArchiveWriteCommand: ParsableCommand {
             var points: [RestorePointID] = []
             for id in ids { points.append(try repo.catalog.resolve(id)) }
             let block = try parseSize(blockSize, option: "--block-size")
-            guard block <= UInt64(4 << 20) else { throw CairnError(.usage, "--block-size \(blockSize) is larger than 4M") }
+            guard block <= UInt64(4 << 20) else {
+                throw CairnError(.usage, "--block-size \(blockSize) is larger than 4M")
+            }
             try ArchiveFormat.validate(blockSize: Int(block))
             let sink: any ArchiveSink
             if to == "-" {
@@ -126,10 +128,14 @@ struct ArchiveListCommand: ParsableCommand {
             if json {
                 print(try JSONCoding.encode(report.points.map(ArchiveListRow.init)))
             } else {
-                print("archive \(report.archive ?? "?"), block size \(Units.formatBytes(UInt64(report.label?.archiveBlockSize ?? 0))), chunk block size \(Units.formatBytes(UInt64(report.label?.chunkBlockSize ?? 0)))")
+                print(
+                    "archive \(report.archive ?? "?"), block size \(Units.formatBytes(UInt64(report.label?.archiveBlockSize ?? 0))), chunk block size \(Units.formatBytes(UInt64(report.label?.chunkBlockSize ?? 0)))"
+                )
                 let rows = report.points.map { p in
-                    [p.id, String(p.volume), p.disks.map(\.name).joined(separator: ","),
-                     Units.formatBytes(p.disks.reduce(0) { $0 + $1.size })]
+                    [
+                        p.id, String(p.volume), p.disks.map(\.name).joined(separator: ","),
+                        Units.formatBytes(p.disks.reduce(0) { $0 + $1.size }),
+                    ]
                 }
                 printTable(header: ["ID", "VOLUME", "DISKS", "SIZE"], rows: rows)
             }
@@ -243,7 +249,9 @@ struct ArchiveRestoreCommand: ParsableCommand {
             let latest = id.hasSuffix("@latest") && GroupName.isValid(String(id.dropLast("@latest".count)))
             guard latest || RestorePointID(parsing: id) != nil else {
                 throw CairnError(
-                    .usage, "\"\(id)\" is not a restore point id: use GROUP@TIME as `cairn archive list` prints it, or GROUP@latest")
+                    .usage,
+                    "\"\(id)\" is not a restore point id: use GROUP@TIME as `cairn archive list` prints it, or GROUP@latest"
+                )
             }
             var request = ArchiveRestoreRequest(point: id, disk: disk, destination: to)
             request.format = outputFormat
@@ -255,7 +263,9 @@ struct ArchiveRestoreCommand: ParsableCommand {
             request.clusterSize = cluster
             let restore = ArchiveRestore(sources: try openVolumes(Array(arguments.dropLast())), request: request)
             restore.progress = { read, written, seconds in
-                Terminal.progress("restoring: \(Units.formatBytes(read)) of archive read, \(Units.formatBytes(written)) written, \(rate(read, seconds))")
+                Terminal.progress(
+                    "restoring: \(Units.formatBytes(read)) of archive read, \(Units.formatBytes(written)) written, \(rate(read, seconds))"
+                )
             }
             let result = try restore.run()
             Terminal.clearProgress()
@@ -285,11 +295,13 @@ struct ArchiveImportCommand: ParsableCommand {
             for id in result.imported { print("imported \(id)") }
             for id in result.alreadyPresent { print("present  \(id) (already in the repository)") }
             for (id, reason) in result.skipped { print("SKIPPED  \(id): \(reason)") }
-            print("stored \(result.chunksStored) new chunks and index pages from archive \(result.report.archive ?? "?")")
+            print(
+                "stored \(result.chunksStored) new chunks and index pages from archive \(result.report.archive ?? "?")")
             printProblems(result.report.problems)
             if let failure = result.report.failure { throw failure }
             if let first = result.skipped.first {
-                throw CairnError(.damaged, "\(result.skipped.count) restore points were not imported (\(first.id): \(first.reason))")
+                throw CairnError(
+                    .damaged, "\(result.skipped.count) restore points were not imported (\(first.id): \(first.reason))")
             }
         }
     }
@@ -297,7 +309,8 @@ struct ArchiveImportCommand: ParsableCommand {
 
 struct ArchiveCatalogCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "catalog", abstract: "List the archives this repository wrote: which restore point is on which volume.")
+        commandName: "catalog",
+        abstract: "List the archives this repository wrote: which restore point is on which volume.")
 
     @OptionGroup var repository: RepositoryOptions
 

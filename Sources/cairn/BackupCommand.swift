@@ -40,7 +40,8 @@ struct BackupCommand: ParsableCommand {
             job.progress = { p in
                 let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
                 Terminal.progress(
-                    "\(p.disk): \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(Units.formatBytes(p.bytesNew)) new, \(rate(p.bytesDone, p.seconds))")
+                    "\(p.disk): \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(Units.formatBytes(p.bytesNew)) new, \(rate(p.bytesDone, p.seconds))"
+                )
             }
             let result = try job.run()
             Terminal.clearProgress()
@@ -85,6 +86,8 @@ struct BackupSummary: Encodable {
         bytesStored = m.stats.bytesStored
         chunksNew = m.stats.chunksNew
         seconds = m.stats.seconds
-        disks = m.disks.map { DiskSummary(name: $0.name, size: $0.size, changedBlocks: $0.changedBlocks, zeroBlocks: $0.zeroBlocks) }
+        disks = m.disks.map {
+            DiskSummary(name: $0.name, size: $0.size, changedBlocks: $0.changedBlocks, zeroBlocks: $0.zeroBlocks)
+        }
     }
 }

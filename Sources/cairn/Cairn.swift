@@ -3,7 +3,7 @@ import CairnCore
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @main
@@ -30,7 +30,9 @@ struct RepositoryOptions: ParsableArguments {
     @Option(name: .long, help: "Repository directory (default: $CAIRN_REPO, else ./cairn-repo).")
     var repo: String?
 
-    @Option(name: .long, help: "Wait this long for a lock held by another cairn (e.g. 30s, 10m) instead of failing at once.")
+    @Option(
+        name: .long, help: "Wait this long for a lock held by another cairn (e.g. 30s, 10m) instead of failing at once."
+    )
     var lockWait: String?
 
     @Flag(name: .shortAndLong, help: "Log what cairn does to stderr.")

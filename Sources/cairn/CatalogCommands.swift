@@ -38,9 +38,12 @@ struct ListCommand: ParsableCommand {
                 return
             }
             let table = rows.map { r in
-                [r.id, r.disks.map(\.name).joined(separator: ","), Units.formatBytes(r.size), Units.formatBytes(r.bytesNew),
-                 Units.formatBytes(r.bytesStored), r.verified.map { "\($0.result) \($0.time)" } ?? "never",
-                 r.protected ? "protected" : ""]
+                [
+                    r.id, r.disks.map(\.name).joined(separator: ","), Units.formatBytes(r.size),
+                    Units.formatBytes(r.bytesNew),
+                    Units.formatBytes(r.bytesStored), r.verified.map { "\($0.result) \($0.time)" } ?? "never",
+                    r.protected ? "protected" : "",
+                ]
             }
             printTable(header: ["ID", "DISKS", "SIZE", "NEW", "STORED", "VERIFIED", ""], rows: table)
         }
@@ -66,7 +69,9 @@ struct ShowCommand: ParsableCommand {
             let verification = repo.catalog.verification(of: pointID)
             let protected = repo.catalog.isProtected(pointID)
             if json {
-                print(try JSONCoding.encode(ShowSummary(manifest: manifest, protected: protected, verified: verification), pretty: true))
+                print(
+                    try JSONCoding.encode(
+                        ShowSummary(manifest: manifest, protected: protected, verified: verification), pretty: true))
                 return
             }
             let s = manifest.stats
@@ -77,16 +82,22 @@ struct ShowCommand: ParsableCommand {
             print("  walked from: \(manifest.previous ?? "(none: first backup of the group)")")
             print("  protected:   \(protected ? "yes (prune keeps it, forget refuses it)" : "no")")
             if let v = verification {
-                let scope = v.scope == "sample" ? "sample of \(Units.formatDecimal(v.samplePercent ?? 0, places: 1))% of chunks" : "every chunk"
+                let scope =
+                    v.scope == "sample"
+                    ? "sample of \(Units.formatDecimal(v.samplePercent ?? 0, places: 1))% of chunks" : "every chunk"
                 print("  verified:    \(v.result) at \(v.time) (\(scope), \(v.chunksChecked) blocks checked)")
                 for problem in v.problems { print("    \(problem)") }
             } else {
                 print("  verified:    never")
             }
-            print("  read \(Units.formatBytes(s.bytesRead)), \(Units.formatBytes(s.bytesNew)) new, \(Units.formatBytes(s.bytesStored)) stored, \(s.chunksNew) new chunks, \(Units.formatDecimal(s.seconds, places: 2)) s")
+            print(
+                "  read \(Units.formatBytes(s.bytesRead)), \(Units.formatBytes(s.bytesNew)) new, \(Units.formatBytes(s.bytesStored)) stored, \(s.chunksNew) new chunks, \(Units.formatDecimal(s.seconds, places: 2)) s"
+            )
             for disk in manifest.disks {
                 print("  disk \(disk.name)")
-                print("    size:     \(disk.size) bytes (\(Units.formatBytes(disk.size))), \(disk.blockCount) blocks, \(disk.zeroBlocks) zero, \(disk.changedBlocks) changed")
+                print(
+                    "    size:     \(disk.size) bytes (\(Units.formatBytes(disk.size))), \(disk.blockCount) blocks, \(disk.zeroBlocks) zero, \(disk.changedBlocks) changed"
+                )
                 var source = "\(disk.source.format) \(disk.source.path)"
                 if let c = disk.source.clusterSize { source += ", cluster \(Units.formatBytes(c))" }
                 if let v = disk.source.qcow2Version { source += ", qcow2 v\(v)" }
@@ -151,8 +162,10 @@ func printTable(header: [String], rows: [[String]]) {
         for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
     }
     func line(_ cells: [String]) -> String {
-        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c + String(repeating: " ", count: widths[i] - c.count) }
-            .joined(separator: "  ")
+        cells.enumerated().map { i, c in
+            i == cells.count - 1 ? c : c + String(repeating: " ", count: widths[i] - c.count)
+        }
+        .joined(separator: "  ")
     }
     print(line(header))
     for row in rows { print(line(row)) }

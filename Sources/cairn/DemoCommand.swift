@@ -2,7 +2,7 @@ import ArgumentParser
 import CairnCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `cairn demo`: a first backup and restore on a generated disk, end to end, in one command.
@@ -32,7 +32,9 @@ struct DemoCommand: ParsableCommand {
             try generator.create(path: image, size: diskSize)
             let night0 = try SampleDisk.digest(of: image)
 
-            try Repository.create(at: repoPath, blockSize: RepositoryConfig.defaultBlockSize, compressionLevel: RepositoryConfig.defaultCompressionLevel)
+            try Repository.create(
+                at: repoPath, blockSize: RepositoryConfig.defaultBlockSize,
+                compressionLevel: RepositoryConfig.defaultCompressionLevel)
             print("2. created repository \(repoPath)")
             let repo = try Repository(path: repoPath)
             let first = try BackupJob(repository: repo, group: "demo", sources: [BackupSource(path: image)]).run()
@@ -47,9 +49,13 @@ struct DemoCommand: ParsableCommand {
 
             for (label, result, expected) in [("night 0", first, night0), ("night 1", second, night1)] {
                 let out = "\(dir)/restored-\(label.replacingOccurrences(of: " ", with: "")).img"
-                let restored = try RestoreJob(repository: repo, request: RestoreRequest(id: result.id, disk: nil, destination: out)).run()
+                let restored = try RestoreJob(
+                    repository: repo, request: RestoreRequest(id: result.id, disk: nil, destination: out)
+                ).run()
                 let same = try SampleDisk.digest(of: out) == expected
-                print("5. restored \(result.id) to \(out) in \(Units.formatDecimal(restored.seconds, places: 2)) s: \(same ? "identical to the \(label) disk" : "DIFFERENT")")
+                print(
+                    "5. restored \(result.id) to \(out) in \(Units.formatDecimal(restored.seconds, places: 2)) s: \(same ? "identical to the \(label) disk" : "DIFFERENT")"
+                )
                 guard same else { throw CairnError(.damaged, "the restored \(label) disk differs from the original") }
             }
             print("demo complete: try `cairn list --repo \(repoPath)` and `cairn show --repo \(repoPath) demo@latest`")
@@ -58,7 +64,9 @@ struct DemoCommand: ParsableCommand {
 
     private func report(_ label: String, _ result: BackupResult) {
         let s = result.manifest.stats
-        print("\(label) \(result.id): read \(Units.formatBytes(s.bytesRead)), \(Units.formatBytes(s.bytesNew)) new, \(Units.formatBytes(s.bytesStored)) stored, \(Units.formatDecimal(s.seconds, places: 2)) s")
+        print(
+            "\(label) \(result.id): read \(Units.formatBytes(s.bytesRead)), \(Units.formatBytes(s.bytesNew)) new, \(Units.formatBytes(s.bytesStored)) stored, \(Units.formatDecimal(s.seconds, places: 2)) s"
+        )
     }
 }
 

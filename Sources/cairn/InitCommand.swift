@@ -18,7 +18,9 @@ struct InitCommand: ParsableCommand {
             guard size <= UInt64(Int.max) else { throw CairnError(.usage, "--block-size \(blockSize) is too large") }
             let config = try Repository.create(
                 at: repository.path, blockSize: Int(size), compressionLevel: compressionLevel)
-            print("created repository \(repository.path) (block size \(Units.formatBytes(UInt64(config.blockSize))), zstd level \(config.compressionLevel))")
+            print(
+                "created repository \(repository.path) (block size \(Units.formatBytes(UInt64(config.blockSize))), zstd level \(config.compressionLevel))"
+            )
         }
     }
 }

@@ -43,7 +43,8 @@ struct ProtectCommand: ParsableCommand {
 }
 
 struct UnprotectCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "unprotect", abstract: "Remove a restore point's protection.")
+    static let configuration = CommandConfiguration(
+        commandName: "unprotect", abstract: "Remove a restore point's protection.")
 
     @OptionGroup var repository: RepositoryOptions
 

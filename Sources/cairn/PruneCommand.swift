@@ -34,8 +34,10 @@ struct PruneCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             var policy = RetentionPolicy()
-            for (name, value) in [("--keep-last", keepLast), ("--keep-hourly", keepHourly), ("--keep-daily", keepDaily),
-                ("--keep-weekly", keepWeekly), ("--keep-monthly", keepMonthly), ("--keep-yearly", keepYearly)] where value < 0 {
+            for (name, value) in [
+                ("--keep-last", keepLast), ("--keep-hourly", keepHourly), ("--keep-daily", keepDaily),
+                ("--keep-weekly", keepWeekly), ("--keep-monthly", keepMonthly), ("--keep-yearly", keepYearly),
+            ] where value < 0 {
                 throw CairnError(.usage, "\(name) \(value) is negative")
             }
             policy.keepLast = keepLast
@@ -64,7 +66,9 @@ struct PruneCommand: ParsableCommand {
                 for d in result.decisions {
                     print("\(d.keep ? "keep  " : (dryRun ? "remove" : "removed")) \(d.id)  (\(d.reason))")
                 }
-                print("group \(result.group): \(result.kept) kept, \(result.removed) \(dryRun ? "would be removed" : "removed")")
+                print(
+                    "group \(result.group): \(result.kept) kept, \(result.removed) \(dryRun ? "would be removed" : "removed")"
+                )
             }
             if !dryRun && results.contains(where: { $0.removed > 0 }) {
                 print("run `cairn gc` to free the space only the removed restore points used")

@@ -26,7 +26,8 @@ struct RebuildIndexCommand: ParsableCommand {
                 print(try JSONCoding.encode(report))
                 return
             }
-            var line = "rebuilt the chunk index: \(report.chunks) chunks in \(report.packs) packs, \(report.segmentsRemoved) old segments removed"
+            var line =
+                "rebuilt the chunk index: \(report.chunks) chunks in \(report.packs) packs, \(report.segmentsRemoved) old segments removed"
             if !report.packsScanned.isEmpty {
                 line += "; \(report.packsScanned.count) packs with a damaged table were scanned record by record"
             }

@@ -56,7 +56,8 @@ struct RestoreCommand: ParsableCommand {
                 }
                 pointID = try repo.catalog.latest(in: group, atOrBefore: time)
             default:
-                throw CairnError(.usage, "name a restore point (GROUP@TIME or GROUP@latest), or give both --group and --at")
+                throw CairnError(
+                    .usage, "name a restore point (GROUP@TIME or GROUP@latest), or give both --group and --at")
             }
             var request = RestoreRequest(id: pointID, disk: disk, destination: to)
             request.format = outputFormat
@@ -71,16 +72,20 @@ struct RestoreCommand: ParsableCommand {
             job.lockWait = try repository.lockWaitSeconds()
             job.progress = { p in
                 let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
-                Terminal.progress("restoring: \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(rate(p.bytesDone, p.seconds))")
+                Terminal.progress(
+                    "restoring: \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(rate(p.bytesDone, p.seconds))")
             }
             let result = try job.run()
             Terminal.clearProgress()
             for range in result.damaged {
                 Terminal.printError(
-                    "cairn: damaged: wrote zeros at disk offset \(range.offset), \(range.length) bytes (chunk \(range.chunk)): \(range.reason)")
+                    "cairn: damaged: wrote zeros at disk offset \(range.offset), \(range.length) bytes (chunk \(range.chunk)): \(range.reason)"
+                )
             }
             if json {
-                print(try JSONCoding.encode(RestoreSummary(id: pointID.description, result: result, to: to, format: format)))
+                print(
+                    try JSONCoding.encode(
+                        RestoreSummary(id: pointID.description, result: result, to: to, format: format)))
             } else {
                 print(
                     "restored \(pointID) disk \(result.disk.name) to \(to): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written in \(Units.formatDecimal(result.seconds, places: 2)) s"

@@ -1,7 +1,7 @@
 import CairnCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A deterministic sample disk for the demo: text-like compressible regions, some random ones,
@@ -53,8 +53,10 @@ struct SampleDisk {
     }
 
     private mutating func fillText(_ buffer: inout [UInt8]) {
-        let words = ["backup", "restore", "cluster", "guest", "kernel", "sector", "chunk", "digest", "volume", "tape",
-                     "the", "of", "and", "a", "to", "in", "is", "ext4", "inode", "journal"]
+        let words = [
+            "backup", "restore", "cluster", "guest", "kernel", "sector", "chunk", "digest", "volume", "tape",
+            "the", "of", "and", "a", "to", "in", "is", "ext4", "inode", "journal",
+        ]
         var i = 0
         while i < buffer.count {
             let word = words[Int(next() % UInt64(words.count))].utf8

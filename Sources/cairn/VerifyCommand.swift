@@ -15,7 +15,10 @@ struct VerifyCommand: ParsableCommand {
     @Argument(help: "Restore points to check (GROUP@TIME, GROUP@latest); default: all, and every pack record.")
     var ids: [String] = []
 
-    @Option(help: "Check only this percentage of the chunks, rotating through the digest space (metadata is always checked whole).")
+    @Option(
+        help:
+            "Check only this percentage of the chunks, rotating through the digest space (metadata is always checked whole)."
+    )
     var sample: Double?
 
     @Flag(help: "Print the report as JSON.")
@@ -46,7 +49,8 @@ struct VerifyCommand: ParsableCommand {
             if !report.intact {
                 throw CairnError(
                     .damaged,
-                    "verify found damage: \(report.damagedChunks.count) damaged chunk(s), \(report.problems.count) other problem(s)")
+                    "verify found damage: \(report.damagedChunks.count) damaged chunk(s), \(report.problems.count) other problem(s)"
+                )
             }
         }
     }

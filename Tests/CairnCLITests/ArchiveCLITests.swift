@@ -30,7 +30,8 @@ final class ArchiveCLIFixture {
 
     /// Writes both restore points to `name`.001, … and returns the volume paths.
     func write(_ name: String, extra: [String] = []) -> [String] {
-        let outcome = CairnProcess.run(["archive", "write", "--repo", repo, first, second, "--to", dir.file(name)] + extra)
+        let outcome = CairnProcess.run(
+            ["archive", "write", "--repo", repo, first, second, "--to", dir.file(name)] + extra)
         #expect(outcome.status == 0, "\(outcome.stderr)")
         return ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [])
             .filter { $0.hasPrefix(name + ".") }.sorted().map { dir.file($0) }
@@ -66,7 +67,8 @@ final class ArchiveCLIFixture {
         // The whole archive through a pipe, as from a tape drive or ssh.
         let piped = f.dir.file("b-piped.img")
         let shell = Subprocess.shell(
-            "set -o pipefail; cat \(f.dir.file("arc")).* | '\(CairnProcess.executable)' archive restore - '\(f.second)' --to '\(piped)'")
+            "set -o pipefail; cat \(f.dir.file("arc")).* | '\(CairnProcess.executable)' archive restore - '\(f.second)' --to '\(piped)'"
+        )
         #expect(shell.status == 0, "\(shell.stderr)")
         #expect(Subprocess.shell("cmp '\(f.b)' '\(piped)'").status == 0)
 
@@ -80,13 +82,15 @@ final class ArchiveCLIFixture {
         let f = try ArchiveCLIFixture()
         let stream = f.dir.file("stream.bin")
         let write = Subprocess.shell(
-            "'\(CairnProcess.executable)' archive write --repo '\(f.repo)' '\(f.first)' '\(f.second)' --to - --volume-size 2M > '\(stream)'")
+            "'\(CairnProcess.executable)' archive write --repo '\(f.repo)' '\(f.first)' '\(f.second)' --to - --volume-size 2M > '\(stream)'"
+        )
         #expect(write.status == 0, "\(write.stderr)")
         #expect(write.stderr.contains("wrote archive"), "the summary goes to stderr with --to -")
         let verify = Subprocess.shell("'\(CairnProcess.executable)' archive verify - < '\(stream)'")
         #expect(verify.status == 0, "\(verify.stderr)")
         let out = f.dir.file("b.img.out")
-        let restore = Subprocess.shell("cat '\(stream)' | '\(CairnProcess.executable)' archive restore - '\(f.second)' --to '\(out)'")
+        let restore = Subprocess.shell(
+            "cat '\(stream)' | '\(CairnProcess.executable)' archive restore - '\(f.second)' --to '\(out)'")
         #expect(restore.status == 0, "\(restore.stderr)")
         #expect(Subprocess.shell("cmp '\(f.b)' '\(out)'").status == 0)
     }
@@ -147,7 +151,8 @@ final class ArchiveCLIFixture {
         let piped = f.dir.file("piped.qcow2")
         let cat = volumes.map { "'\($0)'" }.joined(separator: " ")
         let restore = Subprocess.shell(
-            "cat \(cat) | '\(CairnProcess.executable)' archive restore - \(f.first) --to '\(piped)' --format qcow2 --cluster-size 4K")
+            "cat \(cat) | '\(CairnProcess.executable)' archive restore - \(f.first) --to '\(piped)' --format qcow2 --cluster-size 4K"
+        )
         #expect(restore.status == 0, "\(restore.stderr)")
         #expect(Subprocess.shell("qemu-img compare -f raw -F qcow2 '\(f.a)' '\(piped)'").status == 0)
     }
@@ -160,7 +165,9 @@ final class ArchiveCLIFixture {
         sleep(1)
         let newer = try f.backup(group: "vm1", f.a)
         // The newer restore point is written first: order in the archive does not decide.
-        let outcome = CairnProcess.run(["archive", "write", "--repo", f.repo, newer, f.first, "--to", f.dir.file("two")])
+        let outcome = CairnProcess.run([
+            "archive", "write", "--repo", f.repo, newer, f.first, "--to", f.dir.file("two"),
+        ])
         #expect(outcome.status == 0, "\(outcome.stderr)")
         let out = f.dir.file("latest.img")
         let restore = CairnProcess.run(["archive", "restore", f.dir.file("two.001"), "vm1@latest", "--to", out])
@@ -168,7 +175,9 @@ final class ArchiveCLIFixture {
         #expect(restore.stdout.contains(newer))
         #expect(try TestImage.sha256(of: out) == TestImage.sha256(of: f.a))
         #expect(try TestImage.sha256(of: out) != night0)
-        let missing = CairnProcess.run(["archive", "restore", f.dir.file("two.001"), "nosuch@latest", "--to", f.dir.file("n.img")])
+        let missing = CairnProcess.run([
+            "archive", "restore", f.dir.file("two.001"), "nosuch@latest", "--to", f.dir.file("n.img"),
+        ])
         #expect(missing.status == 4)
     }
 }

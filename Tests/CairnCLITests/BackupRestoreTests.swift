@@ -82,7 +82,8 @@ import Testing
         // Point in time: the first web restore point's own time picks it, not the later one.
         let firstTime = firstWeb["time"] as! String
         let out = dir.file("a-at.img")
-        let r = CairnProcess.run(["restore", "--group", "web", "--at", firstTime, "--disk", "a.img", "--to", out], environment: env)
+        let r = CairnProcess.run(
+            ["restore", "--group", "web", "--at", firstTime, "--disk", "a.img", "--to", out], environment: env)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try TestImage.sha256(of: out) == aOriginal)
 
@@ -90,7 +91,8 @@ import Testing
         let ambiguous = CairnProcess.run(["restore", "web@latest", "--to", dir.file("x.img")], environment: env)
         #expect(ambiguous.status == 64)
         #expect(ambiguous.stderr.contains("a.img, b.img"))
-        let before = CairnProcess.run(["restore", "--group", "web", "--at", "2000-01-01T00:00:00Z", "--to", dir.file("y.img")], environment: env)
+        let before = CairnProcess.run(
+            ["restore", "--group", "web", "--at", "2000-01-01T00:00:00Z", "--to", dir.file("y.img")], environment: env)
         #expect(before.status == 4)
     }
 

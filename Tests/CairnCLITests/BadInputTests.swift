@@ -17,7 +17,9 @@ import Testing
     }
 
     /// Runs cairn, expecting `status`, one stderr line containing `message`, and no repository change.
-    func expectRefused(_ args: [String], status: Int32, message: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    func expectRefused(
+        _ args: [String], status: Int32, message: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         let before = TestImage.snapshotTree(repo)
         let outcome = CairnProcess.run(args)
         #expect(outcome.status == status, "stderr: \(outcome.stderr)", sourceLocation: sourceLocation)
@@ -28,7 +30,8 @@ import Testing
     }
 
     @Test func missingRepository() {
-        expectRefused(["backup", "--repo", dir.file("nope"), "--group", "vm", image], status: 3, message: "does not exist")
+        expectRefused(
+            ["backup", "--repo", dir.file("nope"), "--group", "vm", image], status: 3, message: "does not exist")
         expectRefused(["list", "--repo", dir.file("nope")], status: 3, message: "cairn init")
     }
 
@@ -50,24 +53,33 @@ import Testing
     }
 
     @Test func unknownRestorePoint() {
-        expectRefused(["restore", "--repo", repo, "vm@2001-01-01T00:00:00Z", "--to", dir.file("o")], status: 4, message: "does not exist")
-        expectRefused(["restore", "--repo", repo, "nogroup@latest", "--to", dir.file("o")], status: 4, message: "no restore points")
+        expectRefused(
+            ["restore", "--repo", repo, "vm@2001-01-01T00:00:00Z", "--to", dir.file("o")], status: 4,
+            message: "does not exist")
+        expectRefused(
+            ["restore", "--repo", repo, "nogroup@latest", "--to", dir.file("o")], status: 4,
+            message: "no restore points")
         expectRefused(["show", "--repo", repo, "not-an-id"], status: 64, message: "not a restore point id")
         #expect(!FileManager.default.fileExists(atPath: dir.file("o")))
     }
 
     @Test func missingOrUnreadableImage() throws {
-        expectRefused(["backup", "--repo", repo, "--group", "vm", dir.file("missing.img")], status: 6, message: "does not exist")
+        expectRefused(
+            ["backup", "--repo", repo, "--group", "vm", dir.file("missing.img")], status: 6, message: "does not exist")
         // A directory opens but cannot be read as a disk.
         let folder = dir.file("folder.img")
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         expectRefused(["backup", "--repo", repo, "--group", "vm", folder], status: 9, message: "folder.img")
         // A good image beside a missing one: nothing is committed.
-        expectRefused(["backup", "--repo", repo, "--group", "vm", image, dir.file("missing.img")], status: 6, message: "missing.img")
+        expectRefused(
+            ["backup", "--repo", repo, "--group", "vm", image, dir.file("missing.img")], status: 6,
+            message: "missing.img")
     }
 
     @Test func outputInMissingDirectory() {
-        expectRefused(["restore", "--repo", repo, "vm@latest", "--to", dir.file("no/such/dir/out.img")], status: 4, message: "does not exist")
+        expectRefused(
+            ["restore", "--repo", repo, "vm@latest", "--to", dir.file("no/such/dir/out.img")], status: 4,
+            message: "does not exist")
     }
 
     @Test func badGroupAndBlockSize() {

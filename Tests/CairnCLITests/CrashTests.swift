@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Crash safety: backup, gc and prune stopped at many points (CAIRN_FAULT_AFTER_WRITES=N stops
@@ -82,7 +82,9 @@ import Glibc
         let template = dir.file("template")
         let image = dir.file("disk.img")
         let last = try Self.threeNights(repo: template, image: image)
-        let ids = Fixture.jsonArray(CairnProcess.run(["list", "--repo", template, "--json"]).stdout).map { $0["id"] as! String }
+        let ids = Fixture.jsonArray(CairnProcess.run(["list", "--repo", template, "--json"]).stdout).map {
+            $0["id"] as! String
+        }
         for id in ids.dropLast() { #expect(CairnProcess.run(["forget", "--repo", template, id]).status == 0) }
         let repo = dir.file("repo")
         var n = 1
@@ -176,7 +178,8 @@ import Glibc
         try gen.makeImage(at: image, size: 4 << 20, extent: 1 << 20, stride: 1 << 20)
         #expect(CairnProcess.run(["init", "--repo", repo, "--block-size", "4K"]).status == 0)
         let limited = Subprocess.shell(
-            "trap '' XFSZ; ulimit -f 512; exec '\(CairnProcess.executable)' backup --repo '\(repo)' --group vm '\(image)'")
+            "trap '' XFSZ; ulimit -f 512; exec '\(CairnProcess.executable)' backup --repo '\(repo)' --group vm '\(image)'"
+        )
         #expect(limited.status == 9, "\(limited.stderr)")
         #expect(limited.stderr.hasPrefix("cairn: cannot write"), "\(limited.stderr)")
         #expect(limited.stderr.split(separator: "\n").count == 1)

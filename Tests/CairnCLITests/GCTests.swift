@@ -98,7 +98,10 @@ import Testing
         gc.standardOutput = FileHandle.nullDevice
         try gc.run()
         // Wait until gc holds the lock (its note names it).
-        for _ in 0..<100 where !((try? String(contentsOfFile: "\(repo)/locks/repository.lock", encoding: .utf8)) ?? "").contains("cairn gc") {
+        for _ in 0..<100
+        where !((try? String(contentsOfFile: "\(repo)/locks/repository.lock", encoding: .utf8)) ?? "").contains(
+            "cairn gc")
+        {
             usleep(20_000)
         }
         let fast = CairnProcess.run(["backup", "--repo", repo, "--group", "vm", image])

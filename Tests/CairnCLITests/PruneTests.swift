@@ -34,7 +34,9 @@ import Testing
 
     @Test func dryRunExplainsAndPruneRemoves() throws {
         #expect(ids().count == 6)
-        let dry = CairnProcess.run(["prune", "--repo", repo, "--keep-last", "1", "--keep-daily", "2", "--dry-run", "--json"])
+        let dry = CairnProcess.run([
+            "prune", "--repo", repo, "--keep-last", "1", "--keep-daily", "2", "--dry-run", "--json",
+        ])
         #expect(dry.status == 0, "\(dry.stderr)")
         let groups = Fixture.json(dry.stdout)["groups"] as? [[String: Any]] ?? []
         let decisions = groups.first?["decisions"] as? [[String: Any]] ?? []

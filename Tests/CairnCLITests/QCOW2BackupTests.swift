@@ -60,14 +60,18 @@ import Testing
         let dir = TemporaryDirectory()
         let repo = dir.file("repo")
         #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
-        let backup = CairnProcess.run(["backup", "--repo", repo, "--group", "s", "--snapshot", "s1", "\(Self.fixtures)/snap.qcow2"])
+        let backup = CairnProcess.run([
+            "backup", "--repo", repo, "--group", "s", "--snapshot", "s1", "\(Self.fixtures)/snap.qcow2",
+        ])
         #expect(backup.status == 0, "\(backup.stderr)")
         let out = dir.file("s1.raw")
         #expect(CairnProcess.run(["restore", "--repo", repo, "s@latest", "--to", out]).status == 0)
         #expect(try TestImage.sha256(of: out) == expected)
         #expect(try File.open(out, .readOnly).size() == size)
 
-        let missing = CairnProcess.run(["backup", "--repo", repo, "--group", "s", "--snapshot", "nope", "\(Self.fixtures)/snap.qcow2"])
+        let missing = CairnProcess.run([
+            "backup", "--repo", repo, "--group", "s", "--snapshot", "nope", "\(Self.fixtures)/snap.qcow2",
+        ])
         #expect(missing.status != 0)
         #expect(missing.stderr.contains("s1"), "names the snapshots there are: \(missing.stderr)")
     }
@@ -90,11 +94,16 @@ import Testing
         let repo = dir.file("repo")
         let image = dir.file("vm.qcow2")
         #expect(Subprocess.shell("qemu-img create -q -f qcow2 '\(image)' 64M").status == 0)
-        #expect(Subprocess.shell("qemu-io -c 'write -P 0x41 0 3M' -c 'write -P 0x42 20M 1M' -c 'write -z 1M 512K' '\(image)' >/dev/null").status == 0)
+        #expect(
+            Subprocess.shell(
+                "qemu-io -c 'write -P 0x41 0 3M' -c 'write -P 0x42 20M 1M' -c 'write -z 1M 512K' '\(image)' >/dev/null"
+            ).status == 0)
         let night0 = try QemuTools.rawDigest(of: image)
         #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
         #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "vm", image]).status == 0)
-        #expect(Subprocess.shell("qemu-io -c 'write -P 0x43 40M 64K' -c 'discard 20M 1M' '\(image)' >/dev/null").status == 0)
+        #expect(
+            Subprocess.shell("qemu-io -c 'write -P 0x43 40M 64K' -c 'discard 20M 1M' '\(image)' >/dev/null").status == 0
+        )
         let night1 = try QemuTools.rawDigest(of: image)
         sleep(1)
         let second = CairnProcess.run(["backup", "--repo", repo, "--group", "vm", "--json", image])
@@ -127,7 +136,9 @@ import Testing
         #expect(outcome.status == 6, "\(outcome.stderr)")
         #expect(outcome.stderr.split(separator: "\n").count == 1)
         #expect(outcome.stderr.contains("truncated.qcow2"))
-        #expect(CairnProcess.run(["list", "--repo", repo, "--group", "bad", "--json"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[]")
+        #expect(
+            CairnProcess.run(["list", "--repo", repo, "--group", "bad", "--json"]).stdout.trimmingCharacters(
+                in: .whitespacesAndNewlines) == "[]")
 
         // Encrypted: a key is required.
         let luks = dir.file("luks.qcow2")

@@ -16,7 +16,9 @@ import Testing
     }
 
     func segments(_ repo: String) throws -> [String] {
-        try FileManager.default.contentsOfDirectory(atPath: "\(repo)/index").filter { $0.hasSuffix(".idx") }.map { "\(repo)/index/\($0)" }
+        try FileManager.default.contentsOfDirectory(atPath: "\(repo)/index").filter { $0.hasSuffix(".idx") }.map {
+            "\(repo)/index/\($0)"
+        }
     }
 
     @Test func damagedSegmentIsRebuilt() throws {
@@ -45,7 +47,9 @@ import Testing
         let (repo, image) = try setUp(dir)
         for segment in try segments(repo) { try FileManager.default.removeItem(atPath: segment) }
         // Damage every pack's table: rebuild falls back to walking the records.
-        let packs = try FileManager.default.subpathsOfDirectory(atPath: "\(repo)/packs").filter { $0.hasSuffix(".pack") }
+        let packs = try FileManager.default.subpathsOfDirectory(atPath: "\(repo)/packs").filter {
+            $0.hasSuffix(".pack")
+        }
         #expect(!packs.isEmpty)
         for pack in packs {
             let file = try File.open("\(repo)/packs/\(pack)", .readWrite)

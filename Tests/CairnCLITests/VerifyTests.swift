@@ -48,12 +48,16 @@ import Testing
         try gen.scatterWrites(at: image, count: 2)
         sleep(1)
         #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "vm", image]).status == 0)
-        let ids = Fixture.jsonArray(CairnProcess.run(["list", "--repo", repo, "--json"]).stdout).map { $0["id"] as! String }
+        let ids = Fixture.jsonArray(CairnProcess.run(["list", "--repo", repo, "--json"]).stdout).map {
+            $0["id"] as! String
+        }
         #expect(ids.count == 2)
 
         // Damage the first data record of night 0's pack: a block both restore points hold.
         let packID = PackID(hex: String(FileSystem.baseName(packPath).dropLast(5)))!
-        let record = try PackReader(path: packPath, id: packID).readTable().sorted { $0.offset < $1.offset }.first { $0.kind == .data }!
+        let record = try PackReader(path: packPath, id: packID).readTable().sorted { $0.offset < $1.offset }.first {
+            $0.kind == .data
+        }!
         try Fixture.flip(packPath, at: record.offset + 48 + 7, mask: 0x80)
 
         let (outcome, report) = verify()
@@ -89,7 +93,8 @@ import Testing
         for offset in offsets {
             #expect(try restored.readBytes(count: 4096, at: UInt64(offset)).allSatisfy { $0 == 0 })
         }
-        #expect(try restored.readBytes(count: 4096, at: 0) == original.readBytes(count: 4096, at: 0) || offsets.contains(0))
+        #expect(
+            try restored.readBytes(count: 4096, at: 0) == original.readBytes(count: 4096, at: 0) || offsets.contains(0))
 
         // The next backup of the same (unchanged) data stores the chunk again: verify passes.
         sleep(1)
@@ -114,7 +119,8 @@ import Testing
         let (outcome, report) = verify()
         #expect(outcome.status == 7)
         let damaged = report["damagedChunks"] as? [[String: Any]] ?? []
-        #expect(damaged.contains { $0["digest"] as? String == page.digest.hex && $0["kind"] as? String == "index page" })
+        #expect(
+            damaged.contains { $0["digest"] as? String == page.digest.hex && $0["kind"] as? String == "index page" })
         let points = report["restorePoints"] as? [[String: Any]] ?? []
         #expect(points.first?["result"] as? String == "damaged")
         // gc refuses to guess what a damaged tree needs.
@@ -137,7 +143,9 @@ import Testing
             let (outcome, report) = verify(["--sample", "25"])
             #expect(outcome.status == 0)
             #expect(report["scope"] as? String == "sample")
-            #expect((report["pagesChecked"] as? Int ?? 0) == (full["pagesChecked"] as? Int ?? -1), "metadata is checked whole")
+            #expect(
+                (report["pagesChecked"] as? Int ?? 0) == (full["pagesChecked"] as? Int ?? -1),
+                "metadata is checked whole")
             seen += report["chunksChecked"] as? Int ?? 0
             ranges.insert(report["digestRange"] as? String ?? "")
         }

@@ -19,9 +19,12 @@ final class ArchiveFixture {
         try Repository.create(at: dir.file("repo"), blockSize: chunkBlockSize, compressionLevel: 3)
         repository = try Repository(path: dir.file("repo"))
         let first = try BackupJob(
-            repository: repository, group: "vm1", sources: [BackupSource(path: dir.file("a.img")), BackupSource(path: dir.file("b.img"))]
+            repository: repository, group: "vm1",
+            sources: [BackupSource(path: dir.file("a.img")), BackupSource(path: dir.file("b.img"))]
         ).run()
-        let second = try BackupJob(repository: repository, group: "vm2", sources: [BackupSource(path: dir.file("b.img"))]).run()
+        let second = try BackupJob(
+            repository: repository, group: "vm2", sources: [BackupSource(path: dir.file("b.img"))]
+        ).run()
         ids = [first.id, second.id]
     }
 
@@ -55,7 +58,9 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         let length = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 48, as: UInt32.self)))
         let payload = UnsafeRawBufferPointer(rebasing: b[64..<64 + length])
         b.storeBytes(of: CRC32.checksum(payload).littleEndian, toByteOffset: 56, as: UInt32.self)
-        b.storeBytes(of: CRC32.checksum(UnsafeRawBufferPointer(rebasing: b[0..<60])).littleEndian, toByteOffset: 60, as: UInt32.self)
+        b.storeBytes(
+            of: CRC32.checksum(UnsafeRawBufferPointer(rebasing: b[0..<60])).littleEndian, toByteOffset: 60,
+            as: UInt32.self)
     }
 }
 
@@ -63,7 +68,8 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
     @Test func blockHeaderRoundTripAndEveryByteIsChecked() {
         let header = ArchiveBlockHeader(
             blockSize: 65536, archive: ArchiveID(high: 0x0102_0304_0506_0708, low: 0x090a_0b0c_0d0e_0f10), volume: 3,
-            flags: [.catalog, .endOfVolume], sequence: 77, payloadLength: 100, firstRecordOffset: 12, payloadCRC: 0xdead_beef)
+            flags: [.catalog, .endOfVolume], sequence: 77, payloadLength: 100, firstRecordOffset: 12,
+            payloadCRC: 0xdead_beef)
         var bytes = [UInt8](repeating: 0, count: 64)
         bytes.withUnsafeMutableBytes { header.store(into: $0) }
         #expect(Array(bytes[0..<8]) == Array("CAIRNARC".utf8))
@@ -199,13 +205,17 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         volume.withUnsafeMutableBytes { raw in
             let record = UnsafeRawBufferPointer(rebasing: raw[body..<body + length])
             let crc = PackFormat.recordCRC(
-                header: UnsafeRawBufferPointer(rebasing: record[0..<48]), payload: UnsafeRawBufferPointer(rebasing: record[48...]))
+                header: UnsafeRawBufferPointer(rebasing: record[0..<48]),
+                payload: UnsafeRawBufferPointer(rebasing: record[48...]))
             raw.storeBytes(of: crc.littleEndian, toByteOffset: body + 44, as: UInt32.self)
         }
         reseal(&volume, block: block, blockSize: bs)
         let report = ArchiveVerifier.verify([MemoryByteSource(volume, name: "v")])
         #expect(report.failure?.code == .damaged)
-        #expect(report.problems.contains { $0.location?.block == block && $0.message.contains("needed by \(fixture.ids[0])") }, "\(report.problems)")
+        #expect(
+            report.problems.contains {
+                $0.location?.block == block && $0.message.contains("needed by \(fixture.ids[0])")
+            }, "\(report.problems)")
         #expect(report.points.map(\.intact) == [false, true])
         #expect(try fixture.restore([volume], point: 1, disk: "b.img") == TestImage.sha256(of: fixture.b))
         #expect(throws: CairnError.self) { try fixture.restore([volume], point: 0, disk: "a.img") }

@@ -52,7 +52,9 @@ import Testing
 
 @Suite struct CodecTests {
     @Test func sha256KnownAnswer() {
-        #expect(SHA256Hasher().digest(Array("abc".utf8)).hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            SHA256Hasher().digest(Array("abc".utf8)).hex
+                == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         let zero = ChunkDigest(hex: ZeroBlock.digest.hex)
         #expect(zero == ZeroBlock.digest)
     }
@@ -69,7 +71,8 @@ import Testing
         let text = gen.textBytes(65536)
         let random = gen.randomBytes(65536)
         let encoder = ChunkEncoder(level: 3)
-        let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
+        let slot = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
         defer { slot.deallocate() }
         for (bytes, compressible) in [(text, true), (random, false)] {
             let digest = SHA256Hasher().digest(bytes)
@@ -103,7 +106,8 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         let repo = try makeRepository(dir)
         var gen = TestImage(seed: 6)
         let encoder = ChunkEncoder(level: 3)
-        let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
+        let slot = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
         defer { slot.deallocate() }
         var chunks: [(ChunkDigest, [UInt8])] = []
         for i in 0..<50 {
@@ -141,7 +145,8 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         var gen = TestImage(seed: 7)
         let bytes = gen.textBytes(65536)
         let digest = SHA256Hasher().digest(bytes)
-        let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
+        let slot = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
         defer { slot.deallocate() }
         let n = bytes.withUnsafeBytes { ChunkEncoder(level: 3).encode($0, digest: digest, kind: .data, into: slot) }
         try repo.store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n]))
@@ -167,7 +172,8 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         let pack = PackID.random()
         for i in 0..<5000 {
             let d = ChunkDigest(bytes: gen.randomBytes(32))
-            entries.append((d, ChunkLocation(pack: pack, offset: UInt64(i * 100), storedLength: UInt32(i), rawLength: 65536)))
+            entries.append(
+                (d, ChunkLocation(pack: pack, offset: UInt64(i * 100), storedLength: UInt32(i), rawLength: 65536)))
         }
         let path = dir.file("seg.idx")
         try IndexSegment.write(entries: entries, to: path)
@@ -237,10 +243,16 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         let single = IndexTreeWriter(store: repo.store, encoder: ChunkEncoder(level: 1))
         let batched = IndexTreeWriter(store: repo.store, encoder: ChunkEncoder(level: 1))
         // A few blocks, a long zero run, a few blocks: the run starts mid-page.
-        for _ in 0..<5 { try single.append(other); try batched.append(other) }
+        for _ in 0..<5 {
+            try single.append(other)
+            try batched.append(other)
+        }
         for _ in 0..<run { try single.append(ZeroBlock.digest) }
         try batched.append(ZeroBlock.digest, count: UInt64(run))
-        for _ in 0..<7 { try single.append(other); try batched.append(other) }
+        for _ in 0..<7 {
+            try single.append(other)
+            try batched.append(other)
+        }
         let a = try single.finish()
         let b = try batched.finish()
         #expect(a.root == b.root && a.depth == b.depth)
@@ -293,7 +305,8 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         let repo = try makeRepository(dir)
         var gen = TestImage(seed: 12)
         let encoder = ChunkEncoder(level: 1)
-        let slot = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
+        let slot = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
         defer { slot.deallocate() }
         var stored: [(ChunkDigest, [UInt8])] = []
         for _ in 0..<12 {
@@ -311,7 +324,8 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         let real = try #require(repo.store.lookup(dupDigest))
         var stale = real
         stale.offset += 1
-        try IndexSegment.write(entries: [(dupDigest, stale)], to: "\(dir.file("repo"))/index/0000000000000000-00000000.idx")
+        try IndexSegment.write(
+            entries: [(dupDigest, stale)], to: "\(dir.file("repo"))/index/0000000000000000-00000000.idx")
 
         let reopened = try Repository(path: dir.file("repo"))
         #expect(reopened.store.indexSegments.count == 13)

@@ -83,10 +83,11 @@ struct QCOW2ImageTests {
             extents.append(extent)
             offset += extent.length
         }
-        #expect(extents == [
-            ImageExtent(length: 900 << 30, isZero: true), ImageExtent(length: 65536, isZero: false),
-            ImageExtent(length: 124 << 30 - 65536, isZero: true),
-        ])
+        #expect(
+            extents == [
+                ImageExtent(length: 900 << 30, isZero: true), ImageExtent(length: 65536, isZero: false),
+                ImageExtent(length: 124 << 30 - 65536, isZero: true),
+            ])
     }
 
     @Test func snapshotByIdReadsTheSnapshot() throws {
@@ -100,7 +101,8 @@ struct QCOW2ImageTests {
             try DiskImageOpener.open(QCOW2Fixtures.path("snap.qcow2"), snapshot: "nope")
         }
         #expect(error.code == .usage)
-        #expect(error.message.contains("nope") && error.message.contains("\"s1\"") && error.message.contains("snap.qcow2"))
+        #expect(
+            error.message.contains("nope") && error.message.contains("\"s1\"") && error.message.contains("snap.qcow2"))
     }
 
     /// Images too big to commit (2 MiB clusters: ~14 MiB each) are made here and compared with QEMU.

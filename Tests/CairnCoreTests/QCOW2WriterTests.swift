@@ -18,12 +18,22 @@ struct QCOW2WriterTests {
 
     static let shapes: [Shape] = [
         Shape(virtualSize: 1 << 20, clusterSize: 65536, isSet: { c, _ in c % 3 == 0 }, label: "every third"),
-        Shape(virtualSize: 1_000_448, clusterSize: 65536, isSet: { c, n in c == n - 1 || c == 2 }, label: "partial last cluster"),
-        Shape(virtualSize: 1_000_001, clusterSize: 65536, isSet: { c, n in c == n - 1 }, label: "size not a multiple of 512"),
-        Shape(virtualSize: 3 << 20 + 512, clusterSize: 4096, isSet: { c, _ in (c * 7919) % 5 < 2 }, label: "scattered 4 KiB"),
+        Shape(
+            virtualSize: 1_000_448, clusterSize: 65536, isSet: { c, n in c == n - 1 || c == 2 },
+            label: "partial last cluster"),
+        Shape(
+            virtualSize: 1_000_001, clusterSize: 65536, isSet: { c, n in c == n - 1 },
+            label: "size not a multiple of 512"),
+        Shape(
+            virtualSize: 3 << 20 + 512, clusterSize: 4096, isSet: { c, _ in (c * 7919) % 5 < 2 },
+            label: "scattered 4 KiB"),
         Shape(virtualSize: 5 << 20, clusterSize: 2 << 20, isSet: { c, _ in c == 1 }, label: "2 MiB clusters"),
-        Shape(virtualSize: 300 << 10, clusterSize: 512, isSet: { c, _ in c % 17 != 5 }, label: "512 B clusters, many refcount blocks"),
-        Shape(virtualSize: 10 << 20, clusterSize: 512, isSet: { c, _ in c % 1000 != 1 }, label: "two refcount table clusters"),
+        Shape(
+            virtualSize: 300 << 10, clusterSize: 512, isSet: { c, _ in c % 17 != 5 },
+            label: "512 B clusters, many refcount blocks"),
+        Shape(
+            virtualSize: 10 << 20, clusterSize: 512, isSet: { c, _ in c % 1000 != 1 },
+            label: "two refcount table clusters"),
         Shape(virtualSize: 1 << 20, clusterSize: 65536, isSet: { _, _ in false }, label: "empty"),
         Shape(virtualSize: 0, clusterSize: 65536, isSet: { _, _ in false }, label: "zero size"),
         Shape(
@@ -49,7 +59,8 @@ struct QCOW2WriterTests {
         }
         #expect(bitmap.setCount == UInt64(set.count))
         let writer = try QCOW2Writer(
-            path: qcow2, virtualSize: shape.virtualSize, clusterSize: shape.clusterSize, allocated: bitmap, force: false)
+            path: qcow2, virtualSize: shape.virtualSize, clusterSize: shape.clusterSize, allocated: bitmap, force: false
+        )
         let expected = try File.open(raw, .createNew)
         try expected.truncate(to: shape.virtualSize)
 
@@ -114,7 +125,8 @@ struct QCOW2WriterTests {
         var bitmap = ClusterBitmap(clusterCount: 4)
         bitmap.set(1)
         let writer = try QCOW2Writer(
-            path: temporary.path + "/w.qcow2", virtualSize: 4 * 4096, clusterSize: 4096, allocated: bitmap, force: false)
+            path: temporary.path + "/w.qcow2", virtualSize: 4 * 4096, clusterSize: 4096, allocated: bitmap, force: false
+        )
         let bytes = [UInt8](repeating: 7, count: 8192)
         let error = try #require(throws: CairnError.self) {
             try bytes.withUnsafeBytes { try writer.write($0, atGuestOffset: 4096) }
@@ -129,7 +141,8 @@ struct QCOW2WriterTests {
         let clusters: UInt64 = 256
         var bitmap = ClusterBitmap(clusterCount: clusters)
         for c in 0..<clusters where c % 2 == 0 { bitmap.set(c) }
-        let writer = try QCOW2Writer(path: path, virtualSize: clusters * 4096, clusterSize: 4096, allocated: bitmap, force: false)
+        let writer = try QCOW2Writer(
+            path: path, virtualSize: clusters * 4096, clusterSize: 4096, allocated: bitmap, force: false)
         DispatchQueue.concurrentPerform(iterations: Int(clusters / 2)) { i in
             let c = UInt64(i) * 2
             let bytes = [UInt8](repeating: UInt8(truncatingIfNeeded: i) | 1, count: 4096)

@@ -10,7 +10,8 @@ import Testing
         var out: [RestorePointID] = []
         for d in 0..<days {
             for k in 0..<perDay {
-                out.append(RestorePointID(group: "vm", time: Timestamp(seconds: last - Int64(d) * 86400 - Int64(k) * 3600)))
+                out.append(
+                    RestorePointID(group: "vm", time: Timestamp(seconds: last - Int64(d) * 86400 - Int64(k) * 3600)))
             }
         }
         return out
@@ -39,10 +40,11 @@ import Testing
         #expect(weekly.count == 4)
         // The daily points cover 2026-11-20 … 2026-11-26, i.e. the weeks of 11-16 and 11-23:
         // weekly ones start with the week of 2026-11-09.
-        #expect(weekly.map(\.reason) == [
-            "keep-weekly week of 2026-11-09", "keep-weekly week of 2026-11-02", "keep-weekly week of 2026-10-26",
-            "keep-weekly week of 2026-10-19",
-        ])
+        #expect(
+            weekly.map(\.reason) == [
+                "keep-weekly week of 2026-11-09", "keep-weekly week of 2026-11-02", "keep-weekly week of 2026-10-26",
+                "keep-weekly week of 2026-10-19",
+            ])
         // The newest point of each week stands for it (Sunday).
         #expect(weekly.first?.id == "vm@2026-11-15T03:00:00Z")
     }
@@ -66,7 +68,8 @@ import Testing
         let decisions = policy.apply(to: points, protected: [protectedID, old])
         #expect(decisions.filter(\.keep).count == 4)
         #expect(decisions.first { $0.id == old.description }?.reason == "protected")
-        #expect(decisions.filter { $0.reason == "keep-last 2" }.map(\.id) == [points[1].description, points[2].description])
+        #expect(
+            decisions.filter { $0.reason == "keep-last 2" }.map(\.id) == [points[1].description, points[2].description])
     }
 
     @Test func keepWithinIsRelativeToTheNewest() {

@@ -34,14 +34,17 @@ public enum QemuTools {
     public static func check(_ tool: String, _ arguments: [String], in directory: String? = nil) throws -> String {
         let output = try run(tool, arguments, in: directory)
         guard output.status == 0 else {
-            throw QemuToolError(message: "\(tool) \(arguments.joined(separator: " ")) failed (\(output.status)): \(output.standardError)")
+            throw QemuToolError(
+                message:
+                    "\(tool) \(arguments.joined(separator: " ")) failed (\(output.status)): \(output.standardError)")
         }
         return output.standardOutput
     }
 
     /// SHA-256 (hex) of `qemu-img convert -O raw` of `image`, run in `directory` (QEMU resolves
     /// external data file names against its working directory).
-    public static func rawDigest(of image: String, options: [String] = [], in directory: String? = nil) throws -> String {
+    public static func rawDigest(of image: String, options: [String] = [], in directory: String? = nil) throws -> String
+    {
         let temporary = TemporaryDirectory("cairn-qcow2")
         let raw = temporary.path + "/guest.raw"
         try check("qemu-img", ["convert"] + options + ["-O", "raw", image, raw], in: directory)
@@ -55,9 +58,12 @@ public enum QemuTools {
     public static func makeEncryptedImage(format: String, at path: String, size: String = "1M") -> Bool {
         for iterTime in [10, 50, 100, 10, 50, 200, 20, 500] {
             try? FileManager.default.removeItem(atPath: path)
-            let options = "encrypt.format=\(format),encrypt.key-secret=s0" + (format == "luks" ? ",encrypt.iter-time=\(iterTime)" : "")
+            let options =
+                "encrypt.format=\(format),encrypt.key-secret=s0"
+                + (format == "luks" ? ",encrypt.iter-time=\(iterTime)" : "")
             let output = try? run(
-                "qemu-img", ["create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=cairn-test", "-o", options, path, size])
+                "qemu-img",
+                ["create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=cairn-test", "-o", options, path, size])
             if output?.status == 0 { return true }
         }
         return false
@@ -74,4 +80,3 @@ public struct QemuToolError: Error, CustomStringConvertible {
     public var description: String { message }
     public init(message: String) { self.message = message }
 }
-

@@ -39,7 +39,9 @@ public struct TestImage {
     }
 
     /// A sparse image of `size` bytes: every `stride` bytes, an extent of text or random data.
-    public mutating func makeImage(at path: String, size: UInt64, extent: Int = 256 << 10, stride: UInt64 = 1 << 20) throws {
+    public mutating func makeImage(at path: String, size: UInt64, extent: Int = 256 << 10, stride: UInt64 = 1 << 20)
+        throws
+    {
         let file = try File.open(path, .createOrTruncate)
         try file.truncate(to: size)
         var offset: UInt64 = 0

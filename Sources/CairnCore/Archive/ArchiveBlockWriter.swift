@@ -35,7 +35,9 @@ final class ArchiveBlockWriter {
     private(set) var blocksWritten: UInt64 = 0
     private var finished = false
 
-    init(sink: any ArchiveSink, blockSize: Int, archive: ArchiveID, volumeSize: UInt64?, label: ArchiveLabel) throws(CairnError) {
+    init(sink: any ArchiveSink, blockSize: Int, archive: ArchiveID, volumeSize: UInt64?, label: ArchiveLabel)
+        throws(CairnError)
+    {
         try ArchiveFormat.validate(blockSize: blockSize)
         self.sink = sink
         self.blockSize = blockSize
@@ -46,7 +48,8 @@ final class ArchiveBlockWriter {
             guard blocks >= UInt64(ArchiveFormat.minimumBlocksPerVolume) else {
                 throw CairnError(
                     .usage,
-                    "--volume-size \(volumeSize) holds fewer than \(ArchiveFormat.minimumBlocksPerVolume) blocks of \(blockSize) bytes (a label, data and the catalog)")
+                    "--volume-size \(volumeSize) holds fewer than \(ArchiveFormat.minimumBlocksPerVolume) blocks of \(blockSize) bytes (a label, data and the catalog)"
+                )
             }
             maxBlocksPerVolume = Int(min(blocks, UInt64(Int.max)))
         } else {
@@ -137,7 +140,8 @@ final class ArchiveBlockWriter {
             guard blocksInVolume + 1 + catalogBlocks(extra: pendingPointBytes) <= maxBlocksPerVolume else {
                 throw CairnError(
                     .usage,
-                    "the volume size holds \(maxBlocksPerVolume) blocks, too few for a label, a data block and a catalog of \(allPoints.count + pendingPoints.count) restore points: use a larger --volume-size")
+                    "the volume size holds \(maxBlocksPerVolume) blocks, too few for a label, a data block and a catalog of \(allPoints.count + pendingPoints.count) restore points: use a larger --volume-size"
+                )
             }
         }
         if fill < capacity {
@@ -164,11 +168,14 @@ final class ArchiveBlockWriter {
         firstRecordOffset = ArchiveFormat.noRecordStart
     }
 
-    private func writeBlock(flags: ArchiveBlockFlags, payloadLength: Int, firstRecordOffset: UInt32) throws(CairnError) {
-        let payload = UnsafeRawBufferPointer(rebasing: block[ArchiveFormat.blockHeaderSize..<ArchiveFormat.blockHeaderSize + payloadLength])
+    private func writeBlock(flags: ArchiveBlockFlags, payloadLength: Int, firstRecordOffset: UInt32) throws(CairnError)
+    {
+        let payload = UnsafeRawBufferPointer(
+            rebasing: block[ArchiveFormat.blockHeaderSize..<ArchiveFormat.blockHeaderSize + payloadLength])
         let header = ArchiveBlockHeader(
             blockSize: UInt32(blockSize), archive: archive, volume: UInt32(volume), flags: flags, sequence: sequence,
-            payloadLength: UInt32(payloadLength), firstRecordOffset: firstRecordOffset, payloadCRC: CRC32.checksum(payload))
+            payloadLength: UInt32(payloadLength), firstRecordOffset: firstRecordOffset,
+            payloadCRC: CRC32.checksum(payload))
         header.store(into: block)
         try sink.write(block: UnsafeRawBufferPointer(block))
         sequence += 1
@@ -177,7 +184,9 @@ final class ArchiveBlockWriter {
     }
 
     /// Writes a small payload (label, catalog) as whole blocks, outside the record stream.
-    private func writeSpecial(_ bytes: [UInt8], flags: ArchiveBlockFlags, lastFlags: ArchiveBlockFlags) throws(CairnError) {
+    private func writeSpecial(_ bytes: [UInt8], flags: ArchiveBlockFlags, lastFlags: ArchiveBlockFlags)
+        throws(CairnError)
+    {
         var offset = 0
         repeat {
             let n = min(capacity, bytes.count - offset)
@@ -188,7 +197,9 @@ final class ArchiveBlockWriter {
             }
             offset += n
             let last = offset == bytes.count
-            try writeBlock(flags: last ? flags.union(lastFlags) : flags, payloadLength: n, firstRecordOffset: ArchiveFormat.noRecordStart)
+            try writeBlock(
+                flags: last ? flags.union(lastFlags) : flags, payloadLength: n,
+                firstRecordOffset: ArchiveFormat.noRecordStart)
         } while offset < bytes.count
     }
 
@@ -199,10 +210,15 @@ final class ArchiveBlockWriter {
         var label = self.label
         label.volume = volume
         // The label shares the block buffer with the pending data block: keep its bytes aside.
-        let saved = Array(UnsafeRawBufferPointer(rebasing: block[ArchiveFormat.blockHeaderSize..<ArchiveFormat.blockHeaderSize + fill]))
+        let saved = Array(
+            UnsafeRawBufferPointer(
+                rebasing: block[ArchiveFormat.blockHeaderSize..<ArchiveFormat.blockHeaderSize + fill]))
         try writeSpecial(Array(try JSONCoding.encode(label).utf8), flags: .label, lastFlags: [])
         saved.withUnsafeBytes { raw in
-            if !raw.isEmpty { (block.baseAddress! + ArchiveFormat.blockHeaderSize).copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
+            if !raw.isEmpty {
+                (block.baseAddress! + ArchiveFormat.blockHeaderSize).copyMemory(
+                    from: raw.baseAddress!, byteCount: raw.count)
+            }
         }
         volumePoints = []
         volumeRecords = 0
@@ -219,12 +235,17 @@ final class ArchiveBlockWriter {
             records: volumeRecords, chunks: volumeChunks, indexPages: volumePages,
             points: last ? allPoints : volumePoints)
         // The pending data block (if any) moves to the next volume: keep its bytes aside.
-        let saved = Array(UnsafeRawBufferPointer(rebasing: block[ArchiveFormat.blockHeaderSize..<ArchiveFormat.blockHeaderSize + fill]))
+        let saved = Array(
+            UnsafeRawBufferPointer(
+                rebasing: block[ArchiveFormat.blockHeaderSize..<ArchiveFormat.blockHeaderSize + fill]))
         try writeSpecial(
             Array(try JSONCoding.encode(catalog).utf8), flags: .catalog,
             lastFlags: last ? [.endOfVolume, .endOfArchive] : .endOfVolume)
         saved.withUnsafeBytes { raw in
-            if !raw.isEmpty { (block.baseAddress! + ArchiveFormat.blockHeaderSize).copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
+            if !raw.isEmpty {
+                (block.baseAddress! + ArchiveFormat.blockHeaderSize).copyMemory(
+                    from: raw.baseAddress!, byteCount: raw.count)
+            }
         }
         try sink.endVolume()
     }

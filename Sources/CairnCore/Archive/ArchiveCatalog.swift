@@ -29,7 +29,8 @@ public enum ArchiveCatalog {
         var out: [ArchiveCatalogEntry] = []
         for name in try FileSystem.list(dir) where name.hasSuffix(".json") && !name.hasPrefix(".") {
             let bytes = try FileSystem.readAll("\(dir)/\(name)", limit: 64 << 20)
-            out.append(try JSONCoding.decode(ArchiveCatalogEntry.self, from: bytes, what: "archive catalog \(dir)/\(name)"))
+            out.append(
+                try JSONCoding.decode(ArchiveCatalogEntry.self, from: bytes, what: "archive catalog \(dir)/\(name)"))
         }
         return out.sorted { ($0.created, $0.archive) < ($1.created, $1.archive) }
     }

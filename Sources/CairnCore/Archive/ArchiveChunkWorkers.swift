@@ -35,7 +35,8 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
     private var finished = false
 
     init(chunkBlockSize: Int, handle: @escaping Handler) {
-        capacity = max(2 << 20, PackFormat.recordHeaderSize + ZstdCompressor.bound(max(chunkBlockSize, IndexTree.pageBytes)))
+        capacity = max(
+            2 << 20, PackFormat.recordHeaderSize + ZstdCompressor.bound(max(chunkBlockSize, IndexTree.pageBytes)))
         let workers = Parallelism.workers
         batchCount = workers * 3
         for _ in 0..<batchCount { free.push(Batch(capacity: capacity)) }
@@ -46,7 +47,9 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
                     while let batch = work.pop() {
                         for record in batch.records {
                             let body = UnsafeRawBufferPointer(
-                                rebasing: batch.bytes[record.offset..<record.offset + PackFormat.recordHeaderSize + record.header.storedLength])
+                                rebasing: batch.bytes[
+                                    record.offset..<record.offset + PackFormat.recordHeaderSize
+                                        + record.header.storedLength])
                             do throws(CairnError) {
                                 let plain = try decoder.decode(body, record.header)
                                 try handle(record.header.digest, plain, record.location)
@@ -54,7 +57,8 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
                                 damage.withLock {
                                     $0.append(
                                         Damage(
-                                            problem: ArchiveProblem(location: record.location, message: error.message, code: .damaged),
+                                            problem: ArchiveProblem(
+                                                location: record.location, message: error.message, code: .damaged),
                                             digest: record.header.digest, tag: record.tag))
                                 }
                             } catch {

@@ -119,13 +119,19 @@ public struct ArchiveBlockHeader: Sendable, Equatable {
                 high: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
                 low: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self))),
             volume: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 32, as: UInt32.self)),
-            flags: ArchiveBlockFlags(rawValue: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 36, as: UInt32.self))),
+            flags: ArchiveBlockFlags(
+                rawValue: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 36, as: UInt32.self))),
             sequence: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 40, as: UInt64.self)),
             payloadLength: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 48, as: UInt32.self)),
             firstRecordOffset: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 52, as: UInt32.self)),
             payloadCRC: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 56, as: UInt32.self)))
-        guard ArchiveFormat.blockSizeRange.contains(Int(header.blockSize)), header.blockSize & (header.blockSize - 1) == 0
-        else { return .failure(ParseFailureBox(.malformed("block size \(header.blockSize) is not a power of two from 64 KiB to 4 MiB"))) }
+        guard ArchiveFormat.blockSizeRange.contains(Int(header.blockSize)),
+            header.blockSize & (header.blockSize - 1) == 0
+        else {
+            return .failure(
+                ParseFailureBox(.malformed("block size \(header.blockSize) is not a power of two from 64 KiB to 4 MiB"))
+            )
+        }
         guard Int(header.payloadLength) <= Int(header.blockSize) - ArchiveFormat.blockHeaderSize else {
             return .failure(ParseFailureBox(.malformed("payload length \(header.payloadLength) exceeds the block")))
         }
@@ -133,7 +139,8 @@ public struct ArchiveBlockHeader: Sendable, Equatable {
             return .failure(ParseFailureBox(.malformed("unknown flags 0x\(String(header.flags.rawValue, radix: 16))")))
         }
         if header.firstRecordOffset != ArchiveFormat.noRecordStart && header.firstRecordOffset >= header.payloadLength {
-            return .failure(ParseFailureBox(.malformed("first record offset \(header.firstRecordOffset) lies beyond the payload")))
+            return .failure(
+                ParseFailureBox(.malformed("first record offset \(header.firstRecordOffset) lies beyond the payload")))
         }
         return .success(header)
     }
@@ -182,7 +189,9 @@ public enum ArchiveRecordType: UInt8, Sendable {
 /// The record header: `CREC`, type, 3 reserved bytes, body length, CRC-32 of the first 12 bytes.
 enum ArchiveRecordHeader {
     static func store(type: ArchiveRecordType, bodyLength: Int, into buffer: UnsafeMutableRawBufferPointer) {
-        ArchiveFormat.recordMagic.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: 4) }
+        ArchiveFormat.recordMagic.withUnsafeBytes {
+            buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: 4)
+        }
         buffer.storeBytes(of: type.rawValue, toByteOffset: 4, as: UInt8.self)
         buffer.storeBytes(of: UInt8(0), toByteOffset: 5, as: UInt8.self)
         buffer.storeBytes(of: UInt16(0), toByteOffset: 6, as: UInt16.self)
@@ -193,7 +202,10 @@ enum ArchiveRecordHeader {
 
     /// Type and body length, or a reason the 16 bytes are not a record header.
     static func parse(_ bytes: UnsafeRawBufferPointer) -> Result<(ArchiveRecordType, Int), CairnError> {
-        guard ArchiveFormat.recordMagic.withUnsafeBytes({ memcmpEqual($0, UnsafeRawBufferPointer(rebasing: bytes[0..<4])) })
+        guard
+            ArchiveFormat.recordMagic.withUnsafeBytes({
+                memcmpEqual($0, UnsafeRawBufferPointer(rebasing: bytes[0..<4]))
+            })
         else { return .failure(CairnError(.badArchive, "no record header (magic CREC) where a record should begin")) }
         let crc = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
         guard CRC32.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<12])) == crc else {
@@ -204,7 +216,9 @@ enum ArchiveRecordHeader {
         }
         let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
         guard length <= type.maxBody else {
-            return .failure(CairnError(.badArchive, "a \(type.name) record claims \(length) bytes, more than the \(type.maxBody) allowed"))
+            return .failure(
+                CairnError(
+                    .badArchive, "a \(type.name) record claims \(length) bytes, more than the \(type.maxBody) allowed"))
         }
         return .success((type, length))
     }

@@ -43,7 +43,8 @@ public final class ArchiveImporter {
             guard manifest.blockSize == store.blockSize else {
                 throw CairnError(
                     .usage,
-                    "the archive holds chunks of block size \(manifest.blockSize), but repository \(repositoryPath) has block size \(store.blockSize): import into a repository created with `cairn init --block-size \(manifest.blockSize)`")
+                    "the archive holds chunks of block size \(manifest.blockSize), but repository \(repositoryPath) has block size \(store.blockSize): import into a repository created with `cairn init --block-size \(manifest.blockSize)`"
+                )
             }
             checkedBlockSize = true
         }
@@ -88,7 +89,9 @@ public final class ArchiveImporter {
             reportPoints.append(
                 ArchiveReport.Point(
                     id: m.id, volume: point.location.volume,
-                    disks: m.disks.map { ArchivePointEntry.Disk(name: $0.name, size: $0.size, blockCount: $0.blockCount) },
+                    disks: m.disks.map {
+                        ArchivePointEntry.Disk(name: $0.name, size: $0.size, blockCount: $0.blockCount)
+                    },
                     intact: problem == nil, problem: problem))
             if let problem {
                 skipped.append((m.id, problem))
@@ -112,7 +115,8 @@ public final class ArchiveImporter {
         let blocks = scanner.blocks
         let report = ArchiveReport(
             archive: blocks.archive?.hex, label: blocks.label, volumes: blocks.volumesRead, points: reportPoints,
-            records: scanner.recordsRead, indexPages: scanner.pages, chunks: scanner.chunks, bytesRead: blocks.bytesRead,
+            records: scanner.recordsRead, indexPages: scanner.pages, chunks: scanner.chunks,
+            bytesRead: blocks.bytesRead,
             seconds: clock.elapsed, problems: blocks.problems, fatal: fatal)
         return ArchiveImportResult(
             imported: imported, alreadyPresent: present, skipped: skipped, chunksStored: stored, report: report)

@@ -137,16 +137,20 @@ final class ArchiveBlockReader {
     deinit { buffer?.deallocate() }
 
     var volumesRead: Int { expectedVolume - (atVolumeStart ? 1 : 0) }
-    private var sourceName: String { sourceIndex < sources.count ? sources[sourceIndex].name : sources.last?.name ?? "-" }
-    private var here: ArchiveLocation { ArchiveLocation(volume: expectedVolume, block: blockInVolume, source: sourceName) }
+    private var sourceName: String {
+        sourceIndex < sources.count ? sources[sourceIndex].name : sources.last?.name ?? "-"
+    }
+    private var here: ArchiveLocation {
+        ArchiveLocation(volume: expectedVolume, block: blockInVolume, source: sourceName)
+    }
 
     func report(_ location: ArchiveLocation?, _ message: String, _ code: CairnError.Code = .damaged) {
         problems.append(ArchiveProblem(location: location, message: message, code: code))
     }
 
     private func fatal(_ message: String, at location: ArchiveLocation? = nil) -> CairnError {
-        let where_ = location ?? here
-        return CairnError(.badArchive, "\(where_): \(message)")
+        let place = location ?? here
+        return CairnError(.badArchive, "\(place): \(message)")
     }
 
     /// Reads the next whole block into `buffer`; false when every source ended at a block boundary.
@@ -158,7 +162,10 @@ final class ArchiveBlockReader {
                 var head = [UInt8](repeating: 0, count: ArchiveFormat.blockHeaderSize)
                 var failure: CairnError?
                 let n = head.withUnsafeMutableBytes { raw -> Int in
-                    do throws(CairnError) { return try source.read(into: raw) } catch { failure = error; return 0 }
+                    do throws(CairnError) { return try source.read(into: raw) } catch {
+                        failure = error
+                        return 0
+                    }
                 }
                 if let failure { throw failure }
                 if n == 0 {
@@ -186,7 +193,8 @@ final class ArchiveBlockReader {
             if n == 0 {
                 guard atVolumeStart else {
                     throw fatal(
-                        "the volume ends after \(blockInVolume) blocks without its catalog and end-of-volume block: it is truncated")
+                        "the volume ends after \(blockInVolume) blocks without its catalog and end-of-volume block: it is truncated"
+                    )
                 }
                 sourceIndex += 1
                 continue
@@ -203,11 +211,16 @@ final class ArchiveBlockReader {
     private func headerFailure(_ failure: ArchiveBlockHeader.ParseFailure, first: Bool) -> CairnError {
         switch failure {
         case .notAnArchive:
-            if first { return CairnError(.badArchive, "\(sourceName) is not a Cairn archive (no archive block header at its start)") }
-            return fatal("no archive block header where volume \(expectedVolume) should begin: not a Cairn archive volume")
+            if first {
+                return CairnError(
+                    .badArchive, "\(sourceName) is not a Cairn archive (no archive block header at its start)")
+            }
+            return fatal(
+                "no archive block header where volume \(expectedVolume) should begin: not a Cairn archive volume")
         case .unknownVersion(let v):
             return fatal(
-                "the archive has format version \(v); this Cairn reads version \(ArchiveFormat.version) (use a Cairn that knows version \(v))")
+                "the archive has format version \(v); this Cairn reads version \(ArchiveFormat.version) (use a Cairn that knows version \(v))"
+            )
         case .badCRC:
             return fatal("the block header fails its CRC")
         case .malformed(let why):
@@ -220,10 +233,14 @@ final class ArchiveBlockReader {
         while !ended {
             let first = buffer == nil
             guard try readRawBlock() else {
-                if first { throw CairnError(.badArchive, "no archive data: \(sources.map(\.name).joined(separator: ", ")) is empty") }
+                if first {
+                    throw CairnError(
+                        .badArchive, "no archive data: \(sources.map(\.name).joined(separator: ", ")) is empty")
+                }
                 throw CairnError(
                     .badArchive,
-                    "after volume \(expectedVolume - 1) block \(lastBlockOfVolume) (\(sources.last!.name)): the archive continues in volume \(expectedVolume), which was not given: a volume is missing")
+                    "after volume \(expectedVolume - 1) block \(lastBlockOfVolume) (\(sources.last!.name)): the archive continues in volume \(expectedVolume), which was not given: a volume is missing"
+                )
             }
             blocksRead += 1
             let block = buffer!
@@ -239,11 +256,13 @@ final class ArchiveBlockReader {
                 report(location, "the block header fails its CRC; its payload is skipped")
                 expectedSequence += 1
                 blockInVolume += 1
-                return ArchiveDataBlock(location: location, payload: nil, firstRecordOffset: ArchiveFormat.noRecordStart)
+                return ArchiveDataBlock(
+                    location: location, payload: nil, firstRecordOffset: ArchiveFormat.noRecordStart)
             }
             if let archive {
                 guard header.archive == archive else {
-                    throw fatal("the block belongs to archive \(header.archive), not \(archive): a volume of another archive")
+                    throw fatal(
+                        "the block belongs to archive \(header.archive), not \(archive): a volume of another archive")
                 }
                 guard Int(header.blockSize) == blockSize else {
                     throw fatal("the block size changes from \(blockSize) to \(header.blockSize)")
@@ -252,7 +271,8 @@ final class ArchiveBlockReader {
                 archive = header.archive
             }
             let payload = UnsafeRawBufferPointer(
-                rebasing: block[ArchiveFormat.blockHeaderSize..<ArchiveFormat.blockHeaderSize + Int(header.payloadLength)])
+                rebasing: block[
+                    ArchiveFormat.blockHeaderSize..<ArchiveFormat.blockHeaderSize + Int(header.payloadLength)])
             let payloadIntact = CRC32.checksum(payload) == header.payloadCRC
 
             if atVolumeStart {
@@ -262,17 +282,25 @@ final class ArchiveBlockReader {
                 if Int(header.volume) != expectedVolume {
                     let v = Int(header.volume)
                     if v < expectedVolume {
-                        throw fatal("\(sourceName) is volume \(v) again or out of order: volume \(expectedVolume) comes next (give the volumes in order, each once)")
+                        throw fatal(
+                            "\(sourceName) is volume \(v) again or out of order: volume \(expectedVolume) comes next (give the volumes in order, each once)"
+                        )
                     }
-                    throw fatal("\(sourceName) is volume \(v), but volume \(expectedVolume) comes next: volume \(expectedVolume) is missing or out of order")
+                    throw fatal(
+                        "\(sourceName) is volume \(v), but volume \(expectedVolume) comes next: volume \(expectedVolume) is missing or out of order"
+                    )
                 }
                 guard header.sequence == expectedSequence else {
-                    throw fatal("the label's sequence number is \(header.sequence), not \(expectedSequence): blocks are missing between volumes")
+                    throw fatal(
+                        "the label's sequence number is \(header.sequence), not \(expectedSequence): blocks are missing between volumes"
+                    )
                 }
                 guard payloadIntact else { throw fatal("the volume label fails its CRC") }
-                let decoded = try JSONCoding.decode(ArchiveLabel.self, from: Array(payload), what: "the label of \(location)")
+                let decoded = try JSONCoding.decode(
+                    ArchiveLabel.self, from: Array(payload), what: "the label of \(location)")
                 guard decoded.archive == header.archive.hex, decoded.volume == expectedVolume,
-                    decoded.archiveBlockSize == blockSize, RepositoryConfig.blockSizeRange.contains(decoded.chunkBlockSize)
+                    decoded.archiveBlockSize == blockSize,
+                    RepositoryConfig.blockSizeRange.contains(decoded.chunkBlockSize)
                 else { throw fatal("the volume label disagrees with its block header") }
                 if label == nil { label = decoded }
                 guard decoded.chunkBlockSize == label!.chunkBlockSize else {
@@ -289,12 +317,17 @@ final class ArchiveBlockReader {
             }
             if header.sequence != expectedSequence {
                 if header.sequence < expectedSequence {
-                    throw fatal("the block has sequence number \(header.sequence), expected \(expectedSequence): a duplicated or reordered block")
+                    throw fatal(
+                        "the block has sequence number \(header.sequence), expected \(expectedSequence): a duplicated or reordered block"
+                    )
                 }
                 throw fatal(
-                    "the block has sequence number \(header.sequence), expected \(expectedSequence): \(header.sequence - expectedSequence) blocks are missing or out of order")
+                    "the block has sequence number \(header.sequence), expected \(expectedSequence): \(header.sequence - expectedSequence) blocks are missing or out of order"
+                )
             }
-            guard !header.flags.contains(.label) else { throw fatal("a label block in the middle of volume \(expectedVolume)") }
+            guard !header.flags.contains(.label) else {
+                throw fatal("a label block in the middle of volume \(expectedVolume)")
+            }
             expectedSequence += 1
             blockInVolume += 1
             if header.flags.contains(.catalog) {
@@ -309,7 +342,9 @@ final class ArchiveBlockReader {
                 }
                 if header.flags.contains(.endOfVolume) {
                     if !catalogBytes.isEmpty {
-                        if let catalog = try? JSONCoding.decode(ArchiveVolumeCatalog.self, from: catalogBytes, what: "catalog") {
+                        if let catalog = try? JSONCoding.decode(
+                            ArchiveVolumeCatalog.self, from: catalogBytes, what: "catalog")
+                        {
                             catalogs.append(catalog)
                         } else {
                             report(location, "the volume catalog is not valid JSON", .badArchive)
@@ -323,10 +358,13 @@ final class ArchiveBlockReader {
                 }
                 continue
             }
-            guard !header.flags.contains(.endOfVolume) else { throw fatal("a data block is flagged as the end of the volume") }
+            guard !header.flags.contains(.endOfVolume) else {
+                throw fatal("a data block is flagged as the end of the volume")
+            }
             if !payloadIntact {
                 report(location, "the block's payload fails its CRC; the records in it are lost")
-                return ArchiveDataBlock(location: location, payload: nil, firstRecordOffset: ArchiveFormat.noRecordStart)
+                return ArchiveDataBlock(
+                    location: location, payload: nil, firstRecordOffset: ArchiveFormat.noRecordStart)
             }
             return ArchiveDataBlock(location: location, payload: payload, firstRecordOffset: header.firstRecordOffset)
         }
@@ -366,7 +404,8 @@ final class ArchiveRecordReader {
     private var position = 0
     private var synced = true
     private var body: UnsafeMutableRawBufferPointer
-    private let header = UnsafeMutableRawBufferPointer.allocate(byteCount: ArchiveFormat.recordHeaderSize, alignment: 16)
+    private let header = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: ArchiveFormat.recordHeaderSize, alignment: 16)
     private var ordinal = 0
     /// Damaged blocks met so far: a change while a record is read means the record is lost.
     private var lostBlocks = 0
@@ -444,7 +483,9 @@ final class ArchiveRecordReader {
                 type = t
                 length = l
             case .failure(let error):
-                blocks.report(location, "record \(ordinal): \(error.message); skipping to the next block's first record", error.code)
+                blocks.report(
+                    location, "record \(ordinal): \(error.message); skipping to the next block's first record",
+                    error.code)
                 ordinal += 1
                 synced = false
                 current = nil
@@ -457,17 +498,21 @@ final class ArchiveRecordReader {
             let target = UnsafeMutableRawBufferPointer(rebasing: body[0..<length])
             switch try fill(target) {
             case .ended:
-                blocks.report(location, "the \(type.name) record beginning here is cut off by the end of the archive", .badArchive)
+                blocks.report(
+                    location, "the \(type.name) record beginning here is cut off by the end of the archive", .badArchive
+                )
                 return nil
             case .damaged:
-                blocks.report(location, "the \(type.name) record \(ordinal) beginning here is lost with a damaged block")
+                blocks.report(
+                    location, "the \(type.name) record \(ordinal) beginning here is lost with a damaged block")
                 ordinal += 1
                 continue
             case .done: break
             }
             defer { ordinal += 1 }
             return ArchiveRecord(
-                type: type, body: UnsafeRawBufferPointer(target), location: location, ordinal: ordinal, payloadOffset: payloadOffset)
+                type: type, body: UnsafeRawBufferPointer(target), location: location, ordinal: ordinal,
+                payloadOffset: payloadOffset)
         }
     }
 }

@@ -78,7 +78,8 @@ public final class ArchiveRestore {
                 let length = Int(min(blockSize, size - offset))
                 guard plain.count == length else {
                     throw CairnError(
-                        .damaged, "chunk \(digest) holds \(plain.count) bytes where the disk needs \(length) at offset \(offset)")
+                        .damaged,
+                        "chunk \(digest) holds \(plain.count) bytes where the disk needs \(length) at offset \(offset)")
                 }
                 if !restored[i] {
                     try target.write(plain, atGuestOffset: offset)
@@ -123,13 +124,16 @@ public final class ArchiveRestore {
         let zero = ZeroBlock.digest
         let request = request
         let progress = progress
-        let latestOf: String? = request.point.hasSuffix("@latest") ? String(request.point.dropLast("@latest".count)) : nil
+        let latestOf: String? =
+            request.point.hasSuffix("@latest") ? String(request.point.dropLast("@latest".count)) : nil
 
         scanner.onManifest = { (index, manifest, _) throws(CairnError) in
             if let latestOf {
                 // Every manifest and index precedes every chunk, so the newest is known in time.
                 guard manifest.group == latestOf else { return }
-                if let current = chosen, let t = Timestamp(parsing: manifest.time), let c = Timestamp(parsing: current.time), t <= c {
+                if let current = chosen, let t = Timestamp(parsing: manifest.time),
+                    let c = Timestamp(parsing: current.time), t <= c
+                {
                     return
                 }
             } else {
@@ -220,15 +224,20 @@ public final class ArchiveRestore {
             let ids = scanner.points.map(\.manifest.id)
             throw CairnError(
                 .notFound,
-                "restore point \(request.point) is not in the archive (it holds \(ids.isEmpty ? "no restore points" : ids.joined(separator: ", ")))")
+                "restore point \(request.point) is not in the archive (it holds \(ids.isEmpty ? "no restore points" : ids.joined(separator: ", ")))"
+            )
         }
         let finalPlan = plan!
         let scanned = scanner.points[targetPoint]
         let missing = finalPlan.missing
         let problems = (scanner.blocks.problems + chunkProblems).sorted {
-            ($0.location?.volume ?? Int.max, $0.location?.block ?? Int.max) < ($1.location?.volume ?? Int.max, $1.location?.block ?? Int.max)
+            ($0.location?.volume ?? Int.max, $0.location?.block ?? Int.max) < (
+                $1.location?.volume ?? Int.max, $1.location?.block ?? Int.max
+            )
         }
-        if !scanned.indexComplete || !missing.isEmpty || (fatal != nil && fatal!.code != .badArchive && fatal!.code != .damaged) {
+        if !scanned.indexComplete || !missing.isEmpty
+            || (fatal != nil && fatal!.code != .badArchive && fatal!.code != .damaged)
+        {
             target.discard()
             if let fatal, fatal.code != .badArchive && fatal.code != .damaged { throw fatal }
             var reason: String
@@ -237,18 +246,22 @@ public final class ArchiveRestore {
             } else if !scanned.indexComplete {
                 reason = "its index is incomplete"
             } else {
-                reason = "\(missing.count) blocks have no intact chunk in the archive (e.g. block \(missing[0].block), chunk \(missing[0].digest))"
+                reason =
+                    "\(missing.count) blocks have no intact chunk in the archive (e.g. block \(missing[0].block), chunk \(missing[0].digest))"
             }
             let seen = problems.map(\.description)
             if !seen.isEmpty { reason += "; damage found: " + seen.prefix(3).joined(separator: "; ") }
-            if let fatal { throw CairnError(fatal.code, "cannot restore \(point.id) disk \(disk.name): \(fatal.message)") }
+            if let fatal {
+                throw CairnError(fatal.code, "cannot restore \(point.id) disk \(disk.name): \(fatal.message)")
+            }
             throw CairnError(.damaged, "cannot restore \(point.id) disk \(disk.name): \(reason)")
         }
         try target.finish()
         var all = problems
         if let fatal { all.append(ArchiveProblem(location: nil, message: fatal.message, code: fatal.code)) }
         return ArchiveRestoreResult(
-            id: point.id, disk: disk, bytesWritten: UInt64(finalPlan.written.current), bytesRead: scanner.blocks.bytesRead,
+            id: point.id, disk: disk, bytesWritten: UInt64(finalPlan.written.current),
+            bytesRead: scanner.blocks.bytesRead,
             seconds: clock.elapsed, problems: all)
     }
 

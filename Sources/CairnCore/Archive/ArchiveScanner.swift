@@ -102,11 +102,13 @@ final class ArchiveScanner {
     var onIndexPage: ((ChunkDigest, UnsafeRawBufferPointer) throws(CairnError) -> Void)?
     /// Decides which chunks are decoded and passed to `onChunk` (default: all).
     var wantsChunk: ((ChunkDigest) throws(CairnError) -> Bool)?
-    var onChunk: ((ChunkDigest, UnsafeRawBufferPointer, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
+    var onChunk:
+        ((ChunkDigest, UnsafeRawBufferPointer, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
     /// When set, wanted chunk records go here undecoded (CRC checked) instead of to `onChunk`,
     /// for a consumer that decodes them in parallel; the last argument is the mask of the points
     /// needing the chunk (with `trackNeeds`), for `chunkFailed`.
-    var onChunkRecord: ((ArchiveChunkDecoder.Header, UnsafeRawBufferPointer, ArchiveLocation, UInt64) throws(CairnError) -> Void)?
+    var onChunkRecord:
+        ((ArchiveChunkDecoder.Header, UnsafeRawBufferPointer, ArchiveLocation, UInt64) throws(CairnError) -> Void)?
     /// Keep the digests indexes need and strike them off as chunks arrive: `missing` at the end.
     var trackNeeds = false
     /// Stop at the first chunk record: every manifest and index has been read by then (list).
@@ -186,11 +188,15 @@ final class ArchiveScanner {
         do throws(CairnError) {
             manifest = try Manifest.decode(Array(record.body), path: "record \(record.ordinal)")
         } catch {
-            report(record.location, "manifest record \(record.ordinal): \(error.message); its index pages are skipped", .damaged)
+            report(
+                record.location, "manifest record \(record.ordinal): \(error.message); its index pages are skipped",
+                .damaged)
             return
         }
         guard manifest.blockSize == blocks.label?.chunkBlockSize else {
-            report(record.location, "restore point \(manifest.id) has block size \(manifest.blockSize), not the archive's", .badArchive)
+            report(
+                record.location, "restore point \(manifest.id) has block size \(manifest.blockSize), not the archive's",
+                .badArchive)
             return
         }
         let index = points.count
@@ -246,7 +252,9 @@ final class ArchiveScanner {
         do throws(CairnError) {
             let header = try decoder.header(record.body)
             guard header.digest == want, header.kind == .indexPage else {
-                throw CairnError(.badArchive, "index page \(header.digest) arrives where page \(want) is expected: a page is missing")
+                throw CairnError(
+                    .badArchive, "index page \(header.digest) arrives where page \(want) is expected: a page is missing"
+                )
             }
             let bytes = try decoder.decode(record.body, header)
             guard bytes.count % ChunkDigest.byteCount == 0 else {
@@ -255,13 +263,18 @@ final class ArchiveScanner {
             plain = (0..<(bytes.count / 32)).map { ChunkDigest(loadingFrom: bytes, at: $0 * 32) }
             try onIndexPage?(want, record.body)
         } catch {
-            report(record.location, "restore point \(points[p].manifest.id) disk \(disk.name): \(error.message)", error.code)
+            report(
+                record.location, "restore point \(points[p].manifest.id) disk \(disk.name): \(error.message)",
+                error.code)
             failTree("its index page \(want) is damaged or missing (\(record.location))")
             return
         }
         if level == disk.depth - 1 {
             guard leafCount + UInt64(plain.count) <= disk.blockCount else {
-                report(record.location, "restore point \(points[p].manifest.id) disk \(disk.name): the index lists more than \(disk.blockCount) blocks", .badArchive)
+                report(
+                    record.location,
+                    "restore point \(points[p].manifest.id) disk \(disk.name): the index lists more than \(disk.blockCount) blocks",
+                    .badArchive)
                 failTree("its index lists too many blocks")
                 return
             }
@@ -288,7 +301,10 @@ final class ArchiveScanner {
             }
         }
         guard leafCount == disk.blockCount else {
-            report(record.location, "restore point \(points[p].manifest.id) disk \(disk.name): the index lists \(leafCount) of \(disk.blockCount) blocks", .badArchive)
+            report(
+                record.location,
+                "restore point \(points[p].manifest.id) disk \(disk.name): the index lists \(leafCount) of \(disk.blockCount) blocks",
+                .badArchive)
             failTree("its index is short")
             return
         }
@@ -304,7 +320,8 @@ final class ArchiveScanner {
         do throws(CairnError) {
             header = try decoder.header(record.body)
             guard header.kind == .data, header.rawLength <= blocks.label!.chunkBlockSize else {
-                throw CairnError(.badArchive, "chunk record \(header.digest) is not a data chunk of at most the block size")
+                throw CairnError(
+                    .badArchive, "chunk record \(header.digest) is not a data chunk of at most the block size")
             }
         } catch {
             report(record.location, "chunk record \(record.ordinal): \(error.message)", error.code)

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Where archive blocks go: every call to `write(block:)` passes one whole block.
@@ -97,7 +97,9 @@ public final class MemorySink: ArchiveSink {
     public init() {}
     public var volumeNames: [String] { volumes.indices.map { "memory.\($0 + 1)" } }
     public func beginVolume(_ number: Int) throws(CairnError) { volumes.append([]) }
-    public func write(block: UnsafeRawBufferPointer) throws(CairnError) { volumes[volumes.count - 1].append(contentsOf: block) }
+    public func write(block: UnsafeRawBufferPointer) throws(CairnError) {
+        volumes[volumes.count - 1].append(contentsOf: block)
+    }
     public func endVolume() throws(CairnError) {}
     public func discard() {}
 }

@@ -58,7 +58,9 @@ public enum ArchiveVerifier {
             // Chunks are decompressed and hashed on one worker per core; the hash is the check.
             scanner.onChunkRecord = { (header, body, location, neededBy) throws(CairnError) in
                 if workers == nil {
-                    workers = ArchiveChunkWorkers(chunkBlockSize: scanner.blocks.label!.chunkBlockSize) { (_, _, _) throws(CairnError) in }
+                    workers = ArchiveChunkWorkers(chunkBlockSize: scanner.blocks.label!.chunkBlockSize) {
+                        (_, _, _) throws(CairnError) in
+                    }
                 }
                 try workers!.submit(body, header: header, location: location, tag: neededBy)
             }
@@ -81,10 +83,14 @@ public enum ArchiveVerifier {
             var problem = p.indexProblem
             if problem == nil && !p.indexComplete { problem = "its index is incomplete" }
             if problem == nil && missing.contains(i) { problem = "chunks it needs are missing or damaged" }
-            if problem == nil && full && fatal != nil && !p.indexComplete { problem = "the archive ends before its data" }
+            if problem == nil && full && fatal != nil && !p.indexComplete {
+                problem = "the archive ends before its data"
+            }
             return ArchiveReport.Point(
                 id: p.manifest.id, volume: p.location.volume,
-                disks: p.manifest.disks.map { ArchivePointEntry.Disk(name: $0.name, size: $0.size, blockCount: $0.blockCount) },
+                disks: p.manifest.disks.map {
+                    ArchivePointEntry.Disk(name: $0.name, size: $0.size, blockCount: $0.blockCount)
+                },
                 intact: problem == nil, problem: problem)
         }
         var problems = blocks.problems
@@ -95,13 +101,15 @@ public enum ArchiveVerifier {
                 problems.append(
                     ArchiveProblem(
                         location: nil,
-                        message: "\(missingCount) chunks the indexes need are not in the archive intact (e.g. \(example.key)\(scanner.describe(example.value)))",
+                        message:
+                            "\(missingCount) chunks the indexes need are not in the archive intact (e.g. \(example.key)\(scanner.describe(example.value)))",
                         code: .damaged))
             }
         }
         return ArchiveReport(
             archive: blocks.archive?.hex, label: blocks.label, volumes: blocks.volumesRead, points: points,
-            records: scanner.recordsRead, indexPages: scanner.pages, chunks: scanner.chunks, bytesRead: blocks.bytesRead,
+            records: scanner.recordsRead, indexPages: scanner.pages, chunks: scanner.chunks,
+            bytesRead: blocks.bytesRead,
             seconds: clock.elapsed, problems: problems, fatal: fatal)
     }
 
@@ -121,18 +129,22 @@ public enum ArchiveVerifier {
             return
         }
         if last.volumes != blocks.volumesRead {
-            blocks.report(nil, "the last catalog counts \(last.volumes ?? 0) volumes; \(blocks.volumesRead) were read", .badArchive)
+            blocks.report(
+                nil, "the last catalog counts \(last.volumes ?? 0) volumes; \(blocks.volumesRead) were read",
+                .badArchive)
         }
         let listed = last.points.map(\.id)
         let seen = scanner.points.map(\.manifest.id)
         if blocks.problems.isEmpty && listed != seen {
             blocks.report(
-                nil, "the catalog lists restore points \(listed.joined(separator: ", ")); the archive holds \(seen.joined(separator: ", "))",
+                nil,
+                "the catalog lists restore points \(listed.joined(separator: ", ")); the archive holds \(seen.joined(separator: ", "))",
                 .badArchive)
         }
         let chunkSum = blocks.catalogs.reduce(0) { $0 + $1.chunks }
         if blocks.problems.isEmpty && blocks.catalogs.count == blocks.volumesRead && chunkSum != scanner.chunks {
-            blocks.report(nil, "the volume catalogs count \(chunkSum) chunks; the archive holds \(scanner.chunks)", .badArchive)
+            blocks.report(
+                nil, "the volume catalogs count \(chunkSum) chunks; the archive holds \(scanner.chunks)", .badArchive)
         }
     }
 }

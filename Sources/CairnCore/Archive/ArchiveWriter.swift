@@ -54,7 +54,8 @@ public final class ArchiveWriter {
             let path = repository.catalog.path(of: id)
             let manifest = try repository.catalog.manifest(id)
             guard manifest.blockSize == repository.store.blockSize else {
-                throw CairnError(.damaged, "restore point \(id) has block size \(manifest.blockSize), not the repository's")
+                throw CairnError(
+                    .damaged, "restore point \(id) has block size \(manifest.blockSize), not the repository's")
             }
             for disk in manifest.disks where disk.rootDigest == nil {
                 throw CairnError(.damaged, "restore point \(id) has a malformed root digest for disk \(disk.name)")
@@ -80,7 +81,8 @@ public final class ArchiveWriter {
             for (manifest, bytes) in manifests {
                 try blocks.appendRecord(.manifest, bytes: bytes, manifest: manifest)
                 for disk in manifest.disks {
-                    pages += try writeTree(disk.rootDigest!, level: 0, depth: disk.depth, reader: reader, blocks: blocks)
+                    pages += try writeTree(
+                        disk.rootDigest!, level: 0, depth: disk.depth, reader: reader, blocks: blocks)
                 }
             }
             // 2. Chunks, each once, in order of first need.
@@ -107,7 +109,8 @@ public final class ArchiveWriter {
                 }
             }
             // 3. The end record and the catalog.
-            let end = ArchiveEnd(points: manifests.count, indexPages: pages, chunks: chunks, records: manifests.count + pages + chunks)
+            let end = ArchiveEnd(
+                points: manifests.count, indexPages: pages, chunks: chunks, records: manifests.count + pages + chunks)
             let endBytes = Array(try JSONCoding.encode(end).utf8)
             try blocks.appendRecord(.end, bytes: endBytes)
             try blocks.finish()

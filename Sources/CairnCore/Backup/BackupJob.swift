@@ -56,7 +56,8 @@ public final class BackupJob {
         guard !sources.isEmpty else { throw CairnError(.usage, "name at least one image to back up") }
         var seen = Set<String>()
         for source in sources where !seen.insert(source.diskName).inserted {
-            throw CairnError(.usage, "two images are both named \(source.diskName): a restore point needs distinct disk names")
+            throw CairnError(
+                .usage, "two images are both named \(source.diskName): a restore point needs distinct disk names")
         }
         let clock = Stopwatch()
         let repoLock = try RepositoryLock.acquire(
@@ -74,7 +75,8 @@ public final class BackupJob {
         // Open every image before storing anything: a bad image fails the run with nothing written.
         var images: [(BackupSource, any DiskImage)] = []
         for source in sources {
-            images.append((source, try DiskImageOpener.open(source.path, format: source.format, snapshot: source.snapshot)))
+            images.append(
+                (source, try DiskImageOpener.open(source.path, format: source.format, snapshot: source.snapshot)))
         }
 
         let catalog = repository.catalog

@@ -62,7 +62,8 @@ final class DiskBackup: @unchecked Sendable {
             do throws(CairnError) {
                 let previous = try base.flatMap { entry throws(CairnError) -> IndexTreeReader? in
                     guard let root = entry.rootDigest else {
-                        throw CairnError(.damaged, "previous restore point's disk \(entry.name) has a malformed root digest")
+                        throw CairnError(
+                            .damaged, "previous restore point's disk \(entry.name) has a malformed root digest")
                     }
                     return try IndexTreeReader(
                         reader: ChunkReader(store: store), root: root, depth: entry.depth, blockCount: entry.blockCount)

@@ -59,11 +59,16 @@ public final class Catalog: Sendable {
             return latest
         }
         guard let id = RestorePointID(parsing: text) else {
-            throw CairnError(.usage, "\"\(text)\" is not a restore point id: use GROUP@TIME (e.g. vm1@2026-11-26T03:00:00Z) or GROUP@latest")
+            throw CairnError(
+                .usage,
+                "\"\(text)\" is not a restore point id: use GROUP@TIME (e.g. vm1@2026-11-26T03:00:00Z) or GROUP@latest")
         }
         guard exists(id) else {
             let known = (try? points(in: id.group)) ?? []
-            let hint = known.isEmpty ? "group \(id.group) has no restore points" : "\(id.group) has \(known.count), the newest \(known.last!)"
+            let hint =
+                known.isEmpty
+                ? "group \(id.group) has no restore points"
+                : "\(id.group) has \(known.count), the newest \(known.last!)"
             throw CairnError(.notFound, "restore point \(id) does not exist (\(hint))")
         }
         return id

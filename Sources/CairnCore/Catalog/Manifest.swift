@@ -73,7 +73,8 @@ public struct Manifest: Codable, Sendable, Equatable {
         }
         let manifest = try JSONCoding.decode(Manifest.self, from: line, what: "manifest \(path)")
         guard manifest.format == currentFormat else {
-            throw CairnError(.repository, "manifest \(path) has format \(manifest.format); this Cairn reads format \(currentFormat)")
+            throw CairnError(
+                .repository, "manifest \(path) has format \(manifest.format); this Cairn reads format \(currentFormat)")
         }
         return manifest
     }

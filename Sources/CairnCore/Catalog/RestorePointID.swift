@@ -30,14 +30,16 @@ public enum GroupName {
     public static func isValid(_ name: String) -> Bool {
         guard !name.isEmpty, name.utf8.count <= 128, name.first != ".", name.first != "-" else { return false }
         return name.unicodeScalars.allSatisfy { c in
-            (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "-" || c == "_" || c == "."
+            (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "-" || c == "_"
+                || c == "."
         }
     }
 
     public static func validate(_ name: String) throws(CairnError) {
         guard isValid(name) else {
             throw CairnError(
-                .usage, "group name \"\(name)\" is not valid: use letters, digits, '.', '_' and '-' (not first), at most 128")
+                .usage,
+                "group name \"\(name)\" is not valid: use letters, digits, '.', '_' and '-' (not first), at most 128")
         }
     }
 }

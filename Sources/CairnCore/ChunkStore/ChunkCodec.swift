@@ -31,7 +31,8 @@ final class ChunkEncoder {
         }
         let header = UnsafeMutableRawBufferPointer(rebasing: slot[0..<PackFormat.recordHeaderSize])
         PackFormat.storeRecordHeader(
-            into: header, digest: digest, storedLength: stored, rawLength: chunk.count, kind: kind, compression: compression,
+            into: header, digest: digest, storedLength: stored, rawLength: chunk.count, kind: kind,
+            compression: compression,
             crc: 0)
         let crc = PackFormat.recordCRC(
             header: UnsafeRawBufferPointer(header), payload: UnsafeRawBufferPointer(rebasing: payload[0..<stored]))
@@ -98,10 +99,12 @@ public final class ChunkReader {
             do {
                 n = try decompressor.decompress(payload, into: target)
             } catch {
-                throw CairnError(.damaged, "chunk \(digest) in pack \(location.pack) does not decompress", cause: error.cause)
+                throw CairnError(
+                    .damaged, "chunk \(digest) in pack \(location.pack) does not decompress", cause: error.cause)
             }
             guard n == rawLength else {
-                throw CairnError(.damaged, "chunk \(digest) in pack \(location.pack) decompresses to \(n) bytes, not \(rawLength)")
+                throw CairnError(
+                    .damaged, "chunk \(digest) in pack \(location.pack) decompresses to \(n) bytes, not \(rawLength)")
             }
             plain = UnsafeRawBufferPointer(target)
         }

@@ -34,7 +34,9 @@ extension ChunkStore {
                 var best: Int?
                 for (i, c) in cursors.enumerated() where c.position < c.segment.entryCount {
                     if let b = best {
-                        if c.segment.digest(at: c.position) < cursors[b].segment.digest(at: cursors[b].position) { best = i }
+                        if c.segment.digest(at: c.position) < cursors[b].segment.digest(at: cursors[b].position) {
+                            best = i
+                        }
                     } else {
                         best = i
                     }
@@ -42,7 +44,8 @@ extension ChunkStore {
                 guard let b = best else { break }
                 let digest = cursors[b].segment.digest(at: cursors[b].position)
                 guard let location = cursors[b].segment.location(at: cursors[b].position) else {
-                    throw CairnError(.damaged, "chunk index segment \(cursors[b].segment.name) names a pack it does not list")
+                    throw CairnError(
+                        .damaged, "chunk index segment \(cursors[b].segment.name) names a pack it does not list")
                 }
                 try writer.append(digest, ordinal: packOrdinal[location.pack]!, location: location)
                 for i in cursors.indices where cursors[i].position < cursors[i].segment.entryCount {

@@ -28,8 +28,10 @@ extension ChunkStore {
             written.insert(name)
             entries.removeAll(keepingCapacity: true)
         }
-        for directory in try FileSystem.list("\(root)/packs") where FileSystem.isDirectory("\(root)/packs/\(directory)") {
-            for name in try FileSystem.list("\(root)/packs/\(directory)") where name.hasSuffix(".pack") && !name.hasPrefix(".") {
+        for directory in try FileSystem.list("\(root)/packs") where FileSystem.isDirectory("\(root)/packs/\(directory)")
+        {
+            for name in try FileSystem.list("\(root)/packs/\(directory)")
+            where name.hasSuffix(".pack") && !name.hasPrefix(".") {
                 guard let id = PackID(hex: String(name.dropLast(5))) else { continue }
                 let path = "\(root)/packs/\(directory)/\(name)"
                 let reader: PackReader
@@ -48,7 +50,8 @@ extension ChunkStore {
                 }
                 report.packs += 1
                 for r in records {
-                    let location = ChunkLocation(pack: id, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
+                    let location = ChunkLocation(
+                        pack: id, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
                     // A copy verify found damaged is left out when the pack holds nothing better.
                     if distrusted[r.digest] == location { continue }
                     entries.append((r.digest, location))
@@ -88,9 +91,13 @@ extension PackReader {
             else { break }
             let payload = UnsafeMutableRawBufferPointer(
                 rebasing: buffer[PackFormat.recordHeaderSize..<(PackFormat.recordHeaderSize + stored)])
-            guard (try? file.read(into: payload, at: offset + UInt64(PackFormat.recordHeaderSize))) == stored else { break }
+            guard (try? file.read(into: payload, at: offset + UInt64(PackFormat.recordHeaderSize))) == stored else {
+                break
+            }
             let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
-            guard PackFormat.recordCRC(header: UnsafeRawBufferPointer(header), payload: UnsafeRawBufferPointer(payload)) == crc
+            guard
+                PackFormat.recordCRC(header: UnsafeRawBufferPointer(header), payload: UnsafeRawBufferPointer(payload))
+                    == crc
             else { break }
             records.append(
                 PackRecord(

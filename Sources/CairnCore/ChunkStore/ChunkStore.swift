@@ -2,7 +2,7 @@ import CLinux
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The content-addressed store: chunks in pack files, found through the chunk index.
@@ -37,7 +37,9 @@ public final class ChunkStore: @unchecked Sendable {
 
     /// `loadIndex: false` opens the store without its segments, for `rebuildIndex()` when a
     /// damaged segment would otherwise stop the repository from opening.
-    init(root: String, blockSize: Int, compressionLevel: Int32, packTargetSize: UInt64, loadIndex: Bool = true) throws(CairnError) {
+    init(root: String, blockSize: Int, compressionLevel: Int32, packTargetSize: UInt64, loadIndex: Bool = true)
+        throws(CairnError)
+    {
         self.root = root
         self.blockSize = blockSize
         self.compressionLevel = compressionLevel

@@ -45,11 +45,14 @@ public final class IndexSegment: @unchecked Sendable {
         guard bytes.count >= fixed, Array(bytes[0..<8]) == Self.magic else {
             throw CairnError(
                 .damaged,
-                "chunk index segment \(path) is not a Cairn index segment (bad magic or truncated): rebuild the index with `cairn rebuild-index`")
+                "chunk index segment \(path) is not a Cairn index segment (bad magic or truncated): rebuild the index with `cairn rebuild-index`"
+            )
         }
         let version = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
         guard version == Self.version else {
-            throw CairnError(.repository, "chunk index segment \(path) has format version \(version); this Cairn reads version \(Self.version)")
+            throw CairnError(
+                .repository,
+                "chunk index segment \(path) has format version \(version); this Cairn reads version \(Self.version)")
         }
         let packCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
         let entries = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
@@ -57,7 +60,8 @@ public final class IndexSegment: @unchecked Sendable {
         guard entries < UInt64(Int.max / Self.entrySize), expected == UInt64(bytes.count) else {
             throw CairnError(
                 .damaged,
-                "chunk index segment \(path) is \(bytes.count) bytes, but its header describes \(expected): it is damaged (rebuild the index with `cairn rebuild-index`)")
+                "chunk index segment \(path) is \(bytes.count) bytes, but its header describes \(expected): it is damaged (rebuild the index with `cairn rebuild-index`)"
+            )
         }
         var packs: [PackID] = []
         packs.reserveCapacity(packCount)
@@ -112,7 +116,10 @@ public final class IndexSegment: @unchecked Sendable {
         let body = UnsafeRawBufferPointer(rebasing: b[0..<(b.count - Self.footerSize)])
         let stored = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: b.count - Self.footerSize, as: UInt32.self))
         guard Array(b[(b.count - 8)...]) == Self.footerMagic, CRC32.checksum(body) == stored else {
-            throw CairnError(.damaged, "chunk index segment \(name) fails its CRC: it is damaged (rebuild the index with `cairn rebuild-index`)")
+            throw CairnError(
+                .damaged,
+                "chunk index segment \(name) fails its CRC: it is damaged (rebuild the index with `cairn rebuild-index`)"
+            )
         }
         var previous: ChunkDigest?
         for i in 0..<entryCount {

@@ -146,7 +146,11 @@ final class IndexTreeReader {
 
     init(reader: ChunkReader, root: ChunkDigest, depth: Int, blockCount: UInt64) throws(CairnError) {
         var capacity: UInt64 = 1
-        for _ in 0..<max(depth, 1) { capacity = capacity.multipliedReportingOverflow(by: UInt64(IndexTree.fanout)).overflow ? .max : capacity * UInt64(IndexTree.fanout) }
+        for _ in 0..<max(depth, 1) {
+            capacity =
+                capacity.multipliedReportingOverflow(by: UInt64(IndexTree.fanout)).overflow
+                ? .max : capacity * UInt64(IndexTree.fanout)
+        }
         guard depth >= 1, depth <= 8, blockCount <= capacity else {
             throw CairnError(.damaged, "index tree depth \(depth) cannot list \(blockCount) blocks")
         }

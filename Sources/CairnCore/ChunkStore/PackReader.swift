@@ -33,9 +33,12 @@ public final class PackReader: @unchecked Sendable {
             throw CairnError(.damaged, "pack \(id) has a damaged footer (bad magic or pack id at offset \(size - 40))")
         }
         let tableLength = UInt64(count) * UInt64(PackFormat.tableEntrySize)
-        guard tableOffset >= UInt64(PackFormat.headerSize), tableOffset + tableLength + UInt64(PackFormat.footerSize) == size
+        guard tableOffset >= UInt64(PackFormat.headerSize),
+            tableOffset + tableLength + UInt64(PackFormat.footerSize) == size
         else {
-            throw CairnError(.damaged, "pack \(id) has a damaged footer: table at \(tableOffset) with \(count) entries does not fit the file")
+            throw CairnError(
+                .damaged,
+                "pack \(id) has a damaged footer: table at \(tableOffset) with \(count) entries does not fit the file")
         }
         let tableBytes = try file.readBytes(count: Int(tableLength), at: tableOffset)
         guard CRC32.checksum(tableBytes) == tableCRC else {
@@ -75,12 +78,14 @@ public final class PackReader: @unchecked Sendable {
     ) throws(CairnError) -> (compression: ChunkCompression, rawLength: Int) {
         let total = PackFormat.recordHeaderSize + storedLength
         guard total <= buffer.count else {
-            throw CairnError(.damaged, "chunk \(digest) in pack \(id) claims \(storedLength) stored bytes, more than any chunk")
+            throw CairnError(
+                .damaged, "chunk \(digest) in pack \(id) claims \(storedLength) stored bytes, more than any chunk")
         }
         let region = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<total])
         let n = try file.read(into: region, at: offset)
         guard n == total else {
-            throw CairnError(.damaged, "chunk \(digest) in pack \(id) at offset \(offset) is cut off: the pack is truncated")
+            throw CairnError(
+                .damaged, "chunk \(digest) in pack \(id) at offset \(offset) is cut off: the pack is truncated")
         }
         let header = UnsafeRawBufferPointer(rebasing: region[0..<PackFormat.recordHeaderSize])
         let payload = UnsafeRawBufferPointer(rebasing: region[PackFormat.recordHeaderSize...])

@@ -46,7 +46,8 @@ public final class ZstdDecompressor {
     public func decompress(
         _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer
     ) throws(CairnError) -> Int {
-        let n = ZSTD_decompressDCtx(context, destination.baseAddress, destination.count, source.baseAddress, source.count)
+        let n = ZSTD_decompressDCtx(
+            context, destination.baseAddress, destination.count, source.baseAddress, source.count)
         if ZSTD_isError(n) != 0 {
             throw CairnError(.damaged, "zstd data does not decompress", cause: String(cString: ZSTD_getErrorName(n)))
         }
@@ -64,7 +65,8 @@ public final class ZstdDecompressor {
         while output.pos < output.size {
             let rc = ZSTD_decompressStream(context, &output, &input)
             if ZSTD_isError(rc) != 0 {
-                throw CairnError(.damaged, "zstd data does not decompress", cause: String(cString: ZSTD_getErrorName(rc)))
+                throw CairnError(
+                    .damaged, "zstd data does not decompress", cause: String(cString: ZSTD_getErrorName(rc)))
             }
             if input.pos == input.size && output.pos < output.size && rc != 0 {
                 break  // input exhausted mid-frame

@@ -4,7 +4,8 @@ extension ChunkStore {
     func packFilesOnDisk() throws(CairnError) -> [PackID] {
         var out: [PackID] = []
         for sub in try FileSystem.list("\(root)/packs") where sub.utf8.count == 2 {
-            for name in try FileSystem.list("\(root)/packs/\(sub)") where name.hasSuffix(".pack") && !name.hasPrefix(".") {
+            for name in try FileSystem.list("\(root)/packs/\(sub)")
+            where name.hasSuffix(".pack") && !name.hasPrefix(".") {
                 if let id = PackID(hex: String(name.dropLast(5))), id.hex.hasPrefix(sub) { out.append(id) }
             }
         }

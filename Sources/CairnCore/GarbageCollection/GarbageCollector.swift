@@ -59,10 +59,11 @@ public final class GarbageCollector {
             lock = try RepositoryLock.acquire(
                 path: "\(repository.path)/locks/repository.lock", kind: .exclusive, wait: lockWait,
                 what: "repository \(repository.path)", purpose: "cairn gc")
-        } catch where error.code == .busy {
+        } catch  where error.code == .busy {
             throw CairnError(
                 .busy,
-                "cannot run gc: another cairn process (backup, restore, verify or prune) is using repository \(repository.path) and gc needs it alone; wait for it to finish or pass --lock-wait DURATION")
+                "cannot run gc: another cairn process (backup, restore, verify or prune) is using repository \(repository.path) and gc needs it alone; wait for it to finish or pass --lock-wait DURATION"
+            )
         }
         defer { _ = lock }
         if let raw = ProcessInfo.processInfo.environment["CAIRN_TEST_GC_PAUSE"], let pause = Double(raw) {
@@ -93,7 +94,8 @@ public final class GarbageCollector {
                 } catch {
                     throw CairnError(
                         .damaged,
-                        "gc cannot tell which chunks restore point \(id) needs: the index of disk \(disk.name) is damaged (\(error.message)); run `cairn verify`, then heal it with a new backup or `cairn forget \(id)`")
+                        "gc cannot tell which chunks restore point \(id) needs: the index of disk \(disk.name) is damaged (\(error.message)); run `cairn verify`, then heal it with a new backup or `cairn forget \(id)`"
+                    )
                 }
             }
         }
@@ -119,7 +121,8 @@ public final class GarbageCollector {
             var liveRecords: [PackRecord] = []
             var liveBytes: UInt64 = 0
             for r in records {
-                let location = ChunkLocation(pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
+                let location = ChunkLocation(
+                    pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
                 if unresolved.contains(r.digest), store.lookup(r.digest) == location {
                     unresolved.remove(r.digest)
                     liveRecords.append(r)
@@ -128,7 +131,9 @@ public final class GarbageCollector {
                     report.recordsDead += 1
                 }
             }
-            let recordBytes = reader.size - UInt64(PackFormat.headerSize + PackFormat.footerSize + records.count * PackFormat.tableEntrySize)
+            let recordBytes =
+                reader.size
+                - UInt64(PackFormat.headerSize + PackFormat.footerSize + records.count * PackFormat.tableEntrySize)
             let share = recordBytes == 0 ? 0 : Double(liveBytes) / Double(recordBytes)
             if liveRecords.isEmpty {
                 toDelete.append(pack)
@@ -139,7 +144,12 @@ public final class GarbageCollector {
                 report.packsRewritten += 1
             } else {
                 for r in liveRecords {
-                    entries.append((r.digest, ChunkLocation(pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)))
+                    entries.append(
+                        (
+                            r.digest,
+                            ChunkLocation(
+                                pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
+                        ))
                 }
                 report.packsKept += 1
             }
@@ -159,7 +169,8 @@ public final class GarbageCollector {
             if changesIndex {
                 // 2. The new index, durable, before anything it replaces goes.
                 if !entries.isEmpty {
-                    try IndexSegment.write(entries: entries, to: "\(repository.path)/index/\(ChunkStore.newSegmentName())")
+                    try IndexSegment.write(
+                        entries: entries, to: "\(repository.path)/index/\(ChunkStore.newSegmentName())")
                 }
                 // 3. Old segments.
                 for segment in segments { try FileSystem.remove(segment.path) }
@@ -193,9 +204,14 @@ public final class GarbageCollector {
     /// Removes temporary files of interrupted runs (their process is gone) and markers of removed
     /// restore points. Under gc's exclusive lock no other cairn process can be writing.
     private func removeLeftovers() throws(CairnError) -> Int {
-        var dirs = ["\(repository.path)/index", "\(repository.path)/points", "\(repository.path)/verify", "\(repository.path)/packs"]
+        var dirs = [
+            "\(repository.path)/index", "\(repository.path)/points", "\(repository.path)/verify",
+            "\(repository.path)/packs",
+        ]
         for sub in try FileSystem.list("\(repository.path)/packs") { dirs.append("\(repository.path)/packs/\(sub)") }
-        for group in try FileSystem.list("\(repository.path)/points") { dirs.append("\(repository.path)/points/\(group)") }
+        for group in try FileSystem.list("\(repository.path)/points") {
+            dirs.append("\(repository.path)/points/\(group)")
+        }
         var removed = 0
         for dir in dirs {
             for name in try FileSystem.list(dir) where name.hasPrefix(".") {
@@ -225,7 +241,8 @@ public final class GarbageCollector {
         for pack in try store.packFilesOnDisk() {
             total += (try? File.open(store.packPath(pack), .readOnly).size()) ?? 0
         }
-        for name in try FileSystem.list("\(repository.path)/index") where name.hasSuffix(".idx") && !name.hasPrefix(".") {
+        for name in try FileSystem.list("\(repository.path)/index") where name.hasSuffix(".idx") && !name.hasPrefix(".")
+        {
             total += (try? File.open("\(repository.path)/index/\(name)", .readOnly).size()) ?? 0
         }
         return total
@@ -259,16 +276,20 @@ struct PackRewriter {
 
     /// Copies `records` of the pack `reader` reads; returns their new locations, or nil (the pack
     /// is then kept as it is) when a live record fails its CRC: a damaged copy is never spread.
-    mutating func copy(_ records: [PackRecord], from reader: PackReader) throws(CairnError) -> [(ChunkDigest, ChunkLocation)]? {
+    mutating func copy(_ records: [PackRecord], from reader: PackReader) throws(CairnError) -> [(
+        ChunkDigest, ChunkLocation
+    )]? {
         var blobs: [[UInt8]] = []
         for r in records {
-            let bytes = try reader.file.readBytes(count: PackFormat.recordHeaderSize + Int(r.storedLength), at: r.offset)
+            let bytes = try reader.file.readBytes(
+                count: PackFormat.recordHeaderSize + Int(r.storedLength), at: r.offset)
             guard bytes.count == PackFormat.recordHeaderSize + Int(r.storedLength) else { return nil }
             let intact = bytes.withUnsafeBytes { raw in
                 let header = UnsafeRawBufferPointer(rebasing: raw[0..<PackFormat.recordHeaderSize])
                 let payload = UnsafeRawBufferPointer(rebasing: raw[PackFormat.recordHeaderSize...])
                 let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
-                return PackFormat.recordCRC(header: header, payload: payload) == crc && ChunkDigest(loadingFrom: header) == r.digest
+                return PackFormat.recordCRC(header: header, payload: payload) == crc
+                    && ChunkDigest(loadingFrom: header) == r.digest
             }
             guard intact else { return nil }
             blobs.append(bytes)
@@ -285,14 +306,26 @@ struct PackRewriter {
                 do throws(CairnError) { try pack.append(record: raw) } catch { failure = error }
             }
             if let failure { throw failure }
-            moved.append((r.digest, ChunkLocation(pack: pack.id, offset: offset, storedLength: r.storedLength, rawLength: r.rawLength)))
+            moved.append(
+                (
+                    r.digest,
+                    ChunkLocation(pack: pack.id, offset: offset, storedLength: r.storedLength, rawLength: r.rawLength)
+                ))
             if pack.size >= store.packTargetSize {
                 try pack.finish()
                 written.append(pack)
                 current = nil
             }
         }
-        if dryRun { return records.map { ($0.digest, ChunkLocation(pack: reader.id, offset: $0.offset, storedLength: $0.storedLength, rawLength: $0.rawLength)) } }
+        if dryRun {
+            return records.map {
+                (
+                    $0.digest,
+                    ChunkLocation(
+                        pack: reader.id, offset: $0.offset, storedLength: $0.storedLength, rawLength: $0.rawLength)
+                )
+            }
+        }
         return moved
     }
 

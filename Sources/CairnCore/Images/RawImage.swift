@@ -32,7 +32,8 @@ public final class RawImage: DiskImage {
         let n = try file.read(into: buffer, at: offset)
         if n != buffer.count {
             throw CairnError(
-                .badImage, "\(file.path) shrank while it was read: it ends at \(offset + UInt64(n)), not at \(virtualSize)")
+                .badImage,
+                "\(file.path) shrank while it was read: it ends at \(offset + UInt64(n)), not at \(virtualSize)")
         }
     }
 }

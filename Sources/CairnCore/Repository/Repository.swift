@@ -11,13 +11,17 @@ public final class Repository: @unchecked Sendable {
 
     /// Creates a new, empty repository at `path` (which must be missing or an empty directory).
     @discardableResult
-    public static func create(at path: String, blockSize: Int, compressionLevel: Int) throws(CairnError) -> RepositoryConfig {
+    public static func create(at path: String, blockSize: Int, compressionLevel: Int) throws(CairnError)
+        -> RepositoryConfig
+    {
         try RepositoryConfig.validate(blockSize: blockSize)
         guard (1...19).contains(compressionLevel) else {
             throw CairnError(.usage, "compression level \(compressionLevel) is not between 1 and 19")
         }
         if FileSystem.exists(path) {
-            guard FileSystem.isDirectory(path) else { throw CairnError(.exists, "\(path) exists and is not a directory") }
+            guard FileSystem.isDirectory(path) else {
+                throw CairnError(.exists, "\(path) exists and is not a directory")
+            }
             guard try FileSystem.list(path).isEmpty else {
                 if FileSystem.exists("\(path)/config") {
                     throw CairnError(.exists, "\(path) is already a Cairn repository")
@@ -34,7 +38,8 @@ public final class Repository: @unchecked Sendable {
             try FileSystem.createDirectories("\(path)/\(sub)")
         }
         let config = RepositoryConfig.new(blockSize: blockSize, compressionLevel: compressionLevel)
-        try FileSystem.writeAtomically(Array(try JSONCoding.encode(config, pretty: true).utf8) + [10], to: "\(path)/config")
+        try FileSystem.writeAtomically(
+            Array(try JSONCoding.encode(config, pretty: true).utf8) + [10], to: "\(path)/config")
         try FileSystem.syncDirectory(parent)
         return config
     }
@@ -43,7 +48,8 @@ public final class Repository: @unchecked Sendable {
     public init(path: String, loadIndex: Bool = true) throws(CairnError) {
         self.path = path
         guard FileSystem.exists(path) else {
-            throw CairnError(.repository, "repository \(path) does not exist (create it with `cairn init --repo \(path)`)")
+            throw CairnError(
+                .repository, "repository \(path) does not exist (create it with `cairn init --repo \(path)`)")
         }
         if access("\(path)/config", R_OK) != 0 && errno == EACCES {
             throw CairnError(.repository, "cannot read repository \(path): permission denied")
@@ -108,7 +114,8 @@ enum ProcessLiveness {
 public enum JSONCoding {
     public static func encode<T: Encodable>(_ value: T, pretty: Bool = false) throws(CairnError) -> String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        encoder.outputFormatting =
+            pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         do {
             return String(decoding: try encoder.encode(value), as: UTF8.self)
         } catch {

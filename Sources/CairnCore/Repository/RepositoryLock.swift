@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A held flock on one of the repository's lock files; released when dropped or when the process dies.

@@ -16,7 +16,8 @@ final class DiskWalk: @unchecked Sendable {
     }
 
     func makeReader(onPage: ((ChunkDigest) -> Void)? = nil) throws(CairnError) -> IndexTreeReader {
-        let reader = try IndexTreeReader(reader: ChunkReader(store: store), root: root, depth: depth, blockCount: blockCount)
+        let reader = try IndexTreeReader(
+            reader: ChunkReader(store: store), root: root, depth: depth, blockCount: blockCount)
         reader.onPage = onPage
         return reader
     }
@@ -78,7 +79,8 @@ final class DiskWalk: @unchecked Sendable {
                                 let digest = batch.digests[k]
                                 if digest == zero {
                                     if target.needsZeroWrites {
-                                        try target.write(UnsafeRawBufferPointer(rebasing: zeros[0..<length]), atGuestOffset: offset)
+                                        try target.write(
+                                            UnsafeRawBufferPointer(rebasing: zeros[0..<length]), atGuestOffset: offset)
                                         written.increment(by: length)
                                     }
                                     continue
@@ -87,21 +89,27 @@ final class DiskWalk: @unchecked Sendable {
                                     let bytes = try reader.read(digest)
                                     guard bytes.count == length else {
                                         throw CairnError(
-                                            .damaged, "chunk \(digest) holds \(bytes.count) bytes where the disk needs \(length)")
+                                            .damaged,
+                                            "chunk \(digest) holds \(bytes.count) bytes where the disk needs \(length)")
                                     }
                                     try target.write(bytes, atGuestOffset: offset)
                                     written.increment(by: length)
                                 } catch let error where error.code == .damaged {
                                     guard allowDamaged else {
                                         throw CairnError(
-                                            .damaged, "cannot restore disk offset \(offset) (block \(block)): \(error.message)",
+                                            .damaged,
+                                            "cannot restore disk offset \(offset) (block \(block)): \(error.message)",
                                             cause: error.cause)
                                     }
                                     damagedLock.withLock {
-                                        $0.append(DamagedRange(offset: offset, length: UInt64(length), chunk: digest.hex, reason: error.message))
+                                        $0.append(
+                                            DamagedRange(
+                                                offset: offset, length: UInt64(length), chunk: digest.hex,
+                                                reason: error.message))
                                     }
                                     if target.needsZeroWrites {
-                                        try target.write(UnsafeRawBufferPointer(rebasing: zeros[0..<length]), atGuestOffset: offset)
+                                        try target.write(
+                                            UnsafeRawBufferPointer(rebasing: zeros[0..<length]), atGuestOffset: offset)
                                     }
                                 }
                             }
@@ -163,7 +171,9 @@ final class DiskWalk: @unchecked Sendable {
         for thread in threads { thread.join() }
         if let error = failure.first ?? walkError {
             if allowDamaged, let walkError, walkError.code == .damaged {
-                throw CairnError(.damaged, "the index of this disk is damaged; nothing after that point can be restored: \(walkError.message)")
+                throw CairnError(
+                    .damaged,
+                    "the index of this disk is damaged; nothing after that point can be restored: \(walkError.message)")
             }
             throw error
         }

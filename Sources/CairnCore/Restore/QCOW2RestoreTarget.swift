@@ -9,9 +9,13 @@ final class QCOW2RestoreTarget: RestoreTarget, @unchecked Sendable {
 
     private init(writer: QCOW2Writer) { self.writer = writer }
 
-    static func make(path: String, walk: DiskWalk, clusterSize: UInt64, force: Bool) throws(CairnError) -> any RestoreTarget {
+    static func make(path: String, walk: DiskWalk, clusterSize: UInt64, force: Bool) throws(CairnError)
+        -> any RestoreTarget
+    {
         let zero = ZeroBlock.digest
-        return try make(path: path, size: walk.size, blockSize: UInt64(walk.blockSize), clusterSize: clusterSize, force: force) {
+        return try make(
+            path: path, size: walk.size, blockSize: UInt64(walk.blockSize), clusterSize: clusterSize, force: force
+        ) {
             (mark) throws(CairnError) in
             try walk.forEachBlock { (block, digest) throws(CairnError) in
                 if digest != zero { mark(block) }
@@ -37,7 +41,8 @@ final class QCOW2RestoreTarget: RestoreTarget, @unchecked Sendable {
             }
         }
         return QCOW2RestoreTarget(
-            writer: try QCOW2Writer(path: path, virtualSize: size, clusterSize: clusterSize, allocated: bitmap, force: force))
+            writer: try QCOW2Writer(
+                path: path, virtualSize: size, clusterSize: clusterSize, allocated: bitmap, force: force))
     }
 
     func write(_ bytes: UnsafeRawBufferPointer, atGuestOffset offset: UInt64) throws(CairnError) {

@@ -91,14 +91,17 @@ public final class QCOW2Writer: @unchecked Sendable {
         guard let file else { throw CairnError(.usage, "\(path): write after finish") }
         let count = UInt64(bytes.count)
         guard offset <= virtualSize, count <= virtualSize - offset else {
-            throw CairnError(.usage, "\(path): write of \(count) bytes at \(offset) runs past the disk's end at \(virtualSize)")
+            throw CairnError(
+                .usage, "\(path): write of \(count) bytes at \(offset) runs past the disk's end at \(virtualSize)")
         }
         var done: UInt64 = 0
         while done < count {
             let guest = offset + done
             let cluster = guest / clusterSize
             guard allocated.contains(cluster) else {
-                throw CairnError(.usage, "\(path): guest cluster \(cluster) (offset \(guest)) was not reserved in the cluster bitmap")
+                throw CairnError(
+                    .usage, "\(path): guest cluster \(cluster) (offset \(guest)) was not reserved in the cluster bitmap"
+                )
             }
             // Consecutive set clusters are consecutive on the host: write them in one call.
             var end = (cluster + 1) * clusterSize
@@ -152,13 +155,15 @@ struct QCOW2Layout {
         l2Entries = clusterSize / 8
         l1Size = (allocated.clusterCount + l2Entries - 1) / l2Entries
         guard l1Size <= 4 << 20 else {
-            throw CairnError(.usage, "a \(virtualSize)-byte disk needs an L1 table over 32 MiB: use a larger cluster size")
+            throw CairnError(
+                .usage, "a \(virtualSize)-byte disk needs an L1 table over 32 MiB: use a larger cluster size")
         }
         l1Clusters = (l1Size * 8 + clusterSize - 1) / clusterSize
         var tables: UInt64 = 0
         let wordsPerRange = Int(l2Entries / 64)
         for range in 0..<Int(l1Size) {
-            let words = allocated.words[(range * wordsPerRange)..<min(allocated.words.count, (range + 1) * wordsPerRange)]
+            let words = allocated.words[
+                (range * wordsPerRange)..<min(allocated.words.count, (range + 1) * wordsPerRange)]
             if words.contains(where: { $0 != 0 }) { tables += 1 }
         }
         l2Tables = tables

@@ -73,9 +73,11 @@ public final class RestoreJob {
             throw CairnError(.damaged, "restore point \(request.id) has a malformed root digest for disk \(disk.name)")
         }
         guard manifest.blockSize == repository.store.blockSize else {
-            throw CairnError(.damaged, "restore point \(request.id) has block size \(manifest.blockSize), not the repository's")
+            throw CairnError(
+                .damaged, "restore point \(request.id) has block size \(manifest.blockSize), not the repository's")
         }
-        let walk = DiskWalk(store: repository.store, root: root, depth: disk.depth, blockCount: disk.blockCount, size: disk.size)
+        let walk = DiskWalk(
+            store: repository.store, root: root, depth: disk.depth, blockCount: disk.blockCount, size: disk.size)
         let target: any RestoreTarget
         switch request.format {
         case .raw:
@@ -100,14 +102,16 @@ public final class RestoreJob {
             guard let disk = manifest.disk(named: name) else {
                 throw CairnError(
                     .notFound,
-                    "restore point \(manifest.id) has no disk \(name) (it has \(manifest.disks.map(\.name).joined(separator: ", ")))")
+                    "restore point \(manifest.id) has no disk \(name) (it has \(manifest.disks.map(\.name).joined(separator: ", ")))"
+                )
             }
             return disk
         }
         guard manifest.disks.count == 1 else {
             throw CairnError(
                 .usage,
-                "restore point \(manifest.id) holds \(manifest.disks.count) disks (\(manifest.disks.map(\.name).joined(separator: ", "))): name one with --disk")
+                "restore point \(manifest.id) holds \(manifest.disks.count) disks (\(manifest.disks.map(\.name).joined(separator: ", "))): name one with --disk"
+            )
         }
         return manifest.disks[0]
     }

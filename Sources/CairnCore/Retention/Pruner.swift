@@ -24,7 +24,8 @@ public final class Pruner {
 
     public func run() throws(CairnError) -> [GroupResult] {
         guard !policy.isEmpty else {
-            throw CairnError(.usage, "name at least one --keep-* rule: prune without one would remove every restore point")
+            throw CairnError(
+                .usage, "name at least one --keep-* rule: prune without one would remove every restore point")
         }
         let catalog = repository.catalog
         let repoLock = try RepositoryLock.acquire(
@@ -62,7 +63,8 @@ public final class Pruner {
             } else {
                 removed = decisions.filter { !$0.keep }.count
             }
-            results.append(GroupResult(group: group, decisions: decisions, removed: removed, kept: decisions.count - removed))
+            results.append(
+                GroupResult(group: group, decisions: decisions, removed: removed, kept: decisions.count - removed))
         }
         return results
     }

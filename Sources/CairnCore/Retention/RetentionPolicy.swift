@@ -48,7 +48,9 @@ public struct RetentionPolicy: Sendable, Equatable {
             case .hourly: return "\(pad(c.year, 4))-\(pad(c.month))-\(pad(c.day))T\(pad(c.hour))"
             case .daily: return "\(pad(c.year, 4))-\(pad(c.month))-\(pad(c.day))"
             case .weekly:
-                let monday = Timestamp(seconds: time.seconds - c.weekday * 86400 - (time.seconds - Timestamp.floorDiv(time.seconds, 86400) * 86400))
+                let monday = Timestamp(
+                    seconds: time.seconds - c.weekday * 86400
+                        - (time.seconds - Timestamp.floorDiv(time.seconds, 86400) * 86400))
                 return "week of \(Period.daily.label(of: monday))"
             case .monthly: return "\(pad(c.year, 4))-\(pad(c.month))"
             case .yearly: return "\(pad(c.year, 4))"

@@ -39,7 +39,8 @@ public struct ByteReader {
 
     private mutating func take(_ n: Int) throws(CairnError) -> Int {
         guard n >= 0, n <= remaining else {
-            throw CairnError(.damaged, "\(context) is truncated: needs \(n) bytes at offset \(position), has \(remaining)")
+            throw CairnError(
+                .damaged, "\(context) is truncated: needs \(n) bytes at offset \(position), has \(remaining)")
         }
         defer { position += n }
         return position

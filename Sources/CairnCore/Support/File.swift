@@ -1,9 +1,9 @@
 import SystemPackage
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// An open file with the calls Cairn needs, each retried on `EINTR` and turned into a `CairnError`.
@@ -41,7 +41,8 @@ public final class File: @unchecked Sendable {
             case .readOnly:
                 fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec], retryOnInterrupt: true)
             case .readWrite:
-                fd = try FileDescriptor.open(FilePath(path), .readWrite, options: [.closeOnExec], retryOnInterrupt: true)
+                fd = try FileDescriptor.open(
+                    FilePath(path), .readWrite, options: [.closeOnExec], retryOnInterrupt: true)
             case .createNew:
                 fd = try FileDescriptor.open(
                     FilePath(path), .readWrite, options: [.create, .exclusiveCreate, .closeOnExec],
@@ -91,7 +92,9 @@ public final class File: @unchecked Sendable {
         let n = try read(into: buffer, at: offset)
         if n != buffer.count {
             throw CairnError(
-                .io, "\(path) ends at byte \(offset + UInt64(n)), \(buffer.count - n) bytes short of what is needed at offset \(offset)")
+                .io,
+                "\(path) ends at byte \(offset + UInt64(n)), \(buffer.count - n) bytes short of what is needed at offset \(offset)"
+            )
         }
     }
 
@@ -101,7 +104,8 @@ public final class File: @unchecked Sendable {
         while done < buffer.count {
             let n: Int
             do {
-                n = try descriptor.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), retryOnInterrupt: true)
+                n = try descriptor.read(
+                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), retryOnInterrupt: true)
             } catch {
                 throw CairnError.io("read", path, error as? Errno ?? .ioError)
             }
@@ -115,7 +119,10 @@ public final class File: @unchecked Sendable {
         var bytes = [UInt8](repeating: 0, count: count)
         var failure: CairnError?
         let n = bytes.withUnsafeMutableBytes { raw -> Int in
-            do throws(CairnError) { return try read(into: raw, at: offset) } catch { failure = error; return 0 }
+            do throws(CairnError) { return try read(into: raw, at: offset) } catch {
+                failure = error
+                return 0
+            }
         }
         if let failure { throw failure }
         bytes.removeLast(count - n)

@@ -33,7 +33,9 @@ public enum Units {
         case "d": scale = 86400
         case "w": scale = 7 * 86400
         case "y": scale = 365 * 86400
-        default: scale = 1; number = Substring(t) + ""
+        default:
+            scale = 1
+            number = Substring(t) + ""
         }
         if !last.isNumber { number = number.dropLast() }
         guard let value = Double(number), value >= 0 else { return nil }

@@ -22,12 +22,16 @@ extension PackReader {
         var expected = UInt64(PackFormat.headerSize)
         for r in records.sorted(by: { $0.offset < $1.offset }) {
             guard r.offset == expected else {
-                throw CairnError(.damaged, "pack \(id) has \(r.offset > expected ? "a gap" : "overlapping records") at offset \(min(expected, r.offset))")
+                throw CairnError(
+                    .damaged,
+                    "pack \(id) has \(r.offset > expected ? "a gap" : "overlapping records") at offset \(min(expected, r.offset))"
+                )
             }
             expected = r.offset + UInt64(PackFormat.recordHeaderSize) + UInt64(r.storedLength)
         }
         guard expected == tableOffset else {
-            throw CairnError(.damaged, "pack \(id): its records end at offset \(expected) but its table starts at \(tableOffset)")
+            throw CairnError(
+                .damaged, "pack \(id): its records end at offset \(expected) but its table starts at \(tableOffset)")
         }
     }
 }
@@ -38,7 +42,8 @@ extension IndexSegment {
         let b = map.bytes
         let reserved = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: b.count - 12, as: UInt32.self))
         guard reserved == 0 else {
-            throw CairnError(.damaged, "chunk index segment \(name) has a damaged footer (reserved bytes at offset \(b.count - 12))")
+            throw CairnError(
+                .damaged, "chunk index segment \(name) has a damaged footer (reserved bytes at offset \(b.count - 12))")
         }
     }
 }
@@ -54,7 +59,8 @@ extension Manifest {
         let line = Array(bytes[..<newline])
         let expected = line + Array("\nsha256 \(SHA256Hasher().digest(line).hex)\n".utf8)
         guard expected == bytes else {
-            throw CairnError(.damaged, "manifest \(path) is damaged: bytes after its checksum line differ from the written form")
+            throw CairnError(
+                .damaged, "manifest \(path) is damaged: bytes after its checksum line differ from the written form")
         }
         return manifest
     }

@@ -34,7 +34,8 @@ public final class RepositoryVerifier {
 
     public init(repository: Repository) {
         self.repository = repository
-        report = VerifyReport(intact: true, scope: "full", samplePercent: nil, digestRange: DigestSlice.whole.description)
+        report = VerifyReport(
+            intact: true, scope: "full", samplePercent: nil, digestRange: DigestSlice.whole.description)
     }
 
     public func run() throws(CairnError) -> VerifyReport {
@@ -65,7 +66,10 @@ public final class RepositoryVerifier {
                 let path = catalog.path(of: id)
                 let manifest = try Manifest.decodeStrictly(try FileSystem.readAll(path, limit: 16 << 20), path: path)
                 guard manifest.blockSize == store.blockSize else {
-                    throw CairnError(.damaged, "manifest of \(id) has block size \(manifest.blockSize), not the repository's \(store.blockSize)")
+                    throw CairnError(
+                        .damaged,
+                        "manifest of \(id) has block size \(manifest.blockSize), not the repository's \(store.blockSize)"
+                    )
                 }
                 manifests.append((id, manifest))
             } catch {
@@ -156,12 +160,14 @@ public final class RepositoryVerifier {
         for (id, manifest) in manifests {
             for disk in manifest.disks {
                 var blocks = 0
-                walk(id: id, disk: disk, recordProblems: firstPass, onPage: { pages.insert($0) }) { _, digest in
-                    if digest != zero && slice.contains(digest) {
-                        marked.insert(digest)
-                        blocks += 1
-                    }
-                }
+                walk(
+                    id: id, disk: disk, recordProblems: firstPass, onPage: { pages.insert($0) },
+                    onBlock: { _, digest in
+                        if digest != zero && slice.contains(digest) {
+                            marked.insert(digest)
+                            blocks += 1
+                        }
+                    })
                 blocksChecked[id, default: 0] += blocks
             }
         }
@@ -178,7 +184,8 @@ public final class RepositoryVerifier {
             }
             var current = WorkUnit(pack: pack, records: [])
             for r in records.sorted(by: { $0.offset < $1.offset }) where slice.contains(r.digest) {
-                let location = ChunkLocation(pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
+                let location = ChunkLocation(
+                    pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
                 var check = Check.crc
                 if r.kind == .data, marked.contains(r.digest), store.lookup(r.digest) == location {
                     marked.remove(r.digest)
@@ -198,13 +205,19 @@ public final class RepositoryVerifier {
 
         let failures = runUnits(units, total: total)
         for f in failures {
-            let location = ChunkLocation(pack: f.pack, offset: f.record.offset, storedLength: f.record.storedLength, rawLength: f.record.rawLength)
-            let needed = f.check == .full || (f.record.kind == .indexPage && pages.contains(f.record.digest) && store.lookup(f.record.digest) == location)
+            let location = ChunkLocation(
+                pack: f.pack, offset: f.record.offset, storedLength: f.record.storedLength,
+                rawLength: f.record.rawLength)
+            let needed =
+                f.check == .full
+                || (f.record.kind == .indexPage && pages.contains(f.record.digest)
+                    && store.lookup(f.record.digest) == location)
             if needed {
                 damaged[f.record.digest] = (f.record.kind, location, f.reason)
             } else {
                 report.warnings.append(
-                    "record of chunk \(f.record.digest) at offset \(f.record.offset) in pack \(f.pack) is damaged, but no restore point checked needs that copy (dead space: `cairn gc` drops it when it rewrites or deletes the pack): \(f.reason)")
+                    "record of chunk \(f.record.digest) at offset \(f.record.offset) in pack \(f.pack) is damaged, but no restore point checked needs that copy (dead space: `cairn gc` drops it when it rewrites or deletes the pack): \(f.reason)"
+                )
             }
         }
 
@@ -244,7 +257,8 @@ public final class RepositoryVerifier {
                 let unit = units[i]
                 for (record, check) in unit.records {
                     let location = ChunkLocation(
-                        pack: unit.pack, offset: record.offset, storedLength: record.storedLength, rawLength: record.rawLength)
+                        pack: unit.pack, offset: record.offset, storedLength: record.storedLength,
+                        rawLength: record.rawLength)
                     do throws(CairnError) {
                         switch check {
                         case .full:
@@ -253,19 +267,27 @@ public final class RepositoryVerifier {
                             full.increment()
                         case .crc:
                             guard PackFormat.recordHeaderSize + Int(record.storedLength) <= buffer.count else {
-                                throw CairnError(.damaged, "record claims \(record.storedLength) stored bytes, more than any chunk")
+                                throw CairnError(
+                                    .damaged, "record claims \(record.storedLength) stored bytes, more than any chunk")
                             }
                             _ = try store.packReader(unit.pack).readRecord(
-                                at: record.offset, storedLength: Int(record.storedLength), expected: record.digest, into: buffer)
+                                at: record.offset, storedLength: Int(record.storedLength), expected: record.digest,
+                                into: buffer)
                         }
                     } catch {
-                        failures.withLock { $0.append(RecordFailure(record: record, pack: unit.pack, check: check, reason: error.message)) }
+                        failures.withLock {
+                            $0.append(
+                                RecordFailure(record: record, pack: unit.pack, check: check, reason: error.message))
+                        }
                     }
                 }
                 let n = done.increment(by: unit.records.count)
                 if worker == 0, let progress, clock.elapsed - lastProgress >= 0.5 {
                     lastProgress = clock.elapsed
-                    progress(VerifyProgress(phase: "chunks", chunksDone: n, chunksTotal: total, bytesDone: UInt64(bytes.current), seconds: clock.elapsed))
+                    progress(
+                        VerifyProgress(
+                            phase: "chunks", chunksDone: n, chunksTotal: total, bytesDone: UInt64(bytes.current),
+                            seconds: clock.elapsed))
                 }
             }
         }
@@ -281,7 +303,7 @@ public final class RepositoryVerifier {
     /// tree is recorded as a problem of the restore point (and its failing page as a damaged chunk).
     private func walk(
         id: RestorePointID, disk: Manifest.DiskEntry, recordProblems: Bool, onPage: @escaping (ChunkDigest) -> Void,
-        _ body: (UInt64, ChunkDigest) -> Void
+        onBlock body: (UInt64, ChunkDigest) -> Void
     ) {
         var lastPage: ChunkDigest?
         var block: UInt64 = 0
@@ -289,7 +311,8 @@ public final class RepositoryVerifier {
             guard let root = disk.rootDigest else {
                 throw CairnError(.damaged, "disk \(disk.name) has a malformed root digest")
             }
-            let reader = try IndexTreeReader(reader: ChunkReader(store: store), root: root, depth: disk.depth, blockCount: disk.blockCount)
+            let reader = try IndexTreeReader(
+                reader: ChunkReader(store: store), root: root, depth: disk.depth, blockCount: disk.blockCount)
             var pagesSeen = 0
             reader.onPage = { digest in
                 lastPage = digest
@@ -302,7 +325,8 @@ public final class RepositoryVerifier {
             }
             if recordProblems { report.pagesChecked += pagesSeen }
             guard block == disk.blockCount else {
-                throw CairnError(.damaged, "index tree of disk \(disk.name) ends after \(block) of \(disk.blockCount) blocks")
+                throw CairnError(
+                    .damaged, "index tree of disk \(disk.name) ends after \(block) of \(disk.blockCount) blocks")
             }
         } catch {
             guard recordProblems else { return }
@@ -324,8 +348,14 @@ public final class RepositoryVerifier {
         var uses: [ChunkDigest: [String: VerifyReport.Use]] = [:]
         func note(_ digest: ChunkDigest, _ id: RestorePointID, _ disk: String, _ offset: UInt64) {
             let key = "\(id)\u{0}\(disk)"
-            var use = uses[digest]?[key] ?? VerifyReport.Use(restorePoint: id.description, disk: disk, offsets: [], moreOffsets: 0)
-            if use.offsets.count < VerifyReport.maxOffsetsListed { use.offsets.append(offset) } else { use.moreOffsets += 1 }
+            var use =
+                uses[digest]?[key]
+                ?? VerifyReport.Use(restorePoint: id.description, disk: disk, offsets: [], moreOffsets: 0)
+            if use.offsets.count < VerifyReport.maxOffsetsListed {
+                use.offsets.append(offset)
+            } else {
+                use.moreOffsets += 1
+            }
             uses[digest, default: [:]][key] = use
         }
         let bs = UInt64(store.blockSize)
@@ -337,20 +367,23 @@ public final class RepositoryVerifier {
                     id: id, disk: disk, recordProblems: false,
                     onPage: { [damaged] page in
                         if damaged[page] != nil { note(page, id, disk.name, block * bs) }
-                    }
-                ) { index, digest in
-                    block = index + 1
-                    if damaged[digest] != nil { note(digest, id, disk.name, index * bs) }
-                }
+                    },
+                    onBlock: { index, digest in
+                        block = index + 1
+                        if damaged[digest] != nil { note(digest, id, disk.name, index * bs) }
+                    })
                 // A damaged page also makes the point itself damaged; make sure it is listed.
             }
         }
         for (digest, info) in damaged.sorted(by: { $0.key < $1.key }) {
-            let neededBy = (uses[digest] ?? [:]).values.sorted { ($0.restorePoint, $0.disk) < ($1.restorePoint, $1.disk) }
+            let neededBy = (uses[digest] ?? [:]).values.sorted {
+                ($0.restorePoint, $0.disk) < ($1.restorePoint, $1.disk)
+            }
             for use in neededBy {
                 if let id = RestorePointID(parsing: use.restorePoint) {
                     pointProblems[id, default: []].append(
-                        "disk \(use.disk) needs damaged chunk \(digest) at offset \(use.offsets.first ?? 0)\(use.offsets.count + use.moreOffsets > 1 ? " and \(use.offsets.count + use.moreOffsets - 1) more" : "")")
+                        "disk \(use.disk) needs damaged chunk \(digest) at offset \(use.offsets.first ?? 0)\(use.offsets.count + use.moreOffsets > 1 ? " and \(use.offsets.count + use.moreOffsets - 1) more" : "")"
+                    )
                 }
             }
             report.damagedChunks.append(
@@ -372,9 +405,11 @@ public final class RepositoryVerifier {
             problems = problems.filter { seen.insert($0).inserted }
             let result = problems.isEmpty ? "intact" : "damaged"
             let blocks = blocksChecked[id] ?? 0
-            report.restorePoints.append(VerifyReport.PointResult(id: id.description, result: result, blocksChecked: blocks, problems: problems))
+            report.restorePoints.append(
+                VerifyReport.PointResult(id: id.description, result: result, blocksChecked: blocks, problems: problems))
             let record = VerificationRecord(
-                time: now, result: result, scope: report.scope, samplePercent: report.samplePercent, chunksChecked: blocks,
+                time: now, result: result, scope: report.scope, samplePercent: report.samplePercent,
+                chunksChecked: blocks,
                 damagedChunks: problems.count, problems: Array(problems.prefix(20)))
             if repository.catalog.exists(id) {
                 try repository.catalog.recordVerification(record, of: id)
@@ -386,17 +421,21 @@ public final class RepositoryVerifier {
         }
 
         // The healing list: replaced by a full run, merged by a partial one.
-        var list = points == nil && samplePercent == nil ? DamagedChunkList() : DamagedChunkList.load(root: repository.path)
+        var list =
+            points == nil && samplePercent == nil ? DamagedChunkList() : DamagedChunkList.load(root: repository.path)
         list.entries.removeAll { entry in
             guard let digest = ChunkDigest(hex: entry.digest) else { return true }
             return store.lookup(digest) != entry.location || damaged[digest] != nil
         }
         for (digest, info) in damaged.sorted(by: { $0.key < $1.key }) {
-            if let location = info.location { list.entries.append(.init(digest: digest, location: location, reason: info.reason)) }
+            if let location = info.location {
+                list.entries.append(.init(digest: digest, location: location, reason: info.reason))
+            }
         }
         if !list.entries.isEmpty || FileSystem.exists(DamagedChunkList.path(root: repository.path)) {
             try list.save(root: repository.path)
         }
-        report.intact = report.problems.isEmpty && damaged.isEmpty && report.restorePoints.allSatisfy { $0.result == "intact" }
+        report.intact =
+            report.problems.isEmpty && damaged.isEmpty && report.restorePoints.allSatisfy { $0.result == "intact" }
     }
 }

@@ -1,7 +1,7 @@
 import CairnCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // Times each stage of the backup and restore hot path on one core, on realistic 64 KiB blocks,
@@ -27,7 +27,8 @@ func measure(_ name: String, bytes: Int, passes: Int = 3, _ body: () -> Void) {
     let mbps = Double(bytes) / best / 1e6
     let perBlock = best / Double(bytes / blockSize) * 1e9
     let padded = name + String(repeating: " ", count: max(0, 34 - name.count))
-    print("\(padded) \(Units.formatDecimal(mbps, places: 0)) MB/s   \(Units.formatDecimal(perBlock, places: 0)) ns/block")
+    print(
+        "\(padded) \(Units.formatDecimal(mbps, places: 0)) MB/s   \(Units.formatDecimal(perBlock, places: 0)) ns/block")
 }
 
 // Data: "text" (compressible like system files: words and numbers), "binary" (half random, half
@@ -45,7 +46,8 @@ func makeData(_ kind: String) -> UnsafeMutableRawBufferPointer {
     for i in 0..<buffer.count {
         switch kind {
         case "text": buffer[i] = words[Int(next() % UInt64(words.count))]
-        case "binary": buffer[i] = (i / 4096) % 2 == 0 ? UInt8(truncatingIfNeeded: next()) : UInt8(truncatingIfNeeded: i & 0x3F)
+        case "binary":
+            buffer[i] = (i / 4096) % 2 == 0 ? UInt8(truncatingIfNeeded: next()) : UInt8(truncatingIfNeeded: i & 0x3F)
         default: buffer[i] = UInt8(truncatingIfNeeded: next())
         }
     }
@@ -58,7 +60,9 @@ print("cairn micro-benchmarks: \(blocks) blocks of \(blockSize / 1024) KiB per p
 for kind in ["text", "binary", "random"] {
     let data = makeData(kind)
     defer { data.deallocate() }
-    func block(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: data[(i * blockSize)..<((i + 1) * blockSize)]) }
+    func block(_ i: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: data[(i * blockSize)..<((i + 1) * blockSize)])
+    }
 
     if kind == "text" {
         let hasher = SHA256Hasher()
@@ -68,7 +72,9 @@ for kind in ["text", "binary", "random"] {
         measure("zero detection (all-zero block)", bytes: total) {
             for _ in 0..<blocks { precondition(UnsafeRawBufferPointer(zeros).isAllZero) }
         }
-        measure("zero detection (data block)", bytes: total) { for i in 0..<blocks { precondition(!block(i).isAllZero) } }
+        measure("zero detection (data block)", bytes: total) {
+            for i in 0..<blocks { precondition(!block(i).isAllZero) }
+        }
         zeros.deallocate()
         measure("crc32", bytes: total) { for i in 0..<blocks { _ = CRC32.checksum(block(i)) } }
     }
@@ -91,7 +97,9 @@ for kind in ["text", "binary", "random"] {
         defer { plain.deallocate() }
         let n = compressor.compress(block(0), into: out)!
         measure("zstd decompress (\(kind))", bytes: total) {
-            for _ in 0..<blocks { _ = try! decompressor.decompress(UnsafeRawBufferPointer(rebasing: out[0..<n]), into: plain) }
+            for _ in 0..<blocks {
+                _ = try! decompressor.decompress(UnsafeRawBufferPointer(rebasing: out[0..<n]), into: plain)
+            }
         }
     }
 }
@@ -104,11 +112,17 @@ var entries: [(ChunkDigest, ChunkLocation)] = []
 entries.reserveCapacity(count)
 let pack = PackID.random()
 for i in 0..<count {
-    entries.append((ChunkDigest(w0: next(), w1: next(), w2: next(), w3: next()), ChunkLocation(pack: pack, offset: UInt64(i), storedLength: 1, rawLength: 1)))
+    entries.append(
+        (
+            ChunkDigest(w0: next(), w1: next(), w2: next(), w3: next()),
+            ChunkLocation(pack: pack, offset: UInt64(i), storedLength: 1, rawLength: 1)
+        ))
 }
 try! IndexSegment.write(entries: entries, to: "\(directory)/segment.idx")
 let segment = try! IndexSegment(path: "\(directory)/segment.idx")
-let probes = entries.prefix(100_000).map(\.0) + (0..<100_000).map { _ in ChunkDigest(w0: next(), w1: next(), w2: next(), w3: next()) }
+let probes =
+    entries.prefix(100_000).map(\.0)
+    + (0..<100_000).map { _ in ChunkDigest(w0: next(), w1: next(), w2: next(), w3: next()) }
 var best = Double.infinity
 for _ in 0..<3 {
     let start = now()
@@ -117,6 +131,8 @@ for _ in 0..<3 {
     precondition(hits == 100_000)
     best = min(best, now() - start)
 }
-print("index lookup (1 Mi entries)          \(Units.formatDecimal(Double(probes.count) / best / 1e6, places: 2)) M lookups/s   \(Units.formatDecimal(best / Double(probes.count) * 1e9, places: 0)) ns/lookup")
+print(
+    "index lookup (1 Mi entries)          \(Units.formatDecimal(Double(probes.count) / best / 1e6, places: 2)) M lookups/s   \(Units.formatDecimal(best / Double(probes.count) * 1e9, places: 0)) ns/lookup"
+)
 unlink("\(directory)/segment.idx")
 rmdir(directory)

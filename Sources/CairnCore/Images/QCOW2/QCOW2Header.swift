@@ -140,9 +140,13 @@ extension QCOW2Header {
         while true {
             guard position + 8 <= clusterZero.count else {
                 if UInt64(position + 8) > clusterSize {
-                    throw bad("header extensions at offset 0x\(qcow2Hex(position)) run past the end of cluster 0 without an end marker")
+                    throw bad(
+                        "header extensions at offset 0x\(qcow2Hex(position)) run past the end of cluster 0 without an end marker"
+                    )
                 }
-                throw bad("header extension at offset 0x\(qcow2Hex(position)) lies beyond the end of the file (size \(fileSize)): the image is truncated")
+                throw bad(
+                    "header extension at offset 0x\(qcow2Hex(position)) lies beyond the end of the file (size \(fileSize)): the image is truncated"
+                )
             }
             var r = ByteReader(clusterZero, context: "qcow2 header extension", position: position)
             let type: UInt32 = try r.be()
@@ -193,7 +197,9 @@ extension QCOW2Header {
                 let directoryOffset: UInt64 = try b.be()
                 if autoclearFeatures & Autoclear.bitmaps != 0 {
                     guard count >= 1, count <= 65535 else {
-                        throw bad("bitmaps extension at offset 0x\(qcow2Hex(position)) counts \(count) bitmaps: it must be 1 to 65535")
+                        throw bad(
+                            "bitmaps extension at offset 0x\(qcow2Hex(position)) counts \(count) bitmaps: it must be 1 to 65535"
+                        )
                     }
                     guard directoryOffset % clusterSize == 0, directoryOffset != 0,
                         directoryOffset <= fileSize, directorySize <= fileSize - directoryOffset
@@ -214,7 +220,9 @@ extension QCOW2Header {
         _ bytes: [UInt8], field: String, at offset: Int, bad: (String) -> CairnError
     ) throws(CairnError) -> String {
         guard bytes.count <= maxBackingNameLength else {
-            throw bad("\(field) at offset 0x\(qcow2Hex(offset)) is \(bytes.count) bytes long: at most \(maxBackingNameLength) are allowed")
+            throw bad(
+                "\(field) at offset 0x\(qcow2Hex(offset)) is \(bytes.count) bytes long: at most \(maxBackingNameLength) are allowed"
+            )
         }
         guard !bytes.contains(0), let text = String(validating: bytes, as: UTF8.self) else {
             throw bad("\(field) at offset 0x\(qcow2Hex(offset)) contains a NUL byte or is not UTF-8")
@@ -271,12 +279,19 @@ extension QCOW2Header {
         }
         switch cryptMethod {
         case 0: break
-        case 1: throw bad("image is encrypted (crypt_method 1, legacy AES): a key is required to read it, and Cairn does not take one")
-        case 2: throw bad("image is encrypted (crypt_method 2, LUKS): a key is required to read it, and Cairn does not take one")
+        case 1:
+            throw bad(
+                "image is encrypted (crypt_method 1, legacy AES): a key is required to read it, and Cairn does not take one"
+            )
+        case 2:
+            throw bad(
+                "image is encrypted (crypt_method 2, LUKS): a key is required to read it, and Cairn does not take one")
         default: throw bad("crypt_method at offset 32 is \(cryptMethod): only 0, 1 (AES) and 2 (LUKS) exist")
         }
         if hasDataFile && dataFile == nil {
-            throw bad("external data file bit is set (incompatible_features bit 2) but no data file name extension is present")
+            throw bad(
+                "external data file bit is set (incompatible_features bit 2) but no data file name extension is present"
+            )
         }
         if isDataFileRaw && !hasDataFile {
             throw bad("autoclear bit 1 (raw external data) is set without an external data file")

@@ -19,14 +19,17 @@ extension QCOW2Image {
             throw bad("backing file \"\(name)\" (\(real)) is already part of this backing chain: the chain is a loop")
         }
         guard openedChain.count < maxChainDepth else {
-            throw bad("backing chain is deeper than \(maxChainDepth) images at backing file \"\(name)\"; Cairn refuses longer chains")
+            throw bad(
+                "backing chain is deeper than \(maxChainDepth) images at backing file \"\(name)\"; Cairn refuses longer chains"
+            )
         }
         let file = try File.open(resolved, .readOnly)
         let isQCOW2 = try file.readBytes(count: 4, at: 0) == DiskImageOpener.qcow2Magic
         switch header.backingFormat {
         case "qcow2"?:
             guard isQCOW2 else {
-                throw bad("backing file \"\(name)\" is declared qcow2 by the backing format extension but has no qcow2 magic")
+                throw bad(
+                    "backing file \"\(name)\" is declared qcow2 by the backing format extension but has no qcow2 magic")
             }
             return (try QCOW2Image(file: file, snapshot: nil, openedChain: openedChain + [real]), resolved)
         case "raw"?:

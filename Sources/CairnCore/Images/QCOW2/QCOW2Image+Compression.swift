@@ -27,7 +27,9 @@ extension QCOW2Image {
                 "\(what) (\(length) bytes) runs \(length - available) bytes past the end of the file "
                     + "(size 0x\(qcow2Hex(fileSize))): the image is truncated")
         }
-        if compressedBuffer.count < Int(length) { compressedBuffer = [UInt8](repeating: 0, count: Int(clusterSize) * 2 + 512) }
+        if compressedBuffer.count < Int(length) {
+            compressedBuffer = [UInt8](repeating: 0, count: Int(clusterSize) * 2 + 512)
+        }
         if clusterBuffer.count != Int(clusterSize) { clusterBuffer = [UInt8](repeating: 0, count: Int(clusterSize)) }
 
         var failure: CairnError?

@@ -35,25 +35,29 @@ extension QCOW2Image {
         let entry = l2Cache.word(slot, extended ? l2Index * 2 : l2Index)
         let bitmap = extended ? l2Cache.word(slot, l2Index * 2 + 1) : 0
         let toClusterEnd = min(clusterSize - inCluster, limit)
-        func where_() -> String {
+        func entryDescription() -> String {
             "L2 entry \(l2Index) of the L2 table at 0x\(qcow2Hex(l2Offset)) (guest offset 0x\(qcow2Hex(guest)))"
         }
 
         if entry & Self.compressedFlag != 0 {
-            guard dataFile == nil else { throw bad("\(where_()) is compressed, which an external data file forbids") }
+            guard dataFile == nil else {
+                throw bad("\(entryDescription()) is compressed, which an external data file forbids")
+            }
             guard entry & Self.copiedFlag == 0, bitmap == 0 else {
-                throw bad("\(where_()) is compressed but has the copied flag or subcluster bits set: 0x\(qcow2Hex(entry))")
+                throw bad(
+                    "\(entryDescription()) is compressed but has the copied flag or subcluster bits set: 0x\(qcow2Hex(entry))"
+                )
             }
             return Run(source: .compressed(descriptor: entry), length: toClusterEnd)
         }
         let reserved = entry & ~(Self.offsetMask | Self.copiedFlag | (extended ? 0 : Self.zeroFlag))
-        guard reserved == 0 else { throw bad("\(where_()) has reserved bits set: 0x\(qcow2Hex(entry))") }
+        guard reserved == 0 else { throw bad("\(entryDescription()) has reserved bits set: 0x\(qcow2Hex(entry))") }
         let host = entry & Self.offsetMask
         // Offset 0 means unallocated, except with an external data file where the copied flag
         // marks guest cluster 0 mapped at host offset 0.
         let hasHost = host != 0 || (dataFile != nil && entry & Self.copiedFlag != 0)
         if host == 0 && entry & Self.copiedFlag != 0 && dataFile == nil {
-            throw bad("\(where_()) has the copied flag but no host offset: 0x\(qcow2Hex(entry))")
+            throw bad("\(entryDescription()) has the copied flag but no host offset: 0x\(qcow2Hex(entry))")
         }
 
         guard extended else {
@@ -67,10 +71,12 @@ extension QCOW2Image {
         let allocated = UInt32(truncatingIfNeeded: bitmap)
         let zeros = UInt32(truncatingIfNeeded: bitmap >> 32)
         guard allocated & zeros == 0 else {
-            throw bad("\(where_()) marks subclusters both allocated and zero (bitmap 0x\(qcow2Hex(bitmap)))")
+            throw bad("\(entryDescription()) marks subclusters both allocated and zero (bitmap 0x\(qcow2Hex(bitmap)))")
         }
         guard allocated == 0 || hasHost else {
-            throw bad("\(where_()) marks subclusters allocated but has no host offset (bitmap 0x\(qcow2Hex(bitmap)))")
+            throw bad(
+                "\(entryDescription()) marks subclusters allocated but has no host offset (bitmap 0x\(qcow2Hex(bitmap)))"
+            )
         }
         let subclusterSize = clusterSize / 32
         let first = Int(inCluster / subclusterSize)
@@ -102,7 +108,8 @@ extension QCOW2Image {
             case .data, .compressed: runZero = false
             case .backing:
                 if let backing, position < backing.virtualSize {
-                    let inner = try backing.extent(at: position, maxLength: min(runLength, backing.virtualSize - position))
+                    let inner = try backing.extent(
+                        at: position, maxLength: min(runLength, backing.virtualSize - position))
                     runZero = inner.isZero
                     runLength = inner.length
                 } else {

@@ -19,12 +19,16 @@ extension QCOW2Image {
         for (index, entry) in l1.enumerated() {
             let reserved = entry & ~(Self.offsetMask | Self.copiedFlag)
             guard reserved == 0 else {
-                throw bad("L1 entry \(index) (at 0x\(qcow2Hex(l1Offset + UInt64(index) * 8))) has reserved bits set: 0x\(qcow2Hex(entry))")
+                throw bad(
+                    "L1 entry \(index) (at 0x\(qcow2Hex(l1Offset + UInt64(index) * 8))) has reserved bits set: 0x\(qcow2Hex(entry))"
+                )
             }
             let l2Offset = entry & Self.offsetMask
             guard l2Offset != 0 else { continue }
             guard l2Offset % clusterSize == 0 else {
-                throw bad("L2 table offset 0x\(qcow2Hex(l2Offset)) in L1 entry \(index) is not aligned to the cluster size 0x\(qcow2Hex(clusterSize))")
+                throw bad(
+                    "L2 table offset 0x\(qcow2Hex(l2Offset)) in L1 entry \(index) is not aligned to the cluster size 0x\(qcow2Hex(clusterSize))"
+                )
             }
             guard l2Offset <= fileSize, clusterSize <= fileSize - l2Offset else {
                 throw bad(
@@ -40,7 +44,8 @@ extension QCOW2Image {
     /// Names the metadata a host cluster at `offset` overlaps, if any.
     func metadataOverlap(_ offset: UInt64) -> String? {
         let names = ["header cluster", "L1 table", "refcount table"]
-        for (name, range) in zip(names, metadata) where !range.isEmpty && range.overlaps(offset..<offset + clusterSize) {
+        for (name, range) in zip(names, metadata) where !range.isEmpty && range.overlaps(offset..<offset + clusterSize)
+        {
             return name
         }
         return nil
@@ -57,7 +62,8 @@ extension QCOW2Image {
         }
         guard dataFile == nil else { return }
         if let overlap = metadataOverlap(host) ?? (host == l2Offset ? "L2 table that maps it" : nil) {
-            throw bad("data cluster at 0x\(qcow2Hex(host)) for guest offset 0x\(qcow2Hex(guest)) overlaps the \(overlap)")
+            throw bad(
+                "data cluster at 0x\(qcow2Hex(host)) for guest offset 0x\(qcow2Hex(guest)) overlaps the \(overlap)")
         }
     }
 

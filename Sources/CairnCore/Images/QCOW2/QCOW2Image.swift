@@ -78,7 +78,9 @@ public final class QCOW2Image: DiskImage {
         var size = header.size
         var l1Field = "l1_table_offset at offset 40"
         if let snapshot {
-            guard let chosen = snapshots.first(where: { $0.name == snapshot }) ?? snapshots.first(where: { $0.id == snapshot })
+            guard
+                let chosen = snapshots.first(where: { $0.name == snapshot })
+                    ?? snapshots.first(where: { $0.id == snapshot })
             else {
                 let names = snapshots.map { "\"\($0.name)\" (id \($0.id))" }.joined(separator: ", ")
                 throw CairnError(
@@ -101,7 +103,9 @@ public final class QCOW2Image: DiskImage {
         let l2Span = clusterSize * l2Entries
         let needed = virtualSize / l2Span + (virtualSize % l2Span == 0 ? 0 : 1)
         guard UInt64(l1Size) <= Self.maxL1Entries, needed <= Self.maxL1Entries else {
-            throw bad("l1_size is \(l1Size) entries (\(needed) needed for size \(virtualSize)): at most \(Self.maxL1Entries) are allowed")
+            throw bad(
+                "l1_size is \(l1Size) entries (\(needed) needed for size \(virtualSize)): at most \(Self.maxL1Entries) are allowed"
+            )
         }
         guard UInt64(l1Size) >= needed else {
             throw bad("l1_size is \(l1Size) entries, fewer than the \(needed) that size \(virtualSize) needs")
@@ -109,7 +113,9 @@ public final class QCOW2Image: DiskImage {
         let l1Bytes = UInt64(l1Size) * 8
         if l1Size > 0 {
             guard l1Offset % clusterSize == 0, l1Offset >= clusterSize else {
-                throw bad("\(l1Field) is 0x\(qcow2Hex(l1Offset)): it must be a non-zero multiple of the cluster size 0x\(qcow2Hex(clusterSize))")
+                throw bad(
+                    "\(l1Field) is 0x\(qcow2Hex(l1Offset)): it must be a non-zero multiple of the cluster size 0x\(qcow2Hex(clusterSize))"
+                )
             }
             guard l1Offset <= fileSize, l1Bytes <= fileSize - l1Offset else {
                 throw bad(
@@ -126,7 +132,9 @@ public final class QCOW2Image: DiskImage {
         let refcountOffset = header.refcountTableOffset
         let refcountBytes = UInt64(header.refcountTableClusters) * clusterSize
         guard refcountBytes <= Self.maxRefcountTableBytes else {
-            throw bad("refcount_table_clusters at offset 56 is \(header.refcountTableClusters): the table may be at most 8 MiB")
+            throw bad(
+                "refcount_table_clusters at offset 56 is \(header.refcountTableClusters): the table may be at most 8 MiB"
+            )
         }
         guard refcountOffset % clusterSize == 0, refcountOffset != 0 || refcountBytes == 0,
             refcountOffset <= fileSize, refcountBytes <= fileSize - refcountOffset

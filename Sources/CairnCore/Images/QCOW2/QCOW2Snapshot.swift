@@ -34,7 +34,9 @@ extension QCOW2Snapshot {
         }
         var offset = header.snapshotsOffset
         guard offset % header.clusterSize == 0, offset != 0 else {
-            throw bad("snapshots_offset at offset 64 is 0x\(qcow2Hex(offset)): it must be a non-zero multiple of the cluster size")
+            throw bad(
+                "snapshots_offset at offset 64 is 0x\(qcow2Hex(offset)): it must be a non-zero multiple of the cluster size"
+            )
         }
         var snapshots: [QCOW2Snapshot] = []
         snapshots.reserveCapacity(Int(min(count, 1024)))
@@ -44,7 +46,9 @@ extension QCOW2Snapshot {
                     "snapshot table entry \(index) (\(what)) at 0x\(qcow2Hex(at)) lies beyond the end of the file "
                         + "(size 0x\(qcow2Hex(fileSize))): the image is truncated")
             }
-            guard offset <= fileSize, UInt64(fixedLength) <= fileSize - offset else { throw beyondEnd("header", offset) }
+            guard offset <= fileSize, UInt64(fixedLength) <= fileSize - offset else {
+                throw beyondEnd("header", offset)
+            }
             var r = ByteReader(try file.readBytes(count: fixedLength, at: offset), context: "\(path): qcow2 snapshot")
             let l1Offset: UInt64 = try r.be()
             let l1Size: UInt32 = try r.be()
@@ -53,11 +57,15 @@ extension QCOW2Snapshot {
             try r.skip(4 + 4 + 8 + 4)  // date, guest run time, legacy VM-state size
             let extraLength: UInt32 = try r.be()
             guard extraLength <= 1024 else {
-                throw bad("snapshot table entry \(index) at 0x\(qcow2Hex(offset)) has \(extraLength) bytes of extra data: at most 1024 are allowed")
+                throw bad(
+                    "snapshot table entry \(index) at 0x\(qcow2Hex(offset)) has \(extraLength) bytes of extra data: at most 1024 are allowed"
+                )
             }
             let variable = UInt64(extraLength) + UInt64(idLength) + UInt64(nameLength)
             let start = offset + UInt64(fixedLength)
-            guard start <= fileSize, variable <= fileSize - start else { throw beyondEnd("id, name and extra data", start) }
+            guard start <= fileSize, variable <= fileSize - start else {
+                throw beyondEnd("id, name and extra data", start)
+            }
             let rest = try file.readBytes(count: Int(variable), at: start)
             var diskSize: UInt64?
             if extraLength >= 16 {
