@@ -53,8 +53,17 @@ final class RawRestoreTarget: RestoreTarget, @unchecked Sendable {
         }
     }
 
+    private let unflushed = AtomicCounter()
+    /// Writeback is started every this many bytes, so the final fsync overlaps with the restore.
+    private static let writebackInterval = 64 << 20
+
     func write(_ bytes: UnsafeRawBufferPointer, atGuestOffset offset: UInt64) throws(CairnError) {
         try file.write(bytes, at: offset)
+        let pending = unflushed.increment(by: bytes.count)
+        if pending >= Self.writebackInterval && pending - bytes.count < Self.writebackInterval {
+            unflushed.increment(by: -pending)
+            file.startWriteback()
+        }
     }
 
     func finish() throws(CairnError) {

@@ -1,3 +1,4 @@
+import CLinux
 import SystemPackage
 
 #if canImport(Glibc)
@@ -219,6 +220,12 @@ public final class File: @unchecked Sendable {
             if errno != EINTR { throw CairnError.io("sync", path, Errno(rawValue: errno)) }
         }
         try FaultInjection.countWrite(path)
+    }
+
+    /// Asks the kernel to start writing the file's dirty pages now, without waiting, so that a
+    /// later `sync()` finds little left to do. Best effort: errors surface at `sync()`.
+    public func startWriteback() {
+        _ = cairn_start_writeback(descriptor.rawValue)
     }
 
     // MARK: Locks
