@@ -42,11 +42,13 @@ final class ArchiveFixture {
     }
 
     /// Restores `disk` of point `index` from `volumes` and returns the output's SHA-256.
-    func restore(_ volumes: [[UInt8]], point index: Int, disk: String) throws -> String {
+    func restore(_ volumes: [[UInt8]], point index: Int, disk: String, runLimit: Int? = nil) throws -> String {
         let out = dir.file("out-\(UUID().uuidString).img")
         var request = ArchiveRestoreRequest(point: ids[index].description, disk: disk, destination: out)
         request.force = true
-        _ = try ArchiveRestore(sources: Self.sources(volumes), request: request).run()
+        let restore = ArchiveRestore(sources: Self.sources(volumes), request: request)
+        if let runLimit { restore.digestTableRunLimit = runLimit }
+        _ = try restore.run()
         return try TestImage.sha256(of: out)
     }
 }
@@ -103,6 +105,35 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         #expect(try fixture.restore(volumes, point: 0, disk: "a.img") == TestImage.sha256(of: fixture.a))
         #expect(try fixture.restore(volumes, point: 0, disk: "b.img") == TestImage.sha256(of: fixture.b))
         #expect(try fixture.restore(volumes, point: 1, disk: "b.img") == TestImage.sha256(of: fixture.b))
+    }
+
+    /// A disk with more blocks than the digest table holds in memory: runs spill to disk and merge.
+    @Test func restoreSpillsTheDigestTableToDisk() throws {
+        let fixture = try ArchiveFixture(chunkBlockSize: 4 << 10)
+        let volumes = try fixture.write()
+        #expect(try fixture.restore(volumes, point: 0, disk: "a.img", runLimit: 37) == TestImage.sha256(of: fixture.a))
+        #expect(try fixture.restore(volumes, point: 1, disk: "b.img", runLimit: 1000) == TestImage.sha256(of: fixture.b))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: fixture.dir.path).filter { $0.hasPrefix(".cairn-restore") }
+        #expect(leftovers.isEmpty, "temporary runs are removed: \(leftovers)")
+    }
+
+    @Test func digestTableFindsEveryBlockInMemoryAndSpilled() throws {
+        let dir = TemporaryDirectory()
+        var gen = TestImage(seed: 41)
+        // 3,000 blocks over 700 digests, so most digests are needed by several blocks.
+        let digests = (0..<700).map { _ in ChunkDigest(bytes: gen.randomBytes(32)) }
+        let blocks = (0..<3000).map { (UInt64($0), digests[Int(gen.next() % 700)]) }
+        for limit in [100_000, 64, 1] {
+            let table = BlockDigestTable(directory: dir.path, runLimit: limit)
+            for (block, digest) in blocks { try table.append(digest, block: block) }
+            try table.finish()
+            for digest in digests {
+                let expected = blocks.filter { $0.1 == digest }.map(\.0)
+                let found = table.range(of: digest).map { table.block(at: $0) }
+                #expect(Set(found) == Set(expected))
+            }
+            #expect(table.range(of: ChunkDigest(bytes: gen.randomBytes(32))).isEmpty)
+        }
     }
 
     @Test func chunksAreWrittenOncePerArchive() throws {

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What to restore from an archive, and where.
 public struct ArchiveRestoreRequest: Sendable {
     /// The restore point's id as the archive lists it (`GROUP@TIME`), or `GROUP@latest` for the
@@ -30,33 +34,33 @@ public struct ArchiveRestoreResult: Sendable {
 /// Rebuilds one disk from an archive in one sequential pass, with no repository.
 ///
 /// Every index precedes every chunk, so the disk's block digests are known before its chunks
-/// arrive: they are kept as (digest, block) pairs sorted by digest (40 bytes per non-zero block;
-/// docs/ARCHIVE-FORMAT.md, "Memory"). Each chunk is written, when it arrives, at every offset
-/// that needs it; since a chunk appears once per archive and all its offsets are known, nothing
-/// is ever read back from the output or from earlier in the archive. Zero blocks stay holes.
+/// arrive: they go into a `BlockDigestTable` sorted by digest (in memory up to a million blocks,
+/// then spilled to a temporary file beside the output and searched through a memory map), plus
+/// one bit per block saying it needs a chunk and one byte per block saying it was written. Each
+/// chunk is written, when it arrives, at every offset that needs it; since a chunk appears once
+/// per archive and all its offsets are known, nothing is ever read back from the output or from
+/// earlier in the archive. Zero blocks stay holes.
 public final class ArchiveRestore {
     public let sources: [any ArchiveByteSource]
     public let request: ArchiveRestoreRequest
     public var progress: (@Sendable (_ bytesRead: UInt64, _ bytesWritten: UInt64, _ seconds: Double) -> Void)?
 
-    struct Entry {
-        var digest: ChunkDigest
-        var block: UInt64
-    }
-
     /// What the workers share once the disk's digests are all known: read-only but for the flags.
     final class Plan: @unchecked Sendable {
-        let entries: [Entry]
-        /// One flag per entry, each set by whichever worker writes that block.
+        let table: BlockDigestTable
+        /// Blocks that need a chunk (all others are zero).
+        let nonZero: ClusterBitmap
+        /// One flag per block, each set by whichever worker writes that block.
         let restored: UnsafeMutableBufferPointer<Bool>
         let target: any RestoreTarget
         let size: UInt64
         let blockSize: UInt64
         let written = AtomicCounter()
 
-        init(entries: [Entry], target: any RestoreTarget, size: UInt64, blockSize: UInt64) {
-            self.entries = entries.sorted { $0.digest < $1.digest }
-            restored = .allocate(capacity: max(1, entries.count))
+        init(table: BlockDigestTable, nonZero: ClusterBitmap, target: any RestoreTarget, size: UInt64, blockSize: UInt64) {
+            self.table = table
+            self.nonZero = nonZero
+            restored = .allocate(capacity: max(1, Int(nonZero.clusterCount)))
             restored.initialize(repeating: false)
             self.target = target
             self.size = size
@@ -65,43 +69,40 @@ public final class ArchiveRestore {
 
         deinit { restored.deallocate() }
 
-        func contains(_ digest: ChunkDigest) -> Bool {
-            let i = lowerBound(digest)
-            return i < entries.count && entries[i].digest == digest
-        }
+        func contains(_ digest: ChunkDigest) -> Bool { !table.range(of: digest).isEmpty }
 
         /// Writes a chunk at every block that needs it.
         func write(_ digest: ChunkDigest, _ plain: UnsafeRawBufferPointer) throws(CairnError) {
-            var i = lowerBound(digest)
-            while i < entries.count && entries[i].digest == digest {
-                let offset = entries[i].block * blockSize
+            for i in table.range(of: digest) {
+                let block = table.block(at: i)
+                let offset = block * blockSize
                 let length = Int(min(blockSize, size - offset))
                 guard plain.count == length else {
                     throw CairnError(
-                        .damaged,
-                        "chunk \(digest) holds \(plain.count) bytes where the disk needs \(length) at offset \(offset)")
+                        .damaged, "chunk \(digest) holds \(plain.count) bytes where the disk needs \(length) at offset \(offset)")
                 }
-                if !restored[i] {
+                if !restored[Int(block)] {
                     try target.write(plain, atGuestOffset: offset)
                     written.increment(by: length)
-                    restored[i] = true
+                    restored[Int(block)] = true
                 }
-                i += 1
             }
         }
 
-        var missing: [Entry] { entries.indices.filter { !restored[$0] }.map { entries[$0] } }
-
-        private func lowerBound(_ digest: ChunkDigest) -> Int {
-            var low = 0
-            var high = entries.count
-            while low < high {
-                let mid = (low + high) / 2
-                if entries[mid].digest < digest { low = mid + 1 } else { high = mid }
+        /// The first non-zero block no chunk arrived for, and how many there are.
+        var missing: (first: UInt64, count: Int)? {
+            var first: UInt64?
+            var count = 0
+            for block in 0..<nonZero.clusterCount where nonZero.contains(block) && !restored[Int(block)] {
+                if first == nil { first = block }
+                count += 1
             }
-            return low
+            return first.map { ($0, count) }
         }
     }
+
+    /// (digest, block) pairs held in memory before the table spills sorted runs to disk.
+    public var digestTableRunLimit = 1 << 20
 
     public init(sources: [any ArchiveByteSource], request: ArchiveRestoreRequest) {
         self.sources = sources
@@ -109,6 +110,7 @@ public final class ArchiveRestore {
     }
 
     public func run() throws(CairnError) -> ArchiveRestoreResult {
+        let runLimit = digestTableRunLimit
         let clock = Stopwatch()
         let scanner = ArchiveScanner(sources: sources)
         var target: (any RestoreTarget)?
@@ -117,13 +119,23 @@ public final class ArchiveRestore {
         var targetDisk = -1
         var disk: Manifest.DiskEntry?
         var blockSize: UInt64 = 0
-        var entries: [Entry] = []
+        var table: BlockDigestTable?
+        var nonZero = ClusterBitmap(clusterCount: 0)
         var plan: Plan?
         var workers: ArchiveChunkWorkers?
         var lastProgress = 0.0
         let zero = ZeroBlock.digest
         let request = request
         let progress = progress
+        defer {
+            // The callbacks capture the scanner and the table: release them, and the temporary files.
+            scanner.onManifest = nil
+            scanner.wantsLeaves = nil
+            scanner.onLeaves = nil
+            scanner.wantsChunk = nil
+            scanner.onChunkRecord = nil
+            table?.close()
+        }
         let latestOf: String? =
             request.point.hasSuffix("@latest") ? String(request.point.dropLast("@latest".count)) : nil
 
@@ -146,12 +158,15 @@ public final class ArchiveRestore {
             targetDisk = manifest.disks.firstIndex { $0.name == selected.name }!
             disk = selected
             blockSize = UInt64(manifest.blockSize)
-            entries = []
+            table = BlockDigestTable(directory: Self.scratchDirectory(for: request.destination), runLimit: runLimit)
+            nonZero = ClusterBitmap(clusterCount: selected.blockCount)
         }
         /// Once the disk's digests are all known: the output (whose qcow2 layout needs them) and
         /// the plan of which chunk goes where.
         func makePlan() throws(CairnError) -> Plan {
             let disk = disk!
+            let table = table!
+            try table.finish()
             let made: any RestoreTarget
             switch request.format {
             case .raw:
@@ -161,29 +176,27 @@ public final class ArchiveRestore {
                     path: request.destination, size: disk.size, blockSize: blockSize, clusterSize: request.clusterSize,
                     force: request.force
                 ) { mark in
-                    for entry in entries { mark(entry.block) }
+                    for block in 0..<nonZero.clusterCount where nonZero.contains(block) { mark(block) }
                 }
             }
             target = made
             if made.needsZeroWrites {
                 // A block device holds no holes: write zeros between the non-zero blocks (in block order here).
-                var next: UInt64 = 0
-                for block in entries.map(\.block) + [disk.blockCount] {
-                    while next < block {
-                        try Self.writeZeros(made, disk, block: next, blockSize: blockSize)
-                        next += 1
-                    }
-                    next = block + 1
+                for block in 0..<disk.blockCount where !nonZero.contains(block) {
+                    try Self.writeZeros(made, disk, block: block, blockSize: blockSize)
                 }
             }
-            let result = Plan(entries: entries, target: made, size: disk.size, blockSize: blockSize)
-            entries = []
-            return result
+            return Plan(table: table, nonZero: nonZero, target: made, size: disk.size, blockSize: blockSize)
         }
         scanner.wantsLeaves = { p, d in p == targetPoint && d == targetDisk }
         scanner.onLeaves = { (_, _, first, digests) throws(CairnError) in
             for (k, digest) in digests.enumerated() where digest != zero {
-                entries.append(Entry(digest: digest, block: first + UInt64(k)))
+                let block = first + UInt64(k)
+                guard block < nonZero.clusterCount else {
+                    throw CairnError(.badArchive, "the index of the restore point lists more blocks than its disk has")
+                }
+                try table!.append(digest, block: block)
+                nonZero.set(block)
             }
         }
         scanner.wantsChunk = { (digest) throws(CairnError) in
@@ -235,7 +248,7 @@ public final class ArchiveRestore {
                 $1.location?.volume ?? Int.max, $1.location?.block ?? Int.max
             )
         }
-        if !scanned.indexComplete || !missing.isEmpty
+        if !scanned.indexComplete || missing != nil
             || (fatal != nil && fatal!.code != .badArchive && fatal!.code != .damaged)
         {
             target.discard()
@@ -245,9 +258,11 @@ public final class ArchiveRestore {
                 reason = "its index is damaged: \(problem)"
             } else if !scanned.indexComplete {
                 reason = "its index is incomplete"
-            } else {
+            } else if let missing {
                 reason =
-                    "\(missing.count) blocks have no intact chunk in the archive (e.g. block \(missing[0].block), chunk \(missing[0].digest))"
+                    "\(missing.count) blocks have no intact chunk in the archive (e.g. block \(missing.first), disk offset \(missing.first * blockSize))"
+            } else {
+                reason = "the archive is damaged"
             }
             let seen = problems.map(\.description)
             if !seen.isEmpty { reason += "; damage found: " + seen.prefix(3).joined(separator: "; ") }
@@ -263,6 +278,17 @@ public final class ArchiveRestore {
             id: point.id, disk: disk, bytesWritten: UInt64(finalPlan.written.current),
             bytesRead: scanner.blocks.bytesRead,
             seconds: clock.elapsed, problems: all)
+    }
+
+    /// Where the digest table may spill: beside the output file, or the temporary directory for a
+    /// device (whose directory, /dev, is no place for files).
+    static func scratchDirectory(for destination: String) -> String {
+        var st = stat()
+        if stat(destination, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK {
+            if let tmp = getenv("TMPDIR") { return String(cString: tmp) }
+            return "/var/tmp"
+        }
+        return FileSystem.directoryName(destination)
     }
 
     private static func writeZeros(
