@@ -20,6 +20,9 @@ public final class GarbageCollector {
     public var lockWait: Double?
     /// Packs whose live share (live record bytes over record bytes) is below this are rewritten.
     public var liveThreshold = 0.8
+    /// Live chunks marked per pass over the digest space: bounds the mark set (about 50-80 bytes per
+    /// entry), as verify does; a larger repository is marked in several passes.
+    public var maxLivePerPass = 2_000_000
 
     public struct Report: Codable, Sendable {
         public var dryRun: Bool
@@ -76,40 +79,63 @@ public final class GarbageCollector {
         report.segmentsBefore = segments.count
         report.leftoversRemoved = try removeLeftovers()
 
-        // Mark.
-        var live = Set<ChunkDigest>()
-        let zero = ZeroBlock.digest
-        for id in try repository.catalog.allPoints() {
-            let manifest = try repository.catalog.manifest(id)
-            report.restorePoints += 1
-            for disk in manifest.disks {
-                do throws(CairnError) {
-                    guard let root = disk.rootDigest else { throw CairnError(.damaged, "malformed root digest") }
-                    let reader = try IndexTreeReader(
-                        reader: ChunkReader(store: store), root: root, depth: disk.depth, blockCount: disk.blockCount)
-                    reader.onPage = { live.insert($0) }
-                    while let digest = try reader.next() {
-                        if digest != zero { live.insert(digest) }
-                    }
-                } catch {
-                    throw CairnError(
-                        .damaged,
-                        "gc cannot tell which chunks restore point \(id) needs: the index of disk \(disk.name) is damaged (\(error.message)); run `cairn verify`, then heal it with a new backup or `cairn forget \(id)`"
-                    )
-                }
-            }
-        }
-        report.chunksLive = live.count
-
-        // Sweep: decide per pack.
+        // Mark, one slice of the digest space at a time, so the live set stays bounded; each
+        // pack record gets one liveness flag (a byte per stored chunk).
+        var manifests: [(RestorePointID, Manifest)] = []
+        for id in try repository.catalog.allPoints() { manifests.append((id, try repository.catalog.manifest(id))) }
+        report.restorePoints = manifests.count
         let indexed = Set(segments.flatMap(\.packs))
         let onDisk = try store.packFilesOnDisk()
+        let indexedOnDisk = onDisk.filter { indexed.contains($0) }
         report.packsBefore = onDisk.count
         report.bytesBefore = try repositoryBytes(packs: onDisk, segments: segments)
-        var entries: [(ChunkDigest, ChunkLocation)] = []
+        var liveFlags: [PackID: [Bool]] = [:]
+        var unresolvedEntries: [(ChunkDigest, ChunkLocation)] = []
+        let estimate = segments.reduce(0) { $0 + $1.entryCount }
+        let passes = max(1, (estimate + maxLivePerPass - 1) / maxLivePerPass)
+        for slice in DigestSlice.whole.split(passes) {
+            let live = try markLive(in: slice, manifests: manifests)
+            report.chunksLive += live.count
+            var unresolved = live
+            for pack in indexedOnDisk {
+                let records = try store.packReader(pack).readTable()
+                var flags = liveFlags[pack] ?? Array(repeating: false, count: records.count)
+                for (k, r) in records.enumerated() where slice.contains(r.digest) && unresolved.contains(r.digest) {
+                    let location = ChunkLocation(
+                        pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
+                    if store.lookup(r.digest) == location {
+                        unresolved.remove(r.digest)
+                        flags[k] = true
+                    }
+                }
+                liveFlags[pack] = flags
+            }
+            // Live chunks no pack on disk holds where the index says (damaged or missing): keep
+            // their index entries, so verify keeps naming them and a backup can heal them.
+            for digest in unresolved {
+                if let location = store.lookup(digest) { unresolvedEntries.append((digest, location)) }
+            }
+        }
+
+        // Sweep: decide per pack. The new index is written in bounded segments, each only after
+        // the packs it names are durable.
         var toDelete: [PackID] = []
         var rewriter = PackRewriter(store: store, dryRun: dryRun)
-        var unresolved = live
+        var entries: [(ChunkDigest, ChunkLocation)] = []
+        var entriesTotal = 0
+        var newSegments: [String] = []
+        func flushEntries() throws(CairnError) {
+            entriesTotal += entries.count
+            guard !dryRun, !entries.isEmpty else {
+                entries.removeAll(keepingCapacity: true)
+                return
+            }
+            try rewriter.commit()
+            let name = ChunkStore.newSegmentName()
+            try IndexSegment.write(entries: entries, to: "\(repository.path)/index/\(name)")
+            newSegments.append(name)
+            entries.removeAll(keepingCapacity: true)
+        }
         for pack in onDisk {
             guard indexed.contains(pack) else {
                 toDelete.append(pack)
@@ -118,13 +144,11 @@ public final class GarbageCollector {
             }
             let reader = try store.packReader(pack)
             let records = try reader.readTable()
+            let flags = liveFlags[pack] ?? []
             var liveRecords: [PackRecord] = []
             var liveBytes: UInt64 = 0
-            for r in records {
-                let location = ChunkLocation(
-                    pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
-                if unresolved.contains(r.digest), store.lookup(r.digest) == location {
-                    unresolved.remove(r.digest)
+            for (k, r) in records.enumerated() {
+                if k < flags.count && flags[k] {
                     liveRecords.append(r)
                     liveBytes += UInt64(PackFormat.recordHeaderSize) + UInt64(r.storedLength)
                 } else {
@@ -153,27 +177,21 @@ public final class GarbageCollector {
                 }
                 report.packsKept += 1
             }
+            if entries.count >= ChunkStore.flushThreshold { try flushEntries() }
         }
-        // Live chunks no pack on disk holds where the index says (damaged or missing): keep
-        // their index entries, so verify keeps naming them and a backup can heal them.
-        for digest in unresolved {
-            if let location = store.lookup(digest) { entries.append((digest, location)) }
-        }
-        report.packsWritten = rewriter.written.count
+        entries += unresolvedEntries
+        unresolvedEntries = []
 
         let changesIndex = !toDelete.isEmpty || report.packsRewritten > 0 || segments.count > 1
-        report.segmentsAfter = changesIndex ? (entries.isEmpty ? 0 : 1) : segments.count
         if !dryRun {
-            // 1. New packs durable and in place.
-            try rewriter.commit()
             if changesIndex {
-                // 2. The new index, durable, before anything it replaces goes.
-                if !entries.isEmpty {
-                    try IndexSegment.write(
-                        entries: entries, to: "\(repository.path)/index/\(ChunkStore.newSegmentName())")
-                }
+                // 1, 2. New packs durable and in place, then the new index, durable, before
+                // anything it replaces goes.
+                try flushEntries()
+                try rewriter.commit()
                 // 3. Old segments.
-                for segment in segments { try FileSystem.remove(segment.path) }
+                let kept = Set(newSegments)
+                for segment in segments where !kept.contains(segment.name) { try FileSystem.remove(segment.path) }
                 try FileSystem.syncDirectory("\(repository.path)/index")
                 // 4. Old packs.
                 store.dropPackReaders()
@@ -187,19 +205,55 @@ public final class GarbageCollector {
                     FileSystem.removeDirectory(directory)  // only succeeds when empty
                 }
                 try FileSystem.syncDirectory("\(repository.path)/packs")
+                // 5. One segment again, by a streaming merge.
+                try store.reloadSegments()
+                if store.indexSegments.count > 1 { try store.compactIndex() }
+            } else {
+                try rewriter.commit()
             }
+            report.segmentsAfter = store.indexSegments.count
             try pruneDamagedList()
             report.bytesAfter = try measure()
         } else {
+            try flushEntries()
+            report.segmentsAfter = changesIndex ? (entriesTotal == 0 ? 0 : 1) : segments.count
             let freed = toDelete.reduce(UInt64(0)) { $0 + ((try? store.packReader($1).size) ?? 0) }
             report.bytesAfter = report.bytesBefore - min(report.bytesBefore, freed) + rewriter.bytesWritten
         }
+        report.packsWritten = rewriter.packsWritten
         report.bytesFreed = report.bytesBefore > report.bytesAfter ? report.bytesBefore - report.bytesAfter : 0
         report.seconds = clock.elapsed
         return report
     }
 
     // MARK: Helpers
+
+    /// Every chunk (data and index pages) in `slice` that some restore point needs.
+    private func markLive(in slice: DigestSlice, manifests: [(RestorePointID, Manifest)]) throws(CairnError) -> Set<
+        ChunkDigest
+    > {
+        var live = Set<ChunkDigest>()
+        let zero = ZeroBlock.digest
+        for (id, manifest) in manifests {
+            for disk in manifest.disks {
+                do throws(CairnError) {
+                    guard let root = disk.rootDigest else { throw CairnError(.damaged, "malformed root digest") }
+                    let reader = try IndexTreeReader(
+                        reader: ChunkReader(store: store), root: root, depth: disk.depth, blockCount: disk.blockCount)
+                    reader.onPage = { if slice.contains($0) { live.insert($0) } }
+                    while let digest = try reader.next() {
+                        if digest != zero && slice.contains(digest) { live.insert(digest) }
+                    }
+                } catch {
+                    throw CairnError(
+                        .damaged,
+                        "gc cannot tell which chunks restore point \(id) needs: the index of disk \(disk.name) is damaged (\(error.message)); run `cairn verify`, then heal it with a new backup or `cairn forget \(id)`"
+                    )
+                }
+            }
+        }
+        return live
+    }
 
     /// Removes temporary files of interrupted runs (their process is gone) and markers of removed
     /// restore points. Under gc's exclusive lock no other cairn process can be writing.
@@ -265,7 +319,9 @@ public final class GarbageCollector {
 struct PackRewriter {
     let store: ChunkStore
     let dryRun: Bool
-    private(set) var written: [PackWriter] = []
+    /// Finished packs not yet committed.
+    private var written: [PackWriter] = []
+    private(set) var packsWritten = 0
     private(set) var bytesWritten: UInt64 = 0
     private var current: PackWriter?
 
@@ -314,6 +370,7 @@ struct PackRewriter {
             if pack.size >= store.packTargetSize {
                 try pack.finish()
                 written.append(pack)
+                packsWritten += 1
                 current = nil
             }
         }
@@ -334,8 +391,10 @@ struct PackRewriter {
         if let pack = current {
             try pack.finish()
             written.append(pack)
+            packsWritten += 1
             current = nil
         }
+        defer { written.removeAll() }
         guard !written.isEmpty else { return }
         try store.syncFilesystem()
         var directories = Set<String>()
