@@ -117,6 +117,49 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         #expect(leftovers.isEmpty, "temporary runs are removed: \(leftovers)")
     }
 
+    @Test func spillingDigestMapBehavesLikeADictionary() throws {
+        let dir = TemporaryDirectory()
+        var gen = TestImage(seed: 43)
+        let digests = (0..<500).map { _ in ChunkDigest(bytes: gen.randomBytes(32)) }
+        for limit in [10_000, 33, 1] {
+            let map = SpillingDigestMap(directory: dir.path, memoryLimit: limit)
+            var model: [ChunkDigest: UInt64] = [:]
+            for step in 0..<2000 {
+                let digest = digests[Int(gen.next() % 500)]
+                let bit = UInt64(1) << (gen.next() % 8)
+                if step % 3 == 0 {
+                    #expect(map.take(digest) == model.removeValue(forKey: digest))
+                } else {
+                    try map.insert(digest, mask: bit)
+                    model[digest, default: 0] |= bit
+                }
+                #expect(map.contains(digest) == (model[digest] != nil))
+            }
+            #expect(map.remaining.count == model.count)
+            #expect(map.unionOfRemaining == model.values.reduce(0, |))
+        }
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path)
+        #expect(leftovers.isEmpty, "runs are removed with their map: \(leftovers)")
+    }
+
+    /// Writer and verifier with a tiny memory limit: every "which chunks" question goes to disk.
+    @Test func archiveRoundTripWithSpilledDigestSets() throws {
+        let saved = SpillingDigestMap.defaultMemoryLimit
+        SpillingDigestMap.defaultMemoryLimit = 5
+        defer { SpillingDigestMap.defaultMemoryLimit = saved }
+        let fixture = try ArchiveFixture(chunkBlockSize: 4 << 10)
+        let volumes = try fixture.write()
+        let report = ArchiveVerifier.verify(ArchiveFixture.sources(volumes))
+        #expect(report.failure == nil, "\(report.problems)")
+        #expect(report.points.allSatisfy { $0.intact })
+        #expect(try fixture.restore(volumes, point: 0, disk: "a.img") == TestImage.sha256(of: fixture.a))
+        // Cut the archive short of its chunks: verify names the points missing them.
+        var cut = volumes
+        cut[0] = Array(cut[0].prefix(cut[0].count / 2))
+        let damaged = ArchiveVerifier.verify(ArchiveFixture.sources(cut))
+        #expect(!damaged.points.allSatisfy { $0.intact })
+    }
+
     @Test func digestTableFindsEveryBlockInMemoryAndSpilled() throws {
         let dir = TemporaryDirectory()
         var gen = TestImage(seed: 41)

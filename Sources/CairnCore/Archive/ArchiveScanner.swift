@@ -114,7 +114,8 @@ final class ArchiveScanner {
     /// Stop at the first chunk record: every manifest and index has been read by then (list).
     var stopAtChunks = false
     /// Digest → restore points needing it (bit i = point i; bit 63 = point 63 or later).
-    private(set) var needs: [ChunkDigest: UInt64] = [:]
+    /// Chunks the indexes need and that have not arrived, with the restore points needing them.
+    private(set) var needs = SpillingDigestMap(directory: ScratchDirectory.path)
 
     // Index tree walk state.
     private struct Frame {
@@ -281,7 +282,7 @@ final class ArchiveScanner {
             if trackNeeds {
                 let bit = Self.pointBit(p)
                 let zero = ZeroBlock.digest
-                for digest in plain where digest != zero { needs[digest, default: 0] |= bit }
+                for digest in plain where digest != zero { try needs.insert(digest, mask: bit) }
             }
             if wantsLeaves?(p, treeDisk) == true { try onLeaves?(p, treeDisk, leafCount, plain) }
             leafCount += UInt64(plain.count)
@@ -329,7 +330,7 @@ final class ArchiveScanner {
         }
         var neededBy: UInt64 = 0
         if trackNeeds {
-            if let mask = needs.removeValue(forKey: header.digest) {
+            if let mask = needs.take(header.digest) {
                 neededBy = mask
             } else {
                 unneededChunks += 1
@@ -344,15 +345,15 @@ final class ArchiveScanner {
             let plain = try decoder.decode(record.body, header)
             try onChunk?(header.digest, plain, record.body, record.location)
         } catch {
-            if neededBy != 0 { needs[header.digest] = neededBy }
+            if neededBy != 0 { try needs.insert(header.digest, mask: neededBy) }
             guard error.code == .damaged else { throw error }
             report(record.location, "chunk record \(record.ordinal): \(error.message)\(describe(neededBy))")
         }
     }
 
     /// A chunk handed to `onChunkRecord` turned out damaged: the points needing it miss it.
-    func chunkFailed(_ digest: ChunkDigest, neededBy mask: UInt64, problem: ArchiveProblem) {
-        if mask != 0 { needs[digest, default: 0] |= mask }
+    func chunkFailed(_ digest: ChunkDigest, neededBy mask: UInt64, problem: ArchiveProblem) throws(CairnError) {
+        if mask != 0 { try needs.insert(digest, mask: mask) }
         var problem = problem
         problem.message += describe(mask)
         blocks.report(problem.location, problem.message, problem.code)
@@ -367,8 +368,7 @@ final class ArchiveScanner {
 
     /// Restore points missing at least one chunk after the pass (with `trackNeeds`).
     func pointsMissingChunks() -> Set<Int> {
-        var mask: UInt64 = 0
-        for value in needs.values { mask |= value }
+        let mask = needs.unionOfRemaining
         return Set(points.indices.filter { mask & Self.pointBit($0) != 0 })
     }
 }

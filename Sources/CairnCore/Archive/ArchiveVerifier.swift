@@ -69,7 +69,7 @@ public enum ArchiveVerifier {
         do throws(CairnError) {
             try scanner.run()
             for damage in try workers?.finish() ?? [] {
-                scanner.chunkFailed(damage.digest, neededBy: damage.tag, problem: damage.problem)
+                try scanner.chunkFailed(damage.digest, neededBy: damage.tag, problem: damage.problem)
             }
         } catch {
             workers?.stop()
@@ -95,14 +95,13 @@ public enum ArchiveVerifier {
         }
         var problems = blocks.problems
         if full {
-            let missingCount = scanner.needs.count
-            if missingCount > 0 && fatal == nil {
-                let example = scanner.needs.first!
+            let (missingCount, example) = scanner.needs.remaining
+            if missingCount > 0 && fatal == nil, let example {
                 problems.append(
                     ArchiveProblem(
                         location: nil,
                         message:
-                            "\(missingCount) chunks the indexes need are not in the archive intact (e.g. \(example.key)\(scanner.describe(example.value)))",
+                            "\(missingCount) chunks the indexes need are not in the archive intact (e.g. \(example.digest)\(scanner.describe(example.mask)))",
                         code: .damaged))
             }
         }

@@ -21,9 +21,9 @@ public struct ArchiveWriteResult: Sendable {
 /// can restore any point in one pass. Chunks are copied as stored (compressed, with their pack
 /// record header and CRC): nothing is recompressed.
 ///
-/// Memory: one archive block, one chunk record, one index page per tree level, and the set of
-/// digests already written (`Set<ChunkDigest>`: 32 bytes per distinct chunk, about 43 to 86
-/// bytes with the hash table's load factor; docs/ARCHIVE-FORMAT.md, "Memory").
+/// Memory: one archive block, one chunk record, one index page per tree level, and the digests
+/// already written in a `SpillingDigestMap` (at most 512 Ki in memory, the rest in sorted
+/// temporary files; docs/ARCHIVE-FORMAT.md, "Memory").
 public final class ArchiveWriter {
     public let repository: Repository
     public let ids: [RestorePointID]
@@ -86,7 +86,7 @@ public final class ArchiveWriter {
                 }
             }
             // 2. Chunks, each once, in order of first need.
-            var written = Set<ChunkDigest>()
+            let written = SpillingDigestMap(directory: ScratchDirectory.path)
             var done: UInt64 = 0
             var lastProgress = 0.0
             let zero = ZeroBlock.digest
@@ -97,7 +97,8 @@ public final class ArchiveWriter {
                         size: disk.size)
                     try walk.forEachBlock { (_, digest) throws(CairnError) in
                         done += UInt64(repository.store.blockSize)
-                        guard digest != zero, written.insert(digest).inserted else { return }
+                        guard digest != zero, !written.contains(digest) else { return }
+                        try written.insert(digest, mask: 1)
                         let record = try reader.readStored(digest)
                         try blocks.appendRecord(.chunk, parts: [record])
                         chunks += 1
