@@ -63,6 +63,8 @@ final class PackWriter {
         table.append(PackFormat.footerMagic)
         try file.write(table.bytes, at: size)
         size += UInt64(table.count)
+        // Start writing it to disk now, so the commit's syncfs overlaps with the rest of the run.
+        file.startWriteback()
     }
 
     /// Discards the unfinished pack.
