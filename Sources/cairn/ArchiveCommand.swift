@@ -228,11 +228,7 @@ struct ArchiveRestoreCommand: ParsableCommand {
     @Option(help: "The disk to restore; needed when the restore point has several.")
     var disk: String?
 
-    @Option(help: "Output format: raw (default) or qcow2.")
-    var format = "raw"
-
-    @Option(help: "qcow2 output cluster size.")
-    var clusterSize = "64K"
+    @OptionGroup var output: RestoreOutputOptions
 
     @Flag(help: "Overwrite an existing output file.")
     var force = false
@@ -242,9 +238,7 @@ struct ArchiveRestoreCommand: ParsableCommand {
             guard arguments.count >= 2 else {
                 throw CairnError(.usage, "give the archive's volumes (or -) and then the restore point id")
             }
-            guard let outputFormat = RestoreFormat(rawValue: format) else {
-                throw CairnError(.usage, "--format \(format) is not raw or qcow2")
-            }
+            let (outputFormat, cluster) = try output.parsed()
             let id = arguments.last!
             let latest = id.hasSuffix("@latest") && GroupName.isValid(String(id.dropLast("@latest".count)))
             guard latest || RestorePointID(parsing: id) != nil else {
@@ -256,10 +250,6 @@ struct ArchiveRestoreCommand: ParsableCommand {
             var request = ArchiveRestoreRequest(point: id, disk: disk, destination: to)
             request.format = outputFormat
             request.force = force
-            let cluster = try parseSize(clusterSize, option: "--cluster-size")
-            guard cluster >= 512, cluster <= 2 << 20, cluster & (cluster - 1) == 0 else {
-                throw CairnError(.usage, "--cluster-size \(clusterSize) is not a power of two from 512 to 2M")
-            }
             request.clusterSize = cluster
             let restore = ArchiveRestore(sources: try openVolumes(Array(arguments.dropLast())), request: request)
             restore.progress = { read, written, seconds in

@@ -24,11 +24,7 @@ struct RestoreCommand: ParsableCommand {
     @Option(help: "The disk to restore (its image's file name); needed when the restore point has several.")
     var disk: String?
 
-    @Option(help: "Output format: raw (default) or qcow2.")
-    var format = "raw"
-
-    @Option(help: "qcow2 output cluster size.")
-    var clusterSize = "64K"
+    @OptionGroup var output: RestoreOutputOptions
 
     @Flag(help: "Overwrite an existing output file.")
     var force = false
@@ -41,9 +37,7 @@ struct RestoreCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            guard let outputFormat = RestoreFormat(rawValue: format) else {
-                throw CairnError(.usage, "--format \(format) is not raw or qcow2")
-            }
+            let (outputFormat, cluster) = try output.parsed()
             let repo = try repository.open()
             let pointID: RestorePointID
             switch (id, group, at) {
@@ -63,10 +57,6 @@ struct RestoreCommand: ParsableCommand {
             request.format = outputFormat
             request.force = force
             request.allowDamaged = allowDamaged
-            let cluster = try parseSize(clusterSize, option: "--cluster-size")
-            guard cluster >= 512, cluster <= 2 << 20, cluster & (cluster - 1) == 0 else {
-                throw CairnError(.usage, "--cluster-size \(clusterSize) is not a power of two from 512 to 2M")
-            }
             request.clusterSize = cluster
             let job = RestoreJob(repository: repo, request: request)
             job.lockWait = try repository.lockWaitSeconds()
@@ -85,7 +75,7 @@ struct RestoreCommand: ParsableCommand {
             if json {
                 print(
                     try JSONCoding.encode(
-                        RestoreSummary(id: pointID.description, result: result, to: to, format: format)))
+                        RestoreSummary(id: pointID.description, result: result, to: to, format: output.format)))
             } else {
                 print(
                     "restored \(pointID) disk \(result.disk.name) to \(to): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written in \(Units.formatDecimal(result.seconds, places: 2)) s"
@@ -115,5 +105,25 @@ struct RestoreSummary: Encodable {
         bytesWritten = result.bytesWritten
         seconds = result.seconds
         damaged = result.damaged
+    }
+}
+
+/// `--format` and `--cluster-size`, shared by `restore` and `archive restore`.
+struct RestoreOutputOptions: ParsableArguments {
+    @Option(help: "Output format: raw (default) or qcow2.")
+    var format = "raw"
+
+    @Option(help: "qcow2 output cluster size: a power of two from 512 to 2M.")
+    var clusterSize = "64K"
+
+    func parsed() throws(CairnError) -> (RestoreFormat, UInt64) {
+        guard let outputFormat = RestoreFormat(rawValue: format) else {
+            throw CairnError(.usage, "--format \(format) is not raw or qcow2")
+        }
+        let cluster = try parseSize(clusterSize, option: "--cluster-size")
+        guard cluster >= 512, cluster <= 2 << 20, cluster & (cluster - 1) == 0 else {
+            throw CairnError(.usage, "--cluster-size \(clusterSize) is not a power of two from 512 to 2M")
+        }
+        return (outputFormat, cluster)
     }
 }

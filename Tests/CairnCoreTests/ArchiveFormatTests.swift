@@ -112,8 +112,11 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         let fixture = try ArchiveFixture(chunkBlockSize: 4 << 10)
         let volumes = try fixture.write()
         #expect(try fixture.restore(volumes, point: 0, disk: "a.img", runLimit: 37) == TestImage.sha256(of: fixture.a))
-        #expect(try fixture.restore(volumes, point: 1, disk: "b.img", runLimit: 1000) == TestImage.sha256(of: fixture.b))
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: fixture.dir.path).filter { $0.hasPrefix(".cairn-restore") }
+        #expect(
+            try fixture.restore(volumes, point: 1, disk: "b.img", runLimit: 1000) == TestImage.sha256(of: fixture.b))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: fixture.dir.path).filter {
+            $0.hasPrefix(".cairn-restore")
+        }
         #expect(leftovers.isEmpty, "temporary runs are removed: \(leftovers)")
     }
 

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What to restore from an archive, and where.
@@ -57,7 +57,9 @@ public final class ArchiveRestore {
         let blockSize: UInt64
         let written = AtomicCounter()
 
-        init(table: BlockDigestTable, nonZero: ClusterBitmap, target: any RestoreTarget, size: UInt64, blockSize: UInt64) {
+        init(
+            table: BlockDigestTable, nonZero: ClusterBitmap, target: any RestoreTarget, size: UInt64, blockSize: UInt64
+        ) {
             self.table = table
             self.nonZero = nonZero
             restored = .allocate(capacity: max(1, Int(nonZero.clusterCount)))
@@ -79,7 +81,8 @@ public final class ArchiveRestore {
                 let length = Int(min(blockSize, size - offset))
                 guard plain.count == length else {
                     throw CairnError(
-                        .damaged, "chunk \(digest) holds \(plain.count) bytes where the disk needs \(length) at offset \(offset)")
+                        .damaged,
+                        "chunk \(digest) holds \(plain.count) bytes where the disk needs \(length) at offset \(offset)")
                 }
                 if !restored[Int(block)] {
                     try target.write(plain, atGuestOffset: offset)

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A disk's (digest, block) pairs sorted by digest, for archive restore: which blocks each
@@ -53,19 +53,7 @@ final class BlockDigestTable: @unchecked Sendable {
         pending.sort { $0.0 < $1.0 }
         let path = temporaryPath()
         runs.append(path)
-        let file = try File.open(path, .createNew)
-        var w = ByteWriter(capacity: min(pending.count, 1 << 16) * Self.entrySize)
-        var offset: UInt64 = 0
-        for (digest, block) in pending {
-            w.append(digest)
-            w.le(block)
-            if w.count >= 1 << 20 {
-                try file.write(w.bytes, at: offset)
-                offset += UInt64(w.count)
-                w = ByteWriter(capacity: 1 << 20)
-            }
-        }
-        try file.write(w.bytes, at: offset)
+        try DigestRunFile.write(pending, to: path)
         pending.removeAll(keepingCapacity: true)
     }
 
@@ -114,7 +102,8 @@ final class BlockDigestTable: @unchecked Sendable {
 
     func block(at i: Int) -> UInt64 {
         if let merged {
-            return UInt64(littleEndian: merged.bytes.loadUnaligned(fromByteOffset: i * Self.entrySize + 32, as: UInt64.self))
+            return UInt64(
+                littleEndian: merged.bytes.loadUnaligned(fromByteOffset: i * Self.entrySize + 32, as: UInt64.self))
         }
         return sorted[i].1
     }
@@ -154,7 +143,8 @@ final class BlockDigestTable: @unchecked Sendable {
                     current = nil
                     return
                 }
-                let want = Int(min(UInt64((1 << 20) / BlockDigestTable.entrySize * BlockDigestTable.entrySize), size - offset))
+                let want = Int(
+                    min(UInt64((1 << 20) / BlockDigestTable.entrySize * BlockDigestTable.entrySize), size - offset))
                 buffer = try file.readBytes(count: want, at: offset)
                 offset += UInt64(buffer.count)
                 position = 0
@@ -165,9 +155,32 @@ final class BlockDigestTable: @unchecked Sendable {
             }
             let at = position
             current = buffer.withUnsafeBytes { raw in
-                (ChunkDigest(loadingFrom: raw, at: at), UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 32, as: UInt64.self)))
+                (
+                    ChunkDigest(loadingFrom: raw, at: at),
+                    UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 32, as: UInt64.self))
+                )
             }
             position += BlockDigestTable.entrySize
         }
+    }
+}
+
+/// Files of 40-byte entries (a digest, then a little-endian `UInt64`) in the caller's order:
+/// the spilled runs of `BlockDigestTable` and `SpillingDigestMap`.
+enum DigestRunFile {
+    static func write(_ entries: some Sequence<(ChunkDigest, UInt64)>, to path: String) throws(CairnError) {
+        let file = try File.open(path, .createNew)
+        var w = ByteWriter(capacity: 1 << 20)
+        var offset: UInt64 = 0
+        for (digest, value) in entries {
+            w.append(digest)
+            w.le(value)
+            if w.count >= 1 << 20 {
+                try file.write(w.bytes, at: offset)
+                offset += UInt64(w.count)
+                w = ByteWriter(capacity: 1 << 20)
+            }
+        }
+        try file.write(w.bytes, at: offset)
     }
 }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A map from chunk digests to bit masks that keeps at most `memoryLimit` entries in memory and
@@ -33,9 +33,13 @@ final class SpillingDigestMap {
 
         deinit { try? FileSystem.remove(path) }
 
-        func digest(_ i: Int) -> ChunkDigest { ChunkDigest(loadingFrom: map.bytes, at: i * SpillingDigestMap.entrySize) }
+        func digest(_ i: Int) -> ChunkDigest {
+            ChunkDigest(loadingFrom: map.bytes, at: i * SpillingDigestMap.entrySize)
+        }
         func value(_ i: Int) -> UInt64 {
-            UInt64(littleEndian: map.bytes.loadUnaligned(fromByteOffset: i * SpillingDigestMap.entrySize + 32, as: UInt64.self))
+            UInt64(
+                littleEndian: map.bytes.loadUnaligned(
+                    fromByteOffset: i * SpillingDigestMap.entrySize + 32, as: UInt64.self))
         }
         func isTaken(_ i: Int) -> Bool { taken[i / 64] & (1 << UInt64(i % 64)) != 0 }
         func take(_ i: Int) { taken[i / 64] |= 1 << UInt64(i % 64) }
@@ -141,19 +145,7 @@ final class SpillingDigestMap {
         memory.removeAll(keepingCapacity: true)
         let path = "\(directory)/.cairn-digests-\(getpid())-\(runs.count)-\(UInt32.random(in: 0...UInt32.max)).tmp"
         do {
-            let file = try File.open(path, .createNew)
-            var w = ByteWriter(capacity: 1 << 20)
-            var offset: UInt64 = 0
-            for (digest, value) in entries {
-                w.append(digest)
-                w.le(value)
-                if w.count >= 1 << 20 {
-                    try file.write(w.bytes, at: offset)
-                    offset += UInt64(w.count)
-                    w = ByteWriter(capacity: 1 << 20)
-                }
-            }
-            try file.write(w.bytes, at: offset)
+            try DigestRunFile.write(entries.lazy.map { ($0.key, $0.value) }, to: path)
             runs.append(try Run(path: path))
         } catch {
             try? FileSystem.remove(path)
