@@ -192,8 +192,16 @@ final class DiskBackup: @unchecked Sendable {
         }
         // Mark blocks that touch data.
         var position = start
+        // The first extent is the one already asked for: reuse it, cut to this batch.
+        var known: ImageExtent? = ImageExtent(length: min(head.length, end - start), isZero: head.isZero)
         while position < end {
-            let extent = try image.extent(at: position, maxLength: end - position)
+            let extent: ImageExtent
+            if let first = known {
+                extent = first
+                known = nil
+            } else {
+                extent = try image.extent(at: position, maxLength: end - position)
+            }
             let extentEnd = position + max(1, extent.length)
             if !extent.isZero {
                 let a = Int((position - start) / bs)

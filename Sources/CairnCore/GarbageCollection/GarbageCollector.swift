@@ -255,27 +255,10 @@ public final class GarbageCollector {
         return live
     }
 
-    /// Removes temporary files of interrupted runs (their process is gone) and markers of removed
-    /// restore points. Under gc's exclusive lock no other cairn process can be writing.
+    /// Removes temporary files of interrupted runs and markers of removed restore points. Under
+    /// gc's exclusive lock no other cairn process can be writing.
     private func removeLeftovers() throws(CairnError) -> Int {
-        var dirs = [
-            "\(repository.path)/index", "\(repository.path)/points", "\(repository.path)/verify",
-            "\(repository.path)/packs",
-        ]
-        for sub in try FileSystem.list("\(repository.path)/packs") { dirs.append("\(repository.path)/packs/\(sub)") }
-        for group in try FileSystem.list("\(repository.path)/points") {
-            dirs.append("\(repository.path)/points/\(group)")
-        }
-        var removed = 0
-        for dir in dirs {
-            for name in try FileSystem.list(dir) where name.hasPrefix(".") {
-                guard let range = name.range(of: ".tmp-"), let pid = Int32(name[range.upperBound...]) else { continue }
-                if pid == getpid() || !ProcessLiveness.isAlive(pid) {
-                    if !dryRun { try FileSystem.remove("\(dir)/\(name)") }
-                    removed += 1
-                }
-            }
-        }
+        var removed = repository.removeLeftovers(dryRun: dryRun)
         for path in try repository.catalog.orphanMarkers() {
             if !dryRun { try FileSystem.remove(path) }
             removed += 1

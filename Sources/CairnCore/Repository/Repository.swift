@@ -86,18 +86,25 @@ public final class Repository: @unchecked Sendable {
         catalog = Catalog(root: "\(path)/points")
     }
 
-    /// Removes files that interrupted runs left behind (`.NAME.tmp-PID` whose process is gone).
-    public func removeLeftovers() {
+    /// Removes files that interrupted runs left behind (`.NAME.tmp-PID` whose process is gone, or
+    /// is this one: a command calls this before it writes anything). Returns how many there were;
+    /// with `dryRun` nothing is removed.
+    @discardableResult
+    public func removeLeftovers(dryRun: Bool = false) -> Int {
+        var removed = 0
         for dir in leftoverDirectories() {
             for name in (try? FileSystem.list(dir)) ?? [] where name.hasPrefix(".") {
                 guard let range = name.range(of: ".tmp-"), let pid = Int32(name[range.upperBound...]) else { continue }
-                if !ProcessLiveness.isAlive(pid) { try? FileSystem.remove("\(dir)/\(name)") }
+                guard pid == getpid() || !ProcessLiveness.isAlive(pid) else { continue }
+                if !dryRun { try? FileSystem.remove("\(dir)/\(name)") }
+                removed += 1
             }
         }
+        return removed
     }
 
     private func leftoverDirectories() -> [String] {
-        var dirs = ["\(path)/index", "\(path)/points"]
+        var dirs = ["\(path)/index", "\(path)/points", "\(path)/verify", "\(path)/packs"]
         for sub in (try? FileSystem.list("\(path)/packs")) ?? [] { dirs.append("\(path)/packs/\(sub)") }
         for group in (try? FileSystem.list("\(path)/points")) ?? [] { dirs.append("\(path)/points/\(group)") }
         return dirs
