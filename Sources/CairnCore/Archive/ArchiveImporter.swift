@@ -49,10 +49,10 @@ public final class ArchiveImporter {
             checkedBlockSize = true
         }
         scanner.onIndexPage = { (_, record) throws(CairnError) in
-            if try store.store(record: record) { stored += 1 }
+            if try store.store(record: record).chunks > 0 { stored += 1 }
         }
         scanner.onChunk = { (_, _, record, _) throws(CairnError) in
-            if try store.store(record: record) { stored += 1 }
+            if try store.store(record: record).chunks > 0 { stored += 1 }
         }
         var fatal: CairnError?
         do throws(CairnError) {

@@ -62,6 +62,8 @@ final class ArchiveChunkDecoder {
                 throw CairnError(.damaged, "chunk \(header.digest) decompresses to \(n) bytes, not \(header.rawLength)")
             }
             plain = UnsafeRawBufferPointer(target)
+        case .framed:
+            throw CairnError(.badArchive, "chunk record \(header.digest) has an invalid compression")
         }
         guard plain.count == header.rawLength, hasher.digest(plain) == header.digest else {
             throw CairnError(.damaged, "chunk \(header.digest) does not match its digest")

@@ -1,7 +1,8 @@
 /// A run of consecutive blocks moving through the backup pipeline, with all its buffers.
 ///
 /// Batches are allocated once per run and reused: the reader fills `data`, a worker fills
-/// `digests`, `outcomes` and the record slots, the writer consumes them. A batch whose blocks
+/// `digests`, `outcomes` and the records (new blocks, compressed together in frames), the
+/// writer consumes them. A batch whose blocks
 /// all lie in a hole carries no data at all and may cover far more blocks than its capacity.
 final class BlockBatch: @unchecked Sendable {
     enum Outcome: UInt8 {
@@ -11,15 +12,16 @@ final class BlockBatch: @unchecked Sendable {
         case unchanged
         /// Changed here, but the repository already holds the chunk.
         case known
-        /// New to the repository: its record is in the block's slot.
+        /// New to the repository: it is a member of one of the batch's records.
         case new
     }
 
     let capacity: Int
     let blockSize: Int
-    let slotSize: Int
     let data: UnsafeMutableRawBufferPointer
-    let slots: UnsafeMutableRawBufferPointer
+    /// The batch's encoded records, back to back: room for every block as a record of its own,
+    /// plus each frame's member list.
+    let records: UnsafeMutableRawBufferPointer
 
     var sequence = 0
     var firstBlock: UInt64 = 0
@@ -33,7 +35,12 @@ final class BlockBatch: @unchecked Sendable {
     var hasPrevious: [Bool]
     var digests: [ChunkDigest]
     var outcomes: [Outcome]
+    /// Where each record starts in `records`, and its length; `recordCount` are in use.
+    var recordStarts: [Int]
     var recordLengths: [Int]
+    var recordCount = 0
+    /// Scratch for the worker: indices of the blocks new so far in this batch.
+    var newBlocks: [Int]
     var bytesRead: UInt64 = 0
     /// Data blocks are yet to be read (by the reader thread or a worker).
     var needsRead = false
@@ -41,9 +48,9 @@ final class BlockBatch: @unchecked Sendable {
     init(capacity: Int, blockSize: Int) {
         self.capacity = capacity
         self.blockSize = blockSize
-        slotSize = ChunkEncoder.slotSize(rawLength: blockSize)
         data = .allocate(byteCount: capacity * blockSize, alignment: 4096)
-        slots = .allocate(byteCount: capacity * slotSize, alignment: 64)
+        records = .allocate(
+            byteCount: capacity * (ChunkEncoder.slotSize(rawLength: blockSize) + 64), alignment: 64)
         let zero = ChunkDigest(w0: 0, w1: 0, w2: 0, w3: 0)
         lengths = Array(repeating: 0, count: capacity)
         isHole = Array(repeating: false, count: capacity)
@@ -51,23 +58,34 @@ final class BlockBatch: @unchecked Sendable {
         hasPrevious = Array(repeating: false, count: capacity)
         digests = Array(repeating: zero, count: capacity)
         outcomes = Array(repeating: .zero, count: capacity)
+        recordStarts = Array(repeating: 0, count: capacity)
         recordLengths = Array(repeating: 0, count: capacity)
+        newBlocks = Array(repeating: 0, count: capacity)
     }
 
     deinit {
         data.deallocate()
-        slots.deallocate()
+        records.deallocate()
     }
 
     func block(_ i: Int) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: data[(i * blockSize)..<(i * blockSize + lengths[i])])
     }
 
-    func slot(_ i: Int) -> UnsafeMutableRawBufferPointer {
-        UnsafeMutableRawBufferPointer(rebasing: slots[(i * slotSize)..<((i + 1) * slotSize)])
+    /// Room for the next record, after those encoded so far.
+    func nextRecordSlot() -> UnsafeMutableRawBufferPointer {
+        let start = recordCount == 0 ? 0 : recordStarts[recordCount - 1] + recordLengths[recordCount - 1]
+        return UnsafeMutableRawBufferPointer(rebasing: records[start...])
     }
 
-    func record(_ i: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: slots[(i * slotSize)..<(i * slotSize + recordLengths[i])])
+    /// Notes that a record of `length` bytes was encoded into `nextRecordSlot()`.
+    func addRecord(length: Int) {
+        recordStarts[recordCount] = recordCount == 0 ? 0 : recordStarts[recordCount - 1] + recordLengths[recordCount - 1]
+        recordLengths[recordCount] = length
+        recordCount += 1
+    }
+
+    func record(_ r: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: records[recordStarts[r]..<(recordStarts[r] + recordLengths[r])])
     }
 }

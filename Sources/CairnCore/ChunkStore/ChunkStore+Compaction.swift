@@ -101,6 +101,7 @@ final class SegmentStreamWriter {
         buffer.le(UInt32(location.offset))
         buffer.le(location.storedLength)
         buffer.le(location.rawLength)
+        buffer.le(location.frameOffset ?? ChunkLocation.notFramed)
         counts[Int(digest.prefix >> 56)] += 1
         entryCount += 1
         if buffer.count >= 1 << 20 { try flush() }

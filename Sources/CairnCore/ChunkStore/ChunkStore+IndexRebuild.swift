@@ -50,8 +50,7 @@ extension ChunkStore {
                 }
                 report.packs += 1
                 for r in records {
-                    let location = ChunkLocation(
-                        pack: id, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
+                    let location = r.location(in: id)
                     // A copy verify found damaged is left out when the pack holds nothing better.
                     if distrusted[r.digest] == location { continue }
                     entries.append((r.digest, location))
@@ -85,10 +84,7 @@ extension PackReader {
             let header = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<PackFormat.recordHeaderSize])
             guard (try? file.read(into: header, at: offset)) == PackFormat.recordHeaderSize else { break }
             let stored = Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 32, as: UInt32.self)))
-            let raw = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 36, as: UInt32.self))
-            guard stored <= PackFormat.maxRecordPayload, let kind = ChunkKind(rawValue: header[40]),
-                let compression = ChunkCompression(rawValue: header[41])
-            else { break }
+            guard stored <= PackFormat.maxRecordPayload else { break }
             let payload = UnsafeMutableRawBufferPointer(
                 rebasing: buffer[PackFormat.recordHeaderSize..<(PackFormat.recordHeaderSize + stored)])
             guard (try? file.read(into: payload, at: offset + UInt64(PackFormat.recordHeaderSize))) == stored else {
@@ -99,10 +95,10 @@ extension PackReader {
                 PackFormat.recordCRC(header: UnsafeRawBufferPointer(header), payload: UnsafeRawBufferPointer(payload))
                     == crc
             else { break }
-            records.append(
-                PackRecord(
-                    digest: ChunkDigest(loadingFrom: UnsafeRawBufferPointer(header)), offset: offset,
-                    storedLength: UInt32(stored), rawLength: raw, kind: kind, compression: compression, crc: crc))
+            let record = UnsafeRawBufferPointer(
+                rebasing: buffer[0..<(PackFormat.recordHeaderSize + stored)])
+            guard let entries = try? PackFormat.tableEntries(record: record, at: offset) else { break }
+            records += entries
             offset += UInt64(PackFormat.recordHeaderSize + stored)
         }
         return records

@@ -105,29 +105,55 @@ public final class ChunkStore: @unchecked Sendable {
 
     // MARK: Writing (one thread)
 
-    /// Stores one encoded record unless the store already holds its chunk. Returns true if written.
+    /// What `store(record:)` added: chunks newly findable and their plain bytes.
+    struct Stored {
+        var chunks = 0
+        var bytes = 0
+    }
+
+    /// Stores one encoded record unless the store already holds its chunk. A frame record is
+    /// stored if any member is new, and only its new members are indexed (a member stored
+    /// meanwhile by another frame stays in this one as dead bytes, which gc can reclaim).
     @discardableResult
-    func store(record: UnsafeRawBufferPointer) throws(CairnError) -> Bool {
-        let digest = ChunkDigest(loadingFrom: record)
-        if contains(digest) { return false }
+    func store(record: UnsafeRawBufferPointer) throws(CairnError) -> Stored {
+        let isFrame = record[40] == ChunkKind.frame.rawValue
+        if !isFrame, contains(ChunkDigest(loadingFrom: record)) { return Stored() }
         if currentPack == nil { currentPack = try PackWriter(repositoryPath: root) }
         let pack = currentPack!
-        let offset = pack.size
-        try pack.append(record: record)
-        let stored = UInt32(record.count - PackFormat.recordHeaderSize)
-        let raw = UInt32(littleEndian: record.loadUnaligned(fromByteOffset: 36, as: UInt32.self))
-        let location = ChunkLocation(pack: pack.id, offset: offset, storedLength: stored, rawLength: raw)
-        pending.withLock { $0[digest] = location }
-        unflushed.append((digest, location))
+        if isFrame {
+            let offset = pack.size
+            let members = try PackFormat.tableEntries(record: record, at: offset)
+            guard members.contains(where: { !contains($0.digest) }) else { return Stored() }
+            try pack.append(record: record)
+            var stored = Stored()
+            for member in members where !contains(member.digest) {
+                let location = member.location(in: pack.id)
+                pending.withLock { $0[member.digest] = location }
+                unflushed.append((member.digest, location))
+                stored.chunks += 1
+                stored.bytes += Int(member.rawLength)
+            }
+            try added(record: record, to: pack, chunks: stored.chunks)
+            return stored
+        }
+        let entry = try pack.append(record: record)[0]
+        let location = entry.location(in: pack.id)
+        pending.withLock { $0[entry.digest] = location }
+        unflushed.append((entry.digest, location))
+        try added(record: record, to: pack, chunks: 1)
+        return Stored(chunks: 1, bytes: Int(entry.rawLength))
+    }
+
+    /// Counts a record just appended and closes its pack once full.
+    private func added(record: UnsafeRawBufferPointer, to pack: PackWriter, chunks: Int) throws(CairnError) {
         storedBytesWritten += UInt64(record.count)
-        chunksWritten += 1
+        chunksWritten += chunks
         if pack.size >= packTargetSize {
             try pack.finish()
             finishedPacks.append(pack)
             currentPack = nil
             if unflushed.count >= Self.flushThreshold { try commit() }
         }
-        return true
     }
 
     /// Makes every chunk stored so far durable and findable by other processes:

@@ -5,26 +5,35 @@ public struct ChunkLocation: Sendable, Equatable {
     public var offset: UInt64
     public var storedLength: UInt32
     public var rawLength: UInt32
+    /// Nil for a chunk stored alone; for a member of a frame record (at `offset`, of
+    /// `storedLength`), where its `rawLength` bytes start in the frame's plain bytes.
+    public var frameOffset: UInt32?
 
-    public init(pack: PackID, offset: UInt64, storedLength: UInt32, rawLength: UInt32) {
+    public init(pack: PackID, offset: UInt64, storedLength: UInt32, rawLength: UInt32, frameOffset: UInt32? = nil) {
         self.pack = pack
         self.offset = offset
         self.storedLength = storedLength
         self.rawLength = rawLength
+        self.frameOffset = frameOffset
     }
+
+    /// How index segments write "not in a frame".
+    static let notFramed = UInt32.max
 }
 
 /// One immutable, sorted file of the chunk index: digest → pack, offset, lengths.
 ///
 /// Layout (docs/FORMAT.md, "Chunk index segments"): header, pack table, 256-entry fan-out by the
-/// digest's first byte, 48-byte entries sorted by digest, CRC footer. Searched through a memory
+/// digest's first byte, 52-byte entries sorted by digest (48 in version 1, which had no frames),
+/// CRC footer. Searched through a memory
 /// map: a lookup is one fan-out read and a binary search over the pages it touches.
 public final class IndexSegment: @unchecked Sendable {
     public static let magic: [UInt8] = Array("CAIRNIX1".utf8)
     public static let footerMagic: [UInt8] = Array("CAIRNIXE".utf8)
-    static let version: UInt32 = 1
+    /// Version written; version 1 (no frame offsets) is still read.
+    static let version: UInt32 = 2
     static let headerSize = 32
-    static let entrySize = 48
+    static let entrySize = 52
     static let fanoutSize = 256 * 4
     static let footerSize = 16
 
@@ -33,6 +42,8 @@ public final class IndexSegment: @unchecked Sendable {
     let map: MappedFile
     public let packs: [PackID]
     public let entryCount: Int
+    /// Bytes per entry in this file: 48 (version 1) or 52.
+    let entryStride: Int
     private let fanoutOffset: Int
     private let entriesOffset: Int
 
@@ -49,15 +60,17 @@ public final class IndexSegment: @unchecked Sendable {
             )
         }
         let version = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
-        guard version == Self.version else {
+        guard version == 1 || version == Self.version else {
             throw CairnError(
                 .repository,
-                "chunk index segment \(path) has format version \(version); this Cairn reads version \(Self.version)")
+                "chunk index segment \(path) has format version \(version); this Cairn reads versions 1 and \(Self.version)"
+            )
         }
+        let stride = version == 1 ? 48 : Self.entrySize
         let packCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
         let entries = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
-        let expected = UInt64(fixed) + UInt64(packCount) * 16 + entries * UInt64(Self.entrySize)
-        guard entries < UInt64(Int.max / Self.entrySize), expected == UInt64(bytes.count) else {
+        let expected = UInt64(fixed) + UInt64(packCount) * 16 + entries * UInt64(stride)
+        guard entries < UInt64(Int.max / stride), expected == UInt64(bytes.count) else {
             throw CairnError(
                 .damaged,
                 "chunk index segment \(path) is \(bytes.count) bytes, but its header describes \(expected): it is damaged (rebuild the index with `cairn rebuild-index`)"
@@ -71,6 +84,7 @@ public final class IndexSegment: @unchecked Sendable {
         }
         self.packs = packs
         entryCount = Int(entries)
+        entryStride = stride
         fanoutOffset = Self.headerSize + packCount * 16
         entriesOffset = fanoutOffset + Self.fanoutSize
     }
@@ -80,19 +94,25 @@ public final class IndexSegment: @unchecked Sendable {
     }
 
     public func digest(at index: Int) -> ChunkDigest {
-        ChunkDigest(loadingFrom: map.bytes, at: entriesOffset + index * Self.entrySize)
+        ChunkDigest(loadingFrom: map.bytes, at: entriesOffset + index * entryStride)
     }
 
     public func location(at index: Int) -> ChunkLocation? {
-        let at = entriesOffset + index * Self.entrySize + 32
+        let at = entriesOffset + index * entryStride + 32
         let b = map.bytes
         let pack = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
         guard pack < packs.count else { return nil }
+        var frameOffset: UInt32?
+        if entryStride > 48 {
+            let raw = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 16, as: UInt32.self))
+            if raw != ChunkLocation.notFramed { frameOffset = raw }
+        }
         return ChunkLocation(
             pack: packs[pack],
             offset: UInt64(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self))),
             storedLength: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 8, as: UInt32.self)),
-            rawLength: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 12, as: UInt32.self)))
+            rawLength: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 12, as: UInt32.self)),
+            frameOffset: frameOffset)
     }
 
     /// - Complexity: O(log n) over the entries sharing the digest's first byte.
@@ -166,6 +186,7 @@ public final class IndexSegment: @unchecked Sendable {
             w.le(UInt32(loc.offset))
             w.le(loc.storedLength)
             w.le(loc.rawLength)
+            w.le(loc.frameOffset ?? ChunkLocation.notFramed)
         }
         let crc = CRC32.checksum(w.bytes)
         w.le(crc)

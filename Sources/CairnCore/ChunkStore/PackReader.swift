@@ -56,8 +56,8 @@ public final class PackReader: @unchecked Sendable {
             let compression = ChunkCompression(rawValue: try r.le(UInt8.self))
             try r.skip(2)
             let crc = try r.le(UInt32.self)
-            try r.skip(4)
-            guard let kind, let compression,
+            let frameOffset = try r.le(UInt32.self)
+            guard let kind, let compression, kind != .frame,
                 offset + UInt64(PackFormat.recordHeaderSize) + UInt64(stored) <= tableOffset
             else {
                 throw CairnError(.damaged, "pack \(id) lists a record at offset \(offset) that does not fit the pack")
@@ -65,39 +65,42 @@ public final class PackReader: @unchecked Sendable {
             records.append(
                 PackRecord(
                     digest: digest, offset: offset, storedLength: stored, rawLength: raw, kind: kind,
-                    compression: compression, crc: crc))
+                    compression: compression, crc: crc, frameOffset: compression == .framed ? frameOffset : nil))
         }
         return records
     }
 
     /// Reads record header and payload at `offset` into `buffer`, checks the header against what
     /// the index expects and the CRC, and returns the record (payload follows the header in `buffer`).
+    /// `expected` is the chunk's digest, or nil for a frame record (whose members the caller checks).
     func readRecord(
-        at offset: UInt64, storedLength: Int, expected digest: ChunkDigest, into buffer: UnsafeMutableRawBufferPointer,
+        at offset: UInt64, storedLength: Int, expected digest: ChunkDigest?, into buffer: UnsafeMutableRawBufferPointer,
         checkCRC: Bool = true
     ) throws(CairnError) -> (compression: ChunkCompression, rawLength: Int) {
+        let what = digest.map { "chunk \($0)" } ?? "frame record"
         let total = PackFormat.recordHeaderSize + storedLength
         guard total <= buffer.count else {
             throw CairnError(
-                .damaged, "chunk \(digest) in pack \(id) claims \(storedLength) stored bytes, more than any chunk")
+                .damaged, "\(what) in pack \(id) claims \(storedLength) stored bytes, more than any record")
         }
         let region = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<total])
         let n = try file.read(into: region, at: offset)
         guard n == total else {
             throw CairnError(
-                .damaged, "chunk \(digest) in pack \(id) at offset \(offset) is cut off: the pack is truncated")
+                .damaged, "\(what) in pack \(id) at offset \(offset) is cut off: the pack is truncated")
         }
         let header = UnsafeRawBufferPointer(rebasing: region[0..<PackFormat.recordHeaderSize])
         let payload = UnsafeRawBufferPointer(rebasing: region[PackFormat.recordHeaderSize...])
         let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
         guard !checkCRC || PackFormat.recordCRC(header: header, payload: payload) == crc else {
-            throw CairnError(.damaged, "chunk \(digest) in pack \(id) at offset \(offset) fails its CRC")
+            throw CairnError(.damaged, "\(what) in pack \(id) at offset \(offset) fails its CRC")
         }
-        guard ChunkDigest(loadingFrom: header) == digest,
+        let isFrame = header[40] == ChunkKind.frame.rawValue
+        guard digest.map({ ChunkDigest(loadingFrom: header) == $0 && !isFrame }) ?? isFrame,
             Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 32, as: UInt32.self))) == storedLength,
-            let compression = ChunkCompression(rawValue: header[41])
+            let compression = ChunkCompression(rawValue: header[41]), compression != .framed
         else {
-            throw CairnError(.damaged, "record at offset \(offset) in pack \(id) is not chunk \(digest)")
+            throw CairnError(.damaged, "record at offset \(offset) in pack \(id) is not \(what)")
         }
         let raw = Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 36, as: UInt32.self)))
         return (compression, raw)

@@ -24,20 +24,15 @@ final class PackWriter {
         size = UInt64(PackFormat.headerSize)
     }
 
-    /// Appends one record whose header and payload are already laid out contiguously in `record`.
-    func append(record: UnsafeRawBufferPointer) throws(CairnError) {
-        let header = UnsafeRawBufferPointer(rebasing: record[0..<PackFormat.recordHeaderSize])
-        let entry = PackRecord(
-            digest: ChunkDigest(loadingFrom: header),
-            offset: size,
-            storedLength: UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 32, as: UInt32.self)),
-            rawLength: UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 36, as: UInt32.self)),
-            kind: ChunkKind(rawValue: header[40]) ?? .data,
-            compression: ChunkCompression(rawValue: header[41]) ?? .none,
-            crc: UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self)))
+    /// Appends one record whose header and payload are already laid out contiguously in `record`;
+    /// returns its table entries (one, or one per member of a frame record).
+    @discardableResult
+    func append(record: UnsafeRawBufferPointer) throws(CairnError) -> [PackRecord] {
+        let entries = try PackFormat.tableEntries(record: record, at: size)
         try file.write(record, at: size)
         size += UInt64(record.count)
-        records.append(entry)
+        records += entries
+        return entries
     }
 
     /// Writes the table and footer. The file is complete but not yet synced or renamed.
@@ -52,7 +47,7 @@ final class PackWriter {
             table.le(r.compression.rawValue)
             table.le(UInt16(0))
             table.le(r.crc)
-            table.le(UInt32(0))
+            table.le(r.frameOffset ?? 0)
         }
         let tableCRC = CRC32.checksum(table.bytes)
         let tableOffset = size

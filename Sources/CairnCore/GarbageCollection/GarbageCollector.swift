@@ -101,9 +101,7 @@ public final class GarbageCollector {
                 let records = try store.packReader(pack).readTable()
                 var flags = liveFlags[pack] ?? Array(repeating: false, count: records.count)
                 for (k, r) in records.enumerated() where slice.contains(r.digest) && unresolved.contains(r.digest) {
-                    let location = ChunkLocation(
-                        pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
-                    if store.lookup(r.digest) == location {
+                    if store.lookup(r.digest) == r.location(in: pack) {
                         unresolved.remove(r.digest)
                         flags[k] = true
                     }
@@ -147,10 +145,13 @@ public final class GarbageCollector {
             let flags = liveFlags[pack] ?? []
             var liveRecords: [PackRecord] = []
             var liveBytes: UInt64 = 0
+            var liveFrames = Set<UInt64>()  // a frame counts once, however many members live
             for (k, r) in records.enumerated() {
                 if k < flags.count && flags[k] {
                     liveRecords.append(r)
-                    liveBytes += UInt64(PackFormat.recordHeaderSize) + UInt64(r.storedLength)
+                    if r.frameOffset == nil || liveFrames.insert(r.offset).inserted {
+                        liveBytes += UInt64(PackFormat.recordHeaderSize) + UInt64(r.storedLength)
+                    }
                 } else {
                     report.recordsDead += 1
                 }
@@ -167,14 +168,7 @@ public final class GarbageCollector {
                 toDelete.append(pack)
                 report.packsRewritten += 1
             } else {
-                for r in liveRecords {
-                    entries.append(
-                        (
-                            r.digest,
-                            ChunkLocation(
-                                pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
-                        ))
-                }
+                for r in liveRecords { entries.append((r.digest, r.location(in: pack))) }
                 report.packsKept += 1
             }
             if entries.count >= ChunkStore.flushThreshold { try flushEntries() }
@@ -318,8 +312,13 @@ struct PackRewriter {
     mutating func copy(_ records: [PackRecord], from reader: PackReader) throws(CairnError) -> [(
         ChunkDigest, ChunkLocation
     )]? {
-        var blobs: [[UInt8]] = []
-        for r in records {
+        // One blob per record on disk: the live members of a frame share theirs.
+        var blobs: [(offset: UInt64, bytes: [UInt8], live: Set<ChunkDigest>)] = []
+        for r in records.sorted(by: { $0.offset < $1.offset }) {
+            if let last = blobs.last, last.offset == r.offset {
+                blobs[blobs.count - 1].live.insert(r.digest)
+                continue
+            }
             let bytes = try reader.file.readBytes(
                 count: PackFormat.recordHeaderSize + Int(r.storedLength), at: r.offset)
             guard bytes.count == PackFormat.recordHeaderSize + Int(r.storedLength) else { return nil }
@@ -327,43 +326,35 @@ struct PackRewriter {
                 let header = UnsafeRawBufferPointer(rebasing: raw[0..<PackFormat.recordHeaderSize])
                 let payload = UnsafeRawBufferPointer(rebasing: raw[PackFormat.recordHeaderSize...])
                 let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
-                return PackFormat.recordCRC(header: header, payload: payload) == crc
-                    && ChunkDigest(loadingFrom: header) == r.digest
+                let named =
+                    r.frameOffset == nil
+                    ? ChunkDigest(loadingFrom: header) == r.digest : header[40] == ChunkKind.frame.rawValue
+                return PackFormat.recordCRC(header: header, payload: payload) == crc && named
             }
             guard intact else { return nil }
-            blobs.append(bytes)
+            blobs.append((r.offset, bytes, [r.digest]))
+        }
+        if dryRun {
+            bytesWritten += blobs.reduce(0) { $0 + UInt64($1.bytes.count) }
+            return records.map { ($0.digest, $0.location(in: reader.id)) }
         }
         var moved: [(ChunkDigest, ChunkLocation)] = []
-        for (r, bytes) in zip(records, blobs) {
-            bytesWritten += UInt64(bytes.count)
-            if dryRun { continue }
+        for blob in blobs {
+            bytesWritten += UInt64(blob.bytes.count)
             if current == nil { current = try PackWriter(repositoryPath: store.root) }
             let pack = current!
-            let offset = pack.size
-            var failure: CairnError?
-            bytes.withUnsafeBytes { raw in
-                do throws(CairnError) { try pack.append(record: raw) } catch { failure = error }
+            var result: Result<[PackRecord], CairnError> = .success([])
+            blob.bytes.withUnsafeBytes { raw in
+                do throws(CairnError) { result = .success(try pack.append(record: raw)) } catch { result = .failure(error) }
             }
-            if let failure { throw failure }
-            moved.append(
-                (
-                    r.digest,
-                    ChunkLocation(pack: pack.id, offset: offset, storedLength: r.storedLength, rawLength: r.rawLength)
-                ))
+            for entry in try result.get() where blob.live.contains(entry.digest) {
+                moved.append((entry.digest, entry.location(in: pack.id)))
+            }
             if pack.size >= store.packTargetSize {
                 try pack.finish()
                 written.append(pack)
                 packsWritten += 1
                 current = nil
-            }
-        }
-        if dryRun {
-            return records.map {
-                (
-                    $0.digest,
-                    ChunkLocation(
-                        pack: reader.id, offset: $0.offset, storedLength: $0.storedLength, rawLength: $0.rawLength)
-                )
             }
         }
         return moved

@@ -12,6 +12,8 @@ public struct DamagedChunkList: Codable, Sendable, Equatable {
         public var offset: UInt64
         public var storedLength: UInt32
         public var rawLength: UInt32
+        /// Set when the chunk is a member of a frame record.
+        public var frameOffset: UInt32?
         public var reason: String
 
         public init(digest: ChunkDigest, location: ChunkLocation, reason: String) {
@@ -20,12 +22,14 @@ public struct DamagedChunkList: Codable, Sendable, Equatable {
             offset = location.offset
             storedLength = location.storedLength
             rawLength = location.rawLength
+            frameOffset = location.frameOffset
             self.reason = reason
         }
 
         var location: ChunkLocation? {
             guard let id = PackID(hex: pack) else { return nil }
-            return ChunkLocation(pack: id, offset: offset, storedLength: storedLength, rawLength: rawLength)
+            return ChunkLocation(
+                pack: id, offset: offset, storedLength: storedLength, rawLength: rawLength, frameOffset: frameOffset)
         }
     }
 

@@ -20,7 +20,15 @@ extension PackReader {
     func checkLayout(_ records: [PackRecord]) throws(CairnError) {
         let tableOffset = size - UInt64(PackFormat.footerSize) - UInt64(records.count * PackFormat.tableEntrySize)
         var expected = UInt64(PackFormat.headerSize)
+        var previous: PackRecord?
         for r in records.sorted(by: { $0.offset < $1.offset }) {
+            defer { previous = r }
+            if let previous, previous.frameOffset != nil, r.frameOffset != nil, previous.offset == r.offset {
+                guard previous.storedLength == r.storedLength, previous.crc == r.crc else {
+                    throw CairnError(.damaged, "pack \(id) lists one frame record at offset \(r.offset) two ways")
+                }
+                continue  // another member of the same frame record
+            }
             guard r.offset == expected else {
                 throw CairnError(
                     .damaged,

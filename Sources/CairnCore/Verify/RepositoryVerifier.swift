@@ -183,9 +183,9 @@ public final class RepositoryVerifier {
                 continue  // reported by checkPacks
             }
             var current = WorkUnit(pack: pack, records: [])
-            for r in records.sorted(by: { $0.offset < $1.offset }) where slice.contains(r.digest) {
-                let location = ChunkLocation(
-                    pack: pack, offset: r.offset, storedLength: r.storedLength, rawLength: r.rawLength)
+            let ordered = records.sorted { ($0.offset, $0.frameOffset ?? 0) < ($1.offset, $1.frameOffset ?? 0) }
+            for r in ordered where slice.contains(r.digest) {
+                let location = r.location(in: pack)
                 var check = Check.crc
                 if r.kind == .data, marked.contains(r.digest), store.lookup(r.digest) == location {
                     marked.remove(r.digest)
@@ -193,21 +193,21 @@ public final class RepositoryVerifier {
                 } else if !allRecords && !(r.kind == .indexPage && pages.contains(r.digest)) {
                     continue  // only some restore points are checked: leave other records alone
                 }
-                current.records.append((r, check))
-                total += 1
-                if current.records.count == 256 {
+                // Units end between records, never inside a frame: each worker decompresses
+                // a frame once for all its members.
+                if current.records.count >= 256, current.records.last?.0.offset != r.offset {
                     units.append(current)
                     current.records.removeAll(keepingCapacity: true)
                 }
+                current.records.append((r, check))
+                total += 1
             }
             if !current.records.isEmpty { units.append(current) }
         }
 
         let failures = runUnits(units, total: total)
         for f in failures {
-            let location = ChunkLocation(
-                pack: f.pack, offset: f.record.offset, storedLength: f.record.storedLength,
-                rawLength: f.record.rawLength)
+            let location = f.record.location(in: f.pack)
             let needed =
                 f.check == .full
                 || (f.record.kind == .indexPage && pages.contains(f.record.digest)
@@ -256,11 +256,12 @@ public final class RepositoryVerifier {
                 guard i < units.count else { break }
                 let unit = units[i]
                 for (record, check) in unit.records {
-                    let location = ChunkLocation(
-                        pack: unit.pack, offset: record.offset, storedLength: record.storedLength,
-                        rawLength: record.rawLength)
+                    let location = record.location(in: unit.pack)
                     do throws(CairnError) {
                         switch check {
+                        case .crc where record.frameOffset != nil:
+                            // The frame's CRC, and its decompression, once for all its members.
+                            _ = try reader.frameBytes(location)
                         case .full:
                             let plain = try reader.read(record.digest, at: location)
                             bytes.increment(by: plain.count)
