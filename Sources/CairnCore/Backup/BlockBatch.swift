@@ -80,7 +80,8 @@ final class BlockBatch: @unchecked Sendable {
 
     /// Notes that a record of `length` bytes was encoded into `nextRecordSlot()`.
     func addRecord(length: Int) {
-        recordStarts[recordCount] = recordCount == 0 ? 0 : recordStarts[recordCount - 1] + recordLengths[recordCount - 1]
+        recordStarts[recordCount] =
+            recordCount == 0 ? 0 : recordStarts[recordCount - 1] + recordLengths[recordCount - 1]
         recordLengths[recordCount] = length
         recordCount += 1
     }

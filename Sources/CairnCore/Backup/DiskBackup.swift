@@ -294,7 +294,9 @@ final class DiskBackup: @unchecked Sendable {
             batch.digests[i] = digest
             if batch.hasPrevious[i] && batch.previous[i] == digest && !store.isDistrusted(digest) {
                 batch.outcomes[i] = .unchanged
-            } else if store.contains(digest) || (0..<newCount).contains(where: { batch.digests[batch.newBlocks[$0]] == digest }) {
+            } else if store.contains(digest)
+                || (0..<newCount).contains(where: { batch.digests[batch.newBlocks[$0]] == digest })
+            {
                 batch.outcomes[i] = .known
             } else {
                 let window = (batch.firstBlock + UInt64(i)) / frameBlocks

@@ -33,7 +33,8 @@ final class ChunkEncoder {
     ) -> Int {
         let payload = UnsafeMutableRawBufferPointer(rebasing: slot[PackFormat.recordHeaderSize...])
         let (compression, stored) = compress(chunk, into: payload)
-        return seal(slot, digest: digest, storedLength: stored, rawLength: chunk.count, kind: kind, compression: compression)
+        return seal(
+            slot, digest: digest, storedLength: stored, rawLength: chunk.count, kind: kind, compression: compression)
     }
 
     /// Encodes `count` data blocks as one frame record into `slot` (which must hold
@@ -74,7 +75,9 @@ final class ChunkEncoder {
             var at = 0
             for i in 0..<count {
                 let bytes = member(i).bytes
-                if bytes.count > 0 { (gather.baseAddress! + at).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+                if bytes.count > 0 {
+                    (gather.baseAddress! + at).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+                }
                 at += bytes.count
             }
             source = UnsafeRawBufferPointer(rebasing: gather[0..<total])
@@ -178,7 +181,8 @@ public final class ChunkReader {
         }
         let payload = UnsafeRawBufferPointer(
             rebasing: recordBuffer[PackFormat.recordHeaderSize..<PackFormat.recordHeaderSize + stored])
-        let plain = try expand(payload, compression, into: output, rawLength: rawLength, what: "chunk \(digest)", location.pack)
+        let plain = try expand(
+            payload, compression, into: output, rawLength: rawLength, what: "chunk \(digest)", location.pack)
         return try proved(plain, digest, location.pack)
     }
 

@@ -88,7 +88,9 @@ final class IndexTreeWriter {
             if !store.contains(digest) {
                 let length = encoder.encode(raw, digest: digest, kind: .indexPage, into: slot)
                 do throws(CairnError) {
-                    if try store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<length])).chunks > 0 { pagesStored += 1 }
+                    if try store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<length])).chunks > 0 {
+                        pagesStored += 1
+                    }
                 } catch { failure = error }
             }
             return digest

@@ -345,7 +345,9 @@ struct PackRewriter {
             let pack = current!
             var result: Result<[PackRecord], CairnError> = .success([])
             blob.bytes.withUnsafeBytes { raw in
-                do throws(CairnError) { result = .success(try pack.append(record: raw)) } catch { result = .failure(error) }
+                do throws(CairnError) { result = .success(try pack.append(record: raw)) } catch {
+                    result = .failure(error)
+                }
             }
             for entry in try result.get() where blob.live.contains(entry.digest) {
                 moved.append((entry.digest, entry.location(in: pack.id)))
