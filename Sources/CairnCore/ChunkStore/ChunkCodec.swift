@@ -219,8 +219,9 @@ public final class ChunkReader {
             at: location.offset, storedLength: stored, expected: nil, into: record, checkCRC: checksRecordCRC)
         let payload = UnsafeRawBufferPointer(
             rebasing: record[PackFormat.recordHeaderSize..<PackFormat.recordHeaderSize + stored])
-        let context = "frame record at offset \(location.offset) in pack \(location.pack)"
-        let (_, listLength) = try PackFormat.frameMembers(payload: payload, rawLength: rawLength, context: context)
+        let context = "frame record at offset \(location.offset)"
+        let (_, listLength) = try PackFormat.frameMembers(
+            payload: payload, rawLength: rawLength, context: "\(context) in pack \(location.pack)")
         let result = try expand(
             UnsafeRawBufferPointer(rebasing: payload[listLength...]), compression, into: plain, rawLength: rawLength,
             what: context, location.pack)

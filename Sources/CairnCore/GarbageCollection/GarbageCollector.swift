@@ -144,13 +144,18 @@ public final class GarbageCollector {
             let records = try reader.readTable()
             let flags = liveFlags[pack] ?? []
             var liveRecords: [PackRecord] = []
-            var liveBytes: UInt64 = 0
-            var liveFrames = Set<UInt64>()  // a frame counts once, however many members live
+            var liveBytes = 0.0
+            // A frame's bytes count in proportion to its live members' share of its plain bytes.
+            var frameSizes: [UInt64: Int] = [:]
+            for r in records where r.frameOffset != nil { frameSizes[r.offset, default: 0] += Int(r.rawLength) }
             for (k, r) in records.enumerated() {
                 if k < flags.count && flags[k] {
                     liveRecords.append(r)
-                    if r.frameOffset == nil || liveFrames.insert(r.offset).inserted {
-                        liveBytes += UInt64(PackFormat.recordHeaderSize) + UInt64(r.storedLength)
+                    let recordBytes = Double(PackFormat.recordHeaderSize + Int(r.storedLength))
+                    if r.frameOffset == nil {
+                        liveBytes += recordBytes
+                    } else {
+                        liveBytes += recordBytes * Double(r.rawLength) / Double(max(1, frameSizes[r.offset] ?? 1))
                     }
                 } else {
                     report.recordsDead += 1
@@ -159,11 +164,14 @@ public final class GarbageCollector {
             let recordBytes =
                 reader.size
                 - UInt64(PackFormat.headerSize + PackFormat.footerSize + records.count * PackFormat.tableEntrySize)
-            let share = recordBytes == 0 ? 0 : Double(liveBytes) / Double(recordBytes)
+            let share = recordBytes == 0 ? 0 : liveBytes / Double(recordBytes)
             if liveRecords.isEmpty {
                 toDelete.append(pack)
                 report.packsDeleted += 1
-            } else if share < liveThreshold, let moved = try rewriter.copy(liveRecords, from: reader) {
+            } else if share < liveThreshold,
+                let moved = try rewriter.copy(
+                    liveRecords, frameSizes: frameSizes, liveThreshold: liveThreshold, from: reader)
+            {
                 entries += moved
                 toDelete.append(pack)
                 report.packsRewritten += 1
@@ -301,6 +309,8 @@ struct PackRewriter {
     private(set) var packsWritten = 0
     private(set) var bytesWritten: UInt64 = 0
     private var current: PackWriter?
+    private var chunkReader: ChunkReader?
+    private var encoder: ChunkEncoder?
 
     init(store: ChunkStore, dryRun: Bool) {
         self.store = store
@@ -308,31 +318,46 @@ struct PackRewriter {
     }
 
     /// Copies `records` of the pack `reader` reads; returns their new locations, or nil (the pack
-    /// is then kept as it is) when a live record fails its CRC: a damaged copy is never spread.
-    mutating func copy(_ records: [PackRecord], from reader: PackReader) throws(CairnError) -> [(
-        ChunkDigest, ChunkLocation
-    )]? {
-        // One blob per record on disk: the live members of a frame share theirs.
-        var blobs: [(offset: UInt64, bytes: [UInt8], live: Set<ChunkDigest>)] = []
-        for r in records.sorted(by: { $0.offset < $1.offset }) {
-            if let last = blobs.last, last.offset == r.offset {
-                blobs[blobs.count - 1].live.insert(r.digest)
+    /// is then kept as it is) when a live record fails its CRC or digest: a damaged copy is never
+    /// spread. A frame record is copied whole while at least `liveThreshold` of its bytes live;
+    /// below that its live members are compressed again as a smaller frame, so dead blocks
+    /// inside frames do not pin space forever. `frameSizes` gives each frame's plain bytes.
+    mutating func copy(
+        _ records: [PackRecord], frameSizes: [UInt64: Int], liveThreshold: Double, from reader: PackReader
+    ) throws(CairnError) -> [(ChunkDigest, ChunkLocation)]? {
+        // Records on disk, each with its live members (one for a record that is not a frame).
+        var groups: [[PackRecord]] = []
+        for r in records.sorted(by: { ($0.offset, $0.frameOffset ?? 0) < ($1.offset, $1.frameOffset ?? 0) }) {
+            if r.frameOffset != nil, let last = groups.last?.first, last.offset == r.offset {
+                groups[groups.count - 1].append(r)
+            } else {
+                groups.append([r])
+            }
+        }
+        // First read and check everything, so that a damaged record leaves nothing half copied.
+        var blobs: [(bytes: [UInt8], live: Set<ChunkDigest>)] = []
+        for group in groups {
+            let first = group[0]
+            let liveBytes = group.reduce(0) { $0 + Int($1.rawLength) }
+            if first.frameOffset != nil, Double(liveBytes) < Double(frameSizes[first.offset] ?? 0) * liveThreshold {
+                guard let bytes = try recompress(group, in: reader.id) else { return nil }
+                blobs.append((bytes, Set(group.map(\.digest))))
                 continue
             }
             let bytes = try reader.file.readBytes(
-                count: PackFormat.recordHeaderSize + Int(r.storedLength), at: r.offset)
-            guard bytes.count == PackFormat.recordHeaderSize + Int(r.storedLength) else { return nil }
+                count: PackFormat.recordHeaderSize + Int(first.storedLength), at: first.offset)
+            guard bytes.count == PackFormat.recordHeaderSize + Int(first.storedLength) else { return nil }
             let intact = bytes.withUnsafeBytes { raw in
                 let header = UnsafeRawBufferPointer(rebasing: raw[0..<PackFormat.recordHeaderSize])
                 let payload = UnsafeRawBufferPointer(rebasing: raw[PackFormat.recordHeaderSize...])
                 let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
                 let named =
-                    r.frameOffset == nil
-                    ? ChunkDigest(loadingFrom: header) == r.digest : header[40] == ChunkKind.frame.rawValue
+                    first.frameOffset == nil
+                    ? ChunkDigest(loadingFrom: header) == first.digest : header[40] == ChunkKind.frame.rawValue
                 return PackFormat.recordCRC(header: header, payload: payload) == crc && named
             }
             guard intact else { return nil }
-            blobs.append((r.offset, bytes, [r.digest]))
+            blobs.append((bytes, Set(group.map(\.digest))))
         }
         if dryRun {
             bytesWritten += blobs.reduce(0) { $0 + UInt64($1.bytes.count) }
@@ -345,7 +370,9 @@ struct PackRewriter {
             let pack = current!
             var result: Result<[PackRecord], CairnError> = .success([])
             blob.bytes.withUnsafeBytes { raw in
-                do throws(CairnError) { result = .success(try pack.append(record: raw)) } catch {
+                do throws(CairnError) {
+                    result = .success(try pack.append(record: raw))
+                } catch {
                     result = .failure(error)
                 }
             }
@@ -360,6 +387,30 @@ struct PackRewriter {
             }
         }
         return moved
+    }
+
+    /// The live members of one frame, proved by their digests and encoded as a new record;
+    /// nil if any of them is damaged.
+    private mutating func recompress(_ members: [PackRecord], in pack: PackID) throws(CairnError) -> [UInt8]? {
+        let reader = chunkReader ?? ChunkReader(store: store)
+        chunkReader = reader
+        let encoder = self.encoder ?? ChunkEncoder(level: store.compressionLevel)
+        self.encoder = encoder
+        var parts: [(bytes: UnsafeRawBufferPointer, digest: ChunkDigest)] = []
+        for member in members {
+            // All slices point into the reader's one cached frame, valid until it reads another.
+            guard let bytes = try? reader.read(member.digest, at: member.location(in: pack)) else { return nil }
+            parts.append((bytes, member.digest))
+        }
+        let total = parts.reduce(0) { $0 + $1.bytes.count }
+        var out = [UInt8](repeating: 0, count: ChunkEncoder.frameSlotSize(members: parts.count, rawLength: total))
+        let length = out.withUnsafeMutableBytes { slot in
+            parts.count == 1
+                ? encoder.encode(parts[0].bytes, digest: parts[0].digest, kind: .data, into: slot)
+                : encoder.encodeFrame(count: parts.count, into: slot) { parts[$0] }
+        }
+        out.removeLast(out.count - length)
+        return out
     }
 
     /// Makes the new packs durable and visible under their names (no segment names them yet).
