@@ -250,7 +250,7 @@ final class DiskBackup: @unchecked Sendable {
 
     /// Worker stage: zero check, SHA-256, compare with the previous digest, compress what is new.
     ///
-    /// New blocks that fall in the same aligned 1 MiB window of the disk are compressed together
+    /// New blocks that fall in the same aligned 2 MiB window of the disk are compressed together
     /// as one frame record: about 9% smaller than blocks compressed alone, and restore, which
     /// reads the disk in order, still decompresses each frame once.
     private func process(_ batch: BlockBatch, hasher: SHA256Hasher, encoder: ChunkEncoder) throws(CairnError) {

@@ -138,7 +138,7 @@ public final class ChunkReader {
     /// frame is stored uncompressed).
     private var cachedFrame: (pack: PackID, offset: UInt64, bytes: UnsafeRawBufferPointer)?
 
-    /// The largest frame record payload: a full member list and 1 MiB that did not compress.
+    /// The largest frame record payload: a full member list and a whole frame that did not compress.
     static let maxFramePayload =
         PackFormat.frameCountSize + PackFormat.maxFrameMembers * PackFormat.frameMemberSize
         + ZstdCompressor.bound(PackFormat.maxFrameBytes)

@@ -16,14 +16,14 @@ public enum PackFormat {
     /// Largest chunk a pack may hold (4 MiB blocks, uncompressed) plus slack; bounds every allocation.
     public static let maxRecordPayload = 5 << 20
 
-    /// Plain bytes a frame record may hold: new blocks are compressed together up to this much,
+    /// Plain bytes a frame record may hold (2 MiB): new blocks are compressed together up to this much,
     /// which wins about 9% of storage over blocks compressed alone (docs/ARCHITECTURE.md).
-    public static let maxFrameBytes = 1 << 20
+    public static let maxFrameBytes = 2 << 20
     /// Member count (4) at the start of a frame record's payload.
     public static let frameCountSize = 4
     /// Digest (32) + raw length (4) + kind (1) + reserved (3), per member of a frame record.
     public static let frameMemberSize = 40
-    /// Most members a frame may list: 1 MiB of 4 KiB blocks.
+    /// Most members a frame may list: a whole frame of 4 KiB blocks.
     public static let maxFrameMembers = maxFrameBytes / 4096
 
     public static func recordHeader(
