@@ -49,10 +49,12 @@ import Testing
         let repo = dir.file("repo")
         let image = dir.file("disk.img")
         var gen = TestImage(seed: 62)
-        try gen.makeImage(at: image, size: 2 << 20, extent: 256 << 10, stride: 256 << 10)
+        // Big enough that the writes land in many 2 MiB frame windows and index pages: each is a
+        // record written, i.e. a point to stop at.
+        try gen.makeImage(at: image, size: 64 << 20, extent: 256 << 10, stride: 1 << 20)
         #expect(CairnProcess.run(["init", "--repo", repo, "--block-size", "4K"]).status == 0)
         #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "vm", image]).status == 0)
-        try gen.scatterWrites(at: image, count: 10)
+        try gen.scatterWrites(at: image, count: 40)
         var n = 1
         var crashes = 0
         while crashes < Self.maxCrashPoints {
