@@ -252,6 +252,45 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         #expect(throws: CairnError.self) { try IndexSegment(path: path) }
     }
 
+    /// Segments written before frame records (version 1, 48-byte entries) still read; frame
+    /// offsets survive a version-2 round trip.
+    @Test func indexSegmentVersionsOneAndTwo() throws {
+        let dir = TemporaryDirectory()
+        var gen = TestImage(seed: 12)
+        let pack = PackID.random()
+        var entries: [(ChunkDigest, ChunkLocation)] = []
+        for i in 0..<300 {
+            let frameOffset: UInt32? = i % 3 == 0 ? nil : UInt32(i % 32) * 65536
+            let location = ChunkLocation(
+                pack: pack, offset: UInt64(32 + i * 1000), storedLength: 900, rawLength: 65536,
+                frameOffset: frameOffset)
+            entries.append((ChunkDigest(bytes: gen.randomBytes(32)), location))
+        }
+        let path = dir.file("v2.idx")
+        try IndexSegment.write(entries: entries, to: path)
+        let v2 = try IndexSegment(path: path)
+        for (d, loc) in entries { #expect(v2.lookup(d) == loc) }
+
+        // The same entries as version 1 wrote them: 48 bytes each, no frame offset.
+        let bytes = try FileSystem.readAll(path)
+        let entriesStart = 32 + 16 + 1024
+        var old = Array(bytes[0..<entriesStart])
+        old.replaceSubrange(8..<12, with: [1, 0, 0, 0])
+        for i in 0..<entries.count {
+            let at = entriesStart + i * 52
+            old += bytes[at..<(at + 48)]
+        }
+        let crc = CRC32.checksum(old)
+        old += [UInt8(crc & 0xff), UInt8(crc >> 8 & 0xff), UInt8(crc >> 16 & 0xff), UInt8(crc >> 24)]
+        old += [0, 0, 0, 0]
+        old += Array("CAIRNIXE".utf8)
+        let v1Path = dir.file("v1.idx")
+        try FileSystem.writeAtomically(old, to: v1Path)
+        let v1 = try IndexSegment(path: v1Path)
+        try v1.checkIntegrity()
+        for (d, loc) in entries where loc.frameOffset == nil { #expect(v1.lookup(d) == loc) }
+    }
+
     @Test(arguments: [0, 1, 1023, 1024, 1025, 1024 * 1024 + 7])
     func indexTreeRoundTrip(blocks: Int) throws {
         let dir = TemporaryDirectory()
