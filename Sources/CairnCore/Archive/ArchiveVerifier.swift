@@ -121,6 +121,11 @@ public enum ArchiveVerifier {
                     nil,
                     "the end record counts \(end.points) restore points, \(end.indexPages) index pages and \(end.chunks) chunks; the archive holds \(scanner.points.count), \(scanner.pages) and \(scanner.chunks)",
                     .badArchive)
+            } else if end.records != scanner.recordsRead - 1 {
+                blocks.report(
+                    nil,
+                    "the end record counts \(end.records) records before it; the archive holds \(scanner.recordsRead - 1)",
+                    .badArchive)
             }
         }
         guard let last = blocks.catalogs.last, last.last else {

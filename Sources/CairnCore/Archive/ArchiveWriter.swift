@@ -79,7 +79,9 @@ public final class ArchiveWriter {
         // The chunks of the record read last (storage reused from record to record).
         var members: [FrameMember] = []
         var pages = 0
+        // Chunks the chunk records carry (every member of a frame record), and the records.
         var chunks = 0
+        var chunkRecords = 0
         do throws(CairnError) {
             // 1. Manifests and indexes.
             for (manifest, bytes) in manifests {
@@ -115,6 +117,7 @@ public final class ArchiveWriter {
                         }
                         try blocks.appendRecord(.chunk, parts: [record], chunks: members.count)
                         chunks += members.count
+                        chunkRecords += 1
                         if let progress, clock.elapsed - lastProgress >= 0.5 {
                             lastProgress = clock.elapsed
                             progress(min(done, guestTotal), guestTotal, clock.elapsed)
@@ -124,7 +127,8 @@ public final class ArchiveWriter {
             }
             // 3. The end record and the catalog.
             let end = ArchiveEnd(
-                points: manifests.count, indexPages: pages, chunks: chunks, records: manifests.count + pages + chunks)
+                points: manifests.count, indexPages: pages, chunks: chunks,
+                records: manifests.count + pages + chunkRecords)
             let endBytes = Array(try JSONCoding.encode(end).utf8)
             try blocks.appendRecord(.end, bytes: endBytes)
             try blocks.finish()
