@@ -95,6 +95,37 @@ final class ArchiveCLIFixture {
         #expect(Subprocess.shell("cmp '\(f.b)' '\(out)'").status == 0)
     }
 
+    /// Several MiB of compressible data make frame records (new blocks compressed together);
+    /// they go through pipes into verify, restore and import and come back bit for bit.
+    @Test func framesThroughPipes() throws {
+        let f = try ArchiveCLIFixture()
+        var gen = TestImage(seed: 8)
+        let text = f.dir.file("text.img")
+        let file = try File.open(text, .createOrTruncate)
+        try file.truncate(to: 7 << 20)
+        try file.write(gen.textBytes(6 << 20), at: 512 << 10)
+        let id = try f.backup(group: "text", text)
+        let cairn = "'\(CairnProcess.executable)'"
+        let write = "\(cairn) archive write --repo '\(f.repo)' '\(id)' --to - --block-size 64K --volume-size 1M"
+
+        let verify = Subprocess.shell("set -o pipefail; \(write) | \(cairn) archive verify -")
+        #expect(verify.status == 0, "\(verify.stderr)")
+        let out = f.dir.file("text.out")
+        let restore = Subprocess.shell("set -o pipefail; \(write) | \(cairn) archive restore - '\(id)' --to '\(out)'")
+        #expect(restore.status == 0, "\(restore.stderr)")
+        #expect(Subprocess.shell("cmp '\(text)' '\(out)'").status == 0)
+
+        let fresh = f.dir.file("fresh")
+        #expect(CairnProcess.run(["init", "--repo", fresh]).status == 0)
+        let imported = Subprocess.shell("set -o pipefail; \(write) | \(cairn) archive import --repo '\(fresh)' -")
+        #expect(imported.status == 0, "\(imported.stderr)")
+        #expect(imported.stdout.contains("imported \(id)"), "\(imported.stdout)")
+        let again = f.dir.file("text.again")
+        #expect(CairnProcess.run(["restore", "--repo", fresh, id, "--to", again]).status == 0)
+        #expect(Subprocess.shell("cmp '\(text)' '\(again)'").status == 0)
+        #expect(CairnProcess.run(["verify", "--repo", fresh]).status == 0, "the imported frames check out")
+    }
+
     @Test func importIntoANewRepositoryThenRestore() throws {
         let f = try ArchiveCLIFixture()
         let volumes = f.write("arc", extra: ["--volume-size", "2M"])

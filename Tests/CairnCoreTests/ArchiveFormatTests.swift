@@ -262,6 +262,27 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         #expect(throws: CairnError.self) { try fixture.restore([volume], point: 0, disk: "a.img") }
     }
 
+    /// A damaged block in the middle of a record that spans many blocks loses that record only:
+    /// the blocks after it in which no record begins are part of the lost record, not faults.
+    @Test func damageInsideALongRecordLosesOnlyThatRecord() throws {
+        let fixture = try ArchiveFixture(chunkBlockSize: 1 << 20)
+        let bs = 64 << 10
+        var volume = try fixture.write(blockSize: bs)[0]
+        let reader = ArchiveRecordReader(blocks: ArchiveBlockReader(sources: [MemoryByteSource(volume, name: "v")]))
+        var longest: (block: Int, length: Int) = (0, 0)
+        while let record = try reader.next() {
+            if record.type == .chunk && record.body.count > longest.length {
+                longest = (record.location.block, record.body.count)
+            }
+        }
+        #expect(longest.length > 3 * bs, "a record spans more than three blocks")
+        volume[(longest.block + 2) * bs + 5000] ^= 0xFF
+        let report = ArchiveVerifier.verify([MemoryByteSource(volume, name: "v")])
+        #expect(report.failure?.code == .damaged, "\(report.problems)")
+        #expect(!report.problems.contains { $0.code == .badArchive }, "\(report.problems)")
+        #expect(report.problems.first?.location?.block == longest.block + 2)
+    }
+
     @Test func aChunkWithAValidCRCButTheWrongContentIsCaughtByItsDigest() throws {
         let fixture = try ArchiveFixture()
         let bs = 256 << 10

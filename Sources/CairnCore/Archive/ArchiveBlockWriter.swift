@@ -67,9 +67,10 @@ final class ArchiveBlockWriter {
 
     // MARK: Records
 
-    /// Appends one record: header, then the body's parts in order.
+    /// Appends one record: header, then the body's parts in order. `chunks` is how many chunks
+    /// a chunk record carries (a frame record's member count), for the volume catalog.
     func appendRecord(
-        _ type: ArchiveRecordType, parts: [UnsafeRawBufferPointer], manifest: Manifest? = nil
+        _ type: ArchiveRecordType, parts: [UnsafeRawBufferPointer], manifest: Manifest? = nil, chunks: Int = 1
     ) throws(CairnError) {
         let length = parts.reduce(0) { $0 + $1.count }
         precondition(length <= type.maxBody, "record body larger than the format allows")
@@ -77,7 +78,7 @@ final class ArchiveBlockWriter {
         if firstRecordOffset == ArchiveFormat.noRecordStart { firstRecordOffset = UInt32(fill) }
         pendingRecords += 1
         switch type {
-        case .chunk: pendingChunks += 1
+        case .chunk: pendingChunks += chunks
         case .indexPage: pendingPages += 1
         case .manifest:
             if let manifest {

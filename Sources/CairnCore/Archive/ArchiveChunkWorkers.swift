@@ -1,25 +1,36 @@
 /// Decodes chunk records on worker threads (one per core) and hands each chunk's plain bytes to
-/// `handle`, which may run on any worker and in any order.
+/// `handle`, which may run on any worker and in any order. A frame record is decompressed once
+/// and each of its members handed over in turn.
 ///
 /// The reader copies records into a fixed ring of batches (three per worker, each at least 2 MiB
-/// and big enough for the largest record), so memory does not grow with the archive and reading
-/// overlaps decompression, hashing and writing. Damaged chunks are collected as problems; any other
-/// error stops the pass.
+/// and big enough for the largest record, a frame record included), so memory does not grow with
+/// the archive and reading overlaps decompression, hashing and writing. Damaged records are
+/// collected as problems, with the chunks they carried; any other error stops the pass.
 final class ArchiveChunkWorkers: @unchecked Sendable {
     final class Batch: @unchecked Sendable {
         let bytes: UnsafeMutableRawBufferPointer
         var used = 0
-        var records: [(offset: Int, header: ArchiveChunkDecoder.Header, location: ArchiveLocation, tag: UInt64)] = []
+        var records: [Record] = []
+        /// The chunks the records carry, with the points needing them (for `Damage`).
+        var chunks: [ArrivingChunk] = []
+
+        struct Record {
+            /// Where the record's body starts in `bytes`.
+            var offset: Int
+            var header: ArchiveChunkDecoder.Header
+            var location: ArchiveLocation
+            /// Its chunks in `chunks`.
+            var chunks: Range<Int>
+        }
 
         init(capacity: Int) { bytes = .allocate(byteCount: capacity, alignment: 64) }
         deinit { bytes.deallocate() }
     }
 
-    /// A chunk that failed to decode, with the tag it was submitted with.
+    /// A chunk record that failed to decode, with the chunks it was submitted with.
     struct Damage {
         var problem: ArchiveProblem
-        var digest: ChunkDigest
-        var tag: UInt64
+        var chunks: [ArrivingChunk]
     }
 
     typealias Handler = @Sendable (ChunkDigest, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void
@@ -36,7 +47,8 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
 
     init(chunkBlockSize: Int, handle: @escaping Handler) {
         capacity = max(
-            2 << 20, PackFormat.recordHeaderSize + ZstdCompressor.bound(max(chunkBlockSize, IndexTree.pageBytes)))
+            2 << 20, PackFormat.recordHeaderSize + ZstdCompressor.bound(max(chunkBlockSize, IndexTree.pageBytes)),
+            PackFormat.recordHeaderSize + ChunkReader.maxFramePayload)
         let workers = Parallelism.workers
         batchCount = workers * 3
         for _ in 0..<batchCount { free.push(Batch(capacity: capacity)) }
@@ -52,14 +64,16 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
                                         + record.header.storedLength])
                             do throws(CairnError) {
                                 let plain = try decoder.decode(body, record.header)
-                                try handle(record.header.digest, plain, record.location)
+                                for member in decoder.members {
+                                    try handle(member.digest, decoder.chunk(member, in: plain), record.location)
+                                }
                             } catch let error where error.code == .damaged {
                                 damage.withLock {
                                     $0.append(
                                         Damage(
                                             problem: ArchiveProblem(
                                                 location: record.location, message: error.message, code: .damaged),
-                                            digest: record.header.digest, tag: record.tag))
+                                            chunks: Array(batch.chunks[record.chunks])))
                                 }
                             } catch {
                                 failure.record(error)
@@ -69,6 +83,7 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
                         }
                         batch.used = 0
                         batch.records.removeAll(keepingCapacity: true)
+                        batch.chunks.removeAll(keepingCapacity: true)
                         free.push(batch)
                     }
                 })
@@ -77,9 +92,11 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
 
     deinit { stop() }
 
-    /// Copies one chunk record (its header already CRC-checked) into the current batch.
+    /// Copies one chunk record (its header already CRC-checked) and the chunks it carries into
+    /// the current batch.
     func submit(
-        _ body: UnsafeRawBufferPointer, header: ArchiveChunkDecoder.Header, location: ArchiveLocation, tag: UInt64 = 0
+        _ body: UnsafeRawBufferPointer, header: ArchiveChunkDecoder.Header, location: ArchiveLocation,
+        chunks: [ArrivingChunk]
     ) throws(CairnError) {
         if let error = failure.first { throw error }
         if let batch = current, batch.used + body.count > capacity { flush() }
@@ -89,7 +106,10 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
         }
         let batch = current!
         (batch.bytes.baseAddress! + batch.used).copyMemory(from: body.baseAddress!, byteCount: body.count)
-        batch.records.append((batch.used, header, location, tag))
+        let first = batch.chunks.count
+        batch.chunks.append(contentsOf: chunks)
+        batch.records.append(
+            Batch.Record(offset: batch.used, header: header, location: location, chunks: first..<batch.chunks.count))
         batch.used += body.count
     }
 

@@ -20,8 +20,10 @@ public enum ArchiveFormat {
     public static let recordHeaderSize = 16
     /// Largest manifest record body (the repository's manifests are read with the same limit).
     public static let maxManifestBody = 16 << 20
-    /// Largest chunk or index page record body: a pack record header and the biggest stored chunk.
-    public static let maxChunkBody = PackFormat.recordHeaderSize + PackFormat.maxRecordPayload
+    /// Largest chunk or index page record body: a pack record header and the biggest stored chunk
+    /// or frame record payload.
+    public static let maxChunkBody =
+        PackFormat.recordHeaderSize + max(PackFormat.maxRecordPayload, ChunkReader.maxFramePayload)
     /// Largest end record, label or catalog.
     public static let maxSmallBody = 1 << 20
     public static let maxCatalogBytes = 64 << 20
@@ -163,7 +165,7 @@ public enum ArchiveRecordType: UInt8, Sendable {
     case manifest = 1
     /// One page of a disk's index tree: a pack record (48-byte header + stored bytes).
     case indexPage = 2
-    /// One data chunk: a pack record (48-byte header + stored bytes).
+    /// One data chunk, or a frame record of several: a pack record (48-byte header + stored bytes).
     case chunk = 3
     /// The end of the record stream: JSON counts (`ArchiveEnd`).
     case end = 4

@@ -49,10 +49,11 @@ public final class ArchiveImporter {
             checkedBlockSize = true
         }
         scanner.onIndexPage = { (_, record) throws(CairnError) in
-            if try store.store(record: record).chunks > 0 { stored += 1 }
+            stored += try store.store(record: record).chunks
         }
-        scanner.onChunk = { (_, _, record, _) throws(CairnError) in
-            if try store.store(record: record).chunks > 0 { stored += 1 }
+        scanner.onChunk = { (record, _) throws(CairnError) in
+            // A frame record is stored whole, as the repository keeps it; only its new members are indexed.
+            stored += try store.store(record: record).chunks
         }
         var fatal: CairnError?
         do throws(CairnError) {

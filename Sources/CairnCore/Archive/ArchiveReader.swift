@@ -438,7 +438,11 @@ final class ArchiveRecordReader {
                 continue
             }
             if !synced {
-                guard next.firstRecordOffset != ArchiveFormat.noRecordStart else { continue }
+                guard next.firstRecordOffset != ArchiveFormat.noRecordStart else {
+                    // No record begins here: the whole payload belongs to the lost record.
+                    position = next.payload!.count
+                    continue
+                }
                 position = Int(next.firstRecordOffset)
                 synced = true
             }

@@ -214,8 +214,8 @@ public final class ArchiveRestore {
             }
             return plan!.contains(digest)
         }
-        scanner.onChunkRecord = { (header, body, location, _) throws(CairnError) in
-            try workers!.submit(body, header: header, location: location)
+        scanner.onChunkRecord = { (header, body, location, chunks) throws(CairnError) in
+            try workers!.submit(body, header: header, location: location, chunks: chunks)
             if let progress, clock.elapsed - lastProgress >= 0.5 {
                 lastProgress = clock.elapsed
                 progress(scanner.blocks.bytesRead, UInt64(plan!.written.current), clock.elapsed)

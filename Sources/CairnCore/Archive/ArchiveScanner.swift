@@ -1,81 +1,8 @@
-/// Checks and decodes the pack record inside an index page or chunk record: CRC, lengths,
-/// decompression, SHA-256. Owns its buffers and contexts; allocates nothing per chunk.
-final class ArchiveChunkDecoder {
-    struct Header {
-        var digest: ChunkDigest
-        var storedLength: Int
-        var rawLength: Int
-        var kind: ChunkKind
-        var compression: ChunkCompression
-    }
-
-    let maxRaw: Int
-    private let decompressor = ZstdDecompressor()
-    private let hasher = SHA256Hasher()
-    private let output: UnsafeMutableRawBufferPointer
-
-    init(chunkBlockSize: Int) {
-        maxRaw = max(chunkBlockSize, IndexTree.pageBytes)
-        output = .allocate(byteCount: maxRaw, alignment: 64)
-    }
-
-    deinit { output.deallocate() }
-
-    /// The record's header, after its CRC and lengths are checked.
-    func header(_ body: UnsafeRawBufferPointer) throws(CairnError) -> Header {
-        guard body.count >= PackFormat.recordHeaderSize else {
-            throw CairnError(.badArchive, "a chunk record of \(body.count) bytes is shorter than its 48-byte header")
-        }
-        let head = UnsafeRawBufferPointer(rebasing: body[0..<PackFormat.recordHeaderSize])
-        let digest = ChunkDigest(loadingFrom: head)
-        let stored = Int(UInt32(littleEndian: head.loadUnaligned(fromByteOffset: 32, as: UInt32.self)))
-        let raw = Int(UInt32(littleEndian: head.loadUnaligned(fromByteOffset: 36, as: UInt32.self)))
-        let crc = UInt32(littleEndian: head.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
-        let payload = UnsafeRawBufferPointer(rebasing: body[PackFormat.recordHeaderSize...])
-        guard PackFormat.recordCRC(header: head, payload: payload) == crc else {
-            throw CairnError(.damaged, "chunk record \(digest) fails its CRC")
-        }
-        guard stored == payload.count, raw <= maxRaw, let kind = ChunkKind(rawValue: head[40]),
-            let compression = ChunkCompression(rawValue: head[41])
-        else {
-            throw CairnError(.badArchive, "chunk record \(digest) has inconsistent lengths or an unknown kind")
-        }
-        return Header(digest: digest, storedLength: stored, rawLength: raw, kind: kind, compression: compression)
-    }
-
-    /// The chunk's plain bytes, proved by its digest. Valid until the next call.
-    func decode(_ body: UnsafeRawBufferPointer, _ header: Header) throws(CairnError) -> UnsafeRawBufferPointer {
-        let payload = UnsafeRawBufferPointer(rebasing: body[PackFormat.recordHeaderSize...])
-        let plain: UnsafeRawBufferPointer
-        switch header.compression {
-        case .none:
-            plain = payload
-        case .zstd:
-            let target = UnsafeMutableRawBufferPointer(rebasing: output[0..<header.rawLength])
-            let n: Int
-            do throws(CairnError) {
-                n = try decompressor.decompress(payload, into: target)
-            } catch {
-                throw CairnError(.damaged, "chunk \(header.digest) does not decompress", cause: error.cause)
-            }
-            guard n == header.rawLength else {
-                throw CairnError(.damaged, "chunk \(header.digest) decompresses to \(n) bytes, not \(header.rawLength)")
-            }
-            plain = UnsafeRawBufferPointer(target)
-        case .framed:
-            throw CairnError(.badArchive, "chunk record \(header.digest) has an invalid compression")
-        }
-        guard plain.count == header.rawLength, hasher.digest(plain) == header.digest else {
-            throw CairnError(.damaged, "chunk \(header.digest) does not match its digest")
-        }
-        return plain
-    }
-}
-
 /// One sequential pass over an archive's records: manifests, index trees, chunks, the end.
 ///
 /// Rebuilds each disk's block digests from its index pages as they stream by (one page per
 /// tree level in memory) and hands them to `onLeaves`; decodes the chunks a consumer wants.
+/// A chunk record carries one chunk or, as a frame record, several: each is an arriving chunk.
 /// Verify, restore and import are this pass with different hooks.
 final class ArchiveScanner {
     struct Point {
@@ -89,28 +16,37 @@ final class ArchiveScanner {
     let records: ArchiveRecordReader
     var blocks: ArchiveBlockReader { records.blocks }
     private(set) var points: [Point] = []
+    /// Chunks the chunk records carry (every member of a frame record counts).
     private(set) var chunks = 0
     private(set) var pages = 0
     private(set) var recordsRead = 0
     private(set) var end: ArchiveEnd?
-    /// Chunks that no index needed (or repeated chunks), when `trackNeeds` is set.
+    /// Chunks that no index needed (or repeated chunks), when `trackNeeds` is set: frame
+    /// records carry the members nobody needs along with the ones somebody does.
     private(set) var unneededChunks = 0
     private var decoder: ArchiveChunkDecoder?
+    /// The chunks of the current chunk record (storage reused from record to record).
+    private var arriving: [ArrivingChunk] = []
 
     // Hooks.
     var onManifest: ((Int, Manifest, ArchiveLocation) throws(CairnError) -> Void)?
     var wantsLeaves: ((Int, Int) -> Bool)?
     var onLeaves: ((Int, Int, UInt64, [ChunkDigest]) throws(CairnError) -> Void)?
     var onIndexPage: ((ChunkDigest, UnsafeRawBufferPointer) throws(CairnError) -> Void)?
-    /// Decides which chunks are decoded and passed to `onChunk` (default: all).
+    /// Decides which chunks are decoded (default: all). A record is decoded if it carries a
+    /// wanted chunk.
     var wantsChunk: ((ChunkDigest) throws(CairnError) -> Bool)?
-    var onChunk:
-        ((ChunkDigest, UnsafeRawBufferPointer, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
-    /// When set, wanted chunk records go here undecoded (CRC checked) instead of to `onChunk`,
-    /// for a consumer that decodes them in parallel; the last argument is the mask of the points
-    /// needing the chunk (with `trackNeeds`), for `chunkFailed`.
+    /// Gets each wanted chunk record (pack record as stored) once every chunk in it is proved.
+    var onChunk: ((UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
+    /// When set, wanted chunk records go here undecoded (CRC and member list checked) instead
+    /// of to `onChunk`, for a consumer that decodes them in parallel. The chunks the record
+    /// carries come with the mask of the points needing each (with `trackNeeds`), for
+    /// `chunkFailed`.
     var onChunkRecord:
-        ((ArchiveChunkDecoder.Header, UnsafeRawBufferPointer, ArchiveLocation, UInt64) throws(CairnError) -> Void)?
+        (
+            (ArchiveChunkDecoder.Header, UnsafeRawBufferPointer, ArchiveLocation, [ArrivingChunk]) throws(CairnError) ->
+                Void
+        )?
     /// Keep the digests indexes need and strike them off as chunks arrive: `missing` at the end.
     var trackNeeds = false
     /// Stop at the first chunk record: every manifest and index has been read by then (list).
@@ -315,47 +251,58 @@ final class ArchiveScanner {
     }
 
     private func chunk(_ record: ArchiveRecord) throws(CairnError) {
-        chunks += 1
         abandonTree(reason: "chunks begin before the index is complete")
         sawChunks = true
         let decoder = try ensureDecoder()
         let header: ArchiveChunkDecoder.Header
         do throws(CairnError) {
             header = try decoder.header(record.body)
-            guard header.kind == .data, header.rawLength <= blocks.label!.chunkBlockSize else {
+            let blockSize = blocks.label!.chunkBlockSize
+            for member in decoder.members where member.kind != .data || member.rawLength > blockSize {
                 throw CairnError(
                     .badArchive, "chunk record \(header.digest) is not a data chunk of at most the block size")
             }
         } catch {
+            chunks += 1
             report(record.location, "chunk record \(record.ordinal): \(error.message)", error.code)
             return
         }
-        var neededBy: UInt64 = 0
-        if trackNeeds {
-            if let mask = needs.take(header.digest) {
-                neededBy = mask
-            } else {
-                unneededChunks += 1
+        chunks += decoder.members.count
+        arriving.removeAll(keepingCapacity: true)
+        var wanted = wantsChunk == nil
+        for member in decoder.members {
+            var neededBy: UInt64 = 0
+            if trackNeeds {
+                if let mask = needs.take(member.digest) { neededBy = mask } else { unneededChunks += 1 }
             }
+            arriving.append(ArrivingChunk(digest: member.digest, neededBy: neededBy))
+            if !wanted, let wantsChunk { wanted = try wantsChunk(member.digest) }
         }
-        guard try wantsChunk?(header.digest) ?? true else { return }
+        guard wanted else { return }
         if let onChunkRecord {
-            try onChunkRecord(header, record.body, record.location, neededBy)
+            try onChunkRecord(header, record.body, record.location, arriving)
             return
         }
         do throws(CairnError) {
-            let plain = try decoder.decode(record.body, header)
-            try onChunk?(header.digest, plain, record.body, record.location)
+            _ = try decoder.decode(record.body, header)
+            try onChunk?(record.body, record.location)
         } catch {
-            if neededBy != 0 { try needs.insert(header.digest, mask: neededBy) }
             guard error.code == .damaged else { throw error }
-            report(record.location, "chunk record \(record.ordinal): \(error.message)\(describe(neededBy))")
+            try chunkFailed(
+                arriving,
+                problem: ArchiveProblem(
+                    location: record.location, message: "chunk record \(record.ordinal): \(error.message)",
+                    code: .damaged))
         }
     }
 
-    /// A chunk handed to `onChunkRecord` turned out damaged: the points needing it miss it.
-    func chunkFailed(_ digest: ChunkDigest, neededBy mask: UInt64, problem: ArchiveProblem) throws(CairnError) {
-        if mask != 0 { try needs.insert(digest, mask: mask) }
+    /// A chunk record turned out damaged: the points needing its chunks miss them.
+    func chunkFailed(_ chunks: [ArrivingChunk], problem: ArchiveProblem) throws(CairnError) {
+        var mask: UInt64 = 0
+        for chunk in chunks where chunk.neededBy != 0 {
+            try needs.insert(chunk.digest, mask: chunk.neededBy)
+            mask |= chunk.neededBy
+        }
         var problem = problem
         problem.message += describe(mask)
         blocks.report(problem.location, problem.message, problem.code)
@@ -373,4 +320,11 @@ final class ArchiveScanner {
         let mask = needs.unionOfRemaining
         return Set(points.indices.filter { mask & Self.pointBit($0) != 0 })
     }
+}
+
+/// A chunk a chunk record carries, and the restore points needing it (bit i = point i; 0 when
+/// no index needs it or needs are not tracked).
+struct ArrivingChunk {
+    var digest: ChunkDigest
+    var neededBy: UInt64
 }

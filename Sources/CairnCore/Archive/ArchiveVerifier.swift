@@ -56,20 +56,20 @@ public enum ArchiveVerifier {
         var workers: ArchiveChunkWorkers?
         if full {
             // Chunks are decompressed and hashed on one worker per core; the hash is the check.
-            scanner.onChunkRecord = { (header, body, location, neededBy) throws(CairnError) in
+            scanner.onChunkRecord = { (header, body, location, chunks) throws(CairnError) in
                 if workers == nil {
                     workers = ArchiveChunkWorkers(chunkBlockSize: scanner.blocks.label!.chunkBlockSize) {
                         (_, _, _) throws(CairnError) in
                     }
                 }
-                try workers!.submit(body, header: header, location: location, tag: neededBy)
+                try workers!.submit(body, header: header, location: location, chunks: chunks)
             }
         }
         var fatal: CairnError?
         do throws(CairnError) {
             try scanner.run()
             for damage in try workers?.finish() ?? [] {
-                try scanner.chunkFailed(damage.digest, neededBy: damage.tag, problem: damage.problem)
+                try scanner.chunkFailed(damage.chunks, problem: damage.problem)
             }
         } catch {
             workers?.stop()
@@ -120,6 +120,11 @@ public enum ArchiveVerifier {
                 blocks.report(
                     nil,
                     "the end record counts \(end.points) restore points, \(end.indexPages) index pages and \(end.chunks) chunks; the archive holds \(scanner.points.count), \(scanner.pages) and \(scanner.chunks)",
+                    .badArchive)
+            } else if end.records != scanner.recordsRead - 1 {
+                blocks.report(
+                    nil,
+                    "the end record counts \(end.records) records before it; the archive holds \(scanner.recordsRead - 1)",
                     .badArchive)
             }
         }

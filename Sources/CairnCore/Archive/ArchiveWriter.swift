@@ -19,7 +19,9 @@ public struct ArchiveWriteResult: Sendable {
 /// need, once, in the order the points and disks first need them; then an end record. Because all
 /// indexes precede all chunks, a reader knows every block's digest before any chunk arrives and
 /// can restore any point in one pass. Chunks are copied as stored (compressed, with their pack
-/// record header and CRC): nothing is recompressed.
+/// record header and CRC): nothing is recompressed. A chunk stored in a frame record travels in
+/// that whole frame record, which brings its other members along: they count as written, so a
+/// later need for them costs nothing.
 ///
 /// Memory: one archive block, one chunk record, one index page per tree level, and the digests
 /// already written in a `SpillingDigestMap` (at most 512 Ki in memory, the rest in sorted
@@ -74,18 +76,23 @@ public final class ArchiveWriter {
         let blocks = try ArchiveBlockWriter(
             sink: sink, blockSize: blockSize, archive: archive, volumeSize: volumeSize, label: label)
         let reader = ChunkReader(store: repository.store)
+        // The chunks of the record read last (storage reused from record to record).
+        var members: [FrameMember] = []
         var pages = 0
+        // Chunks the chunk records carry (every member of a frame record), and the records.
         var chunks = 0
+        var chunkRecords = 0
         do throws(CairnError) {
             // 1. Manifests and indexes.
             for (manifest, bytes) in manifests {
                 try blocks.appendRecord(.manifest, bytes: bytes, manifest: manifest)
                 for disk in manifest.disks {
                     pages += try writeTree(
-                        disk.rootDigest!, level: 0, depth: disk.depth, reader: reader, blocks: blocks)
+                        disk.rootDigest!, level: 0, depth: disk.depth, reader: reader, blocks: blocks,
+                        members: &members)
                 }
             }
-            // 2. Chunks, each once, in order of first need.
+            // 2. Chunks, each once (frame records aside), in order of first need.
             let written = SpillingDigestMap(directory: ScratchDirectory.path)
             var done: UInt64 = 0
             var lastProgress = 0.0
@@ -98,10 +105,19 @@ public final class ArchiveWriter {
                     try walk.forEachBlock { (_, digest) throws(CairnError) in
                         done += UInt64(repository.store.blockSize)
                         guard digest != zero, !written.contains(digest) else { return }
-                        try written.insert(digest, mask: 1)
-                        let record = try reader.readStored(digest)
-                        try blocks.appendRecord(.chunk, parts: [record])
-                        chunks += 1
+                        let record = try reader.readStored(digest, members: &members)
+                        for member in members {
+                            guard member.kind == .data else {
+                                throw CairnError(
+                                    .damaged,
+                                    "chunk \(member.digest) of restore point \(manifest.id) is stored as an index page, not as data"
+                                )
+                            }
+                            try written.insert(member.digest, mask: 1)
+                        }
+                        try blocks.appendRecord(.chunk, parts: [record], chunks: members.count)
+                        chunks += members.count
+                        chunkRecords += 1
                         if let progress, clock.elapsed - lastProgress >= 0.5 {
                             lastProgress = clock.elapsed
                             progress(min(done, guestTotal), guestTotal, clock.elapsed)
@@ -111,7 +127,8 @@ public final class ArchiveWriter {
             }
             // 3. The end record and the catalog.
             let end = ArchiveEnd(
-                points: manifests.count, indexPages: pages, chunks: chunks, records: manifests.count + pages + chunks)
+                points: manifests.count, indexPages: pages, chunks: chunks,
+                records: manifests.count + pages + chunkRecords)
             let endBytes = Array(try JSONCoding.encode(end).utf8)
             try blocks.appendRecord(.end, bytes: endBytes)
             try blocks.finish()
@@ -132,21 +149,28 @@ public final class ArchiveWriter {
 
     /// Writes a page and, below the leaves, its children, depth first. Returns pages written.
     private func writeTree(
-        _ digest: ChunkDigest, level: Int, depth: Int, reader: ChunkReader, blocks: ArchiveBlockWriter
+        _ digest: ChunkDigest, level: Int, depth: Int, reader: ChunkReader, blocks: ArchiveBlockWriter,
+        members: inout [FrameMember]
     ) throws(CairnError) -> Int {
         guard depth >= 1, depth <= 8 else { throw CairnError(.damaged, "index tree depth \(depth) is impossible") }
         let plain = Array(try reader.read(digest))
         guard plain.count % ChunkDigest.byteCount == 0 else {
             throw CairnError(.damaged, "index page \(digest) has \(plain.count) bytes, not a whole number of digests")
         }
-        try blocks.appendRecord(.indexPage, parts: [try reader.readStored(digest)])
+        let record = try reader.readStored(digest, members: &members)
+        // Readers take pages from plain records only; the repository never frames them.
+        guard record[40] == ChunkKind.indexPage.rawValue else {
+            throw CairnError(.damaged, "index page \(digest) is not stored as a plain index page record")
+        }
+        try blocks.appendRecord(.indexPage, parts: [record])
         var count = 1
         if level < depth - 1 {
             let children = plain.withUnsafeBytes { raw in
                 (0..<(raw.count / 32)).map { ChunkDigest(loadingFrom: raw, at: $0 * 32) }
             }
             for child in children {
-                count += try writeTree(child, level: level + 1, depth: depth, reader: reader, blocks: blocks)
+                count += try writeTree(
+                    child, level: level + 1, depth: depth, reader: reader, blocks: blocks, members: &members)
             }
         }
         return count

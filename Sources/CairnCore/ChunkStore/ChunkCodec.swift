@@ -209,10 +209,7 @@ public final class ChunkReader {
         if let cached = cachedFrame, cached.pack == location.pack, cached.offset == location.offset {
             return cached.bytes
         }
-        cachedFrame = nil
-        let record =
-            frameRecord ?? .allocate(byteCount: PackFormat.recordHeaderSize + Self.maxFramePayload, alignment: 64)
-        frameRecord = record
+        let record = frameRecordBuffer()
         let stored = Int(location.storedLength)
         let pack = try store.packReader(location.pack)
         let (compression, rawLength) = try pack.readRecord(
@@ -227,6 +224,16 @@ public final class ChunkReader {
             what: context, location.pack)
         cachedFrame = (location.pack, location.offset, result)
         return result
+    }
+
+    /// Room for one whole frame record, allocated on first use. Reading into it forgets the
+    /// cached frame, whose plain bytes may lie there (a frame stored uncompressed).
+    func frameRecordBuffer() -> UnsafeMutableRawBufferPointer {
+        cachedFrame = nil
+        let record =
+            frameRecord ?? .allocate(byteCount: PackFormat.recordHeaderSize + Self.maxFramePayload, alignment: 64)
+        frameRecord = record
+        return record
     }
 
     /// Decompresses (or passes through) a payload of `rawLength` plain bytes.

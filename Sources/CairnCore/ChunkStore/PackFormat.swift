@@ -116,6 +116,17 @@ extension PackFormat {
     static func frameMembers(payload: UnsafeRawBufferPointer, rawLength: Int, context: String) throws(CairnError) -> (
         [FrameMember], Int
     ) {
+        var members: [FrameMember] = []
+        let listLength = try frameMembers(payload: payload, rawLength: rawLength, context: context, into: &members)
+        return (members, listLength)
+    }
+
+    /// Reads a frame record's member list into `members` (emptied first, its storage kept), for
+    /// readers that meet many frames and allocate nothing per frame. Returns the list's length.
+    static func frameMembers(
+        payload: UnsafeRawBufferPointer, rawLength: Int, context: String, into members: inout [FrameMember]
+    ) throws(CairnError) -> Int {
+        members.removeAll(keepingCapacity: true)
         guard payload.count >= frameCountSize else {
             throw CairnError(.damaged, "\(context) is too short for a frame record")
         }
@@ -124,7 +135,6 @@ extension PackFormat {
         guard count >= 1, count <= maxFrameMembers, listLength <= payload.count, rawLength <= maxFrameBytes else {
             throw CairnError(.damaged, "\(context) has a malformed frame member list (\(count) members)")
         }
-        var members: [FrameMember] = []
         members.reserveCapacity(count)
         var offset = 0
         for i in 0..<count {
@@ -141,7 +151,7 @@ extension PackFormat {
         guard offset == rawLength else {
             throw CairnError(.damaged, "\(context): its frame members add up to \(offset) bytes, not \(rawLength)")
         }
-        return (members, listLength)
+        return listLength
     }
 
     /// The table entries of the record laid out in `record` (header and payload) at `offset` in
