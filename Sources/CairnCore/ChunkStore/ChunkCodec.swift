@@ -219,6 +219,14 @@ public final class ChunkReader {
         let context = "frame record at offset \(location.offset)"
         let (_, listLength) = try PackFormat.frameMembers(
             payload: payload, rawLength: rawLength, context: "\(context) in pack \(location.pack)")
+        // The header's digest names the member list: a damaged list is caught even unread by CRC.
+        guard
+            hasher.digest(UnsafeRawBufferPointer(rebasing: payload[0..<listLength]))
+                == ChunkDigest(loadingFrom: UnsafeRawBufferPointer(record))
+        else {
+            throw CairnError(
+                .damaged, "the member list of the \(context) in pack \(location.pack) does not match its digest")
+        }
         let result = try expand(
             UnsafeRawBufferPointer(rebasing: payload[listLength...]), compression, into: plain, rawLength: rawLength,
             what: context, location.pack)
