@@ -285,13 +285,25 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
 
     @Test func aChunkWithAValidCRCButTheWrongContentIsCaughtByItsDigest() throws {
         let fixture = try ArchiveFixture()
-        let bs = 256 << 10
+        let bs = 2 << 20  // room for a whole frame record of a.img inside one block
         var volume = try fixture.write(blockSize: bs)[0]
-        // Find a chunk record of vm1's a.img (the first chunks) lying wholly inside one block.
+        // Find a chunk record that only vm1's a.img needs (none of its chunks is one of b.img's),
+        // lying wholly inside one block.
+        let manifest = try fixture.repository.catalog.manifest(fixture.ids[1])
+        let disk = manifest.disks[0]
+        let tree = try IndexTreeReader(
+            reader: ChunkReader(store: fixture.repository.store), root: try #require(disk.rootDigest),
+            depth: disk.depth, blockCount: disk.blockCount)
+        var bDigests = Set<ChunkDigest>()
+        while let digest = try tree.next() { bDigests.insert(digest) }
         let reader = ArchiveRecordReader(blocks: ArchiveBlockReader(sources: [MemoryByteSource(volume, name: "v")]))
         var found: (block: Int, start: Int, length: Int)?
         while let record = try reader.next() {
-            if record.type == .chunk, record.payloadOffset + 16 + record.body.count <= bs - 64 {
+            guard record.type == .chunk else { continue }
+            let chunks = try PackFormat.tableEntries(record: record.body, at: 0)
+            if chunks.allSatisfy({ !bDigests.contains($0.digest) }),
+                record.payloadOffset + 16 + record.body.count <= bs - 64
+            {
                 found = (record.location.block, record.payloadOffset + 16, record.body.count)
                 break
             }
