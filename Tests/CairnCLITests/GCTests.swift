@@ -29,6 +29,37 @@ import Testing
         Fixture.jsonArray(CairnProcess.run(["list", "--repo", repo, "--json"]).stdout).map { $0["id"] as! String }
     }
 
+    /// Blocks compressed together in frames: when most blocks of each frame die, gc compresses
+    /// the survivors again instead of keeping whole frames alive for them.
+    @Test func deadBlocksInsideFramesAreReclaimed() throws {
+        var gen = TestImage(seed: 43)
+        try FileSystem.writeAtomically(gen.textBytes(16 << 20), to: image)
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "vm", image]).status == 0)
+        // Overwrite 3/4 of every 2 MiB frame window with new, incompressible data.
+        let file = try File.open(image, .readWrite)
+        for window in stride(from: 0, to: 16 << 20, by: 2 << 20) {
+            try file.write(gen.randomBytes(3 << 19), at: UInt64(window))
+        }
+        try file.sync()
+        sleep(1)
+        #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "vm", image]).status == 0)
+        let last = try TestImage.sha256(of: image)
+        #expect(CairnProcess.run(["forget", "--repo", repo, ids()[0]]).status == 0)
+
+        let run = CairnProcess.run(["gc", "--repo", repo, "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let report = Fixture.json(run.stdout)
+        let before = report["bytesBefore"] as? Int ?? 0
+        let after = report["bytesAfter"] as? Int ?? 0
+        // What lives: 12 MiB that did not compress, and a quarter of the text, compressed again.
+        #expect(after < 13 << 20 && before - after > 2 << 20, "\(report)")
+        #expect(CairnProcess.run(["verify", "--repo", repo]).status == 0)
+        let out = dir.file("out.img")
+        #expect(CairnProcess.run(["restore", "--repo", repo, "vm@latest", "--to", out]).status == 0)
+        #expect(try TestImage.sha256(of: out) == last)
+    }
+
     @Test func freesWhatNoRestorePointNeeds() throws {
         let last = try threeNights()
         let before = TestImage.treeSize(repo)
