@@ -201,6 +201,13 @@ public final class ChunkReader {
         return try proved(UnsafeRawBufferPointer(rebasing: plainBuffer[frameOffset..<end]), digest, location.pack)
     }
 
+    /// Whether reading the chunk at `location` leaves the bytes of the last read in place: it is
+    /// a member of the frame this reader holds decompressed.
+    func holdsFrame(of location: ChunkLocation) -> Bool {
+        guard location.frameOffset != nil, let cached = cachedFrame else { return false }
+        return cached.pack == location.pack && cached.offset == location.offset
+    }
+
     /// The plain bytes of the frame record at `location`: from the cache, or read, checked and
     /// decompressed. Valid until the next read.
     func frameBytes(_ location: ChunkLocation) throws(CairnError) -> UnsafeRawBufferPointer {

@@ -70,6 +70,13 @@ final class DiskWalk: @unchecked Sendable {
                         byteCount: target.needsZeroWrites ? blockSize : 0, alignment: 4096)
                     zeros.initializeMemory(as: UInt8.self, repeating: 0)
                     defer { zeros.deallocate() }
+                    var run = WriteRun()
+                    func flush() throws(CairnError) {
+                        guard let bytes = run.bytes else { return }
+                        try target.write(bytes, atGuestOffset: run.offset)
+                        written.increment(by: bytes.count)
+                        run = WriteRun()
+                    }
                     while let batch = work.pop() {
                         do throws(CairnError) {
                             for k in 0..<batch.count {
@@ -78,6 +85,7 @@ final class DiskWalk: @unchecked Sendable {
                                 let length = Int(min(bs, size - offset))
                                 let digest = batch.digests[k]
                                 if digest == zero {
+                                    try flush()
                                     if target.needsZeroWrites {
                                         try target.write(
                                             UnsafeRawBufferPointer(rebasing: zeros[0..<length]), atGuestOffset: offset)
@@ -86,15 +94,23 @@ final class DiskWalk: @unchecked Sendable {
                                     continue
                                 }
                                 do throws(CairnError) {
-                                    let bytes = try reader.read(digest)
+                                    guard let location = store.lookup(digest) else {
+                                        throw CairnError(.damaged, "chunk \(digest) is missing from the repository")
+                                    }
+                                    // Reading another record reuses the buffer the run points into.
+                                    if !reader.holdsFrame(of: location) { try flush() }
+                                    let bytes = try reader.read(digest, at: location)
                                     guard bytes.count == length else {
                                         throw CairnError(
                                             .damaged,
                                             "chunk \(digest) holds \(bytes.count) bytes where the disk needs \(length)")
                                     }
-                                    try target.write(bytes, atGuestOffset: offset)
-                                    written.increment(by: length)
+                                    if !run.extend(with: bytes, at: offset) {
+                                        try flush()
+                                        run = WriteRun(bytes: bytes, offset: offset)
+                                    }
                                 } catch let error where error.code == .damaged {
+                                    try flush()
                                     guard allowDamaged else {
                                         throw CairnError(
                                             .damaged,
@@ -113,7 +129,9 @@ final class DiskWalk: @unchecked Sendable {
                                     }
                                 }
                             }
+                            try flush()
                         } catch {
+                            run = WriteRun()
                             failure.record(error)
                             free.close()
                             work.close()
@@ -179,5 +197,33 @@ final class DiskWalk: @unchecked Sendable {
         }
         let damaged = damagedLock.value.sorted { $0.offset < $1.offset }
         return (UInt64(written.current), damaged)
+    }
+}
+
+/// Blocks restored one after another whose bytes lie back to back in a reader's buffer (the
+/// members of one frame, in disk order): written with one call, so the workers take the output
+/// file's lock once per run instead of once per block.
+struct WriteRun {
+    private var start: UnsafeRawPointer?
+    private var count = 0
+    private(set) var offset: UInt64 = 0
+
+    init() {}
+
+    init(bytes: UnsafeRawBufferPointer, offset: UInt64) {
+        start = bytes.baseAddress
+        count = bytes.count
+        self.offset = offset
+    }
+
+    var bytes: UnsafeRawBufferPointer? {
+        start.map { UnsafeRawBufferPointer(start: $0, count: count) }
+    }
+
+    /// Appends `bytes` if they follow the run both in memory and on the disk.
+    mutating func extend(with bytes: UnsafeRawBufferPointer, at offset: UInt64) -> Bool {
+        guard let start, start + count == bytes.baseAddress, self.offset + UInt64(count) == offset else { return false }
+        count += bytes.count
+        return true
     }
 }
