@@ -20,9 +20,9 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
     public static let formatName = "cairn-repository"
     public static let defaultBlockSize = 64 << 10
     public static let blockSizeRange = (4 << 10)...(4 << 20)
-    /// zstd level 2, chosen by measurement (docs/ARCHITECTURE.md, "Compression level"): with new
-    /// blocks compressed together in 2 MiB frames it stores 5.6% less than level 1 for about 20%
-    /// more CPU on the first night; level 3 would store another 3.7% less for 60% more.
+    /// zstd level 2, tuned for 2 MiB frames (`ZstdCompressor`), chosen by measurement
+    /// (docs/ARCHITECTURE.md, "Compression level"): 7% less stored than level 1 with frames for
+    /// about 25% more CPU on the first night; level 3 would store another 2% less for 30% more.
     public static let defaultCompressionLevel = 2
     public static let defaultPackSize = 32 << 20
 
