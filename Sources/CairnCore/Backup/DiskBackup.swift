@@ -251,8 +251,8 @@ final class DiskBackup: @unchecked Sendable {
     /// Worker stage: zero check, SHA-256, compare with the previous digest, compress what is new.
     ///
     /// New blocks that fall in the same aligned 2 MiB window of the disk are compressed together
-    /// as one frame record: about 9% smaller than blocks compressed alone, and restore, which
-    /// reads the disk in order, still decompresses each frame once.
+    /// as one frame record, far smaller than blocks compressed alone; restore, which reads the
+    /// disk in order, still decompresses each frame once.
     private func process(_ batch: BlockBatch, hasher: SHA256Hasher, encoder: ChunkEncoder) throws(CairnError) {
         guard batch.holeBlocks == 0 else { return }
         try readData(batch)

@@ -16,8 +16,8 @@ public enum PackFormat {
     /// Largest chunk a pack may hold (4 MiB blocks, uncompressed) plus slack; bounds every allocation.
     public static let maxRecordPayload = 5 << 20
 
-    /// Plain bytes a frame record may hold (2 MiB): new blocks are compressed together up to this much,
-    /// which wins about 9% of storage over blocks compressed alone (docs/ARCHITECTURE.md).
+    /// Plain bytes a frame record may hold (2 MiB). zstd finds far more matches in 2 MiB than in
+    /// one 64 KiB block: 5% less stored at level 1, 11% with level 2 tuned (docs/ARCHITECTURE.md).
     public static let maxFrameBytes = 2 << 20
     /// Member count (4) at the start of a frame record's payload.
     public static let frameCountSize = 4
