@@ -300,7 +300,8 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         var found: (block: Int, start: Int, length: Int)?
         while let record = try reader.next() {
             guard record.type == .chunk else { continue }
-            let chunks = try PackFormat.tableEntries(record: record.body, at: 0)
+            var chunks: [PackRecord] = []
+            try PackFormat.appendTableEntries(of: record.body, at: 0, to: &chunks)
             if chunks.allSatisfy({ !bDigests.contains($0.digest) }),
                 record.payloadOffset + 16 + record.body.count <= bs - 64
             {

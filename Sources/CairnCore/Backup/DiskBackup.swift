@@ -344,5 +344,5 @@ final class DiskBackup: @unchecked Sendable {
 
 extension BlockBatch {
     /// Sent by the reader after the last batch, so the writer knows the disk is complete.
-    nonisolated(unsafe) static let endMarker = BlockBatch(capacity: 1, blockSize: 1)
+    static let endMarker = BlockBatch(capacity: 1, blockSize: 1)
 }

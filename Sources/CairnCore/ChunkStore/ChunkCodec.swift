@@ -137,6 +137,8 @@ public final class ChunkReader {
     /// The last frame read, and its plain bytes (in `framePlain`, or in `frameRecord` when the
     /// frame is stored uncompressed).
     private var cachedFrame: (pack: PackID, offset: UInt64, bytes: UnsafeRawBufferPointer)?
+    /// The last frame's member list, kept so that reading frames allocates nothing.
+    private var frameMembers: [FrameMember] = []
 
     /// The largest frame record payload: a full member list and a whole frame that did not compress.
     static let maxFramePayload =
@@ -182,7 +184,7 @@ public final class ChunkReader {
         let payload = UnsafeRawBufferPointer(
             rebasing: recordBuffer[PackFormat.recordHeaderSize..<PackFormat.recordHeaderSize + stored])
         let plain = try expand(
-            payload, compression, into: output, rawLength: rawLength, what: "chunk \(digest)", location.pack)
+            payload, compression, into: output, rawLength: rawLength, what: "chunk \(digest)", pack: location.pack)
         return try proved(plain, digest, location.pack)
     }
 
@@ -223,20 +225,21 @@ public final class ChunkReader {
             at: location.offset, storedLength: stored, expected: nil, into: record, checkCRC: checksRecordCRC)
         let payload = UnsafeRawBufferPointer(
             rebasing: record[PackFormat.recordHeaderSize..<PackFormat.recordHeaderSize + stored])
-        let context = "frame record at offset \(location.offset)"
-        let (_, listLength) = try PackFormat.frameMembers(
-            payload: payload, rawLength: rawLength, context: "\(context) in pack \(location.pack)")
+        func context() -> String { "frame record at offset \(location.offset)" }
+        let listLength = try PackFormat.frameMembers(
+            payload: payload, rawLength: rawLength, context: "\(context()) in pack \(location.pack)",
+            into: &frameMembers)
         // The header's digest names the member list: a damaged list is caught even unread by CRC.
         guard
             hasher.digest(UnsafeRawBufferPointer(rebasing: payload[0..<listLength]))
                 == ChunkDigest(loadingFrom: UnsafeRawBufferPointer(record))
         else {
             throw CairnError(
-                .damaged, "the member list of the \(context) in pack \(location.pack) does not match its digest")
+                .damaged, "the member list of the \(context()) in pack \(location.pack) does not match its digest")
         }
         let result = try expand(
             UnsafeRawBufferPointer(rebasing: payload[listLength...]), compression, into: plain, rawLength: rawLength,
-            what: context, location.pack)
+            what: context(), pack: location.pack)
         cachedFrame = (location.pack, location.offset, result)
         return result
     }
@@ -251,34 +254,35 @@ public final class ChunkReader {
         return record
     }
 
-    /// Decompresses (or passes through) a payload of `rawLength` plain bytes.
+    /// Decompresses (or passes through) a payload of `rawLength` plain bytes. `what` names the
+    /// record in errors and is only built for one.
     private func expand(
         _ payload: UnsafeRawBufferPointer, _ compression: ChunkCompression, into output: UnsafeMutableRawBufferPointer,
-        rawLength: Int, what: String, _ pack: PackID
+        rawLength: Int, what: @autoclosure () -> String, pack: PackID
     ) throws(CairnError) -> UnsafeRawBufferPointer {
         switch compression {
         case .none:
             guard payload.count == rawLength else {
-                throw CairnError(.damaged, "\(what) in pack \(pack) holds \(payload.count) bytes, not \(rawLength)")
+                throw CairnError(.damaged, "\(what()) in pack \(pack) holds \(payload.count) bytes, not \(rawLength)")
             }
             return payload
         case .zstd:
             guard rawLength <= output.count else {
-                throw CairnError(.damaged, "\(what) in pack \(pack) claims \(rawLength) bytes")
+                throw CairnError(.damaged, "\(what()) in pack \(pack) claims \(rawLength) bytes")
             }
             let target = UnsafeMutableRawBufferPointer(rebasing: output[0..<rawLength])
             let n: Int
             do {
                 n = try decompressor.decompress(payload, into: target)
             } catch {
-                throw CairnError(.damaged, "\(what) in pack \(pack) does not decompress", cause: error.cause)
+                throw CairnError(.damaged, "\(what()) in pack \(pack) does not decompress", cause: error.cause)
             }
             guard n == rawLength else {
-                throw CairnError(.damaged, "\(what) in pack \(pack) decompresses to \(n) bytes, not \(rawLength)")
+                throw CairnError(.damaged, "\(what()) in pack \(pack) decompresses to \(n) bytes, not \(rawLength)")
             }
             return UnsafeRawBufferPointer(target)
         case .framed:
-            throw CairnError(.damaged, "\(what) in pack \(pack) has an invalid compression")
+            throw CairnError(.damaged, "\(what()) in pack \(pack) has an invalid compression")
         }
     }
 

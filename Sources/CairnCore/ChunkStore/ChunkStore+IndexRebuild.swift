@@ -97,8 +97,7 @@ extension PackReader {
             else { break }
             let record = UnsafeRawBufferPointer(
                 rebasing: buffer[0..<(PackFormat.recordHeaderSize + stored)])
-            guard let entries = try? PackFormat.tableEntries(record: record, at: offset) else { break }
-            records += entries
+            guard (try? PackFormat.appendTableEntries(of: record, at: offset, to: &records)) != nil else { break }
             offset += UInt64(PackFormat.recordHeaderSize + stored)
         }
         return records

@@ -29,6 +29,8 @@ public final class ChunkStore: @unchecked Sendable {
     private var currentPack: PackWriter?
     private var finishedPacks: [PackWriter] = []
     private var unflushed: [(ChunkDigest, ChunkLocation)] = []
+    /// The member list of the frame being stored (kept, so storing allocates nothing per frame).
+    private var frameScratch: [FrameMember] = []
     /// Entries kept in memory before they are written out as a segment: bounds memory per run.
     static let flushThreshold = 262_144
 
@@ -117,43 +119,35 @@ public final class ChunkStore: @unchecked Sendable {
     @discardableResult
     func store(record: UnsafeRawBufferPointer) throws(CairnError) -> Stored {
         let isFrame = record[40] == ChunkKind.frame.rawValue
-        if !isFrame, contains(ChunkDigest(loadingFrom: record)) { return Stored() }
+        if isFrame {
+            _ = try PackFormat.frameMembers(
+                payload: UnsafeRawBufferPointer(rebasing: record[PackFormat.recordHeaderSize...]),
+                rawLength: Int(UInt32(littleEndian: record.loadUnaligned(fromByteOffset: 36, as: UInt32.self))),
+                context: "frame record", into: &frameScratch)
+            guard frameScratch.contains(where: { !contains($0.digest) }) else { return Stored() }
+        } else if contains(ChunkDigest(loadingFrom: record)) {
+            return Stored()
+        }
         if currentPack == nil { currentPack = try PackWriter(repositoryPath: root) }
         let pack = currentPack!
-        if isFrame {
-            let offset = pack.size
-            let members = try PackFormat.tableEntries(record: record, at: offset)
-            guard members.contains(where: { !contains($0.digest) }) else { return Stored() }
-            try pack.append(record: record)
-            var stored = Stored()
-            for member in members where !contains(member.digest) {
-                let location = member.location(in: pack.id)
-                pending.withLock { $0[member.digest] = location }
-                unflushed.append((member.digest, location))
-                stored.chunks += 1
-                stored.bytes += Int(member.rawLength)
-            }
-            try added(record: record, to: pack, chunks: stored.chunks)
-            return stored
+        var stored = Stored()
+        // A frame's members may meanwhile be stored (or repeat within it): index each once.
+        for entry in try pack.append(record: record) where !isFrame || !contains(entry.digest) {
+            let location = entry.location(in: pack.id)
+            pending.withLock { $0[entry.digest] = location }
+            unflushed.append((entry.digest, location))
+            stored.chunks += 1
+            stored.bytes += Int(entry.rawLength)
         }
-        let entry = try pack.append(record: record)[0]
-        let location = entry.location(in: pack.id)
-        pending.withLock { $0[entry.digest] = location }
-        unflushed.append((entry.digest, location))
-        try added(record: record, to: pack, chunks: 1)
-        return Stored(chunks: 1, bytes: Int(entry.rawLength))
-    }
-
-    /// Counts a record just appended and closes its pack once full.
-    private func added(record: UnsafeRawBufferPointer, to pack: PackWriter, chunks: Int) throws(CairnError) {
         storedBytesWritten += UInt64(record.count)
-        chunksWritten += chunks
+        chunksWritten += stored.chunks
         if pack.size >= packTargetSize {
             try pack.finish()
             finishedPacks.append(pack)
             currentPack = nil
             if unflushed.count >= Self.flushThreshold { try commit() }
         }
+        return stored
     }
 
     /// Makes every chunk stored so far durable and findable by other processes:

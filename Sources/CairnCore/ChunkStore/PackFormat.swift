@@ -110,30 +110,23 @@ struct FrameMember: Equatable {
 }
 
 extension PackFormat {
-    /// Reads the member list at the start of a frame record's payload, checking that it is
-    /// well formed and that the members add up to the frame's raw length. Returns the members
-    /// and the length of the list (the frame's data follows it).
-    static func frameMembers(payload: UnsafeRawBufferPointer, rawLength: Int, context: String) throws(CairnError) -> (
-        [FrameMember], Int
-    ) {
-        var members: [FrameMember] = []
-        let listLength = try frameMembers(payload: payload, rawLength: rawLength, context: context, into: &members)
-        return (members, listLength)
-    }
-
-    /// Reads a frame record's member list into `members` (emptied first, its storage kept), for
-    /// readers that meet many frames and allocate nothing per frame. Returns the list's length.
+    /// Reads the member list at the start of a frame record's payload into `members` (emptied
+    /// first, its storage kept, so readers that meet many frames allocate nothing per frame),
+    /// checking that it is well formed and that the members add up to the frame's raw length.
+    /// Returns the list's length (the frame's data follows it). `context` names the record in
+    /// errors and is only built for one.
     static func frameMembers(
-        payload: UnsafeRawBufferPointer, rawLength: Int, context: String, into members: inout [FrameMember]
+        payload: UnsafeRawBufferPointer, rawLength: Int, context: @autoclosure () -> String,
+        into members: inout [FrameMember]
     ) throws(CairnError) -> Int {
         members.removeAll(keepingCapacity: true)
         guard payload.count >= frameCountSize else {
-            throw CairnError(.damaged, "\(context) is too short for a frame record")
+            throw CairnError(.damaged, "\(context()) is too short for a frame record")
         }
         let count = Int(UInt32(littleEndian: payload.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
         let listLength = frameCountSize + count * frameMemberSize
         guard count >= 1, count <= maxFrameMembers, listLength <= payload.count, rawLength <= maxFrameBytes else {
-            throw CairnError(.damaged, "\(context) has a malformed frame member list (\(count) members)")
+            throw CairnError(.damaged, "\(context()) has a malformed frame member list (\(count) members)")
         }
         members.reserveCapacity(count)
         var offset = 0
@@ -141,7 +134,7 @@ extension PackFormat {
             let at = frameCountSize + i * frameMemberSize
             let length = Int(UInt32(littleEndian: payload.loadUnaligned(fromByteOffset: at + 32, as: UInt32.self)))
             guard let kind = ChunkKind(rawValue: payload[at + 36]), kind != .frame, length <= maxFrameBytes else {
-                throw CairnError(.damaged, "\(context) lists a malformed frame member \(i)")
+                throw CairnError(.damaged, "\(context()) lists a malformed frame member \(i)")
             }
             members.append(
                 FrameMember(
@@ -149,14 +142,18 @@ extension PackFormat {
             offset += length
         }
         guard offset == rawLength else {
-            throw CairnError(.damaged, "\(context): its frame members add up to \(offset) bytes, not \(rawLength)")
+            throw CairnError(.damaged, "\(context()): its frame members add up to \(offset) bytes, not \(rawLength)")
         }
         return listLength
     }
 
-    /// The table entries of the record laid out in `record` (header and payload) at `offset` in
-    /// its pack: the record itself, or for a frame record one entry per member.
-    static func tableEntries(record: UnsafeRawBufferPointer, at offset: UInt64) throws(CairnError) -> [PackRecord] {
+    /// Appends to `entries` the table entries of the record laid out in `record` (header and
+    /// payload) at `offset` in its pack: the record itself, or for a frame record one entry per
+    /// member. Returns how many it appended.
+    @discardableResult
+    static func appendTableEntries(
+        of record: UnsafeRawBufferPointer, at offset: UInt64, to entries: inout [PackRecord]
+    ) throws(CairnError) -> Int {
         let header = UnsafeRawBufferPointer(rebasing: record[0..<recordHeaderSize])
         let stored = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 32, as: UInt32.self))
         let raw = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 36, as: UInt32.self))
@@ -167,20 +164,23 @@ extension PackFormat {
             throw CairnError(.damaged, "record at offset \(offset) has an unknown kind or compression")
         }
         guard kind == .frame else {
-            return [
+            entries.append(
                 PackRecord(
                     digest: ChunkDigest(loadingFrom: header), offset: offset, storedLength: stored, rawLength: raw,
-                    kind: kind, compression: compression, crc: crc)
-            ]
+                    kind: kind, compression: compression, crc: crc))
+            return 1
         }
-        let payload = UnsafeRawBufferPointer(rebasing: record[recordHeaderSize...])
-        let (members, _) = try frameMembers(
-            payload: payload, rawLength: Int(raw), context: "frame record at offset \(offset)")
-        return members.map { m in
-            PackRecord(
-                digest: m.digest, offset: offset, storedLength: stored, rawLength: UInt32(m.rawLength), kind: m.kind,
-                compression: .framed, crc: crc, frameOffset: UInt32(m.offset))
+        var members: [FrameMember] = []
+        _ = try frameMembers(
+            payload: UnsafeRawBufferPointer(rebasing: record[recordHeaderSize...]), rawLength: Int(raw),
+            context: "frame record at offset \(offset)", into: &members)
+        for m in members {
+            entries.append(
+                PackRecord(
+                    digest: m.digest, offset: offset, storedLength: stored, rawLength: UInt32(m.rawLength),
+                    kind: m.kind, compression: .framed, crc: crc, frameOffset: UInt32(m.offset)))
         }
+        return members.count
     }
 }
 

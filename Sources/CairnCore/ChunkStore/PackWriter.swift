@@ -27,12 +27,17 @@ final class PackWriter {
     /// Appends one record whose header and payload are already laid out contiguously in `record`;
     /// returns its table entries (one, or one per member of a frame record).
     @discardableResult
-    func append(record: UnsafeRawBufferPointer) throws(CairnError) -> [PackRecord] {
-        let entries = try PackFormat.tableEntries(record: record, at: size)
-        try file.write(record, at: size)
+    func append(record: UnsafeRawBufferPointer) throws(CairnError) -> ArraySlice<PackRecord> {
+        let first = records.count
+        try PackFormat.appendTableEntries(of: record, at: size, to: &records)
+        do {
+            try file.write(record, at: size)
+        } catch {
+            records.removeSubrange(first...)
+            throw error
+        }
         size += UInt64(record.count)
-        records += entries
-        return entries
+        return records[first...]
     }
 
     /// Writes the table and footer. The file is complete but not yet synced or renamed.

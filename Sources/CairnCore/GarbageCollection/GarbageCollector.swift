@@ -368,7 +368,7 @@ struct PackRewriter {
             bytesWritten += UInt64(blob.bytes.count)
             if current == nil { current = try PackWriter(repositoryPath: store.root) }
             let pack = current!
-            var result: Result<[PackRecord], CairnError> = .success([])
+            var result: Result<ArraySlice<PackRecord>, CairnError> = .success([])
             blob.bytes.withUnsafeBytes { raw in
                 do throws(CairnError) {
                     result = .success(try pack.append(record: raw))
