@@ -54,9 +54,17 @@ struct RepositoryOptions: ParsableArguments {
         return seconds
     }
 
-    func open() throws(CairnError) -> Repository {
+    /// Opens the repository; damaged index segments are named on stderr (the command goes on:
+    /// it fails only if it needs a chunk that only they name). Verify reports them itself.
+    func open(warnAboutDamage: Bool = true) throws(CairnError) -> Repository {
         Log.setUp(verbose: verbose)
-        return try Repository(path: path)
+        let repository = try Repository(path: path)
+        if warnAboutDamage {
+            for segment in repository.store.damagedSegments {
+                Terminal.printError("cairn: warning: \(segment.warning)")
+            }
+        }
+        return repository
     }
 }
 

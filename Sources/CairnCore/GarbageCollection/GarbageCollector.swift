@@ -69,6 +69,11 @@ public final class GarbageCollector {
             )
         }
         defer { _ = lock }
+        // The index as it is now that no one else writes: a backup that held the repository
+        // while gc waited for it has committed segments this process has not seen, and their
+        // packs would look like orphans.
+        try store.reloadSegments()
+        try store.requireWholeIndex(for: "gc")
         if let raw = ProcessInfo.processInfo.environment["CAIRN_TEST_GC_PAUSE"], let pause = Double(raw) {
             // Test hook: hold the lock for a while so tests can race a backup against gc.
             usleep(UInt32(pause * 1e6))

@@ -95,7 +95,7 @@ final class DiskWalk: @unchecked Sendable {
                                 }
                                 do throws(CairnError) {
                                     guard let location = store.lookup(digest) else {
-                                        throw CairnError(.damaged, "chunk \(digest) is missing from the repository")
+                                        throw store.missingChunk(digest)
                                     }
                                     // Reading another record reuses the buffer the run points into.
                                     if !reader.holdsFrame(of: location) { try flush() }

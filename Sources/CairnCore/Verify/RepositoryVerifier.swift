@@ -99,6 +99,10 @@ public final class RepositoryVerifier {
     // MARK: Metadata
 
     private func checkSegments() {
+        for segment in store.damagedSegments {
+            report.problems.append(segment.error.message)
+            report.segmentsChecked += 1
+        }
         for segment in store.indexSegments {
             do throws(CairnError) {
                 try segment.checkIntegrity()
