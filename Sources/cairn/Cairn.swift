@@ -20,7 +20,7 @@ struct Cairn: ParsableCommand {
         subcommands: [
             InitCommand.self, BackupCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self,
             VerifyCommand.self, PruneCommand.self, ProtectCommand.self, UnprotectCommand.self, ForgetCommand.self,
-            GCCommand.self, RebuildIndexCommand.self, ArchiveCommand.self, DemoCommand.self,
+            GCCommand.self, RebuildIndexCommand.self, RepairCommand.self, ArchiveCommand.self, DemoCommand.self,
         ]
     )
 }
@@ -60,6 +60,7 @@ struct RepositoryOptions: ParsableArguments {
         Log.setUp(verbose: verbose)
         let repository = try Repository(path: path)
         if warnAboutDamage {
+            if let warning = repository.configHealth.warning { Terminal.printError("cairn: warning: \(warning)") }
             for segment in repository.store.damagedSegments {
                 Terminal.printError("cairn: warning: \(segment.warning)")
             }

@@ -58,6 +58,7 @@ public final class RepositoryVerifier {
             report.digestRange = slice.description
         }
 
+        checkConfig()
         checkSegments()
         let packs = try checkPacks()
         var manifests: [(RestorePointID, Manifest)] = []
@@ -97,6 +98,15 @@ public final class RepositoryVerifier {
     }
 
     // MARK: Metadata
+
+    /// The config and its copy: damage to either is a problem (repairable with `cairn repair`);
+    /// a config from before copies existed only a warning.
+    private func checkConfig() {
+        let health = repository.configHealth
+        if let damage = health.primaryDamage { report.problems.append(damage) }
+        if let problem = health.copyProblem { report.problems.append(problem) }
+        if health.unsealed, let warning = health.warning { report.warnings.append(warning) }
+    }
 
     private func checkSegments() {
         for segment in store.damagedSegments {
