@@ -116,6 +116,9 @@ struct ShowCommand: ParsableCommand {
                 print("    source:   \(source)")
                 print("    index:    root \(disk.root), depth \(disk.depth)")
             }
+            for file in manifest.settings ?? [] {
+                print("  settings file \(file.name): \(file.size) bytes, sha256 \(file.digest)")
+            }
         }
     }
 }

@@ -52,6 +52,10 @@ struct DiffCommand: ParsableCommand {
                 }
                 if count > ranges && ranges >= 0 { print("    and \(count - min(count, ranges)) more ranges") }
             }
+            for file in diff.settings {
+                print("  settings file \(file.name): \(file.status)")
+                if let unified = file.unified { print(unified, terminator: "") }
+            }
         }
     }
 }

@@ -140,6 +140,12 @@ final class ArchiveScanner {
         }
         let index = points.count
         points.append(Point(manifest: manifest, location: record.location))
+        if trackNeeds {
+            // Settings files' chunks travel after the disks' and are needed like theirs.
+            for file in manifest.settings ?? [] {
+                for digest in file.chunkDigests { try needs.insert(digest, mask: Self.pointBit(index)) }
+            }
+        }
         try onManifest?(index, manifest, record.location)
         treePoint = index
         startDisk(0)

@@ -42,6 +42,8 @@ public final class BackupJob {
     public let group: String
     public let sources: [BackupSource]
     public var lockWait: Double?
+    /// Settings files (domain XML, `.vmx`) to keep with the restore point.
+    public var settingsFiles: [String] = []
     public var progress: (@Sendable (BackupProgress) -> Void)?
     public static let toolVersion = "cairn 0.1.0"
 
@@ -58,6 +60,15 @@ public final class BackupJob {
         for source in sources where !seen.insert(source.diskName).inserted {
             throw CairnError(
                 .usage, "two images are both named \(source.diskName): a restore point needs distinct disk names")
+        }
+        guard settingsFiles.count <= SettingsFile.maxFiles else {
+            throw CairnError(.usage, "at most \(SettingsFile.maxFiles) settings files go with one restore point")
+        }
+        var settingsNames = Set<String>()
+        for path in settingsFiles where !settingsNames.insert(FileSystem.baseName(path)).inserted {
+            throw CairnError(
+                .usage,
+                "two settings files are both named \(FileSystem.baseName(path)): a restore point needs distinct names")
         }
         let clock = Stopwatch()
         let repoLock = try RepositoryLock.acquire(
@@ -93,7 +104,9 @@ public final class BackupJob {
         var warning: String?
         var bytesRead: UInt64 = 0
         var bytesNew: UInt64 = 0
+        var settings: [SettingsFile] = []
         do {
+            for path in settingsFiles { settings.append(try SettingsFile.store(path: path, store: store)) }
             for (source, image) in images {
                 var base: Manifest.DiskEntry?
                 if let previous, previous.blockSize == repository.config.blockSize {
@@ -118,7 +131,7 @@ public final class BackupJob {
             stats: .init(
                 bytesRead: bytesRead, bytesNew: bytesNew, bytesStored: store.storedBytesWritten - storedBefore,
                 chunksNew: store.chunksWritten - chunksBefore, seconds: clock.elapsed),
-            previous: previousID?.description)
+            previous: previousID?.description, settings: settings.isEmpty ? nil : settings)
         try catalog.write(manifest, id: id)
         // Housekeeping once the restore point is safe: merge index segments if no other cairn
         // process is using the repository. A failure here costs nothing but speed.

@@ -7,6 +7,16 @@ public struct RestorePointDiff: Sendable, Encodable {
     public var from: String
     public var to: String
     public var disks: [DiskDiff]
+    /// Settings files in either restore point, by name.
+    public var settings: [SettingsDiff]
+
+    public struct SettingsDiff: Sendable, Encodable {
+        public var name: String
+        /// `same`, `changed`, `added` (only in `to`) or `removed` (only in `from`).
+        public var status: String
+        /// A unified diff of the two texts (`diff -u` style); nil when equal or not text.
+        public var unified: String?
+    }
 
     public struct DiskDiff: Sendable, Encodable {
         public var name: String
@@ -37,6 +47,7 @@ public struct RestorePointDiff: Sendable, Encodable {
         from = first.id
         to = second.id
         disks = []
+        settings = []
         let store = repository.store
         var names = first.disks.map(\.name)
         for disk in second.disks where !names.contains(disk.name) { names.append(disk.name) }
@@ -57,6 +68,25 @@ public struct RestorePointDiff: Sendable, Encodable {
                 if size > 0 { diff.ranges = [ByteRange(offset: 0, length: size)] }
             }
             disks.append(diff)
+        }
+        var settingsNames = (first.settings ?? []).map(\.name)
+        for file in second.settings ?? [] where !settingsNames.contains(file.name) { settingsNames.append(file.name) }
+        for name in settingsNames {
+            let x = first.settings?.first { $0.name == name }
+            let y = second.settings?.first { $0.name == name }
+            let status = x == nil ? "added" : y == nil ? "removed" : x!.digest == y!.digest ? "same" : "changed"
+            var unified: String?
+            if status != "same" {
+                let old = try x.map { file throws(CairnError) in try file.read(from: store) } ?? []
+                let new = try y.map { file throws(CairnError) in try file.read(from: store) } ?? []
+                if let oldText = String(validating: old, as: UTF8.self),
+                    let newText = String(validating: new, as: UTF8.self)
+                {
+                    unified = UnifiedDiff.make(
+                        old: oldText, new: newText, oldName: "\(from)/\(name)", newName: "\(to)/\(name)")
+                }
+            }
+            settings.append(SettingsDiff(name: name, status: status, unified: unified))
         }
     }
 }

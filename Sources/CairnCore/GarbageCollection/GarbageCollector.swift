@@ -242,6 +242,9 @@ public final class GarbageCollector {
         var live = Set<ChunkDigest>()
         let zero = ZeroBlock.digest
         for (id, manifest) in manifests {
+            for file in manifest.settings ?? [] {
+                for digest in file.chunkDigests where slice.contains(digest) { live.insert(digest) }
+            }
             for disk in manifest.disks {
                 do throws(CairnError) {
                     guard let root = disk.rootDigest else { throw CairnError(.damaged, "malformed root digest") }

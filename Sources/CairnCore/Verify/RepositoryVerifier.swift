@@ -172,6 +172,9 @@ public final class RepositoryVerifier {
         var pages = Set<ChunkDigest>()
         let zero = ZeroBlock.digest
         for (id, manifest) in manifests {
+            for file in manifest.settings ?? [] {
+                for digest in file.chunkDigests where slice.contains(digest) { marked.insert(digest) }
+            }
             for disk in manifest.disks {
                 var blocks = 0
                 walk(
@@ -359,6 +362,9 @@ public final class RepositoryVerifier {
     }
 
     /// Finds every restore point, disk and offset that needs a damaged chunk.
+    /// How a settings file stands where a disk name would in `neededBy`.
+    static let settingsPrefix = "settings file "
+
     private func nameDamage(allPoints: [RestorePointID]) throws(CairnError) {
         var uses: [ChunkDigest: [String: VerifyReport.Use]] = [:]
         func note(_ digest: ChunkDigest, _ id: RestorePointID, _ disk: String, _ offset: UInt64) {
@@ -376,6 +382,11 @@ public final class RepositoryVerifier {
         let bs = UInt64(store.blockSize)
         for id in allPoints {
             guard let manifest = try? repository.catalog.manifest(id) else { continue }
+            for file in manifest.settings ?? [] {
+                for (k, digest) in file.chunkDigests.enumerated() where damaged[digest] != nil {
+                    note(digest, id, "\(Self.settingsPrefix)\(file.name)", UInt64(k) * bs)
+                }
+            }
             for disk in manifest.disks {
                 var block: UInt64 = 0
                 walk(
@@ -396,8 +407,9 @@ public final class RepositoryVerifier {
             }
             for use in neededBy {
                 if let id = RestorePointID(parsing: use.restorePoint) {
+                    let what = use.disk.hasPrefix(Self.settingsPrefix) ? use.disk : "disk \(use.disk)"
                     pointProblems[id, default: []].append(
-                        "disk \(use.disk) needs damaged chunk \(digest) at offset \(use.offsets.first ?? 0)\(use.offsets.count + use.moreOffsets > 1 ? " and \(use.offsets.count + use.moreOffsets - 1) more" : "")"
+                        "\(what) needs damaged chunk \(digest) at offset \(use.offsets.first ?? 0)\(use.offsets.count + use.moreOffsets > 1 ? " and \(use.offsets.count + use.moreOffsets - 1) more" : "")"
                     )
                 }
             }
