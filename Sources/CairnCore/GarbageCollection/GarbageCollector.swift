@@ -94,6 +94,7 @@ public final class GarbageCollector {
         let estimate = segments.reduce(0) { $0 + $1.entryCount }
         let passes = max(1, (estimate + maxLivePerPass - 1) / maxLivePerPass)
         for slice in DigestSlice.whole.split(passes) {
+            try Cancellation.check("nothing freed")
             let live = try markLive(in: slice, manifests: manifests)
             report.chunksLive += live.count
             var unresolved = live
@@ -134,7 +135,16 @@ public final class GarbageCollector {
             newSegments.append(name)
             entries.removeAll(keepingCapacity: true)
         }
+        let stopped = "nothing freed (the repository is intact: run cairn gc again)"
+        do {
+            try sweep()
+        } catch {
+            rewriter.abandon()
+            throw error
+        }
+        func sweep() throws(CairnError) {
         for pack in onDisk {
+            try Cancellation.check(stopped)
             guard indexed.contains(pack) else {
                 toDelete.append(pack)
                 report.orphanPacksDeleted += 1
@@ -181,6 +191,7 @@ public final class GarbageCollector {
             }
             if entries.count >= ChunkStore.flushThreshold { try flushEntries() }
         }
+        }
         entries += unresolvedEntries
         unresolvedEntries = []
 
@@ -189,9 +200,15 @@ public final class GarbageCollector {
             if changesIndex {
                 // 1, 2. New packs durable and in place, then the new index, durable, before
                 // anything it replaces goes.
-                try flushEntries()
-                try rewriter.commit()
-                // 3. Old segments.
+                do {
+                    try Cancellation.check(stopped)
+                    try flushEntries()
+                    try rewriter.commit()
+                } catch {
+                    rewriter.abandon()
+                    throw error
+                }
+                // 3. Old segments (from here on gc finishes: a stop would only leave more to do).
                 let kept = Set(newSegments)
                 for segment in segments where !kept.contains(segment.name) { try FileSystem.remove(segment.path) }
                 try FileSystem.syncDirectory("\(repository.path)/index")
@@ -411,6 +428,14 @@ struct PackRewriter {
         }
         out.removeLast(out.count - length)
         return out
+    }
+
+    /// Removes the temporary packs of a failed or stopped run.
+    mutating func abandon() {
+        current?.abandon()
+        current = nil
+        for pack in written { pack.abandon() }
+        written.removeAll()
     }
 
     /// Makes the new packs durable and visible under their names (no segment names them yet).

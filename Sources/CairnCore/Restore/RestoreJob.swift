@@ -91,6 +91,11 @@ public final class RestoreJob {
                 into: target, allowDamaged: request.allowDamaged, progress: progress, clock: clock)
             try target.finish()
             return RestoreResult(disk: disk, bytesWritten: written, seconds: clock.elapsed, damaged: damaged)
+        } catch where error.code == .interrupted {
+            target.discard()
+            let dest = request.destination
+            throw Cancellation.interrupted(
+                FileSystem.exists(dest) ? "restore incomplete: \(dest) holds part of the disk" : "restore incomplete (the unfinished \(dest) was removed)")
         } catch {
             target.discard()
             throw error
