@@ -28,8 +28,22 @@ public enum Cancellation {
             }
             sigemptyset(&action.sa_mask)
             action.sa_flags = 0
-            sigaction(signal, &action, nil)
+            var previous = sigaction()
+            sigaction(signal, &action, &previous)
+            // A signal the parent chose to ignore (`cairn backup … &` in a script ignores
+            // SIGINT) stays ignored, as the shell intends.
+            if unsafeBitCast(previous.__sigaction_handler.sa_handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self) {
+                sigaction(signal, &previous, nil)
+            }
         }
+        // A blocked signal would stay pending for ever, and the mask is inherited through exec
+        // (some launchers block these): unblock them here, before the pipelines start threads,
+        // which inherit this thread's mask.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
     /// The signal that asked the process to stop, if one did.
