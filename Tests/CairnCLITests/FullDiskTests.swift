@@ -27,7 +27,9 @@ import Testing
         try gen.scatterWrites(at: image, count: 16)
 
         // Fill the filesystem to its last byte: large writes, then page-sized ones.
-        Subprocess.shell("dd if=/dev/zero of='\(mount)/fill1' bs=1M status=none; dd if=/dev/zero of='\(mount)/fill2' bs=4k status=none")
+        Subprocess.shell(
+            "dd if=/dev/zero of='\(mount)/fill1' bs=1M status=none; dd if=/dev/zero of='\(mount)/fill2' bs=4k status=none"
+        )
         let free = Subprocess.shell("stat -f -c %a '\(mount)'").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(free == "0", "free blocks: \(free)")
 

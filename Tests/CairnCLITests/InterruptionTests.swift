@@ -146,4 +146,46 @@ import Testing
         #expect(try TestImage.sha256(of: out) == TestImage.sha256(of: image))
         CrashTests.expectHealthy(repo, "after the stopped commands")
     }
+
+    @Test func gcAndALockWaitStopCleanly() throws {
+        let dir = TemporaryDirectory()
+        let repo = dir.file("repo")
+        let image = dir.file("disk.img")
+        var gen = TestImage(seed: 94)
+        try gen.makeImage(at: image, size: 2 << 20, extent: 128 << 10, stride: 256 << 10)
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "vm", image]).status == 0)
+        // gc holds the repository (a test hook pauses it once it has the lock); a backup waits for it.
+        let gcLog = dir.file("gc.err")
+        let gc = try Process.start(
+            ["gc", "--repo", repo], environment: ["CAIRN_TEST_GC_PAUSE": "20"], stderr: gcLog)
+        #expect(
+            Self.wait {
+                ((try? String(contentsOfFile: "\(repo)/locks/repository.lock", encoding: .utf8)) ?? "").contains("gc")
+            })
+        let backupLog = dir.file("backup.err")
+        let backup = try Self.start(
+            ["backup", "--repo", repo, "--group", "vm", "--lock-wait", "1m", image], stderr: backupLog)
+        usleep(300_000)
+        try Self.expectCleanStop(backup, signal: SIGTERM, stderr: backupLog, saying: "nothing done (while waiting")
+        try Self.expectCleanStop(gc, signal: SIGINT, stderr: gcLog, saying: "nothing freed")
+        #expect(Fixture.temporaryFiles(under: repo).isEmpty)
+        #expect(CairnProcess.run(["gc", "--repo", repo]).status == 0)
+        CrashTests.expectHealthy(repo, "after the stopped gc")
+    }
+}
+
+extension Process {
+    /// Starts `cairn` with extra environment, stderr to a file.
+    static func start(_ arguments: [String], environment: [String: String], stderr: String) throws -> Process {
+        FileManager.default.createFile(atPath: stderr, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CairnProcess.executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: stderr)
+        try process.run()
+        return process
+    }
 }

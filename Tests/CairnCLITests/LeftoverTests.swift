@@ -65,7 +65,9 @@ import Testing
         let volumes = f.write("arc")
         let scratch = f.dir.file("scratch")
         let outDir = f.dir.file("out")
-        for d in [scratch, outDir] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: false) }
+        for d in [scratch, outDir] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: false)
+        }
         let dead = Self.deadPID()
         let live = getpid()
         let planted = [
@@ -86,7 +88,8 @@ import Testing
         #expect(Self.names(in: scratch) == [".cairn-digests-\(live)-1-777.tmp"])
         FileManager.default.createFile(atPath: planted[2], contents: Data([1]))
         let write = CairnProcess.run(
-            ["archive", "write", "--repo", f.repo, f.first, "--to", f.dir.file("again")], environment: ["TMPDIR": scratch])
+            ["archive", "write", "--repo", f.repo, f.first, "--to", f.dir.file("again")],
+            environment: ["TMPDIR": scratch])
         #expect(write.status == 0, "\(write.stderr)")
         #expect(Self.names(in: scratch) == [".cairn-digests-\(live)-1-777.tmp"])
     }

@@ -30,7 +30,6 @@ final class BlockDigestTable: @unchecked Sendable {
 
     static let filePrefix = ".cairn-restore-"
 
-
     deinit { close() }
 
     /// Removes the temporary files (the table is unusable afterwards).

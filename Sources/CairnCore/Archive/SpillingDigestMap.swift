@@ -72,7 +72,6 @@ final class SpillingDigestMap {
 
     static let filePrefix = ".cairn-digests-"
 
-
     /// True if `digest` is present and not taken.
     func contains(_ digest: ChunkDigest) -> Bool {
         if memory[digest] != nil { return true }

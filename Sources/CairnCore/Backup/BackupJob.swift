@@ -109,7 +109,7 @@ public final class BackupJob {
                 bytesNew += pass.bytesNew
             }
             try store.commit()
-        } catch where error.code == .interrupted {
+        } catch  where error.code == .interrupted {
             throw Self.keepStoredWork(store, stored: store.storedBytesWritten - storedBefore)
         } catch {
             store.abandon()

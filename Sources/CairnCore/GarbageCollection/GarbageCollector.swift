@@ -136,13 +136,9 @@ public final class GarbageCollector {
             entries.removeAll(keepingCapacity: true)
         }
         let stopped = "nothing freed (the repository is intact: run cairn gc again)"
-        do {
-            try sweep()
-        } catch {
-            rewriter.abandon()
-            throw error
-        }
-        func sweep() throws(CairnError) {
+        // A failed or stopped run removes the temporary packs it was writing.
+        var packsCommitted = false
+        defer { if !packsCommitted { rewriter.abandon() } }
         for pack in onDisk {
             try Cancellation.check(stopped)
             guard indexed.contains(pack) else {
@@ -191,7 +187,6 @@ public final class GarbageCollector {
             }
             if entries.count >= ChunkStore.flushThreshold { try flushEntries() }
         }
-        }
         entries += unresolvedEntries
         unresolvedEntries = []
 
@@ -200,14 +195,10 @@ public final class GarbageCollector {
             if changesIndex {
                 // 1, 2. New packs durable and in place, then the new index, durable, before
                 // anything it replaces goes.
-                do {
-                    try Cancellation.check(stopped)
-                    try flushEntries()
-                    try rewriter.commit()
-                } catch {
-                    rewriter.abandon()
-                    throw error
-                }
+                try Cancellation.check(stopped)
+                try flushEntries()
+                try rewriter.commit()
+                packsCommitted = true
                 // 3. Old segments (from here on gc finishes: a stop would only leave more to do).
                 let kept = Set(newSegments)
                 for segment in segments where !kept.contains(segment.name) { try FileSystem.remove(segment.path) }
@@ -230,6 +221,7 @@ public final class GarbageCollector {
             } else {
                 try rewriter.commit()
             }
+            packsCommitted = true
             report.segmentsAfter = store.indexSegments.count
             try pruneDamagedList()
             report.bytesAfter = try measure()

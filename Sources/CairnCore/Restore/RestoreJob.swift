@@ -91,7 +91,7 @@ public final class RestoreJob {
                 into: target, allowDamaged: request.allowDamaged, progress: progress, clock: clock)
             try target.finish()
             return RestoreResult(disk: disk, bytesWritten: written, seconds: clock.elapsed, damaged: damaged)
-        } catch where error.code == .interrupted {
+        } catch  where error.code == .interrupted {
             target.discard()
             throw Self.interrupted(destination: request.destination)
         } catch {

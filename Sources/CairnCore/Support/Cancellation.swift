@@ -32,7 +32,8 @@ public enum Cancellation {
             sigaction(signal, &action, &previous)
             // A signal the parent chose to ignore (`cairn backup … &` in a script ignores
             // SIGINT) stays ignored, as the shell intends.
-            if unsafeBitCast(previous.__sigaction_handler.sa_handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self) {
+            let ignored = unsafeBitCast(SIG_IGN, to: Int.self)
+            if unsafeBitCast(previous.__sigaction_handler.sa_handler, to: Int.self) == ignored {
                 sigaction(signal, &previous, nil)
             }
         }
