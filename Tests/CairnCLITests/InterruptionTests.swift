@@ -47,12 +47,25 @@ import Testing
         (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
     }
 
+    /// True once process `pid` has a handler for `signal` (the `SigCgt` mask of /proc/PID/status),
+    /// so a signal sent at start-up, before cairn installs its handlers, does not make a test flaky.
+    static func catches(_ signal: Int32, _ pid: Int32) -> Bool {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigCgt:") }),
+            let mask = UInt64(line.dropFirst("SigCgt:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+        else { return false }
+        return mask & (1 << UInt64(signal - 1)) != 0
+    }
+
     /// Sends `signal` to `process`, waits for it, and checks the clean stop: its exit status,
     /// one stderr line naming the signal.
     static func expectCleanStop(
         _ process: Process, signal: Int32, stderr: String, saying words: String,
         sourceLocation: SourceLocation = #_sourceLocation
     ) throws {
+        #expect(
+            wait { catches(signal, process.processIdentifier) }, "no handler for signal \(signal)",
+            sourceLocation: sourceLocation)
         #expect(process.isRunning, "the command finished before the signal", sourceLocation: sourceLocation)
         kill(process.processIdentifier, signal)
         process.waitUntilExit()
