@@ -438,7 +438,7 @@ struct PackRewriter {
             packsWritten += 1
             current = nil
         }
-        defer { written.removeAll() }
+        // On failure `written` is kept, so that `abandon()` removes the temporary packs.
         guard !written.isEmpty else { return }
         try store.syncFilesystem()
         var directories = Set<String>()
@@ -448,5 +448,6 @@ struct PackRewriter {
         }
         for directory in directories.sorted() { try FileSystem.syncDirectory(directory) }
         try FileSystem.syncDirectory("\(store.root)/packs")
+        written.removeAll()
     }
 }
