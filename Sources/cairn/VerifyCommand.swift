@@ -46,6 +46,9 @@ struct VerifyCommand: ParsableCommand {
             } else {
                 printText(report)
             }
+            if let failure = report.recordingFailure {
+                Terminal.printError("cairn: warning: the verdict could not be recorded: \(failure)")
+            }
             if !report.intact {
                 let points = report.restorePoints.filter { $0.result != "intact" }.count
                 throw CairnError(

@@ -81,6 +81,7 @@ final class ArchiveScanner {
     /// Reads the archive to its end. Structural faults throw; damage is reported and stepped over.
     func run() throws(CairnError) {
         while let record = try records.next() {
+            try Cancellation.check("stopped before the end of the archive")
             recordsRead += 1
             if end != nil {
                 report(record.location, "a \(record.type.name) record after the end record", .badArchive)

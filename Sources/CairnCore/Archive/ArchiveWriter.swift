@@ -144,6 +144,9 @@ public final class ArchiveWriter {
             try blocks.finish()
         } catch {
             sink.discard()
+            if error.code == .interrupted {
+                throw Cancellation.interrupted("no archive written (its unfinished volumes were removed)")
+            }
             throw error
         }
         let result = ArchiveWriteResult(

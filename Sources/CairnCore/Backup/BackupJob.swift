@@ -82,6 +82,9 @@ public final class BackupJob {
             _ = repoLock
         }
         repository.removeLeftovers()
+        // Another backup may have committed while this one waited for the lock: see its chunks
+        // (below, its restore point also becomes the base), so nothing it stored is stored again.
+        try repository.store.reloadSegments()
 
         // Open every image before storing anything: a bad image fails the run with nothing written.
         var images: [(BackupSource, any DiskImage)] = []
@@ -93,9 +96,8 @@ public final class BackupJob {
         let catalog = repository.catalog
         let previousID = try catalog.points(in: group).last
         let previous = try previousID.map { id throws(CairnError) in try catalog.manifest(id) }
-        var time = Timestamp.now()
-        if let previousID, previousID.time >= time { time = Timestamp(seconds: previousID.time.seconds + 1) }
-        let id = RestorePointID(group: group, time: time)
+        let id = try RestorePointID.next(in: group, after: previousID)
+        let time = id.time
 
         let store = repository.store
         let storedBefore = store.storedBytesWritten
@@ -120,6 +122,8 @@ public final class BackupJob {
                 bytesNew += pass.bytesNew
             }
             try store.commit()
+        } catch  where error.code == .interrupted {
+            throw Self.keepStoredWork(store, stored: store.storedBytesWritten - storedBefore)
         } catch {
             store.abandon()
             throw error
@@ -143,5 +147,21 @@ public final class BackupJob {
             }
         }
         return BackupResult(id: id, manifest: manifest, warning: warning)
+    }
+
+    /// After SIGINT/SIGTERM: makes the chunks stored so far durable and indexed (packs synced,
+    /// then a segment naming them, as every commit does), so the next backup finds them instead
+    /// of storing them again. No restore point names them; gc reclaims them if none ever does.
+    private static func keepStoredWork(_ store: ChunkStore, stored: UInt64) -> CairnError {
+        do {
+            try store.commit()
+        } catch {
+            store.abandon()
+            return Cancellation.interrupted("nothing committed (what was stored could not be kept: \(error))")
+        }
+        guard stored > 0 else { return Cancellation.interrupted("nothing committed") }
+        return Cancellation.interrupted(
+            "nothing committed (no restore point; the \(Units.formatBytes(stored)) stored so far is kept, so the next backup does not store it again)"
+        )
     }
 }

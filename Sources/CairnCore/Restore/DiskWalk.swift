@@ -27,6 +27,7 @@ final class DiskWalk: @unchecked Sendable {
         let reader = try makeReader()
         var index: UInt64 = 0
         while let digest = try reader.next() {
+            if index & 1023 == 0 { try Cancellation.check() }
             try body(index, digest)
             index += 1
         }
@@ -147,6 +148,7 @@ final class DiskWalk: @unchecked Sendable {
             var next: UInt64 = 0
             var lastProgress = 0.0
             outer: while next < blockCount {
+                try Cancellation.check("restore incomplete")
                 guard let batch = free.pop() else { break }
                 batch.first = next
                 batch.count = 0

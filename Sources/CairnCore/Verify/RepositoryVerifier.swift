@@ -89,9 +89,10 @@ public final class RepositoryVerifier {
         if !damaged.isEmpty {
             try nameDamage(allPoints: allPoints)
         }
-        try finish(selected: selected)
+        try Cancellation.check("nothing recorded")
+        finish(selected: selected)
         if samplePercent != nil {
-            try SamplePosition.save(slice.end, root: repository.path)
+            recording { () throws(CairnError) in try SamplePosition.save(slice.end, root: repository.path) }
         }
         report.seconds = clock.elapsed
         return report
@@ -223,6 +224,7 @@ public final class RepositoryVerifier {
         }
 
         let failures = runUnits(units, total: total)
+        try Cancellation.check("nothing recorded")
         for f in failures {
             let location = f.record.location(in: f.pack)
             let needed =
@@ -270,7 +272,7 @@ public final class RepositoryVerifier {
             var lastProgress = 0.0
             while true {
                 let i = next.increment() - 1
-                guard i < units.count else { break }
+                guard i < units.count, !Cancellation.isRequested else { break }
                 let unit = units[i]
                 for (record, check) in unit.records {
                     let location = record.location(in: unit.pack)
@@ -422,7 +424,17 @@ public final class RepositoryVerifier {
 
     // MARK: Results
 
-    private func finish(selected: [RestorePointID]) throws(CairnError) {
+    /// Records one result; a failure (a full disk) is kept for the report instead of thrown, so
+    /// verify still prints and exits with its verdict (docs/INTEGRITY.md).
+    private func recording(_ body: () throws(CairnError) -> Void) {
+        do {
+            try body()
+        } catch {
+            if report.recordingFailure == nil { report.recordingFailure = error.description }
+        }
+    }
+
+    private func finish(selected: [RestorePointID]) {
         let now = Timestamp.now().description
         let selectedSet = Set(selected)
         for id in selected {
@@ -439,7 +451,7 @@ public final class RepositoryVerifier {
                 chunksChecked: blocks,
                 damagedChunks: problems.count, problems: Array(problems.prefix(20)))
             if repository.catalog.exists(id) {
-                try repository.catalog.recordVerification(record, of: id)
+                recording { () throws(CairnError) in try repository.catalog.recordVerification(record, of: id) }
             }
         }
         // Damage to points outside the selection still counts (the chunk is shared).
@@ -460,7 +472,7 @@ public final class RepositoryVerifier {
             }
         }
         if !list.entries.isEmpty || FileSystem.exists(DamagedChunkList.path(root: repository.path)) {
-            try list.save(root: repository.path)
+            recording { () throws(CairnError) in try list.save(root: repository.path) }
         }
         report.intact =
             report.problems.isEmpty && damaged.isEmpty && report.restorePoints.allSatisfy { $0.result == "intact" }
