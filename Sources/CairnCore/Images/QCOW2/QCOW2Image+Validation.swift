@@ -60,7 +60,18 @@ extension QCOW2Image {
                 "data cluster offset 0x\(qcow2Hex(host)) for guest offset 0x\(qcow2Hex(guest)) (L2 table at "
                     + "0x\(qcow2Hex(l2Offset))) is not aligned to the cluster size 0x\(qcow2Hex(clusterSize))")
         }
-        guard dataFile == nil else { return }
+        if dataFile != nil {
+            // An external data file maps every guest cluster to the same offset in the data file
+            // (QEMU fails the read otherwise): anything else is damage, not a mapping to follow.
+            let guestCluster = guest & ~(clusterSize - 1)
+            guard host == guestCluster else {
+                throw bad(
+                    "data cluster for guest offset 0x\(qcow2Hex(guestCluster)) (L2 table at 0x\(qcow2Hex(l2Offset))) "
+                        + "is at 0x\(qcow2Hex(host)) in the external data file, not at the guest offset as the format requires"
+                )
+            }
+            return
+        }
         if let overlap = metadataOverlap(host) ?? (host == l2Offset ? "L2 table that maps it" : nil) {
             throw bad(
                 "data cluster at 0x\(qcow2Hex(host)) for guest offset 0x\(qcow2Hex(guest)) overlaps the \(overlap)")
