@@ -277,6 +277,21 @@ enum QCOW2Patch {
         try readU64(path, at: l1Offset(path)) & 0x00FF_FFFF_FFFF_FE00
     }
 
+    /// The file offset of the end marker of the header extensions.
+    static func extensionsEnd(_ path: String) throws -> UInt64 {
+        let header = try File.open(path, .readOnly).readBytes(count: 4096, at: 0)
+        var r = ByteReader(header, context: path, position: 100)
+        var position = Int(try r.be(UInt32.self))
+        while position + 8 <= header.count {
+            var e = ByteReader(header, context: path, position: position)
+            let found: UInt32 = try e.be()
+            let length: UInt32 = try e.be()
+            if found == 0 { return UInt64(position) }
+            position += 8 + (Int(length) + 7) / 8 * 8
+        }
+        throw QemuToolError(message: "no end of the header extensions in \(path)")
+    }
+
     /// The file offset of the data of header extension `type`.
     static func findExtension(_ path: String, type: UInt32) throws -> UInt64 {
         let header = try File.open(path, .readOnly).readBytes(count: 4096, at: 0)
