@@ -33,7 +33,7 @@ struct QCOW2HostileImageTests {
             try QCOW2Patch.truncate(image, to: 50)
             return nil
         },
-        Case(description: "version 1", fixtures: ["c64k.qcow2"], expected: "version at offset 4") { image, _ in
+        Case(description: "version 1", fixtures: ["c64k.qcow2"], expected: "is a qcow (version 1) image") { image, _ in
             try QCOW2Patch.u32(image, at: 4, 1)
             return nil
         },
