@@ -123,6 +123,19 @@ struct QCOW2StrictAsQemuTests {
             try QCOW2Patch.bytes(image, at: end, w.bytes)
         },
         Case(
+            description: "refcount block offset unaligned", fixtures: ["c64k.qcow2"],
+            expected: "refcount table entry 0 (at 0x10000) is 0x20200", oracle: .check
+        ) { image in
+            let table = try QCOW2Patch.readU64(image, at: 48)
+            try QCOW2Patch.u64(image, at: table, QCOW2Patch.readU64(image, at: table) + 0x200)
+        },
+        Case(
+            description: "refcount block beyond the end of the file", fixtures: ["c64k.qcow2"],
+            expected: "refcount table entry 0 (at 0x10000) places a refcount block at 0x1000000", oracle: .check
+        ) { image in
+            try QCOW2Patch.u64(image, at: QCOW2Patch.readU64(image, at: 48), 0x100_0000)
+        },
+        Case(
             description: "snapshot L1 table unaligned", fixtures: ["snap.qcow2"], expected: "snapshot table entry 0",
             oracle: .check
         ) { image in

@@ -41,6 +41,34 @@ extension QCOW2Image {
         }
     }
 
+    /// Checks the refcount table's entries as `qemu-img check` does: each refcount block offset
+    /// has no reserved bits (0–8), is cluster aligned, lies inside the file and clear of the
+    /// header, the L1 table and the refcount table. Refcounts are not needed to read, but a
+    /// broken table means damaged metadata, and QEMU flags the image as corrupt on its first use.
+    func checkRefcountTable(at offset: UInt64, bytes: UInt64) throws(CairnError) {
+        let table = try file.readBytes(count: Int(bytes), at: offset)
+        for index in 0..<Int(bytes / 8) {
+            let entry = table.withUnsafeBytes {
+                UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self))
+            }
+            guard entry != 0 else { continue }
+            let at = "refcount table entry \(index) (at 0x\(qcow2Hex(offset + UInt64(index) * 8)))"
+            guard entry & 0x1FF == 0, entry % clusterSize == 0 else {
+                throw bad(
+                    "\(at) is 0x\(qcow2Hex(entry)): a refcount block offset must be aligned to the cluster size "
+                        + "0x\(qcow2Hex(clusterSize)) with no reserved bits")
+            }
+            guard entry <= fileSize, clusterSize <= fileSize - entry else {
+                throw bad(
+                    "\(at) places a refcount block at 0x\(qcow2Hex(entry)), beyond the end of the file "
+                        + "(size 0x\(qcow2Hex(fileSize))): the image is truncated")
+            }
+            if let overlap = metadataOverlap(entry) {
+                throw bad("\(at) places a refcount block at 0x\(qcow2Hex(entry)), on the \(overlap)")
+            }
+        }
+    }
+
     /// Names the metadata a host cluster at `offset` overlaps, if any.
     func metadataOverlap(_ offset: UInt64) -> String? {
         let names = ["header cluster", "L1 table", "refcount table"]

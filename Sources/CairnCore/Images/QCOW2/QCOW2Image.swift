@@ -173,6 +173,7 @@ public final class QCOW2Image: DiskImage {
         backing = chain?.image
         backingChain = chain.map { [$0.path] + (($0.image as? QCOW2Image)?.backingChain ?? []) } ?? []
 
+        try checkRefcountTable(at: refcountOffset, bytes: refcountBytes)
         try checkL1Entries(l1Field: l1Field, l1Offset: l1Offset)
     }
 
