@@ -7,10 +7,17 @@ extension BackupJob {
     /// files through a forged backing chain. Both show up as a change of format between two
     /// backups of the same disk, which a real conversion rarely is: so it is refused, and the
     /// message says how to accept a real one.
+    ///
+    /// Called right after the images are opened, before anything is stored.
     static func checkFormatsUnchanged(
-        _ images: [(BackupSource, any DiskImage)], previous: Manifest?
+        _ images: [(BackupSource, any DiskImage)], group: String, catalog: Catalog
     ) throws(CairnError) {
-        guard let previous else { return }
+        // An unreadable catalog or manifest is the backup's own business to report (it reads them
+        // next); this check only compares with a previous restore point it can read.
+        guard images.contains(where: { $0.0.format == nil }),
+            let previousID = (try? catalog.points(in: group))?.last,
+            let previous = try? catalog.manifest(previousID)
+        else { return }
         for (source, image) in images where source.format == nil {
             guard let before = previous.disk(named: source.diskName)?.source.format else { continue }
             let now = image.info.format

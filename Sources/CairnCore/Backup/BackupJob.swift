@@ -78,11 +78,11 @@ public final class BackupJob {
             images.append(
                 (source, try DiskImageOpener.open(source.path, format: source.format, snapshot: source.snapshot)))
         }
+        try Self.checkFormatsUnchanged(images, group: group, catalog: repository.catalog)
 
         let catalog = repository.catalog
         let previousID = try catalog.points(in: group).last
         let previous = try previousID.map { id throws(CairnError) in try catalog.manifest(id) }
-        try Self.checkFormatsUnchanged(images, previous: previous)
         var time = Timestamp.now()
         if let previousID, previousID.time >= time { time = Timestamp(seconds: previousID.time.seconds + 1) }
         let id = RestorePointID(group: group, time: time)
