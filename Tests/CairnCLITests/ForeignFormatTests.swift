@@ -6,7 +6,7 @@ import Testing
 /// Images that are not raw or qcow2, damaged qcow2 magics, file names that claim another format and
 /// formats that change between two backups (issue 18, defect 9): each refused by `cairn backup`
 /// with exit 6 and one line naming it, nothing committed, and `--format raw` reading the bytes.
-@Suite("backup refuses what it would misread as raw", .timeLimit(.minutes(2)))
+@Suite("backup refuses what it would misread as raw", .serialized, .timeLimit(.minutes(2)))
 struct ForeignFormatTests {
     static let fixtures: String = {
         var url = URL(fileURLWithPath: #filePath)

@@ -59,6 +59,25 @@ struct QCOW2StrictAsQemuTests {
             try QCOW2Patch.u64(image, at: l2Entry(image, 1), 1 << 63 | 0x2000)
         },
         Case(
+            description: "preallocated zero cluster at an unaligned host offset", fixtures: ["c64k.qcow2"],
+            expected: "data cluster offset 0x50200 for guest offset 0x0"
+        ) { image in
+            try QCOW2Patch.u64(image, at: l2Entry(image, 0), 1 << 63 | 0x50200 | 1)
+        },
+        Case(
+            description: "extended L2 entry with nothing allocated at an unaligned host offset",
+            fixtures: ["extl2-solo.qcow2"], expected: "data cluster offset 0x200 for guest offset 0x8000"
+        ) { image in
+            // 16-byte entries: entry 1 (guest 32 KiB) is unallocated; give it a host offset of 0x200.
+            try QCOW2Patch.u64(image, at: QCOW2Patch.l2Offset(image) + 16, 0x200)
+        },
+        Case(
+            description: "external data file zero cluster not at its guest offset",
+            fixtures: ["extdata.qcow2", "extdata.data"], expected: "not at the guest offset"
+        ) { image in
+            try QCOW2Patch.u64(image, at: l2Entry(image, 1), 1 << 63 | 0x2000 | 1)
+        },
+        Case(
             description: "zero flag (reserved in v2) on an allocated cluster of a v2 image", fixtures: ["v2.qcow2"],
             expected: "zero flag (bit 0) set, which a version 2 image cannot have"
         ) { image in

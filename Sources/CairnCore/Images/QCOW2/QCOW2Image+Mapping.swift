@@ -66,6 +66,10 @@ extension QCOW2Image {
         if host == 0 && entry & Self.copiedFlag != 0 && dataFile == nil {
             throw bad("\(entryDescription()) has the copied flag but no host offset: 0x\(qcow2Hex(entry))")
         }
+        // Whatever the cluster reads as, a host offset it carries must be valid (QEMU's rule): a
+        // standard zero cluster carries one only when it is non-zero (preallocated zeros).
+        let carriesHost = extended || entry & Self.zeroFlag == 0 ? hasHost : host != 0
+        if carriesHost { try checkHostCluster(host, l2Offset: l2Offset, guest: guest) }
 
         guard extended else {
             if entry & Self.zeroFlag != 0 { return Run(source: .zero, length: toClusterEnd) }

@@ -79,18 +79,20 @@ extension QCOW2Image {
         return nil
     }
 
-    /// Checks a data cluster's host offset from an L2 entry: aligned and clear of metadata.
-    /// Bounds are checked per read (`checkDataBounds`), because an extended-L2 host cluster may
-    /// legitimately end before the cluster does.
-    func checkDataCluster(_ host: UInt64, l2Offset: UInt64, guest: UInt64) throws(CairnError) {
+    /// Checks the host cluster offset an L2 entry carries, whatever the cluster reads as (data,
+    /// zeros over a preallocated cluster, or an unallocated subcluster range): aligned, and with
+    /// an external data file equal to the guest offset. QEMU fails the read of any such entry
+    /// ("Cluster allocation offset unaligned", "External data file host cluster offset does not
+    /// match"), so a backup must not read past it as zeros.
+    func checkHostCluster(_ host: UInt64, l2Offset: UInt64, guest: UInt64) throws(CairnError) {
         guard host % clusterSize == 0 else {
             throw bad(
                 "data cluster offset 0x\(qcow2Hex(host)) for guest offset 0x\(qcow2Hex(guest)) (L2 table at "
                     + "0x\(qcow2Hex(l2Offset))) is not aligned to the cluster size 0x\(qcow2Hex(clusterSize))")
         }
         if dataFile != nil {
-            // An external data file maps every guest cluster to the same offset in the data file
-            // (QEMU fails the read otherwise): anything else is damage, not a mapping to follow.
+            // An external data file maps every guest cluster to the same offset in the data file:
+            // anything else is damage, not a mapping to follow.
             let guestCluster = guest & ~(clusterSize - 1)
             guard host == guestCluster else {
                 throw bad(
@@ -98,8 +100,14 @@ extension QCOW2Image {
                         + "is at 0x\(qcow2Hex(host)) in the external data file, not at the guest offset as the format requires"
                 )
             }
-            return
         }
+    }
+
+    /// Checks a data cluster that is about to be read from this file: clear of metadata.
+    /// Bounds are checked per read (`checkDataBounds`), because an extended-L2 host cluster may
+    /// legitimately end before the cluster does.
+    func checkDataCluster(_ host: UInt64, l2Offset: UInt64, guest: UInt64) throws(CairnError) {
+        guard dataFile == nil else { return }
         if let overlap = metadataOverlap(host) ?? (host == l2Offset ? "L2 table that maps it" : nil) {
             throw bad(
                 "data cluster at 0x\(qcow2Hex(host)) for guest offset 0x\(qcow2Hex(guest)) overlaps the \(overlap)")
