@@ -10,7 +10,9 @@ struct BackupCommand: ParsableCommand {
     @Option(help: "The group (usually the VM) the restore point belongs to.")
     var group: String
 
-    @Option(help: "Force the image format (raw or qcow2) instead of detecting it.")
+    @Option(
+        help:
+            "Force the image format (raw or qcow2) instead of detecting it; raw backs up any file's bytes as they are.")
     var format: String?
 
     @Option(help: "Back up this internal qcow2 snapshot instead of the active layer.")

@@ -33,7 +33,7 @@ struct QCOW2HostileImageTests {
             try QCOW2Patch.truncate(image, to: 50)
             return nil
         },
-        Case(description: "version 1", fixtures: ["c64k.qcow2"], expected: "version at offset 4") { image, _ in
+        Case(description: "version 1", fixtures: ["c64k.qcow2"], expected: "is a qcow (version 1) image") { image, _ in
             try QCOW2Patch.u32(image, at: 4, 1)
             return nil
         },
@@ -275,6 +275,21 @@ enum QCOW2Patch {
     /// The first L2 table (of L1 entry 0).
     static func l2Offset(_ path: String) throws -> UInt64 {
         try readU64(path, at: l1Offset(path)) & 0x00FF_FFFF_FFFF_FE00
+    }
+
+    /// The file offset of the end marker of the header extensions.
+    static func extensionsEnd(_ path: String) throws -> UInt64 {
+        let header = try File.open(path, .readOnly).readBytes(count: 4096, at: 0)
+        var r = ByteReader(header, context: path, position: 100)
+        var position = Int(try r.be(UInt32.self))
+        while position + 8 <= header.count {
+            var e = ByteReader(header, context: path, position: position)
+            let found: UInt32 = try e.be()
+            let length: UInt32 = try e.be()
+            if found == 0 { return UInt64(position) }
+            position += 8 + (Int(length) + 7) / 8 * 8
+        }
+        throw QemuToolError(message: "no end of the header extensions in \(path)")
     }
 
     /// The file offset of the data of header extension `type`.

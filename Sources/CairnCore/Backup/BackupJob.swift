@@ -92,6 +92,7 @@ public final class BackupJob {
             images.append(
                 (source, try DiskImageOpener.open(source.path, format: source.format, snapshot: source.snapshot)))
         }
+        try Self.checkFormatsUnchanged(images, group: group, catalog: repository.catalog)
 
         let catalog = repository.catalog
         let previousID = try catalog.points(in: group).last

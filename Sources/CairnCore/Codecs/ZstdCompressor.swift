@@ -66,22 +66,33 @@ public final class ZstdDecompressor {
 
     /// Decompresses a stream of frames until `destination` is full; trailing input is ignored.
     /// Used for qcow2's zstd clusters, whose compressed length is only known to the sector.
+    ///
+    /// A frame that holds more than fits is refused, as QEMU refuses it (`qcow2_zstd_decompress`):
+    /// read with the wrong cluster size, a cluster's frame would otherwise yield its first part
+    /// as if it were the whole cluster.
     public func decompressStream(
         _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer
     ) throws(CairnError) -> Int {
         ZSTD_DCtx_reset(context, ZSTD_reset_session_only)
         var input = ZSTD_inBuffer(src: source.baseAddress, size: source.count, pos: 0)
         var output = ZSTD_outBuffer(dst: destination.baseAddress, size: destination.count, pos: 0)
+        var rc = 0
         while output.pos < output.size {
-            let rc = ZSTD_decompressStream(context, &output, &input)
+            let before = (input.pos, output.pos)
+            rc = ZSTD_decompressStream(context, &output, &input)
             if ZSTD_isError(rc) != 0 {
                 throw CairnError(
                     .damaged, "zstd data does not decompress", cause: String(cString: ZSTD_getErrorName(rc)))
             }
-            if input.pos == input.size && output.pos < output.size && rc != 0 {
-                break  // input exhausted mid-frame
+            if input.pos == input.size && (rc == 0 || output.pos < output.size) {
+                break  // the last frame ended, or the input ran out mid-frame (a short result)
             }
-            if rc == 0 && input.pos == input.size { break }
+            if input.pos == before.0 && output.pos == before.1 { break }  // no progress: never spin
+        }
+        if output.pos == output.size && rc != 0 {
+            throw CairnError(
+                .damaged, "zstd data does not decompress",
+                cause: "its frame holds more than the \(output.size) bytes expected")
         }
         return output.pos
     }

@@ -76,6 +76,11 @@ public enum ImageFormat: String, Sendable, CaseIterable {
 }
 
 /// Opens an image by path, detecting its format by magic unless one is forced.
+///
+/// Detection refuses rather than guesses (see `ImageSignature`): a VMDK, VHDX, VDI, LUKS, QED,
+/// VHD, Parallels, DMG, Bochs or qcow (version 1) image is refused by name, and so is a file
+/// whose name claims a format its bytes lack (`vm.qcow2` without qcow2's magic, a damaged header
+/// most likely). `--format raw` (`format: .raw`) reads any file as raw bytes.
 public enum DiskImageOpener {
     public static let qcow2Magic: [UInt8] = [0x51, 0x46, 0x49, 0xFB]
 
@@ -89,11 +94,26 @@ public enum DiskImageOpener {
             throw CairnError(.badImage, "image \(path) does not exist")
         }
         let detected: ImageFormat
-        if let format {
-            detected = format
+        if format == .raw {
+            detected = .raw
         } else {
-            let magic = try file.readBytes(count: 4, at: 0)
-            detected = magic == qcow2Magic ? .qcow2 : .raw
+            let signature = try ImageSignature.identify(file, size: try file.size())
+            if case .foreign(let foreign) = signature {
+                throw CairnError(
+                    .badImage,
+                    "\(path) is a \(foreign.name) image; Cairn reads raw and qcow2 images (convert it with "
+                        + "`qemu-img convert -O qcow2`, or pass --format raw to back up its bytes as they are)")
+            }
+            if format == nil, let claimed = ImageSignature.claimed(byName: path), claimed != signature {
+                let holds = signature == .none ? "has no known image signature" : "holds \(signature.name)"
+                let damaged = claimed == .qcow2 ? " (no qcow2 magic at offset 0: is its header damaged?)" : ""
+                let override = signature == .qcow2 ? "pass --format qcow2 to read the qcow2 it holds, or" : "pass"
+                throw CairnError(
+                    .badImage,
+                    "\(path) is named as a \(claimed.name) image but \(holds)\(damaged); "
+                        + "\(override) --format raw to back up its bytes as they are")
+            }
+            detected = format ?? (signature == .qcow2 ? .qcow2 : .raw)
         }
         switch detected {
         case .raw:

@@ -137,7 +137,16 @@ extension QCOW2Header {
     ) throws(CairnError) {
         var position = Int(headerLength)
         var seen: Set<UInt32> = []
+        // QEMU reads extensions only up to the backing file name when there is one ("Header
+        // extension too large" past it), so an extension may not run into or past the name.
+        let limit = backingFileOffset != 0 ? min(backingFileOffset, clusterSize) : clusterSize
+        func pastBackingName(_ end: Int) -> Bool { backingFileOffset != 0 && UInt64(end) > limit }
         while true {
+            if pastBackingName(position + 8) {
+                throw bad(
+                    "header extension at offset 0x\(qcow2Hex(position)) runs into the backing file name at "
+                        + "backing_file_offset 0x\(qcow2Hex(backingFileOffset))")
+            }
             guard position + 8 <= clusterZero.count else {
                 if UInt64(position + 8) > clusterSize {
                     throw bad(
@@ -158,6 +167,11 @@ extension QCOW2Header {
                 throw bad(
                     "header extension 0x\(qcow2Hex(type)) at offset 0x\(qcow2Hex(position)) has length \(length), which runs past "
                         + "the end of cluster 0 or of the file")
+            }
+            if pastBackingName(dataStart + Int(length)) {
+                throw bad(
+                    "header extension 0x\(qcow2Hex(type)) at offset 0x\(qcow2Hex(position)) has length \(length), which runs "
+                        + "into the backing file name at backing_file_offset 0x\(qcow2Hex(backingFileOffset))")
             }
             let data = Array(clusterZero[dataStart..<dataStart + Int(length)])
             let known: Set<UInt32> = [
@@ -287,6 +301,11 @@ extension QCOW2Header {
             throw bad(
                 "image is encrypted (crypt_method 2, LUKS): a key is required to read it, and Cairn does not take one")
         default: throw bad("crypt_method at offset 32 is \(cryptMethod): only 0, 1 (AES) and 2 (LUKS) exist")
+        }
+        if hasEncryptionHeaderPointer && cryptMethod != 2 {
+            throw bad(
+                "has a full disk encryption header extension but crypt_method at offset 32 is \(cryptMethod), not 2 (LUKS)"
+            )
         }
         if hasDataFile && dataFile == nil {
             throw bad(

@@ -50,6 +50,13 @@ extension QCOW2Image {
             }
             return Run(source: .compressed(descriptor: entry), length: toClusterEnd)
         }
+        // Version 2 has no zero flag: QEMU fails the read of such an entry ("Zero cluster entry
+        // found in pre-v3 image"), so it is refused here rather than read as zeros.
+        if entry & Self.zeroFlag != 0 && !extended && header.version < 3 {
+            throw bad(
+                "\(entryDescription()) has the zero flag (bit 0) set, which a version 2 image cannot have: 0x\(qcow2Hex(entry))"
+            )
+        }
         let reserved = entry & ~(Self.offsetMask | Self.copiedFlag | (extended ? 0 : Self.zeroFlag))
         guard reserved == 0 else { throw bad("\(entryDescription()) has reserved bits set: 0x\(qcow2Hex(entry))") }
         let host = entry & Self.offsetMask
@@ -59,6 +66,10 @@ extension QCOW2Image {
         if host == 0 && entry & Self.copiedFlag != 0 && dataFile == nil {
             throw bad("\(entryDescription()) has the copied flag but no host offset: 0x\(qcow2Hex(entry))")
         }
+        // Whatever the cluster reads as, a host offset it carries must be valid (QEMU's rule): a
+        // standard zero cluster carries one only when it is non-zero (preallocated zeros).
+        let carriesHost = extended || entry & Self.zeroFlag == 0 ? hasHost : host != 0
+        if carriesHost { try checkHostCluster(host, l2Offset: l2Offset, guest: guest) }
 
         guard extended else {
             if entry & Self.zeroFlag != 0 { return Run(source: .zero, length: toClusterEnd) }

@@ -41,6 +41,34 @@ extension QCOW2Image {
         }
     }
 
+    /// Checks the refcount table's entries as `qemu-img check` does: each refcount block offset
+    /// has no reserved bits (0–8), is cluster aligned, lies inside the file and clear of the
+    /// header, the L1 table and the refcount table. Refcounts are not needed to read, but a
+    /// broken table means damaged metadata, and QEMU flags the image as corrupt on its first use.
+    func checkRefcountTable(at offset: UInt64, bytes: UInt64) throws(CairnError) {
+        let table = try file.readBytes(count: Int(bytes), at: offset)
+        for index in 0..<Int(bytes / 8) {
+            let entry = table.withUnsafeBytes {
+                UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self))
+            }
+            guard entry != 0 else { continue }
+            let at = "refcount table entry \(index) (at 0x\(qcow2Hex(offset + UInt64(index) * 8)))"
+            guard entry & 0x1FF == 0, entry % clusterSize == 0 else {
+                throw bad(
+                    "\(at) is 0x\(qcow2Hex(entry)): a refcount block offset must be aligned to the cluster size "
+                        + "0x\(qcow2Hex(clusterSize)) with no reserved bits")
+            }
+            guard entry <= fileSize, clusterSize <= fileSize - entry else {
+                throw bad(
+                    "\(at) places a refcount block at 0x\(qcow2Hex(entry)), beyond the end of the file "
+                        + "(size 0x\(qcow2Hex(fileSize))): the image is truncated")
+            }
+            if let overlap = metadataOverlap(entry) {
+                throw bad("\(at) places a refcount block at 0x\(qcow2Hex(entry)), on the \(overlap)")
+            }
+        }
+    }
+
     /// Names the metadata a host cluster at `offset` overlaps, if any.
     func metadataOverlap(_ offset: UInt64) -> String? {
         let names = ["header cluster", "L1 table", "refcount table"]
@@ -51,15 +79,34 @@ extension QCOW2Image {
         return nil
     }
 
-    /// Checks a data cluster's host offset from an L2 entry: aligned and clear of metadata.
-    /// Bounds are checked per read (`checkDataBounds`), because an extended-L2 host cluster may
-    /// legitimately end before the cluster does.
-    func checkDataCluster(_ host: UInt64, l2Offset: UInt64, guest: UInt64) throws(CairnError) {
+    /// Checks the host cluster offset an L2 entry carries, whatever the cluster reads as (data,
+    /// zeros over a preallocated cluster, or an unallocated subcluster range): aligned, and with
+    /// an external data file equal to the guest offset. QEMU fails the read of any such entry
+    /// ("Cluster allocation offset unaligned", "External data file host cluster offset does not
+    /// match"), so a backup must not read past it as zeros.
+    func checkHostCluster(_ host: UInt64, l2Offset: UInt64, guest: UInt64) throws(CairnError) {
         guard host % clusterSize == 0 else {
             throw bad(
                 "data cluster offset 0x\(qcow2Hex(host)) for guest offset 0x\(qcow2Hex(guest)) (L2 table at "
                     + "0x\(qcow2Hex(l2Offset))) is not aligned to the cluster size 0x\(qcow2Hex(clusterSize))")
         }
+        if dataFile != nil {
+            // An external data file maps every guest cluster to the same offset in the data file:
+            // anything else is damage, not a mapping to follow.
+            let guestCluster = guest & ~(clusterSize - 1)
+            guard host == guestCluster else {
+                throw bad(
+                    "data cluster for guest offset 0x\(qcow2Hex(guestCluster)) (L2 table at 0x\(qcow2Hex(l2Offset))) "
+                        + "is at 0x\(qcow2Hex(host)) in the external data file, not at the guest offset as the format requires"
+                )
+            }
+        }
+    }
+
+    /// Checks a data cluster that is about to be read from this file: clear of metadata.
+    /// Bounds are checked per read (`checkDataBounds`), because an extended-L2 host cluster may
+    /// legitimately end before the cluster does.
+    func checkDataCluster(_ host: UInt64, l2Offset: UInt64, guest: UInt64) throws(CairnError) {
         guard dataFile == nil else { return }
         if let overlap = metadataOverlap(host) ?? (host == l2Offset ? "L2 table that maps it" : nil) {
             throw bad(

@@ -99,20 +99,27 @@ public final class QCOW2Image: DiskImage {
         // QEMU rounds a size that is not a multiple of 512 down; so does this reader.
         virtualSize = size / 512 * 512
 
-        // L1 table: big enough for the disk, bounded, aligned and inside the file.
+        // L1 table: big enough for the disk, bounded, aligned and inside the file. What it must
+        // cover is the size as the header gives it, before rounding (QEMU's "L1 table is too small").
         let l2Span = clusterSize * l2Entries
-        let needed = virtualSize / l2Span + (virtualSize % l2Span == 0 ? 0 : 1)
+        let needed = size / l2Span + (size % l2Span == 0 ? 0 : 1)
         guard UInt64(l1Size) <= Self.maxL1Entries, needed <= Self.maxL1Entries else {
             throw bad(
-                "l1_size is \(l1Size) entries (\(needed) needed for size \(virtualSize)): at most \(Self.maxL1Entries) are allowed"
+                "l1_size is \(l1Size) entries (\(needed) needed for size \(size)): at most \(Self.maxL1Entries) are allowed"
             )
         }
         guard UInt64(l1Size) >= needed else {
-            throw bad("l1_size is \(l1Size) entries, fewer than the \(needed) that size \(virtualSize) needs")
+            throw bad("l1_size is \(l1Size) entries, fewer than the \(needed) that size \(size) needs")
         }
         let l1Bytes = UInt64(l1Size) * 8
+        // Even an empty L1 table must have an aligned offset, as QEMU requires ("L1 table offset invalid").
+        guard l1Offset % clusterSize == 0 else {
+            throw bad(
+                "\(l1Field) is 0x\(qcow2Hex(l1Offset)): it must be a multiple of the cluster size 0x\(qcow2Hex(clusterSize))"
+            )
+        }
         if l1Size > 0 {
-            guard l1Offset % clusterSize == 0, l1Offset >= clusterSize else {
+            guard l1Offset >= clusterSize else {
                 throw bad(
                     "\(l1Field) is 0x\(qcow2Hex(l1Offset)): it must be a non-zero multiple of the cluster size 0x\(qcow2Hex(clusterSize))"
                 )
@@ -136,7 +143,10 @@ public final class QCOW2Image: DiskImage {
                 "refcount_table_clusters at offset 56 is \(header.refcountTableClusters): the table may be at most 8 MiB"
             )
         }
-        guard refcountOffset % clusterSize == 0, refcountOffset != 0 || refcountBytes == 0,
+        guard refcountBytes > 0 else {
+            throw bad("refcount_table_clusters at offset 56 is 0: the image has no refcount table, which QEMU refuses")
+        }
+        guard refcountOffset % clusterSize == 0, refcountOffset != 0,
             refcountOffset <= fileSize, refcountBytes <= fileSize - refcountOffset
         else {
             throw bad(
@@ -163,6 +173,7 @@ public final class QCOW2Image: DiskImage {
         backing = chain?.image
         backingChain = chain.map { [$0.path] + (($0.image as? QCOW2Image)?.backingChain ?? []) } ?? []
 
+        try checkRefcountTable(at: refcountOffset, bytes: refcountBytes)
         try checkL1Entries(l1Field: l1Field, l1Offset: l1Offset)
     }
 
