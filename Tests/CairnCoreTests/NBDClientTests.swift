@@ -59,6 +59,7 @@ import Testing
         #expect(BackupSource(argument: "vm1=nbd+unix:///vda?socket=/s").diskName == "vm1")
         #expect(BackupSource(argument: "nbd+unix:///vda?socket=/s").diskName == "vda")
         #expect(BackupSource(argument: "nbd://h/").diskName == "nbd")
+        #expect(BackupSource(argument: "nbdisk=nbd://h/e").diskName == "nbdisk")
         // Not a valid disk name before '=', or the rest is not a source: the whole is a path.
         #expect(BackupSource(argument: "a b=\(plain)").path == "a b=\(plain)")
         #expect(BackupSource(argument: "sys=/no/such/file").path == "sys=/no/such/file")
