@@ -10,7 +10,7 @@ struct BackupCommand: ParsableCommand {
     @Option(help: "The group (usually the VM) the restore point belongs to.")
     var group: String
 
-    @Option(help: "Force the image format (raw or qcow2) instead of detecting it.")
+    @Option(help: "Force the image format (raw, qcow2 or vmdk) instead of detecting it.")
     var format: String?
 
     @Option(help: "Back up this internal qcow2 snapshot instead of the active layer.")
@@ -28,7 +28,7 @@ struct BackupCommand: ParsableCommand {
             var imageFormat: ImageFormat?
             if let format {
                 guard let parsed = ImageFormat(rawValue: format) else {
-                    throw CairnError(.usage, "--format \(format) is not raw or qcow2")
+                    throw CairnError(.usage, "--format \(format) is not raw, qcow2 or vmdk")
                 }
                 imageFormat = parsed
             }

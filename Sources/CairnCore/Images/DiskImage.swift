@@ -41,7 +41,7 @@ public struct ImageExtent: Sendable, Equatable {
 
 /// The source image's format facts, kept in the restore point's manifest.
 public struct SourceImageInfo: Codable, Sendable, Equatable {
-    /// `raw` or `qcow2`.
+    /// `raw`, `qcow2` or `vmdk`.
     public var format: String
     /// The path the image was read from, as given.
     public var path: String
@@ -52,12 +52,14 @@ public struct SourceImageInfo: Codable, Sendable, Equatable {
     public var qcow2Version: UInt32?
     /// qcow2 only: the internal snapshot that was read instead of the active layer.
     public var snapshot: String?
-    /// qcow2 only: the backing chain that was flattened into the guest view, nearest first.
+    /// qcow2 and vmdk: the backing (parent) chain that was flattened into the guest view, nearest first.
     public var backingChain: [String]?
+    /// vmdk only: the descriptor's createType (`monolithicSparse`, `vmfs`, ...).
+    public var vmdkCreateType: String?
 
     public init(
         format: String, path: String, virtualSize: UInt64, clusterSize: UInt64? = nil, qcow2Version: UInt32? = nil,
-        snapshot: String? = nil, backingChain: [String]? = nil
+        snapshot: String? = nil, backingChain: [String]? = nil, vmdkCreateType: String? = nil
     ) {
         self.format = format
         self.path = path
@@ -66,6 +68,7 @@ public struct SourceImageInfo: Codable, Sendable, Equatable {
         self.qcow2Version = qcow2Version
         self.snapshot = snapshot
         self.backingChain = backingChain
+        self.vmdkCreateType = vmdkCreateType
     }
 }
 
@@ -73,6 +76,7 @@ public struct SourceImageInfo: Codable, Sendable, Equatable {
 public enum ImageFormat: String, Sendable, CaseIterable {
     case raw
     case qcow2
+    case vmdk
 }
 
 /// Opens an image by path, detecting its format by magic unless one is forced.
@@ -93,7 +97,13 @@ public enum DiskImageOpener {
             detected = format
         } else {
             let magic = try file.readBytes(count: 4, at: 0)
-            detected = magic == qcow2Magic ? .qcow2 : .raw
+            if magic == qcow2Magic {
+                detected = .qcow2
+            } else if try isVMDK(file) {
+                detected = .vmdk
+            } else {
+                detected = .raw
+            }
         }
         switch detected {
         case .raw:
@@ -103,6 +113,19 @@ public enum DiskImageOpener {
             return try RawImage(file: file)
         case .qcow2:
             return try QCOW2Image(file: file, snapshot: snapshot)
+        case .vmdk:
+            if let snapshot {
+                throw CairnError(
+                    .usage, "\(path) is a vmdk image: --snapshot \"\(snapshot)\" names qcow2 snapshots only")
+            }
+            return try VMDKImage(file: file)
         }
+    }
+
+    /// True if `file` starts as a VMDK does: a hosted sparse extent (`KDMV`) or a text descriptor.
+    static func isVMDK(_ file: File) throws(CairnError) -> Bool {
+        let size = try file.size()
+        let head = try file.readBytes(count: Int(min(size, 32)), at: 0)
+        return head.starts(with: VMDKSparseHeader.magic) || VMDKDescriptor.looksLikeDescriptor(head)
     }
 }
