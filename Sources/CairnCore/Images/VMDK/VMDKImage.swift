@@ -68,7 +68,9 @@ public final class VMDKImage: DiskImage {
             if header.descriptorOffset != 0 && header.descriptorSectors != 0 {
                 let text = try file.readBytes(
                     count: Int(header.descriptorSectors * 512), at: header.descriptorOffset * 512)
-                descriptor = try VMDKDescriptor.parse(text, source: path + " (embedded descriptor)")
+                // A twoGbMaxExtentSparse extent file reserves descriptor sectors but leaves them empty.
+                descriptor =
+                    text.first == 0 ? nil : try VMDKDescriptor.parse(text, source: path + " (embedded descriptor)")
             } else {
                 descriptor = nil
             }
@@ -92,72 +94,25 @@ public final class VMDKImage: DiskImage {
             return
         }
 
-        let ownPath = FileSystem.realPath(path) ?? path
-        var parts: [Part] = []
-        var start: UInt64 = 0
-        for (index, extent) in descriptor.extents.enumerated() {
-            let field = "descriptor extent \(index + 1)"
-            let length = extent.sectors * 512
-            guard let name = extent.fileName else {
-                parts.append(Part(start: start, length: length, storage: .zero))
-                start += length
-                continue
+        if let ownExtent {
+            // An embedded descriptor describes its own file, whatever name its extent line gives
+            // (users rename .vmdk files; QEMU ignores the name too).
+            guard descriptor.createType == "monolithicSparse" || descriptor.createType == "streamOptimized" else {
+                throw bad(
+                    "embedded descriptor has createType \"\(descriptor.createType)\": only monolithicSparse and streamOptimized embed one"
+                )
             }
-            let resolved = try Self.resolve(name, nextTo: path, field: "\(field) file name")
-            let real = FileSystem.realPath(resolved)
-            guard let real else {
-                throw bad("\(field) file \"\(name)\" (looked for at \(resolved)) does not exist")
+            guard descriptor.extents[0].type == .sparse else {
+                throw bad(
+                    "embedded descriptor's extent is \(descriptor.extents[0].type.rawValue), not this SPARSE file")
             }
-            switch extent.type {
-            case .zero:
-                parts.append(Part(start: start, length: length, storage: .zero))
-            case .flat, .vmfs:
-                guard ownExtent == nil else { throw bad("\(field) is flat inside a sparse file") }
-                let extentFile = try File.open(resolved, .readOnly)
-                let size = try extentFile.size()
-                let end = (extent.offset + extent.sectors) * 512
-                guard end <= size else {
-                    throw bad(
-                        "\(field) (\"\(name)\", offset \(extent.offset), \(extent.sectors) sectors) ends at byte \(end), beyond the end of its file (\(size) bytes)"
-                    )
-                }
-                parts.append(
-                    Part(start: start, length: length, storage: .flat(file: extentFile, base: extent.offset * 512)))
-            case .sparse:
-                let sparse: VMDKSparseExtent
-                if real == ownPath, let ownExtent {
-                    sparse = ownExtent
-                } else {
-                    guard ownExtent == nil else { throw bad("\(field) names another file from inside a sparse file") }
-                    let extentFile = try File.open(resolved, .readOnly)
-                    let size = try extentFile.size()
-                    let header = try VMDKSparseHeader.parse(extentFile, at: 0, fileSize: size)
-                    sparse = try VMDKSparseExtent(file: extentFile, fileSize: size, header: header)
-                }
-                guard sparse.header.capacity == extent.sectors else {
-                    throw bad(
-                        "\(field) is \(extent.sectors) sectors but its sparse header's capacity is \(sparse.header.capacity): the capacity is not the extent's size"
-                    )
-                }
-                if sparse.header.isCompressed != (descriptor.createType == "streamOptimized") {
-                    throw bad(
-                        "\(field) is \(sparse.header.isCompressed ? "" : "not ")compressed, but createType is \"\(descriptor.createType)\""
-                    )
-                }
-                parts.append(Part(start: start, length: length, storage: .sparse(sparse)))
-            case .vmfsSparse:
-                throw bad("\(field) is a VMFSSPARSE (COWD) delta: ESXi snapshot deltas are not read yet")
-            }
-            start += length
+            try Self.checkCapacity(ownExtent, descriptor.extents[0], field: "descriptor extent 1", bad)
+            try Self.checkCompression(ownExtent, descriptor, field: "descriptor extent 1", bad)
+            virtualSize = descriptor.extents[0].sectors * 512
+            parts = [Part(start: 0, length: virtualSize, storage: .sparse(ownExtent))]
+        } else {
+            (parts, virtualSize) = try Self.openExtents(descriptor, path: path, bad)
         }
-        if let ownExtent,
-            !parts.contains(where: { if case .sparse(let e) = $0.storage { e === ownExtent } else { false } })
-        {
-            throw bad("embedded descriptor does not name this file as its extent")
-        }
-        self.parts = parts
-        virtualSize = start
-
         if descriptor.parentCID != VMDKDescriptor.noParent, let hint = descriptor.parentFileNameHint {
             guard openedChain.count < Self.maxChainDepth else {
                 throw bad("parent chain is deeper than \(Self.maxChainDepth) images")
@@ -183,6 +138,75 @@ public final class VMDKImage: DiskImage {
         } else {
             parent = nil
             parentChain = []
+        }
+    }
+
+    /// Opens the extents a descriptor file names, in guest order; returns them and the disk size.
+    private static func openExtents(
+        _ descriptor: VMDKDescriptor, path: String, _ bad: (String) -> CairnError
+    ) throws(CairnError) -> ([Part], UInt64) {
+        var parts: [Part] = []
+        var start: UInt64 = 0
+        for (index, extent) in descriptor.extents.enumerated() {
+            let field = "descriptor extent \(index + 1)"
+            let length = extent.sectors * 512
+            guard let name = extent.fileName else {
+                parts.append(Part(start: start, length: length, storage: .zero))
+                start += length
+                continue
+            }
+            let resolved = try resolve(name, nextTo: path, field: "\(field) file name")
+            guard FileSystem.realPath(resolved) != nil else {
+                throw bad("\(field) file \"\(name)\" (looked for at \(resolved)) does not exist")
+            }
+            switch extent.type {
+            case .zero:
+                parts.append(Part(start: start, length: length, storage: .zero))
+            case .flat, .vmfs:
+                let extentFile = try File.open(resolved, .readOnly)
+                let size = try extentFile.size()
+                let end = (extent.offset + extent.sectors) * 512
+                guard end <= size else {
+                    throw bad(
+                        "\(field) (\"\(name)\", offset \(extent.offset), \(extent.sectors) sectors) ends at byte \(end), beyond the end of its file (\(size) bytes)"
+                    )
+                }
+                parts.append(
+                    Part(start: start, length: length, storage: .flat(file: extentFile, base: extent.offset * 512)))
+            case .sparse:
+                let extentFile = try File.open(resolved, .readOnly)
+                let size = try extentFile.size()
+                let header = try VMDKSparseHeader.parse(extentFile, at: 0, fileSize: size)
+                let sparse = try VMDKSparseExtent(file: extentFile, fileSize: size, header: header)
+                try checkCapacity(sparse, extent, field: field, bad)
+                try checkCompression(sparse, descriptor, field: field, bad)
+                parts.append(Part(start: start, length: length, storage: .sparse(sparse)))
+            case .vmfsSparse:
+                throw bad("\(field) is a VMFSSPARSE (COWD) delta: ESXi snapshot deltas are not read yet")
+            }
+            start += length
+        }
+        return (parts, start)
+
+    }
+
+    private static func checkCapacity(
+        _ sparse: VMDKSparseExtent, _ extent: VMDKDescriptor.Extent, field: String, _ bad: (String) -> CairnError
+    ) throws(CairnError) {
+        guard sparse.header.capacity == extent.sectors else {
+            throw bad(
+                "\(field) is \(extent.sectors) sectors but its sparse header's capacity is \(sparse.header.capacity): the capacity is not the extent's size"
+            )
+        }
+    }
+
+    private static func checkCompression(
+        _ sparse: VMDKSparseExtent, _ descriptor: VMDKDescriptor, field: String, _ bad: (String) -> CairnError
+    ) throws(CairnError) {
+        if sparse.header.isCompressed != (descriptor.createType == "streamOptimized") {
+            throw bad(
+                "\(field) is \(sparse.header.isCompressed ? "" : "not ")compressed, but createType is \"\(descriptor.createType)\""
+            )
         }
     }
 
