@@ -1,10 +1,11 @@
 /// The most recently used grain tables of one sparse extent, at most `capacity` of them.
 ///
-/// A grain table is 512 little-endian u32 entries (2 KiB) covering 32 MiB of 64 KiB grains; 512
-/// tables (1 MiB) cover 16 GiB, whatever the extent's size. Buffers are reused on eviction, so a
-/// lookup never allocates once the cache is warm.
+/// A grain table is 512 little-endian u32 entries (2 KiB) covering 32 MiB of 64 KiB grains; 64
+/// tables (128 KiB) cover 2 GiB, plenty for a backup that reads in order, and stay small when a
+/// disk has many extents. Buffers are reused on eviction, so a lookup never allocates once the
+/// cache is warm.
 final class VMDKGrainTableCache {
-    static let capacity = 512
+    static let capacity = 64
     static let tableBytes = Int(VMDKSparseHeader.entriesPerTable) * 4
 
     private var tables: [[UInt8]] = []

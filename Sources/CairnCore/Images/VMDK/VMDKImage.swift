@@ -10,6 +10,9 @@
 public final class VMDKImage: DiskImage {
     /// Parent chains deeper than this are refused.
     static let maxChainDepth = 16
+    /// Grain directory entries all of one image's extents may hold (16 MiB of directories), so a
+    /// descriptor naming 1024 huge sparse extents cannot exhaust memory.
+    static let maxDirectoryEntries: UInt64 = 4 << 20
 
     /// Where one extent's bytes come from.
     enum Storage {
@@ -147,6 +150,7 @@ public final class VMDKImage: DiskImage {
     ) throws(CairnError) -> ([Part], UInt64) {
         var parts: [Part] = []
         var start: UInt64 = 0
+        var directoryEntries: UInt64 = 0
         for (index, extent) in descriptor.extents.enumerated() {
             let field = "descriptor extent \(index + 1)"
             let length = extent.sectors * 512
@@ -177,6 +181,12 @@ public final class VMDKImage: DiskImage {
                 let extentFile = try File.open(resolved, .readOnly)
                 let size = try extentFile.size()
                 let header = try VMDKSparseHeader.parse(extentFile, at: 0, fileSize: size)
+                directoryEntries += header.directoryEntries
+                guard directoryEntries <= maxDirectoryEntries else {
+                    throw bad(
+                        "\(field): the sparse extents need more than \(maxDirectoryEntries) grain directory entries in all"
+                    )
+                }
                 let sparse = try VMDKSparseExtent(file: extentFile, fileSize: size, header: header)
                 try checkCapacity(sparse, extent, field: field, bad)
                 try checkCompression(sparse, descriptor, field: field, bad)

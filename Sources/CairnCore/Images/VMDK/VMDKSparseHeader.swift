@@ -12,8 +12,11 @@ struct VMDKSparseHeader: Equatable {
     static let entriesPerTable: UInt64 = 512
     /// The largest grain read: 16 MiB (VMware and QEMU write 64 KiB), so two grains fit in memory.
     static let maxGrainSectors: UInt64 = 1 << 15
-    /// Grain directories above this many entries are refused (QEMU's limit).
-    static let maxDirectoryEntries: UInt64 = 32 << 20
+    /// A sparse extent's largest capacity: 2^32 sectors (2 TiB), as QEMU's `VMDK_EXTENT_MAX_SECTORS`;
+    /// 32-bit grain sectors cannot address more anyway.
+    static let maxCapacity: UInt64 = 1 << 32
+    /// Grain directories above this many entries are refused (2 TiB of 4 KiB grains; 4 MiB of directory).
+    static let maxDirectoryEntries: UInt64 = 1 << 20
 
     static let flagNewlineTest: UInt32 = 1 << 0
     static let flagRedundantDirectory: UInt32 = 1 << 1
