@@ -12,7 +12,8 @@ struct BackupCommand: ParsableCommand {
 
     @Option(
         help:
-            "Force the image format (raw or qcow2) instead of detecting it; raw backs up any file's bytes as they are.")
+            "Force the image format (raw, qcow2 or vmdk) instead of detecting it; raw backs up any file's bytes as they are."
+    )
     var format: String?
 
     @Option(help: "Back up this internal qcow2 snapshot instead of the active layer.")
@@ -47,7 +48,7 @@ struct BackupCommand: ParsableCommand {
             var imageFormat: ImageFormat?
             if let format {
                 guard let parsed = ImageFormat(rawValue: format) else {
-                    throw CairnError(.usage, "--format \(format) is not raw or qcow2")
+                    throw CairnError(.usage, "--format \(format) is not raw, qcow2 or vmdk")
                 }
                 imageFormat = parsed
             }

@@ -24,7 +24,6 @@ struct ForeignFormatTests {
     }
 
     static let foreign: [Foreign] = [
-        Foreign(format: "vmdk", name: "VMDK"),
         Foreign(format: "vhdx", name: "VHDX"),
         Foreign(format: "vdi", name: "VDI"),
         Foreign(format: "qed", name: "QED"),

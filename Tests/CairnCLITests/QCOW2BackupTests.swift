@@ -85,7 +85,7 @@ import Testing
         let out = dir.file("copy.qcow2")
         #expect(CairnProcess.run(["restore", "--repo", repo, "f@latest", "--to", out]).status == 0)
         #expect(Subprocess.shell("cmp '\(image)' '\(out)'").status == 0)
-        #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "f", "--format", "vmdk", image]).status == 64)
+        #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "f", "--format", "bogus", image]).status == 64)
     }
 
     /// A qcow2 made at run time with qemu-io writes, changed, backed up twice, both nights restored.

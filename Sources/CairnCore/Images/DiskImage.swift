@@ -41,7 +41,7 @@ public struct ImageExtent: Sendable, Equatable {
 
 /// The source image's format facts, kept in the restore point's manifest.
 public struct SourceImageInfo: Codable, Sendable, Equatable {
-    /// `raw` or `qcow2`.
+    /// `raw`, `qcow2` or `vmdk`.
     public var format: String
     /// The path the image was read from, as given.
     public var path: String
@@ -52,15 +52,17 @@ public struct SourceImageInfo: Codable, Sendable, Equatable {
     public var qcow2Version: UInt32?
     /// qcow2 only: the internal snapshot that was read instead of the active layer.
     public var snapshot: String?
-    /// qcow2 only: the backing chain that was flattened into the guest view, nearest first.
+    /// qcow2 and vmdk: the backing (parent) chain that was flattened into the guest view, nearest first.
     public var backingChain: [String]?
     /// Where the bytes came from: `nbd` for an NBD export (`path` is then its URI); absent for a
     /// file or block device (and in restore points written before NBD sources existed).
     public var kind: String?
+    /// vmdk only: the descriptor's createType (`monolithicSparse`, `vmfs`, ...).
+    public var vmdkCreateType: String?
 
     public init(
         format: String, path: String, virtualSize: UInt64, clusterSize: UInt64? = nil, qcow2Version: UInt32? = nil,
-        snapshot: String? = nil, backingChain: [String]? = nil, kind: String? = nil
+        snapshot: String? = nil, backingChain: [String]? = nil, kind: String? = nil, vmdkCreateType: String? = nil
     ) {
         self.format = format
         self.path = path
@@ -70,6 +72,7 @@ public struct SourceImageInfo: Codable, Sendable, Equatable {
         self.snapshot = snapshot
         self.backingChain = backingChain
         self.kind = kind
+        self.vmdkCreateType = vmdkCreateType
     }
 }
 
@@ -77,12 +80,13 @@ public struct SourceImageInfo: Codable, Sendable, Equatable {
 public enum ImageFormat: String, Sendable, CaseIterable {
     case raw
     case qcow2
+    case vmdk
 }
 
 /// Opens an image by path or NBD URI, detecting a file's format by magic unless one is forced.
 ///
-/// Detection refuses rather than guesses (see `ImageSignature`): a VMDK, VHDX, VDI, LUKS, QED,
-/// VHD, Parallels, DMG, Bochs or qcow (version 1) image is refused by name, and so is a file
+/// Detection refuses rather than guesses (see `ImageSignature`): a VHDX, VDI, LUKS, QED, VHD,
+/// Parallels, DMG, Bochs, qcow (version 1) or ESXi COWD image is refused by name, and so is a file
 /// whose name claims a format its bytes lack (`vm.qcow2` without qcow2's magic, a damaged header
 /// most likely). `--format raw` (`format: .raw`) reads any file as raw bytes.
 public enum DiskImageOpener {
@@ -130,7 +134,7 @@ public enum DiskImageOpener {
             if case .foreign(let foreign) = signature {
                 throw CairnError(
                     .badImage,
-                    "\(path) is a \(foreign.name) image; Cairn reads raw and qcow2 images (convert it with "
+                    "\(path) is a \(foreign.name) image; Cairn reads raw, qcow2 and VMDK images (convert it with "
                         + "`qemu-img convert -O qcow2`, or pass --format raw to back up its bytes as they are)")
             }
             if format == nil, let claimed = ImageSignature.claimed(byName: path), claimed != signature {
@@ -142,7 +146,7 @@ public enum DiskImageOpener {
                     "\(path) is named as a \(claimed.name) image but \(holds)\(damaged); "
                         + "\(override) --format raw to back up its bytes as they are")
             }
-            detected = format ?? (signature == .qcow2 ? .qcow2 : .raw)
+            detected = format ?? (signature == .qcow2 ? .qcow2 : signature == .vmdk ? .vmdk : .raw)
         }
         switch detected {
         case .raw:
@@ -152,6 +156,12 @@ public enum DiskImageOpener {
             return try RawImage(file: file)
         case .qcow2:
             return try QCOW2Image(file: file, snapshot: snapshot)
+        case .vmdk:
+            if let snapshot {
+                throw CairnError(
+                    .usage, "\(path) is a vmdk image: --snapshot \"\(snapshot)\" names qcow2 snapshots only")
+            }
+            return try VMDKImage(file: file)
         }
     }
 }

@@ -1,4 +1,4 @@
-/// What an image's own bytes say it is: qcow2, a format Cairn does not read, or nothing.
+/// What an image's own bytes say it is: qcow2, VMDK, a format Cairn does not read, or nothing.
 ///
 /// A raw disk has no signature, so "no signature" is the only evidence for raw. Reading a VMDK,
 /// VHDX or LUKS container as raw would back up its container bytes as if they were the guest's
@@ -9,6 +9,8 @@
 /// finds by file name.
 public enum ImageSignature: Equatable, Sendable {
     case qcow2
+    /// A hosted sparse extent (`KDMV`) or a text descriptor: read by the VMDK reader.
+    case vmdk
     case foreign(ForeignImageFormat)
     /// No known signature: the bytes are taken as a raw disk.
     case none
@@ -38,7 +40,9 @@ public enum ImageSignature: Equatable, Sendable {
             if head.count >= 8, head[4...7].elementsEqual([0, 0, 0, 1]) { return .foreign(.qcow1) }
             return .qcow2
         }
-        if starts("KDMV") || starts("COWD") || starts("# Disk DescriptorFile") { return .foreign(.vmdk) }
+        if head.starts(with: VMDKSparseHeader.magic) || VMDKDescriptor.looksLikeDescriptor(head) { return .vmdk }
+        // ESXi's own delta format (vmfsSparse), which the VMDK reader does not read.
+        if starts("COWD") { return .foreign(.vmdk) }
         if starts("vhdxfile") { return .foreign(.vhdx) }
         if head.starts(with: [0x4C, 0x55, 0x4B, 0x53, 0xBA, 0xBE]) { return .foreign(.luks) }
         if head.starts(with: [0x51, 0x45, 0x44, 0x00]) { return .foreign(.qed) }
@@ -72,7 +76,7 @@ public enum ImageSignature: Equatable, Sendable {
         guard let dot = name.lastIndex(of: "."), dot != name.startIndex else { return nil }
         switch name[name.index(after: dot)...].lowercased() {
         case "qcow2": return .qcow2
-        case "vmdk": return .foreign(.vmdk)
+        case "vmdk": return .vmdk
         case "vhdx": return .foreign(.vhdx)
         case "vdi": return .foreign(.vdi)
         case "qed": return .foreign(.qed)
@@ -85,6 +89,7 @@ public enum ImageSignature: Equatable, Sendable {
     var name: String {
         switch self {
         case .qcow2: return "qcow2"
+        case .vmdk: return "VMDK"
         case .foreign(let format): return format.name
         case .none: return "raw"
         }
@@ -108,7 +113,7 @@ public enum ForeignImageFormat: String, Sendable, CaseIterable {
     public var name: String {
         switch self {
         case .qcow1: return "qcow (version 1)"
-        case .vmdk: return "VMDK"
+        case .vmdk: return "VMDK vmfsSparse (COWD) delta"
         case .vhdx: return "VHDX"
         case .vdi: return "VDI"
         case .luks: return "LUKS"

@@ -1,18 +1,29 @@
 import CZlib
 
-/// Raw deflate (RFC 1951, no zlib header or checksum) decompression with one reusable zlib stream.
+/// Deflate decompression with one reusable zlib stream, for qcow2 clusters and VMDK grains.
 ///
-/// qcow2's "deflate" compression type stores each cluster as a raw deflate stream written with a
-/// small window; decoding with the largest raw window (`windowBits = -15`) reads every such stream.
+/// qcow2's "deflate" compression type stores each cluster as a raw deflate stream (RFC 1951, no
+/// header or checksum) written with a small window; decoding with the largest raw window
+/// (`windowBits = -15`) reads every such stream. A VMDK streamOptimized grain is a zlib stream
+/// (RFC 1950: a header, deflate, an Adler-32 checksum), as VMware and QEMU's `compress()` write it.
 /// The `z_stream` lives at a fixed heap address for the object's whole life because zlib checks
 /// that the stream it is handed is the one it was initialised with.
 final class Inflater {
+    /// The framing around the deflate data.
+    enum Framing {
+        /// RFC 1951 deflate alone (qcow2).
+        case rawDeflate
+        /// RFC 1950 zlib: header, deflate, Adler-32 (VMDK).
+        case zlib
+    }
+
     private let stream: UnsafeMutablePointer<z_stream>
 
-    init() {
+    init(_ framing: Framing = .rawDeflate) {
         stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
         stream.initialize(to: z_stream())
-        let rc = inflateInit2_(stream, -15, zlibVersion(), Int32(MemoryLayout<z_stream>.size))
+        let windowBits: Int32 = framing == .zlib ? 15 : -15
+        let rc = inflateInit2_(stream, windowBits, zlibVersion(), Int32(MemoryLayout<z_stream>.size))
         if rc != Z_OK { fatalError("zlib could not create an inflate stream (error \(rc))") }
     }
 
