@@ -20,7 +20,7 @@ struct Cairn: ParsableCommand {
         subcommands: [
             InitCommand.self, BackupCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self,
             VerifyCommand.self, PruneCommand.self, ProtectCommand.self, UnprotectCommand.self, ForgetCommand.self,
-            GCCommand.self, RebuildIndexCommand.self, ArchiveCommand.self, DemoCommand.self,
+            GCCommand.self, RebuildIndexCommand.self, ArchiveCommand.self, ServeCommand.self, DemoCommand.self,
         ]
     )
 }

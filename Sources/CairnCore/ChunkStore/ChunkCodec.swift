@@ -244,6 +244,9 @@ public final class ChunkReader {
         return result
     }
 
+    /// The member list of the frame `frameBytes` returned last (valid until the next read).
+    var lastFrameMembers: [FrameMember] { frameMembers }
+
     /// Room for one whole frame record, allocated on first use. Reading into it forgets the
     /// cached frame, whose plain bytes may lie there (a frame stored uncompressed).
     func frameRecordBuffer() -> UnsafeMutableRawBufferPointer {
