@@ -88,8 +88,8 @@ public final class NBDServer: Sendable {
     }
 
     /// Stops accepting, lets every connection finish the replies it has in flight (at most
-    /// `grace` seconds), closes them, and releases the threads. Removes a unix socket.
-    public func stop(grace: Int64 = 30) {
+    /// `grace` seconds: a client that stopped reading its replies cannot hold the server up longer), closes them, and releases the threads. Removes a unix socket.
+    public func stop(grace: Int64 = 10) {
         context.stopping.store(true, ordering: .relaxed)
         try? channel.close().wait()
         let live = context.live
