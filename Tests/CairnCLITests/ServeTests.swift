@@ -15,8 +15,8 @@ import Testing
     var repo: String { dir.file("repo") }
     var image: String { dir.file("disk.raw") }
 
-    /// A 24 MiB raw disk: patterns at known offsets, text and random data, and long zero runs
-    /// (one of them a whole 64 MiB-free leaf? no: leaf pages cover 64 MiB; this disk has one).
+    /// A 24 MiB raw disk backed up as `vm1`: patterns at known offsets (one unaligned), text and
+    /// random data, and long zero runs; returns the restore point's id.
     func makeDisk(blockSize: String = "64K", extra: [String] = []) throws -> String {
         #expect(CairnProcess.run(["init", "--repo", repo, "--block-size", blockSize]).status == 0)
         try QemuTools.check("qemu-img", ["create", "-q", "-f", "raw", image, "24M"])
@@ -325,7 +325,7 @@ import Testing
         #expect(gc.stderr.contains("serve"))
         let waited = CairnProcess.run(["gc", "--repo", repo, "--lock-wait", "1s"])
         #expect(waited.status == 5)
-        #expect(server.stop() == 0)
+        #expect(server.stop(signal: SIGINT) == 0, "SIGINT stops it too")
         #expect(CairnProcess.run(["gc", "--repo", repo]).status == 0)
     }
 
@@ -347,6 +347,45 @@ import Testing
         #expect(io.status == 0 && !io.standardOutput.contains("fail"), "\(io.standardOutput)")
         #expect(server.stop() == 0)
         #expect(TestImage.snapshotTree(repo) == before, "the repository is untouched")
+    }
+
+    /// Scripts/cairn-live-restore: the disk is usable at once through qemu-storage-daemon's
+    /// export, a write made meanwhile stays, and when the stream ends the image stands alone:
+    /// equal to the original plus that write, with cairn serve stopped.
+    @Test func liveRestoreStreamsTheDiskWhileInUse() throws {
+        _ = try makeDisk()
+        let server = try ServeProcess(repo: repo, directory: dir.path)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/cairn-live-restore").path
+        let target = dir.file("live.qcow2")
+        let exportSocket = dir.file("live.sock")
+        let live = Process()
+        live.executableURL = URL(fileURLWithPath: script)
+        live.arguments = [
+            "--uri", server.uri, "--to", target, "--export-socket", exportSocket, "--speed", "\(8 << 20)",
+        ]
+        let output = Pipe()
+        live.standardOutput = output
+        live.standardError = output
+        try live.run()
+        for _ in 0..<1000 where !FileManager.default.fileExists(atPath: exportSocket) && live.isRunning {
+            usleep(10_000)
+        }
+        let disk = "nbd+unix:///disk?socket=\(exportSocket)"
+        try QemuTools.check("qemu-io", ["-f", "raw", "-c", "write -P 0x77 5M 64k", disk])
+        let during = try QemuTools.run("qemu-io", ["-r", "-f", "raw", "-c", "read -P 0x44 23M 1M", disk])
+        #expect(during.status == 0 && !during.standardOutput.contains("fail"), "reads during the stream")
+        let log = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        live.waitUntilExit()
+        #expect(live.terminationStatus == 0, "\(log)")
+        #expect(log.contains("stands alone"))
+        #expect(server.stop() == 0)
+        let info = try QemuTools.check("qemu-img", ["info", "--output=json", target])
+        #expect(!info.contains("backing-filename"), "\(info)")
+        let expected = dir.file("expected.raw")
+        try FileManager.default.copyItem(atPath: image, toPath: expected)
+        try QemuTools.check("qemu-io", ["-f", "raw", "-c", "write -P 0x77 5M 64k", expected])
+        #expect(try QemuTools.run("qemu-img", ["compare", "-f", "qcow2", "-F", "raw", target, expected]).status == 0)
     }
 }
 
