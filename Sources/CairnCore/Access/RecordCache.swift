@@ -92,7 +92,7 @@ public final class RecordCache: Sendable {
                     switch result {
                     case .success(let record):
                         state.slots[key] = .ready(record, lastUse: state.clock)
-                        state.bytes += record.bytes.count
+                        state.bytes += record.cost
                         evict(&state, keeping: key)
                     case .failure:
                         // Damaged records are not kept: each read that needs one fails and is logged.
@@ -113,7 +113,7 @@ public final class RecordCache: Sendable {
             var oldest: (Key, UInt64, Int)?
             for (k, slot) in state.slots where k != key {
                 if case .ready(let record, let lastUse) = slot, lastUse < (oldest?.1 ?? .max) {
-                    oldest = (k, lastUse, record.bytes.count)
+                    oldest = (k, lastUse, record.cost)
                 }
             }
             guard let (victim, _, count) = oldest else { return }
@@ -136,6 +136,8 @@ final class CachedRecord: @unchecked Sendable {
     }
 
     let bytes: UnsafeRawBufferPointer
+    /// Bytes allocated for it: what it counts against the cache's capacity.
+    let cost: Int
     /// In frame order (ascending offsets).
     let members: [Member]
 
@@ -144,15 +146,33 @@ final class CachedRecord: @unchecked Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(plain.count, 1), alignment: 64)
         if plain.count > 0 { buffer.baseAddress!.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
         bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<plain.count])
+        cost = buffer.count
+        members = Self.prove(bytes, list, hasher)
+    }
+
+    /// Takes ownership of `buffer` (allocated with `allocate`), whose first `count` bytes are
+    /// a frame's plain bytes, and proves each member.
+    init(
+        owning buffer: UnsafeMutableRawBufferPointer, count: Int, members list: [(Int, Int, ChunkDigest)],
+        hasher: SHA256Hasher
+    ) {
+        bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+        cost = buffer.count
+        members = Self.prove(bytes, list, hasher)
+    }
+
+    private static func prove(
+        _ bytes: UnsafeRawBufferPointer, _ list: [(Int, Int, ChunkDigest)], _ hasher: SHA256Hasher
+    ) -> [Member] {
         var members: [Member] = []
         members.reserveCapacity(list.count)
         for (offset, length, digest) in list {
             let intact =
-                offset >= 0 && length >= 0 && offset + length <= plain.count
+                offset >= 0 && length >= 0 && offset + length <= bytes.count
                 && hasher.digest(UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + length])) == digest
             members.append(Member(offset: offset, length: length, digest: digest, intact: intact))
         }
-        self.members = members
+        return members
     }
 
     /// A chunk already proved by its reader: kept without hashing again.
@@ -160,6 +180,7 @@ final class CachedRecord: @unchecked Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(plain.count, 1), alignment: 64)
         if plain.count > 0 { buffer.baseAddress!.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
         bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<plain.count])
+        cost = buffer.count
         members = [Member(offset: 0, length: plain.count, digest: digest, intact: true)]
     }
 
