@@ -12,9 +12,10 @@ public struct NBDServerLimits: Sendable {
     public var maxOptions = 1024
     /// The largest READ (the maximum payload announced in `NBD_INFO_BLOCK_SIZE`).
     public var maxReadLength = 32 << 20
-    /// Bytes of replies one connection may have queued or being read at once; reading its
-    /// socket stops above this, so a client that does not read its replies stalls only itself.
-    public var maxBytesInFlight = 64 << 20
+    /// Bytes of replies one connection may have queued or being read at once (one READ of
+    /// `maxReadLength` is always let through); reading its socket stops above this, so a
+    /// client that does not read its replies stalls only itself and holds at most this much.
+    public var maxBytesInFlight = 16 << 20
     /// Requests one connection may have outstanding.
     public var maxRequestsInFlight = 64
     /// Extents one block-status reply may list (without `REQ_ONE`).
