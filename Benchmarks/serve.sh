@@ -44,7 +44,7 @@ best() {  # best wall time of 3 runs (after one warm-up) of "$@", in seconds
     local t b=""
     "$@" >/dev/null 2>&1
     for _ in 1 2 3; do
-        t=$( { /usr/bin/env time -f %e "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+        t=$( { TIMEFORMAT=%R; time "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
         if [ -z "$b" ] || python3 -c "import sys; sys.exit(0 if $t < $b else 1)"; then b=$t; fi
     done
     echo "$b"

@@ -15,7 +15,7 @@ public struct NBDServerLimits: Sendable {
     /// Bytes of replies one connection may have queued or being read at once (one READ of
     /// `maxReadLength` is always let through); reading its socket stops above this, so a
     /// client that does not read its replies stalls only itself and holds at most this much.
-    public var maxBytesInFlight = 16 << 20
+    public var maxBytesInFlight = 8 << 20
     /// Requests one connection may have outstanding.
     public var maxRequestsInFlight = 64
     /// Extents one block-status reply may list (without `REQ_ONE`).

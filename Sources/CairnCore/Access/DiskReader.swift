@@ -22,20 +22,6 @@ public final class DiskReader: Sendable {
     final class Worker {
         let reader: ChunkReader
         let hasher = SHA256Hasher()
-        /// Where the next frame is decompressed (nil once handed to a cache entry).
-        private var frameBuffer: UnsafeMutableRawBufferPointer?
-
-        func takeFrameBuffer() -> UnsafeMutableRawBufferPointer {
-            defer { frameBuffer = nil }
-            return frameBuffer ?? .allocate(byteCount: PackFormat.maxFrameBytes, alignment: 64)
-        }
-
-        func returnFrameBuffer(_ buffer: UnsafeMutableRawBufferPointer) {
-            if frameBuffer == nil { frameBuffer = buffer } else { buffer.deallocate() }
-        }
-
-        deinit { frameBuffer?.deallocate() }
-
         init(store: ChunkStore) {
             reader = ChunkReader(store: store)
             // The SHA-256 of every chunk proves its bytes; the record CRC would only add a pass.
@@ -272,18 +258,19 @@ public final class DiskReader: Sendable {
             let members = { worker.reader.lastFrameMembers.map { ($0.offset, $0.rawLength, $0.digest) } }
             // Decompress straight into what becomes the cache entry when the frame is big
             // (a whole 2 MiB window, the usual case); copy a small one out of the scratch.
-            let scratch = worker.takeFrameBuffer()
+            let scratch = cache.takeFrameBuffer()
             let plain: UnsafeRawBufferPointer
             do throws(CairnError) {
                 plain = try worker.reader.frameBytes(location, into: scratch)
             } catch {
-                worker.returnFrameBuffer(scratch)
+                cache.recycle(scratch)
                 throw error
             }
             if plain.count >= PackFormat.maxFrameBytes / 2 {
-                return CachedRecord(owning: scratch, count: plain.count, members: members(), hasher: worker.hasher)
+                return CachedRecord(
+                    owning: scratch, count: plain.count, members: members(), hasher: worker.hasher, recycleTo: cache)
             }
-            defer { worker.returnFrameBuffer(scratch) }
+            defer { cache.recycle(scratch) }
             return CachedRecord(copying: plain, members: members(), hasher: worker.hasher)
         }
         let start = Int(location.frameOffset ?? 0)

@@ -39,6 +39,32 @@ public final class RecordCache: Sendable {
 
     private let state = Mutex(State())
 
+    /// A frame-sized buffer no entry uses any more, kept for the next load.
+    struct SpareBuffer: @unchecked Sendable {
+        // Unchecked: a buffer parked here belongs to no one until it is taken back out.
+        let buffer: UnsafeMutableRawBufferPointer
+    }
+
+    /// Frame buffers of evicted entries: reused instead of freed, so a steady stream of misses
+    /// allocates nothing and the heap does not fragment into the gaps of freed 2 MiB blocks.
+    private let spares = Mutex<[SpareBuffer]>([])
+    static let maxSpares = 4
+
+    /// A buffer of `PackFormat.maxFrameBytes` to decompress a frame into.
+    func takeFrameBuffer() -> UnsafeMutableRawBufferPointer {
+        spares.withLock { $0.popLast()?.buffer } ?? .allocate(byteCount: PackFormat.maxFrameBytes, alignment: 64)
+    }
+
+    /// Takes back a buffer from `takeFrameBuffer` (or an entry's): parked, or freed if enough are.
+    func recycle(_ buffer: UnsafeMutableRawBufferPointer) {
+        let parked = spares.withLock { list -> Bool in
+            guard list.count < Self.maxSpares else { return false }
+            list.append(SpareBuffer(buffer: buffer))
+            return true
+        }
+        if !parked { buffer.deallocate() }
+    }
+
     public init(capacity: Int) {
         self.capacity = max(capacity, PackFormat.maxFrameBytes)
     }
@@ -147,6 +173,7 @@ final class CachedRecord: @unchecked Sendable {
         if plain.count > 0 { buffer.baseAddress!.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
         bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<plain.count])
         cost = buffer.count
+        owner = nil
         members = Self.prove(bytes, list, hasher)
     }
 
@@ -154,10 +181,11 @@ final class CachedRecord: @unchecked Sendable {
     /// a frame's plain bytes, and proves each member.
     init(
         owning buffer: UnsafeMutableRawBufferPointer, count: Int, members list: [(Int, Int, ChunkDigest)],
-        hasher: SHA256Hasher
+        hasher: SHA256Hasher, recycleTo cache: RecordCache
     ) {
         bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
         cost = buffer.count
+        owner = cache
         members = Self.prove(bytes, list, hasher)
     }
 
@@ -181,11 +209,17 @@ final class CachedRecord: @unchecked Sendable {
         if plain.count > 0 { buffer.baseAddress!.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
         bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<plain.count])
         cost = buffer.count
+        owner = nil
         members = [Member(offset: 0, length: plain.count, digest: digest, intact: true)]
     }
 
+    /// The cache whose frame buffer this is (to give it back), if it is one.
+    private let owner: RecordCache?
+
     deinit {
-        UnsafeMutableRawBufferPointer(mutating: bytes).deallocate()
+        let buffer = UnsafeMutableRawBufferPointer(
+            start: UnsafeMutableRawPointer(mutating: bytes.baseAddress), count: cost)
+        if let owner { owner.recycle(buffer) } else { buffer.deallocate() }
     }
 
     /// The member that starts at `offset`, by binary search.
