@@ -50,10 +50,8 @@ struct ServeCommand: ParsableCommand {
                 throw CairnError(.usage, "--cache-size \(cacheSize) is not between 4M and 1T")
             }
             guard maxConnections >= 1 else { throw CairnError(.usage, "--max-connections must be at least 1") }
-            // Buffers of 512 KiB and more (cache frames, large replies) are mapped and unmapped
-            // on their own, so freed ones return to the system: measured, glibc's default heap
-            // otherwise keeps ~100 MiB of fragments beyond the cache under nbdcopy + qemu-img.
-            _ = mallopt(M_MMAP_THRESHOLD, 512 << 10)
+            // Cache frames and large replies: mapped on their own, so freed ones leave the process.
+            HeapTuning.mapAllocations(ofAtLeast: 512 << 10)
             let repo = try repository.open()
             let lock = try RepositoryLock.acquire(
                 path: "\(repo.path)/locks/repository.lock", kind: .shared, wait: try repository.lockWaitSeconds(),
