@@ -9,3 +9,8 @@ extern int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flag
 
 /// SYNC_FILE_RANGE_WRITE over the whole file: start writeback now, do not wait for it.
 static inline int cairn_start_writeback(int fd) { return sync_file_range(fd, 0, 0, 2); }
+
+#include <malloc.h>
+
+/// Allocations of at least `bytes` get a mapping of their own, returned to the system when freed.
+static inline int cairn_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }

@@ -22,7 +22,7 @@ struct Cairn: ParsableCommand {
             InitCommand.self, BackupCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self,
             VerifyCommand.self, PruneCommand.self, ProtectCommand.self, UnprotectCommand.self, ForgetCommand.self,
             GCCommand.self, RebuildIndexCommand.self, RepairCommand.self, DiffCommand.self, ArchiveCommand.self,
-            DemoCommand.self,
+            ServeCommand.self, DemoCommand.self,
         ]
     )
 }

@@ -212,11 +212,18 @@ public final class ChunkReader {
 
     /// The plain bytes of the frame record at `location`: from the cache, or read, checked and
     /// decompressed. Valid until the next read.
-    func frameBytes(_ location: ChunkLocation) throws(CairnError) -> UnsafeRawBufferPointer {
-        let plain = framePlain ?? .allocate(byteCount: PackFormat.maxFrameBytes, alignment: 64)
-        framePlain = plain
-        if let cached = cachedFrame, cached.pack == location.pack, cached.offset == location.offset {
-            return cached.bytes
+    ///
+    /// With `target` (at least `PackFormat.maxFrameBytes`), the plain bytes are written there
+    /// instead and nothing is kept: `cairn serve` decompresses straight into its cache entry.
+    func frameBytes(
+        _ location: ChunkLocation, into target: UnsafeMutableRawBufferPointer? = nil
+    ) throws(CairnError) -> UnsafeRawBufferPointer {
+        let plain = target ?? framePlain ?? .allocate(byteCount: PackFormat.maxFrameBytes, alignment: 64)
+        if target == nil {
+            framePlain = plain
+            if let cached = cachedFrame, cached.pack == location.pack, cached.offset == location.offset {
+                return cached.bytes
+            }
         }
         let record = frameRecordBuffer()
         let stored = Int(location.storedLength)
@@ -240,9 +247,22 @@ public final class ChunkReader {
         let result = try expand(
             UnsafeRawBufferPointer(rebasing: payload[listLength...]), compression, into: plain, rawLength: rawLength,
             what: context(), pack: location.pack)
-        cachedFrame = (location.pack, location.offset, result)
-        return result
+        guard let target else {
+            cachedFrame = (location.pack, location.offset, result)
+            return result
+        }
+        if result.baseAddress != UnsafeRawPointer(target.baseAddress), result.count > 0 {
+            // Stored uncompressed: the bytes are still in the record buffer.
+            guard result.count <= target.count else {
+                throw CairnError(.damaged, "the \(context()) in pack \(location.pack) claims \(result.count) bytes")
+            }
+            target.baseAddress!.copyMemory(from: result.baseAddress!, byteCount: result.count)
+        }
+        return UnsafeRawBufferPointer(rebasing: target[0..<result.count])
     }
+
+    /// The member list of the frame `frameBytes` returned last (valid until the next read).
+    var lastFrameMembers: [FrameMember] { frameMembers }
 
     /// Room for one whole frame record, allocated on first use. Reading into it forgets the
     /// cached frame, whose plain bytes may lie there (a frame stored uncompressed).

@@ -65,7 +65,7 @@ public final class GarbageCollector {
         } catch  where error.code == .busy {
             throw CairnError(
                 .busy,
-                "cannot run gc: another cairn process (backup, restore, verify or prune) is using repository \(repository.path) and gc needs it alone; wait for it to finish or pass --lock-wait DURATION"
+                "cannot run gc: another cairn process (backup, restore, verify, prune or serve) is using repository \(repository.path) and gc needs it alone; wait for it to finish or pass --lock-wait DURATION"
             )
         }
         defer { _ = lock }
