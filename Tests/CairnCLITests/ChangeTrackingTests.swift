@@ -305,4 +305,34 @@ struct ChangeTrackingTests {
         #expect(cbt["started"] == nil)
         #expect(held.stderr.contains("no bitmap was started"))
     }
+
+    /// A manifest written before changed-block tracking (no `sourceKind`, `bytesRead`,
+    /// `bytesSkipped`, `cbt`) still reads, and a `--cbt` backup after it reads in full.
+    @Test func manifestWithoutTheNewFieldsStillReads() throws {
+        let dir = TemporaryDirectory("cairn-cbt")
+        let repo = dir.file("repo")
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        let image = try Self.makeImage(in: dir)
+        let first = try Self.backup(repo, "vm", [], image)
+        let id = try #require(RestorePointID(parsing: first["id"] as! String))
+        let path = "\(repo)/points/vm/\(id.time).manifest"
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let line = try #require(text.split(separator: "\n").first)
+        var object = Fixture.json(String(line))
+        var disks = try #require(object["disks"] as? [[String: Any]])
+        for key in ["sourceKind", "bytesRead", "bytesSkipped", "cbt"] { disks[0].removeValue(forKey: key) }
+        object["disks"] = disks
+        let old = String(
+            decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+        #expect(!old.contains("sourceKind"))
+        let digest = SHA256Hasher().digest(Array(old.utf8)).hex
+        try "\(old)\nsha256 \(digest)\n".write(toFile: path, atomically: true, encoding: .utf8)
+
+        let show = CairnProcess.run(["show", "--repo", repo, "vm@latest"])
+        #expect(show.status == 0, "\(show.stderr)")
+        #expect(!show.stdout.contains("cbt:"))
+        let night = try Self.backup(repo, "vm", ["--cbt"], image)
+        #expect((Self.cbt(night)["reason"] as? String)?.contains("started no bitmap") == true)
+        #expect(Self.root(repo, night["id"] as! String) == Self.root(repo, "vm@\(id.time)"))
+    }
 }

@@ -64,7 +64,7 @@ final class DiskBackup: @unchecked Sendable {
         if sampleBlocks <= 0 || candidates == 0 {
             sampleThreshold = 0
         } else {
-            sampleThreshold = min(1 << 32, UInt64(sampleBlocks) << 32 / candidates)
+            sampleThreshold = min(1 << 32, min(UInt64(sampleBlocks), 1 << 31) << 32 / candidates)
         }
         random = UInt64.random(in: 1...UInt64.max)
     }
