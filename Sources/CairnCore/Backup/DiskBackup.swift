@@ -214,9 +214,15 @@ final class DiskBackup: @unchecked Sendable {
         batch.bytesRead = 0
         batch.needsRead = false
 
-        // A long zero extent becomes a data-less batch.
-        let head = try image.extent(at: start, maxLength: Self.maxHoleBlocks * bs)
-        if head.isZero && head.length >= bs * UInt64(batch.capacity) {
+        // A long zero extent becomes a data-less batch. Ask about one batch first: asking a qcow2
+        // image about a long run of data walks its L2 entries to the run's end, which per batch
+        // would make a big data extent cost quadratic time.
+        let batchSpan = bs * UInt64(batch.capacity)
+        var head = try image.extent(at: start, maxLength: batchSpan)
+        if head.isZero && head.length >= batchSpan {
+            head = try image.extent(at: start, maxLength: Self.maxHoleBlocks * bs)
+        }
+        if head.isZero && head.length >= batchSpan {
             var blocks = head.length / bs
             if start + head.length >= image.virtualSize { blocks = blockCount - first }
             batch.holeBlocks = blocks
