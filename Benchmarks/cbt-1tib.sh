@@ -16,12 +16,13 @@ trap 'rm -rf "$work"' EXIT
 image=$work/big.qcow2
 repo=$work/repo
 G=$((1 << 30))
+extent=${CAIRN_BENCH_EXTENT_MIB:-1024}   # MiB per data extent (10 extents; 1024 = 10 GiB)
 M=$((1 << 20))
 
 qemu-img create -q -f qcow2 "$image" 1T
 # 10 GiB of data: ten 1 GiB extents spread over the disk, each its own pattern.
 for i in $(seq 0 9); do
-    qemu-io -c "write -P $((0x20 + i)) $((i * 100 * G)) $G" "$image" >/dev/null
+    qemu-io -c "write -P $((0x20 + i)) $((i * 100 * G)) ${extent}M" "$image" >/dev/null
 done
 "$cairn" init --repo "$repo" >/dev/null
 echo "night 0 (full read, starts the first bitmap):" >&2
@@ -30,7 +31,7 @@ echo "night 0 (full read, starts the first bitmap):" >&2
 # 20 MiB changed: twenty 1 MiB writes, two in each data extent.
 writes=()
 for i in $(seq 0 9); do
-    writes+=(-c "write -P 0xee $((i * 100 * G + 300 * M)) 1M" -c "write -P 0xef $((i * 100 * G + 700 * M)) 1M")
+    writes+=(-c "write -P 0xee $((i * 100 * G + extent * M * 3 / 10)) 1M" -c "write -P 0xef $((i * 100 * G + extent * M * 7 / 10)) 1M")
 done
 qemu-io "${writes[@]}" "$image" >/dev/null
 echo "night 1 (--cbt: reads only what the bitmap marks dirty):" >&2
