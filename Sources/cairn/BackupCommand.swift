@@ -36,6 +36,36 @@ struct BackupCommand: ParsableCommand {
     @Option(help: "Seconds an NBD server may stay silent before the backup fails.")
     var nbdTimeout: Double = NBDClient.Configuration.defaultTimeout
 
+    @Option(
+        name: .customLong("dirty-bitmap"),
+        help: ArgumentHelp(
+            "Read only what the persistent qcow2 bitmap NAME marks dirty (trusted only against a restore point that recorded NAME with --checkpoint).",
+            valueName: "NAME"))
+    var dirtyBitmap: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Record that bitmap NAME was started at the moment of the image this backup reads.", valueName: "NAME"))
+    var checkpoint: String?
+
+    @Flag(
+        help:
+            "Changed-block tracking managed by Cairn for offline qcow2 images (adds and removes cairn.GROUP.* bitmaps)."
+    )
+    var cbt = false
+
+    @Option(
+        name: .customLong("full-every"),
+        help: ArgumentHelp("With a bitmap: read in full every N nights.", valueName: "N"))
+    var fullEvery: Int?
+
+    @Option(
+        name: .customLong("cbt-sample"),
+        help: ArgumentHelp(
+            "Clean blocks per disk to read anyway and check against the previous restore point (default 32).",
+            valueName: "N"))
+    var cbtSample: Int = ChangeTrackingOptions.defaultSampleBlocks
+
     @Argument(
         help: ArgumentHelp(
             "Disks as [NAME=]SOURCE: SOURCE is an image file, a block device or an NBD URI (nbd+unix:///EXPORT?socket=PATH, nbd://HOST[:PORT]/EXPORT); NAME defaults to the file name or the export name.",
@@ -65,6 +95,9 @@ struct BackupCommand: ParsableCommand {
             let job = BackupJob(repository: repo, group: group, sources: sources)
             job.lockWait = try repository.lockWaitSeconds()
             job.settingsFiles = settingsFiles
+            job.changeTracking = ChangeTrackingOptions(
+                dirtyBitmap: dirtyBitmap, checkpoint: checkpoint, managed: cbt, fullEvery: fullEvery,
+                sampleBlocks: cbtSample)
             job.progress = { p in
                 let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
                 Terminal.progress(
@@ -81,6 +114,9 @@ struct BackupCommand: ParsableCommand {
                 print(
                     "\(result.id): read \(Units.formatBytes(stats.bytesRead)), \(Units.formatBytes(stats.bytesNew)) new (\(Units.formatBytes(stats.bytesStored)) stored) in \(Units.formatDecimal(stats.seconds, places: 2)) s"
                 )
+                for disk in result.manifest.disks {
+                    if let line = ChangeTrackingText.line(disk) { print("  \(disk.name): \(line)") }
+                }
             }
         }
     }
@@ -103,6 +139,12 @@ struct BackupSummary: Encodable {
         var size: UInt64
         var changedBlocks: UInt64
         var zeroBlocks: UInt64
+        /// `file` or `nbd`.
+        var sourceKind: String?
+        var bytesRead: UInt64?
+        var bytesSkipped: UInt64?
+        /// Present when changed-block tracking was asked for: `used`, `bitmap`, `started`, `reason`.
+        var cbt: Manifest.ChangeTracking?
     }
 
     init(_ m: Manifest) {
@@ -115,7 +157,26 @@ struct BackupSummary: Encodable {
         chunksNew = m.stats.chunksNew
         seconds = m.stats.seconds
         disks = m.disks.map {
-            DiskSummary(name: $0.name, size: $0.size, changedBlocks: $0.changedBlocks, zeroBlocks: $0.zeroBlocks)
+            DiskSummary(
+                name: $0.name, size: $0.size, changedBlocks: $0.changedBlocks, zeroBlocks: $0.zeroBlocks,
+                sourceKind: $0.sourceKind, bytesRead: $0.bytesRead, bytesSkipped: $0.bytesSkipped, cbt: $0.cbt)
         }
+    }
+}
+
+/// One line a person reads about what changed-block tracking did for a disk.
+enum ChangeTrackingText {
+    static func line(_ disk: Manifest.DiskEntry) -> String? {
+        guard let cbt = disk.cbt else { return nil }
+        var text: String
+        if cbt.used {
+            text =
+                "read with bitmap \(cbt.bitmap ?? "?"): \(Units.formatBytes(disk.bytesRead ?? 0)) read, "
+                + "\(Units.formatBytes(disk.bytesSkipped ?? 0)) clean not read, \(cbt.sampledBlocks ?? 0) clean blocks checked"
+        } else {
+            text = "read in full: \(cbt.reason ?? "no bitmap was used")"
+        }
+        text += cbt.started.map { "; bitmap \($0) started" } ?? "; no bitmap started"
+        return text
     }
 }

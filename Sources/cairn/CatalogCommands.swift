@@ -115,6 +115,12 @@ struct ShowCommand: ParsableCommand {
                 if let snap = disk.source.snapshot { source += ", snapshot \(snap)" }
                 print("    source:   \(source)")
                 print("    index:    root \(disk.root), depth \(disk.depth)")
+                if let kind = disk.sourceKind, let read = disk.bytesRead {
+                    print(
+                        "    read:     \(kind), \(Units.formatBytes(read)) read, \(Units.formatBytes(disk.bytesSkipped ?? 0)) skipped as unchanged"
+                    )
+                }
+                if let line = ChangeTrackingText.line(disk) { print("    cbt:      \(line)") }
             }
             for file in manifest.settings ?? [] {
                 print("  settings file \(file.name): \(file.size) bytes, sha256 \(file.digest)")

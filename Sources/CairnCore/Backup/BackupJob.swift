@@ -77,6 +77,8 @@ public final class BackupJob {
     /// Settings files (domain XML, `.vmx`) to keep with the restore point.
     public var settingsFiles: [String] = []
     public var progress: (@Sendable (BackupProgress) -> Void)?
+    /// Changed-block tracking (dirty bitmaps); off by default.
+    public var changeTracking = ChangeTrackingOptions()
     public static let toolVersion = "cairn 0.1.0"
 
     public init(repository: Repository, group: String, sources: [BackupSource]) {
@@ -113,29 +115,47 @@ public final class BackupJob {
             _ = groupLock
             _ = repoLock
         }
+        try changeTracking.validate()
         repository.removeLeftovers()
         // Another backup may have committed while this one waited for the lock: see its chunks
         // (below, its restore point also becomes the base), so nothing it stored is stored again.
         try repository.store.reloadSegments()
-
-        // Open every image before storing anything: a bad image fails the run with nothing written.
-        var images: [(BackupSource, any DiskImage)] = []
-        for source in sources {
-            images.append(
-                (
-                    source,
-                    try DiskImageOpener.open(
-                        source.path, format: source.format, snapshot: source.snapshot, allowLive: source.allowLive,
-                        nbdTimeout: source.nbdTimeout)
-                ))
-        }
-        try Self.checkFormatsUnchanged(images, group: group, catalog: repository.catalog)
 
         let catalog = repository.catalog
         let previousID = try catalog.points(in: group).last
         let previous = try previousID.map { id throws(CairnError) in try catalog.manifest(id) }
         let id = try RestorePointID.next(in: group, after: previousID)
         let time = id.time
+        let previousDamaged = previousID.map { catalog.verification(of: $0)?.result == "damaged" } ?? false
+        func base(of source: BackupSource) -> Manifest.DiskEntry? {
+            guard let previous, previous.blockSize == repository.config.blockSize else { return nil }
+            return previous.disk(named: source.diskName)
+        }
+
+        // Managed checkpoints start the next bitmap before anything is read.
+        var tracking: [DiskChangeTracking?] = []
+        for source in sources {
+            guard changeTracking.isRequested else {
+                tracking.append(nil)
+                continue
+            }
+            let disk = DiskChangeTracking(
+                options: changeTracking, source: source, id: id, previousID: previousID, base: base(of: source),
+                previousDamaged: previousDamaged)
+            disk.prepare()
+            tracking.append(disk)
+        }
+
+        // Open every image before storing anything: a bad image fails the run with nothing written.
+        var images: [(BackupSource, any DiskImage)] = []
+        for (index, source) in sources.enumerated() {
+            let image = try DiskImageOpener.open(
+                source.path, format: source.format, snapshot: source.snapshot, allowLive: source.allowLive,
+                nbdTimeout: source.nbdTimeout)
+            tracking[index]?.attach(image)
+            images.append((source, image))
+        }
+        try Self.checkFormatsUnchanged(images, group: group, catalog: catalog)
 
         let store = repository.store
         let storedBefore = store.storedBytesWritten
@@ -145,18 +165,37 @@ public final class BackupJob {
         var bytesRead: UInt64 = 0
         var bytesNew: UInt64 = 0
         var settings: [SettingsFile] = []
-        do {
+        do throws(CairnError) {
             for path in settingsFiles { settings.append(try SettingsFile.store(path: path, store: store)) }
-            for (source, image) in images {
-                var base: Manifest.DiskEntry?
-                if let previous, previous.blockSize == repository.config.blockSize {
-                    base = previous.disk(named: source.diskName)
+            for (index, (source, image)) in images.enumerated() {
+                let disk = tracking[index]
+                var pass = DiskBackup(
+                    store: store, image: image, name: source.diskName, base: base(of: source), progress: progress,
+                    clock: clock, changes: disk?.map, sampleBlocks: changeTracking.sampleBlocks)
+                var diskRead: UInt64 = 0
+                var entry: Manifest.DiskEntry
+                do throws(CairnError) {
+                    entry = try pass.run()
+                } catch {
+                    // A bitmap that lied or failed to read costs a full read, never the backup.
+                    guard let disk, let why = pass.abandonReason else { throw error }
+                    disk.giveUp(
+                        "\(why): the bitmap is not trusted and the disk was read in full; restore points made with it "
+                            + "since the last full read may be wrong")
+                    diskRead += pass.bytesRead
+                    bytesNew += pass.bytesNew
+                    pass = DiskBackup(
+                        store: store, image: image, name: source.diskName, base: base(of: source), progress: progress,
+                        clock: clock)
+                    entry = try pass.run()
                 }
-                let pass = DiskBackup(
-                    store: store, image: image, name: source.diskName, base: base, progress: progress, clock: clock)
-                let entry = try pass.run()
+                diskRead += pass.bytesRead
+                entry.sourceKind = image.info.kind ?? "file"
+                entry.bytesRead = diskRead
+                entry.bytesSkipped = pass.bytesSkipped
+                entry.cbt = disk?.record(used: pass.changes != nil, sampledBlocks: pass.sampledBlocks)
                 disks.append(entry)
-                bytesRead += pass.bytesRead
+                bytesRead += diskRead
                 bytesNew += pass.bytesNew
             }
             try store.commit()
@@ -175,13 +214,21 @@ public final class BackupJob {
                 chunksNew: store.chunksWritten - chunksBefore, seconds: clock.elapsed),
             previous: previousID?.description, settings: settings.isEmpty ? nil : settings)
         try catalog.write(manifest, id: id)
+        // Only now may the bitmaps the new restore point no longer needs go.
+        var notes: [String] = []
+        for disk in tracking.compactMap({ $0 }) {
+            disk.finish()
+            notes += disk.warnings
+        }
+        if !notes.isEmpty { warning = notes.joined(separator: "; ") }
         // Housekeeping once the restore point is safe: merge index segments if no other cairn
         // process is using the repository. A failure here costs nothing but speed.
         if store.needsCompaction && repoLock.tryUpgradeToExclusive() {
             do {
                 try store.compactIndex()
             } catch {
-                warning = "index compaction was skipped: \(error.description)"
+                warning = [warning, "index compaction was skipped: \(error.description)"].compactMap { $0 }.joined(
+                    separator: "; ")
             }
         }
         return BackupResult(id: id, manifest: manifest, warning: warning)

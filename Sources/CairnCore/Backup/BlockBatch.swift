@@ -16,6 +16,17 @@ final class BlockBatch: @unchecked Sendable {
         case new
     }
 
+    /// Where a block's digest comes from.
+    enum Source: UInt8 {
+        /// Read and hashed.
+        case data
+        /// Lies wholly in a range the image reports as zeros: not read, the zero digest.
+        case hole
+        /// Unchanged since the base: a trusted dirty bitmap marks it clean, so it is not read and
+        /// takes the previous restore point's digest.
+        case unchanged
+    }
+
     let capacity: Int
     let blockSize: Int
     let data: UnsafeMutableRawBufferPointer
@@ -29,8 +40,9 @@ final class BlockBatch: @unchecked Sendable {
     /// When non-zero, the batch is `holeBlocks` all-zero blocks and the per-block arrays are unused.
     var holeBlocks: UInt64 = 0
     var lengths: [Int]
-    /// True if the block lies wholly in a range the image reports as zeros (not read).
-    var isHole: [Bool]
+    var sources: [Source]
+    /// A clean block read anyway, to check the bitmap: its digest must equal `previous`.
+    var isSample: [Bool]
     var previous: [ChunkDigest]
     var hasPrevious: [Bool]
     var digests: [ChunkDigest]
@@ -42,6 +54,9 @@ final class BlockBatch: @unchecked Sendable {
     /// Scratch for the worker: indices of the blocks new so far in this batch.
     var newBlocks: [Int]
     var bytesRead: UInt64 = 0
+    /// Bytes of `.unchanged` blocks (not read).
+    var bytesSkipped: UInt64 = 0
+    var sampledBlocks = 0
     /// Data blocks are yet to be read (by the reader thread or a worker).
     var needsRead = false
 
@@ -53,7 +68,8 @@ final class BlockBatch: @unchecked Sendable {
             byteCount: capacity * (ChunkEncoder.slotSize(rawLength: blockSize) + 64), alignment: 64)
         let zero = ChunkDigest(w0: 0, w1: 0, w2: 0, w3: 0)
         lengths = Array(repeating: 0, count: capacity)
-        isHole = Array(repeating: false, count: capacity)
+        sources = Array(repeating: .data, count: capacity)
+        isSample = Array(repeating: false, count: capacity)
         previous = Array(repeating: zero, count: capacity)
         hasPrevious = Array(repeating: false, count: capacity)
         digests = Array(repeating: zero, count: capacity)

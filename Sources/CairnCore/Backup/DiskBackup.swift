@@ -1,8 +1,15 @@
+import Synchronization
+
 /// The backup pipeline for one disk: read → hash, compare, compress (one worker per core) →
 /// store and index, in block order.
 ///
 /// Memory is a fixed number of batches whatever the disk's size. Holes and unallocated ranges
 /// travel as data-less batches, so a sparse 8 GiB disk costs a few digests, not 8 GiB of reads.
+///
+/// With a trusted `ChangedBlockMap`, blocks it marks clean (wholly: dirty ranges are rounded
+/// outward to whole blocks) are not read and take the previous restore point's digest; a few of
+/// them, chosen at random, are read anyway and must hash to that digest. A mismatch, or an error
+/// from the map, abandons the pass (`abandonReason`) so the caller can read the disk in full.
 final class DiskBackup: @unchecked Sendable {
     let store: ChunkStore
     let image: any DiskImage
@@ -14,11 +21,23 @@ final class DiskBackup: @unchecked Sendable {
     let blockCount: UInt64
     /// Whether workers read their batches' data (see `DiskImage.supportsConcurrentReads`).
     let readInWorkers: Bool
+    /// Trusted changes since `base`; nil reads every allocated block.
+    let changes: (any ChangedBlockMap)?
+    /// Chance (out of 2^32) that a clean block is read and checked against its previous digest.
+    let sampleThreshold: UInt64
+    private var random: UInt64
+
+    /// Why the change map was given up mid-pass (a sample mismatch or a map error); the pass then
+    /// fails and must be run again without a map.
+    var abandonReason: String? { abandoned.withLock { $0 } }
+    private let abandoned = Mutex<String?>(nil)
 
     private(set) var bytesRead: UInt64 = 0
     private(set) var bytesNew: UInt64 = 0
     private var zeroBlocks: UInt64 = 0
     private var changedBlocks: UInt64 = 0
+    private(set) var bytesSkipped: UInt64 = 0
+    private(set) var sampledBlocks: UInt64 = 0
 
     /// Batches cover about 2 MiB of data, at least one block.
     static let batchBytes = 2 << 20
@@ -27,7 +46,8 @@ final class DiskBackup: @unchecked Sendable {
 
     init(
         store: ChunkStore, image: any DiskImage, name: String, base: Manifest.DiskEntry?,
-        progress: (@Sendable (BackupProgress) -> Void)?, clock: Stopwatch
+        progress: (@Sendable (BackupProgress) -> Void)?, clock: Stopwatch, changes: (any ChangedBlockMap)? = nil,
+        sampleBlocks: Int = 0
     ) {
         self.store = store
         self.image = image
@@ -38,6 +58,28 @@ final class DiskBackup: @unchecked Sendable {
         blockSize = store.blockSize
         blockCount = (image.virtualSize + UInt64(store.blockSize) - 1) / UInt64(store.blockSize)
         readInWorkers = image.supportsConcurrentReads
+        self.changes = base == nil ? nil : changes
+        // Aim for `sampleBlocks` checks among the blocks that held data last time.
+        let candidates = base.map { $0.blockCount - min($0.blockCount, $0.zeroBlocks) } ?? 0
+        if sampleBlocks <= 0 || candidates == 0 {
+            sampleThreshold = 0
+        } else {
+            sampleThreshold = min(1 << 32, min(UInt64(sampleBlocks), 1 << 31) << 32 / candidates)
+        }
+        random = UInt64.random(in: 1...UInt64.max)
+    }
+
+    /// Records why the change map is given up and stops the pass.
+    private func abandon(_ reason: String) -> CairnError {
+        abandoned.withLock { if $0 == nil { $0 = reason } }
+        return CairnError(.damaged, "changed-block tracking was abandoned for \(name): \(reason)")
+    }
+
+    private func nextRandom() -> UInt64 {
+        random ^= random << 13
+        random ^= random >> 7
+        random ^= random << 17
+        return random
     }
 
     func run() throws(CairnError) -> Manifest.DiskEntry {
@@ -174,9 +216,15 @@ final class DiskBackup: @unchecked Sendable {
         batch.bytesRead = 0
         batch.needsRead = false
 
-        // A long zero extent becomes a data-less batch.
-        let head = try image.extent(at: start, maxLength: Self.maxHoleBlocks * bs)
-        if head.isZero && head.length >= bs * UInt64(batch.capacity) {
+        // A long zero extent becomes a data-less batch. Ask about one batch first: asking a qcow2
+        // image about a long run of data walks its L2 entries to the run's end, which per batch
+        // would make a big data extent cost quadratic time.
+        let batchSpan = bs * UInt64(batch.capacity)
+        var head = try image.extent(at: start, maxLength: batchSpan)
+        if head.isZero && head.length >= batchSpan {
+            head = try image.extent(at: start, maxLength: Self.maxHoleBlocks * bs)
+        }
+        if head.isZero && head.length >= batchSpan {
             var blocks = head.length / bs
             if start + head.length >= image.virtualSize { blocks = blockCount - first }
             batch.holeBlocks = blocks
@@ -190,7 +238,8 @@ final class DiskBackup: @unchecked Sendable {
         for i in 0..<count {
             let offset = start + UInt64(i) * bs
             batch.lengths[i] = Int(min(bs, image.virtualSize - offset))
-            batch.isHole[i] = true
+            batch.sources[i] = .hole
+            batch.isSample[i] = false
         }
         // Mark blocks that touch data.
         var position = start
@@ -208,12 +257,10 @@ final class DiskBackup: @unchecked Sendable {
             if !extent.isZero {
                 let a = Int((position - start) / bs)
                 let b = Int((extentEnd - 1 - start) / bs)
-                for i in a...min(b, count - 1) { batch.isHole[i] = false }
+                for i in a...min(b, count - 1) { batch.sources[i] = .data }
             }
             position = extentEnd
         }
-        batch.needsRead = true
-        if !readInWorkers { try readData(batch) }
         for k in 0..<count {
             if let previous, let digest = previousDigest(previous) {
                 batch.previous[k] = digest
@@ -222,24 +269,73 @@ final class DiskBackup: @unchecked Sendable {
                 batch.hasPrevious[k] = false
             }
         }
+        if let changes {
+            do {
+                try markUnchanged(batch, start: start, end: end, changes: changes)
+            } catch {
+                throw abandon("reading \(changes.description) failed: \(error.message)")
+            }
+        }
+        batch.needsRead = true
+        if !readInWorkers { try readData(batch) }
+    }
+
+    /// Marks the data blocks that lie wholly in clean ranges as unchanged (or, for a random few,
+    /// as samples to check), when the previous restore point has a digest for them that the
+    /// repository still trusts.
+    private func markUnchanged(
+        _ batch: BlockBatch, start: UInt64, end: UInt64, changes: any ChangedBlockMap
+    ) throws(CairnError) {
+        let bs = UInt64(blockSize)
+        var position = start
+        var cleanFrom: UInt64?
+        while position <= end {
+            var extent = ChangeExtent(length: 0, isDirty: true)
+            if position < end {
+                extent = try changes.changes(at: position, maxLength: end - position)
+                extent.length = max(1, min(extent.length, end - position))
+            }
+            if !extent.isDirty {
+                if cleanFrom == nil { cleanFrom = position }
+            } else if let from = cleanFrom {
+                // Blocks wholly inside [from, position); the disk's last block may end at `end`.
+                let first = Int((from - start + bs - 1) / bs)
+                let last = position == end ? batch.count : Int((position - start) / bs)
+                if first < last {
+                    for i in first..<last where batch.sources[i] == .data && batch.hasPrevious[i] {
+                        guard !store.isDistrusted(batch.previous[i]) else { continue }
+                        if sampleThreshold > 0 && nextRandom() >> 32 < sampleThreshold {
+                            batch.isSample[i] = true
+                        } else {
+                            batch.sources[i] = .unchanged
+                        }
+                    }
+                }
+                cleanFrom = nil
+            }
+            if position == end { break }
+            position += extent.length
+        }
     }
 
     /// Reads the batch's data blocks, one `pread` per run of consecutive data blocks.
     private func readData(_ batch: BlockBatch) throws(CairnError) {
         guard batch.needsRead else { return }
         batch.needsRead = false
+        batch.bytesSkipped = 0
         let bs = UInt64(blockSize)
         let start = batch.firstBlock * bs
         let count = batch.count
         var i = 0
         while i < count {
-            if batch.isHole[i] {
+            if batch.sources[i] != .data {
+                if batch.sources[i] == .unchanged { batch.bytesSkipped += UInt64(batch.lengths[i]) }
                 i += 1
                 continue
             }
             var j = i
             var bytes = 0
-            while j < count && !batch.isHole[j] {
+            while j < count && batch.sources[j] == .data {
                 bytes += batch.lengths[j]
                 j += 1
             }
@@ -285,14 +381,37 @@ final class DiskBackup: @unchecked Sendable {
             frameBytes = 0
         }
 
+        batch.sampledBlocks = 0
         for i in 0..<batch.count {
-            if batch.isHole[i] || batch.block(i).isAllZero {
+            switch batch.sources[i] {
+            case .hole:
+                batch.digests[i] = zero
+                batch.outcomes[i] = .zero
+                continue
+            case .unchanged:
+                batch.digests[i] = batch.previous[i]
+                batch.outcomes[i] = batch.previous[i] == zero ? .zero : .unchanged
+                continue
+            case .data:
+                break
+            }
+            let bytes = batch.block(i)
+            let isZero = bytes.isAllZero
+            let digest = isZero ? zero : hasher.digest(bytes)
+            if batch.isSample[i] {
+                batch.sampledBlocks += 1
+                if digest != batch.previous[i] {
+                    let offset = (batch.firstBlock + UInt64(i)) * UInt64(blockSize)
+                    throw abandon(
+                        "\(changes?.description ?? "the bitmap") calls the block at offset \(offset) clean, but it "
+                            + "differs from the previous restore point")
+                }
+            }
+            if isZero {
                 batch.digests[i] = zero
                 batch.outcomes[i] = .zero
                 continue
             }
-            let bytes = batch.block(i)
-            let digest = hasher.digest(bytes)
             batch.digests[i] = digest
             if batch.hasPrevious[i] && batch.previous[i] == digest && !store.isDistrusted(digest) {
                 batch.outcomes[i] = .unchanged
@@ -337,6 +456,8 @@ final class DiskBackup: @unchecked Sendable {
                 changedBlocks += 1
             }
         }
+        bytesSkipped += batch.bytesSkipped
+        sampledBlocks += UInt64(batch.sampledBlocks)
         for r in 0..<batch.recordCount {
             bytesNew += UInt64(try store.store(record: batch.record(r)).bytes)
         }

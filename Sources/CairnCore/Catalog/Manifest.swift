@@ -36,8 +36,46 @@ public struct Manifest: Codable, Sendable, Equatable {
         /// Blocks whose digest differs from the previous restore point's at the same offset.
         public var changedBlocks: UInt64
         public var source: SourceImageInfo
+        /// How the disk was read: `file` (an image file or device) or `nbd` (an NBD export).
+        /// Absent in manifests written before changed-block tracking.
+        public var sourceKind: String? = nil
+        /// Bytes read from this disk.
+        public var bytesRead: UInt64? = nil
+        /// Bytes of this disk that a trusted dirty bitmap marked clean, so they were not read.
+        public var bytesSkipped: UInt64? = nil
+        /// Changed-block tracking, when it was asked for.
+        public var cbt: ChangeTracking? = nil
 
         public var rootDigest: ChunkDigest? { ChunkDigest(hex: root) }
+    }
+
+    /// What changed-block tracking did for one disk (docs/FORMAT.md, "Changed-block tracking").
+    public struct ChangeTracking: Codable, Sendable, Equatable {
+        /// True if clean blocks were taken from the previous restore point without being read.
+        public var used: Bool
+        /// The bitmap that was (or would have been) read.
+        public var bitmap: String?
+        /// The bitmap started at this restore point's moment: a later backup may trust it
+        /// against this restore point.
+        public var started: String?
+        /// Why the bitmap was not used (the disk was read in full).
+        public var reason: String?
+        /// Nights read with a bitmap since the last full read (0 for a full read).
+        public var nightsSinceFullRead: Int
+        /// Clean blocks read anyway and checked against the previous restore point.
+        public var sampledBlocks: UInt64?
+
+        public init(
+            used: Bool, bitmap: String?, started: String?, reason: String?, nightsSinceFullRead: Int,
+            sampledBlocks: UInt64? = nil
+        ) {
+            self.used = used
+            self.bitmap = bitmap
+            self.started = started
+            self.reason = reason
+            self.nightsSinceFullRead = nightsSinceFullRead
+            self.sampledBlocks = sampledBlocks
+        }
     }
 
     public struct BackupStats: Codable, Sendable, Equatable {

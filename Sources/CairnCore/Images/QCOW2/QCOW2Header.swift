@@ -62,6 +62,17 @@ struct QCOW2Header {
     /// Incompatible feature names from the feature name table, by bit, for error messages.
     var incompatibleFeatureNames: [UInt8: String] = [:]
     var hasEncryptionHeaderPointer = false
+    /// The bitmaps extension's fields, as stored (checked by `QCOW2BitmapDirectory.read`).
+    var bitmapsExtension: BitmapsExtension?
+
+    struct BitmapsExtension: Equatable {
+        var count: UInt32
+        var reserved: UInt32
+        var directorySize: UInt64
+        var directoryOffset: UInt64
+        /// Where the extension's data starts in the file, for messages.
+        var position: Int
+    }
 
     var clusterSize: UInt64 { 1 << UInt64(clusterBits) }
     var hasExtendedL2: Bool { incompatibleFeatures & Incompatible.extendedL2 != 0 }
@@ -206,9 +217,12 @@ extension QCOW2Header {
                 }
                 var b = ByteReader(data, context: "qcow2 bitmaps extension")
                 let count: UInt32 = try b.be()
-                _ = try b.be(UInt32.self)
+                let reserved: UInt32 = try b.be()
                 let directorySize: UInt64 = try b.be()
                 let directoryOffset: UInt64 = try b.be()
+                bitmapsExtension = BitmapsExtension(
+                    count: count, reserved: reserved, directorySize: directorySize, directoryOffset: directoryOffset,
+                    position: position)
                 if autoclearFeatures & Autoclear.bitmaps != 0 {
                     guard count >= 1, count <= 65535 else {
                         throw bad(

@@ -1,0 +1,51 @@
+/// What the administrator asked of changed-block tracking for one backup
+/// (`cairn backup --dirty-bitmap NAME`, `--checkpoint NAME`, `--cbt`, `--full-every N`).
+public struct ChangeTrackingOptions: Sendable, Equatable {
+    /// Read this bitmap to skip clean blocks: a qcow2 persistent bitmap of each image.
+    public var dirtyBitmap: String?
+    /// The bitmap of this name was started at the moment of the view this backup reads; the
+    /// restore point records it, so a later `--dirty-bitmap NAME` can be trusted against it.
+    public var checkpoint: String?
+    /// Cairn manages the checkpoints of offline qcow2 images itself: it adds the next bitmap
+    /// before reading, reads with the one the previous restore point started, and removes the
+    /// old one once the new restore point is committed.
+    public var managed: Bool
+    /// Read every disk in full when this many nights have used a bitmap since the last full read.
+    public var fullEvery: Int?
+    /// Clean blocks per disk to read anyway and compare with the previous restore point.
+    public var sampleBlocks: Int
+
+    public static let defaultSampleBlocks = 32
+
+    public init(
+        dirtyBitmap: String? = nil, checkpoint: String? = nil, managed: Bool = false, fullEvery: Int? = nil,
+        sampleBlocks: Int = ChangeTrackingOptions.defaultSampleBlocks
+    ) {
+        self.dirtyBitmap = dirtyBitmap
+        self.checkpoint = checkpoint
+        self.managed = managed
+        self.fullEvery = fullEvery
+        self.sampleBlocks = sampleBlocks
+    }
+
+    /// True if any change tracking was asked for (otherwise the manifest records none).
+    public var isRequested: Bool { dirtyBitmap != nil || checkpoint != nil || managed }
+
+    /// Refuses combinations that cannot mean anything.
+    public func validate() throws(CairnError) {
+        if managed && (dirtyBitmap != nil || checkpoint != nil) {
+            throw CairnError(
+                .usage, "--cbt manages its own bitmaps: leave out --dirty-bitmap and --checkpoint, or leave out --cbt")
+        }
+        if let fullEvery, fullEvery < 1 { throw CairnError(.usage, "--full-every must be at least 1") }
+        if fullEvery != nil && !isRequested {
+            throw CairnError(.usage, "--full-every needs --cbt or --dirty-bitmap")
+        }
+        guard sampleBlocks >= 0 else { throw CairnError(.usage, "--cbt-sample must be 0 or more") }
+        for name in [dirtyBitmap, checkpoint].compactMap({ $0 }) {
+            guard !name.isEmpty, name.utf8.count <= QCOW2BitmapDirectory.maxNameLength, !name.contains("\0") else {
+                throw CairnError(.usage, "bitmap name \"\(name)\" must be 1 to 1023 bytes without NUL")
+            }
+        }
+    }
+}
