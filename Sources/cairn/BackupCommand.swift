@@ -16,6 +16,11 @@ struct BackupCommand: ParsableCommand {
     @Option(help: "Back up this internal qcow2 snapshot instead of the active layer.")
     var snapshot: String?
 
+    @Option(
+        name: .customLong("config"),
+        help: "A settings file to keep with the restore point (a domain XML, a .vmx); repeat for more.")
+    var settingsFiles: [String] = []
+
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
@@ -37,6 +42,7 @@ struct BackupCommand: ParsableCommand {
                 repository: repo, group: group,
                 sources: images.map { BackupSource(path: $0, format: imageFormat, snapshot: snapshot) })
             job.lockWait = try repository.lockWaitSeconds()
+            job.settingsFiles = settingsFiles
             job.progress = { p in
                 let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
                 Terminal.progress(

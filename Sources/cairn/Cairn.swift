@@ -14,13 +14,15 @@ struct Cairn: ParsableCommand {
         discussion: """
             Exit codes: 0 success, 1 unexpected failure, 3 repository missing or unusable, 4 not found,
             5 locked by another cairn process, 6 bad source image, 7 damaged data found, 8 output exists,
-            9 I/O error (e.g. disk full), 10 bad archive, 64 command-line usage error.
+            9 I/O error (e.g. disk full), 10 bad archive, 64 command-line usage error,
+            130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM.
             """,
         version: "0.1.0",
         subcommands: [
             InitCommand.self, BackupCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self,
             VerifyCommand.self, PruneCommand.self, ProtectCommand.self, UnprotectCommand.self, ForgetCommand.self,
-            GCCommand.self, RebuildIndexCommand.self, ArchiveCommand.self, DemoCommand.self,
+            GCCommand.self, RebuildIndexCommand.self, RepairCommand.self, DiffCommand.self, ArchiveCommand.self,
+            DemoCommand.self,
         ]
     )
 }
@@ -54,9 +56,18 @@ struct RepositoryOptions: ParsableArguments {
         return seconds
     }
 
-    func open() throws(CairnError) -> Repository {
+    /// Opens the repository; damaged index segments are named on stderr (the command goes on:
+    /// it fails only if it needs a chunk that only they name). Verify reports them itself.
+    func open(warnAboutDamage: Bool = true) throws(CairnError) -> Repository {
         Log.setUp(verbose: verbose)
-        return try Repository(path: path)
+        let repository = try Repository(path: path)
+        if warnAboutDamage {
+            if let warning = repository.configHealth.warning { Terminal.printError("cairn: warning: \(warning)") }
+            for segment in repository.store.damagedSegments {
+                Terminal.printError("cairn: warning: \(segment.warning)")
+            }
+        }
+        return repository
     }
 }
 
@@ -75,6 +86,7 @@ enum Log {
 
 /// Runs a command body, turning a `CairnError` into one line on stderr and its exit code.
 func runReportingErrors(_ body: () throws(CairnError) -> Void) throws {
+    Cancellation.installSignalHandlers()
     do {
         try body()
     } catch {

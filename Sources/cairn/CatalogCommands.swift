@@ -23,29 +23,40 @@ struct ListCommand: ParsableCommand {
                 ids = try repo.catalog.allPoints()
             }
             var rows: [PointSummary] = []
+            var damaged: [CairnError] = []
             for id in ids {
-                var row = PointSummary(try repo.catalog.manifest(id))
+                // One unreadable manifest must not hide the others: it gets a row saying so.
+                var row: PointSummary
+                do throws(CairnError) {
+                    row = PointSummary(try repo.catalog.manifest(id))
+                } catch  where error.code == .damaged || error.code == .repository {
+                    row = PointSummary(unreadable: id, problem: error.message)
+                    damaged.append(error)
+                }
                 row.protected = repo.catalog.isProtected(id)
                 row.verified = repo.catalog.verification(of: id).map { PointSummary.Verified($0) }
                 rows.append(row)
             }
             if json {
                 print(try JSONCoding.encode(rows))
-                return
-            }
-            if rows.isEmpty {
+            } else if rows.isEmpty {
                 print(group.map { "group \($0) has no restore points" } ?? "no restore points")
-                return
+            } else {
+                let table = rows.map { r in
+                    [
+                        r.id, r.damaged == nil ? r.disks.map(\.name).joined(separator: ",") : "?",
+                        Units.formatBytes(r.size), Units.formatBytes(r.bytesNew), Units.formatBytes(r.bytesStored),
+                        r.verified.map { "\($0.result) \($0.time)" } ?? "never",
+                        [r.protected ? "protected" : "", r.damaged == nil ? "" : "MANIFEST DAMAGED"]
+                            .filter { !$0.isEmpty }.joined(separator: ", "),
+                    ]
+                }
+                printTable(header: ["ID", "DISKS", "SIZE", "NEW", "STORED", "VERIFIED", ""], rows: table)
             }
-            let table = rows.map { r in
-                [
-                    r.id, r.disks.map(\.name).joined(separator: ","), Units.formatBytes(r.size),
-                    Units.formatBytes(r.bytesNew),
-                    Units.formatBytes(r.bytesStored), r.verified.map { "\($0.result) \($0.time)" } ?? "never",
-                    r.protected ? "protected" : "",
-                ]
+            if let first = damaged.first {
+                let more = damaged.count > 1 ? " (and \(damaged.count - 1) more damaged manifests)" : ""
+                throw CairnError(first.code, first.message + more)
             }
-            printTable(header: ["ID", "DISKS", "SIZE", "NEW", "STORED", "VERIFIED", ""], rows: table)
         }
     }
 }
@@ -105,6 +116,9 @@ struct ShowCommand: ParsableCommand {
                 print("    source:   \(source)")
                 print("    index:    root \(disk.root), depth \(disk.depth)")
             }
+            for file in manifest.settings ?? [] {
+                print("  settings file \(file.name): \(file.size) bytes, sha256 \(file.digest)")
+            }
         }
     }
 }
@@ -122,6 +136,9 @@ struct PointSummary: Encodable {
     var protected = false
     /// The last `cairn verify` that checked this restore point, if any.
     var verified: Verified?
+    /// Set when the manifest cannot be read: what is wrong with it (the other fields are then
+    /// only what the file name tells: id, group, time).
+    var damaged: String?
 
     struct Verified: Encodable {
         var time: String
@@ -153,6 +170,17 @@ struct PointSummary: Encodable {
         bytesNew = m.stats.bytesNew
         bytesStored = m.stats.bytesStored
         disks = m.disks.map { Disk(name: $0.name, size: $0.size, format: $0.source.format) }
+    }
+
+    init(unreadable id: RestorePointID, problem: String) {
+        self.id = id.description
+        group = id.group
+        time = id.time.description
+        size = 0
+        bytesNew = 0
+        bytesStored = 0
+        disks = []
+        damaged = problem
     }
 }
 

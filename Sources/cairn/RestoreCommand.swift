@@ -19,7 +19,10 @@ struct RestoreCommand: ParsableCommand {
     var at: String?
 
     @Option(help: "Output file or block device.")
-    var to: String
+    var to: String?
+
+    @Option(help: "Write the restore point's settings files (domain XML, .vmx) into this directory.")
+    var configTo: String?
 
     @Option(help: "The disk to restore (its image's file name); needed when the restore point has several.")
     var disk: String?
@@ -53,6 +56,28 @@ struct RestoreCommand: ParsableCommand {
                 throw CairnError(
                     .usage, "name a restore point (GROUP@TIME or GROUP@latest), or give both --group and --at")
             }
+            var settingsWritten: [String]?
+            if let configTo {
+                var settings = SettingsRestore(repository: repo)
+                settings.force = force
+                settings.lockWait = try repository.lockWaitSeconds()
+                settingsWritten = try settings.run(pointID, to: configTo)
+                guard !settingsWritten!.isEmpty else {
+                    throw CairnError(.notFound, "restore point \(pointID) holds no settings files")
+                }
+                if !json { for path in settingsWritten! { print("restored settings file \(path)") } }
+            }
+            guard let to else {
+                guard configTo != nil else {
+                    throw CairnError(.usage, "name the output with --to (or --config-to DIR)")
+                }
+                if json {
+                    print(
+                        try JSONCoding.encode(
+                            SettingsOnlySummary(id: pointID.description, settings: settingsWritten ?? [])))
+                }
+                return
+            }
             var request = RestoreRequest(id: pointID, disk: disk, destination: to)
             request.format = outputFormat
             request.force = force
@@ -75,7 +100,9 @@ struct RestoreCommand: ParsableCommand {
             if json {
                 print(
                     try JSONCoding.encode(
-                        RestoreSummary(id: pointID.description, result: result, to: to, format: output.format)))
+                        RestoreSummary(
+                            id: pointID.description, result: result, to: to, format: output.format,
+                            settings: settingsWritten)))
             } else {
                 print(
                     "restored \(pointID) disk \(result.disk.name) to \(to): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written in \(Units.formatDecimal(result.seconds, places: 2)) s"
@@ -95,8 +122,10 @@ struct RestoreSummary: Encodable {
     var bytesWritten: UInt64
     var seconds: Double
     var damaged: [DamagedRange]
+    /// Settings files written by `--config-to`.
+    var settings: [String]?
 
-    init(id: String, result: RestoreResult, to: String, format: String) {
+    init(id: String, result: RestoreResult, to: String, format: String, settings: [String]?) {
         self.id = id
         disk = result.disk.name
         self.to = to
@@ -105,7 +134,14 @@ struct RestoreSummary: Encodable {
         bytesWritten = result.bytesWritten
         seconds = result.seconds
         damaged = result.damaged
+        self.settings = settings
     }
+}
+
+/// `cairn restore --config-to DIR --json` without `--to`.
+struct SettingsOnlySummary: Encodable {
+    var id: String
+    var settings: [String]
 }
 
 /// `--format` and `--cluster-size`, shared by `restore` and `archive restore`.

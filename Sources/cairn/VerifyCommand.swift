@@ -26,7 +26,7 @@ struct VerifyCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            let repo = try repository.open()
+            let repo = try repository.open(warnAboutDamage: false)
             let verifier = RepositoryVerifier(repository: repo)
             if !ids.isEmpty {
                 var points: [RestorePointID] = []
@@ -46,10 +46,14 @@ struct VerifyCommand: ParsableCommand {
             } else {
                 printText(report)
             }
+            if let failure = report.recordingFailure {
+                Terminal.printError("cairn: warning: the verdict could not be recorded: \(failure)")
+            }
             if !report.intact {
+                let points = report.restorePoints.filter { $0.result != "intact" }.count
                 throw CairnError(
                     .damaged,
-                    "verify found damage: \(report.damagedChunks.count) damaged chunk(s), \(report.problems.count) other problem(s)"
+                    "verify found damage: \(report.damagedChunks.count) damaged chunk(s), \(points) damaged restore point(s), \(report.problems.count) other problem(s)"
                 )
             }
         }
@@ -68,6 +72,15 @@ struct VerifyCommand: ParsableCommand {
                 let more = use.offsets.count - min(8, use.offsets.count) + use.moreOffsets
                 if more > 0 { offsets += " and \(more) more" }
                 Terminal.printError("  needed by \(use.restorePoint) disk \(use.disk) at byte offset \(offsets)")
+            }
+        }
+        // Every damaged restore point is named, also when no chunk is to blame (a damaged manifest).
+        for point in report.restorePoints where point.result != "intact" {
+            for problem in point.problems.prefix(8) {
+                Terminal.printError("damaged: restore point \(point.id): \(problem)")
+            }
+            if point.problems.count > 8 {
+                Terminal.printError("damaged: restore point \(point.id): and \(point.problems.count - 8) more problems")
             }
         }
         for warning in report.warnings { Terminal.printError("warning: \(warning)") }

@@ -44,9 +44,10 @@ import Testing
     }
 
     @Test func unknownFormatVersion() throws {
+        // As a newer Cairn would write it: another version, and a checksum that matches.
         let config = "\(repo)/config"
         let original = try String(contentsOfFile: config, encoding: .utf8)
-        try original.replacingOccurrences(of: "\"version\" : 1", with: "\"version\" : 7")
+        try Fixture.sealedConfig(original.replacingOccurrences(of: "\"version\" : 1", with: "\"version\" : 7"))
             .write(toFile: config, atomically: true, encoding: .utf8)
         defer { try? original.write(toFile: config, atomically: true, encoding: .utf8) }
         expectRefused(["backup", "--repo", repo, "--group", "vm", image], status: 3, message: "format version 7")

@@ -25,10 +25,14 @@ import Testing
         let dir = TemporaryDirectory()
         let (repo, image) = try setUp(dir)
         let segment = try #require(try segments(repo).first)
-        // Truncate it: the repository refuses to open and says what to do.
+        // Truncate it: commands still open the repository and say what to do; a restore that
+        // needs its chunks refuses.
         let size = try File.open(segment, .readOnly).size()
         try File.open(segment, .readWrite).truncate(to: size / 2)
-        let refused = CairnProcess.run(["list", "--repo", repo])
+        let listed = CairnProcess.run(["list", "--repo", repo])
+        #expect(listed.status == 0)
+        #expect(listed.stderr.contains("cairn rebuild-index"))
+        let refused = CairnProcess.run(["restore", "--repo", repo, "g@latest", "--to", dir.file("early.img")])
         #expect(refused.status == 7)
         #expect(refused.stderr.contains("cairn rebuild-index"))
 

@@ -43,6 +43,20 @@ public enum Fixture {
         return out
     }
 
+    /// A repository config's text with its checksum made to match (docs/FORMAT.md, "config"),
+    /// computed by `sha256sum`, not by Cairn.
+    public static func sealedConfig(_ text: String) -> String {
+        let placeholder = "sha256:" + String(repeating: "0", count: 64)
+        let unsealed = text.replacingOccurrences(
+            of: #""checksum" : "sha256:[0-9a-f]{64}""#, with: "\"checksum\" : \"\(placeholder)\"",
+            options: .regularExpression)
+        let dir = TemporaryDirectory()
+        try? Data(unsealed.utf8).write(to: URL(fileURLWithPath: dir.file("c")))
+        let digest = Subprocess.shell("sha256sum '\(dir.file("c"))' | cut -c1-64").stdout.trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        return unsealed.replacingOccurrences(of: placeholder, with: "sha256:\(digest)")
+    }
+
     public static func copyTree(_ from: String, to: String) {
         Subprocess.shell("rm -rf '\(to)' && cp -a '\(from)' '\(to)'")
     }

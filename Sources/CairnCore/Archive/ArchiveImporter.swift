@@ -59,7 +59,7 @@ public final class ArchiveImporter {
         do throws(CairnError) {
             try scanner.run()
         } catch {
-            if error.code == .usage || error.code == .io {
+            if error.code == .usage || error.code == .io || error.code == .interrupted {
                 store.abandon()
                 throw error
             }

@@ -255,6 +255,7 @@ public final class ArchiveRestore {
             || (fatal != nil && fatal!.code != .badArchive && fatal!.code != .damaged)
         {
             target.discard()
+            if let fatal, fatal.code == .interrupted { throw RestoreJob.interrupted(destination: request.destination) }
             if let fatal, fatal.code != .badArchive && fatal.code != .damaged { throw fatal }
             var reason: String
             if let problem = scanned.indexProblem {

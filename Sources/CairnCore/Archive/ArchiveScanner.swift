@@ -81,6 +81,7 @@ final class ArchiveScanner {
     /// Reads the archive to its end. Structural faults throw; damage is reported and stepped over.
     func run() throws(CairnError) {
         while let record = try records.next() {
+            try Cancellation.check("stopped before the end of the archive")
             recordsRead += 1
             if end != nil {
                 report(record.location, "a \(record.type.name) record after the end record", .badArchive)
@@ -140,6 +141,12 @@ final class ArchiveScanner {
         }
         let index = points.count
         points.append(Point(manifest: manifest, location: record.location))
+        if trackNeeds {
+            // Settings files' chunks travel after the disks' and are needed like theirs.
+            for file in manifest.settings ?? [] {
+                for digest in file.chunkDigests { try needs.insert(digest, mask: Self.pointBit(index)) }
+            }
+        }
         try onManifest?(index, manifest, record.location)
         treePoint = index
         startDisk(0)

@@ -16,11 +16,14 @@ public protocol ArchiveSink: AnyObject {
     func discard()
 }
 
-/// Volumes as files `PATH.001`, `PATH.002`, …; each is synced when complete.
+/// Volumes as files `PATH.001`, `PATH.002`, …; each is written as `.PATH.001.tmp-PID` and synced
+/// and renamed into place when complete, so a volume under its final name is always whole.
 public final class VolumeFileSink: ArchiveSink {
     public let basePath: String
     let force: Bool
     private var file: File?
+    /// The volume being written, under its temporary name.
+    private var temporaryPath: String?
     public private(set) var volumeNames: [String] = []
 
     public init(basePath: String, force: Bool) throws(CairnError) {
@@ -32,6 +35,11 @@ public final class VolumeFileSink: ArchiveSink {
         }
         if !force && FileSystem.exists(Self.path(basePath, 1)) {
             throw CairnError(.exists, "\(Self.path(basePath, 1)) exists; pass --force to overwrite it")
+        }
+        // Unfinished volumes of this base path that a killed write left behind.
+        let base = FileSystem.baseName(basePath)
+        DeadProcessFiles.sweep(directory) { name in
+            DeadProcessFiles.pid(inTemporaryNameOf: base + ".", name)
         }
     }
 
@@ -45,7 +53,9 @@ public final class VolumeFileSink: ArchiveSink {
         if !force && FileSystem.exists(path) {
             throw CairnError(.exists, "\(path) exists; pass --force to overwrite it")
         }
-        file = try File.open(path, .createOrTruncate)
+        let temporary = FileSystem.temporaryName(for: path)
+        file = try File.open(temporary, .createOrTruncate)
+        temporaryPath = temporary
         volumeNames.append(path)
     }
 
@@ -54,12 +64,18 @@ public final class VolumeFileSink: ArchiveSink {
     }
 
     public func endVolume() throws(CairnError) {
-        try file?.sync()
-        file = nil
+        guard let file, let temporaryPath, let path = volumeNames.last else { return }
+        try file.sync()
+        self.file = nil
+        try FileSystem.rename(temporaryPath, to: path)
+        self.temporaryPath = nil
+        try FileSystem.syncDirectory(FileSystem.directoryName(path))
     }
 
     public func discard() {
         file = nil
+        if let temporaryPath { try? FileSystem.remove(temporaryPath) }
+        temporaryPath = nil
         for name in volumeNames { try? FileSystem.remove(name) }
     }
 }

@@ -98,6 +98,16 @@ public final class ArchiveWriter {
             var lastProgress = 0.0
             let zero = ZeroBlock.digest
             for (manifest, _) in manifests {
+                // Settings files first: a few chunks, so a partial volume set still has them.
+                for file in manifest.settings ?? [] {
+                    for digest in file.chunkDigests where !written.contains(digest) {
+                        let record = try reader.readStored(digest, members: &members)
+                        for member in members { try written.insert(member.digest, mask: 1) }
+                        try blocks.appendRecord(.chunk, parts: [record], chunks: members.count)
+                        chunks += members.count
+                        chunkRecords += 1
+                    }
+                }
                 for disk in manifest.disks {
                     let walk = DiskWalk(
                         store: repository.store, root: disk.rootDigest!, depth: disk.depth, blockCount: disk.blockCount,
@@ -134,6 +144,9 @@ public final class ArchiveWriter {
             try blocks.finish()
         } catch {
             sink.discard()
+            if error.code == .interrupted {
+                throw Cancellation.interrupted("no archive written (its unfinished volumes were removed)")
+            }
             throw error
         }
         let result = ArchiveWriteResult(

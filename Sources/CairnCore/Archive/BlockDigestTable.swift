@@ -24,7 +24,11 @@ final class BlockDigestTable: @unchecked Sendable {
     init(directory: String, runLimit: Int = 1 << 20) {
         self.directory = directory
         self.runLimit = max(1, runLimit)
+        // Runs that a killed archive restore left beside its output.
+        DeadProcessFiles.sweep(directory) { DeadProcessFiles.pid(in: $0, after: Self.filePrefix) }
     }
+
+    static let filePrefix = ".cairn-restore-"
 
     deinit { close() }
 
@@ -46,7 +50,7 @@ final class BlockDigestTable: @unchecked Sendable {
     }
 
     private func temporaryPath() -> String {
-        "\(directory)/.cairn-restore-\(getpid())-\(runs.count)-\(UInt32.random(in: 0...UInt32.max)).tmp"
+        "\(directory)/\(Self.filePrefix)\(getpid())-\(runs.count)-\(UInt32.random(in: 0...UInt32.max)).tmp"
     }
 
     private func spill() throws(CairnError) {

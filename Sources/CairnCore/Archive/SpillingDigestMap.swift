@@ -66,7 +66,11 @@ final class SpillingDigestMap {
     init(directory: String, memoryLimit: Int = SpillingDigestMap.defaultMemoryLimit) {
         self.directory = directory
         self.memoryLimit = max(1, memoryLimit)
+        // Runs that a killed archive write or verify left behind.
+        DeadProcessFiles.sweep(directory) { DeadProcessFiles.pid(in: $0, after: Self.filePrefix) }
     }
+
+    static let filePrefix = ".cairn-digests-"
 
     /// True if `digest` is present and not taken.
     func contains(_ digest: ChunkDigest) -> Bool {
@@ -143,7 +147,7 @@ final class SpillingDigestMap {
     private func spill() throws(CairnError) {
         let entries = memory.sorted { $0.key < $1.key }
         memory.removeAll(keepingCapacity: true)
-        let path = "\(directory)/.cairn-digests-\(getpid())-\(runs.count)-\(UInt32.random(in: 0...UInt32.max)).tmp"
+        let path = "\(directory)/\(Self.filePrefix)\(getpid())-\(runs.count)-\(UInt32.random(in: 0...UInt32.max)).tmp"
         do {
             try DigestRunFile.write(entries.lazy.map { ($0.key, $0.value) }, to: path)
             runs.append(try Run(path: path))

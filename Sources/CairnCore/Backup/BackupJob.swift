@@ -42,6 +42,8 @@ public final class BackupJob {
     public let group: String
     public let sources: [BackupSource]
     public var lockWait: Double?
+    /// Settings files (domain XML, `.vmx`) to keep with the restore point.
+    public var settingsFiles: [String] = []
     public var progress: (@Sendable (BackupProgress) -> Void)?
     public static let toolVersion = "cairn 0.1.0"
 
@@ -59,6 +61,15 @@ public final class BackupJob {
             throw CairnError(
                 .usage, "two images are both named \(source.diskName): a restore point needs distinct disk names")
         }
+        guard settingsFiles.count <= SettingsFile.maxFiles else {
+            throw CairnError(.usage, "at most \(SettingsFile.maxFiles) settings files go with one restore point")
+        }
+        var settingsNames = Set<String>()
+        for path in settingsFiles where !settingsNames.insert(FileSystem.baseName(path)).inserted {
+            throw CairnError(
+                .usage,
+                "two settings files are both named \(FileSystem.baseName(path)): a restore point needs distinct names")
+        }
         let clock = Stopwatch()
         let repoLock = try RepositoryLock.acquire(
             path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
@@ -71,6 +82,9 @@ public final class BackupJob {
             _ = repoLock
         }
         repository.removeLeftovers()
+        // Another backup may have committed while this one waited for the lock: see its chunks
+        // (below, its restore point also becomes the base), so nothing it stored is stored again.
+        try repository.store.reloadSegments()
 
         // Open every image before storing anything: a bad image fails the run with nothing written.
         var images: [(BackupSource, any DiskImage)] = []
@@ -82,9 +96,8 @@ public final class BackupJob {
         let catalog = repository.catalog
         let previousID = try catalog.points(in: group).last
         let previous = try previousID.map { id throws(CairnError) in try catalog.manifest(id) }
-        var time = Timestamp.now()
-        if let previousID, previousID.time >= time { time = Timestamp(seconds: previousID.time.seconds + 1) }
-        let id = RestorePointID(group: group, time: time)
+        let id = try RestorePointID.next(in: group, after: previousID)
+        let time = id.time
 
         let store = repository.store
         let storedBefore = store.storedBytesWritten
@@ -93,7 +106,9 @@ public final class BackupJob {
         var warning: String?
         var bytesRead: UInt64 = 0
         var bytesNew: UInt64 = 0
+        var settings: [SettingsFile] = []
         do {
+            for path in settingsFiles { settings.append(try SettingsFile.store(path: path, store: store)) }
             for (source, image) in images {
                 var base: Manifest.DiskEntry?
                 if let previous, previous.blockSize == repository.config.blockSize {
@@ -107,6 +122,8 @@ public final class BackupJob {
                 bytesNew += pass.bytesNew
             }
             try store.commit()
+        } catch  where error.code == .interrupted {
+            throw Self.keepStoredWork(store, stored: store.storedBytesWritten - storedBefore)
         } catch {
             store.abandon()
             throw error
@@ -118,7 +135,7 @@ public final class BackupJob {
             stats: .init(
                 bytesRead: bytesRead, bytesNew: bytesNew, bytesStored: store.storedBytesWritten - storedBefore,
                 chunksNew: store.chunksWritten - chunksBefore, seconds: clock.elapsed),
-            previous: previousID?.description)
+            previous: previousID?.description, settings: settings.isEmpty ? nil : settings)
         try catalog.write(manifest, id: id)
         // Housekeeping once the restore point is safe: merge index segments if no other cairn
         // process is using the repository. A failure here costs nothing but speed.
@@ -130,5 +147,21 @@ public final class BackupJob {
             }
         }
         return BackupResult(id: id, manifest: manifest, warning: warning)
+    }
+
+    /// After SIGINT/SIGTERM: makes the chunks stored so far durable and indexed (packs synced,
+    /// then a segment naming them, as every commit does), so the next backup finds them instead
+    /// of storing them again. No restore point names them; gc reclaims them if none ever does.
+    private static func keepStoredWork(_ store: ChunkStore, stored: UInt64) -> CairnError {
+        do {
+            try store.commit()
+        } catch {
+            store.abandon()
+            return Cancellation.interrupted("nothing committed (what was stored could not be kept: \(error))")
+        }
+        guard stored > 0 else { return Cancellation.interrupted("nothing committed") }
+        return Cancellation.interrupted(
+            "nothing committed (no restore point; the \(Units.formatBytes(stored)) stored so far is kept, so the next backup does not store it again)"
+        )
     }
 }

@@ -71,6 +71,7 @@ final class DiskBackup: @unchecked Sendable {
                 var next: UInt64 = 0
                 var sequence = 0
                 while next < blockCount {
+                    try Cancellation.check()
                     guard let batch = free.pop() else { return }
                     try fill(batch, from: next, previous: previous)
                     batch.sequence = sequence
@@ -111,6 +112,7 @@ final class DiskBackup: @unchecked Sendable {
             while let batch = toWrite.pop(sequence: sequence) {
                 if batch === BlockBatch.endMarker { break }
                 do throws(CairnError) {
+                    try Cancellation.check()
                     try write(batch, into: tree)
                 } catch {
                     stopAll(error)

@@ -19,6 +19,8 @@ public struct Manifest: Codable, Sendable, Equatable {
     /// The restore point whose index the backup walked beside; informational only: this restore
     /// point does not depend on it.
     public var previous: String?
+    /// The VM's settings files kept with the restore point (absent when none were given).
+    public var settings: [SettingsFile]?
 
     public struct DiskEntry: Codable, Sendable, Equatable {
         /// The image's file name.

@@ -162,7 +162,7 @@ public final class ChunkReader {
     /// Reads, checks and decompresses one chunk. The bytes are valid until the next call.
     func read(_ digest: ChunkDigest) throws(CairnError) -> UnsafeRawBufferPointer {
         guard let location = store.lookup(digest) else {
-            throw CairnError(.damaged, "chunk \(digest) is missing from the repository")
+            throw store.missingChunk(digest)
         }
         return try read(digest, at: location)
     }

@@ -6,7 +6,7 @@ extension ChunkReader {
     /// record, or every member of a frame). Valid until the next read.
     func readStored(_ digest: ChunkDigest, members: inout [FrameMember]) throws(CairnError) -> UnsafeRawBufferPointer {
         guard let location = store.lookup(digest) else {
-            throw CairnError(.damaged, "chunk \(digest) is missing from the repository")
+            throw store.missingChunk(digest)
         }
         let stored = Int(location.storedLength)
         let pack = try store.packReader(location.pack)

@@ -18,6 +18,9 @@ public final class ChunkStore: @unchecked Sendable {
 
     /// Segments of the chunk index, newest last.
     private let segments: Mutex<[IndexSegment]>
+    /// Segment files that failed their header checks when the index was loaded. Their chunks
+    /// count as absent (a backup stores them again); commands report them and gc refuses to run.
+    private let damaged: Mutex<[DamagedSegment]>
     /// Chunks written by this process and not yet in a segment (bounded by `flushThreshold`).
     private let pending = Mutex<[ChunkDigest: ChunkLocation]>([:])
     let packReaders = Mutex<[PackID: PackReader]>([:])
@@ -46,28 +49,51 @@ public final class ChunkStore: @unchecked Sendable {
         self.blockSize = blockSize
         self.compressionLevel = compressionLevel
         self.packTargetSize = packTargetSize
-        var loaded: [IndexSegment] = []
+        var loaded = (segments: [IndexSegment](), damaged: [DamagedSegment]())
         if loadIndex { loaded = try Self.loadSegments(root: root) }
-        segments = Mutex(loaded)
+        segments = Mutex(loaded.segments)
+        damaged = Mutex(loaded.damaged)
         distrusted = DamagedChunkList.load(root: root).locations
     }
 
-    static func loadSegments(root: String) throws(CairnError) -> [IndexSegment] {
+    /// Opens every segment file. A segment that fails its checks is set aside rather than thrown,
+    /// so one flipped bit cannot take the whole repository offline; an unknown format version or
+    /// an I/O error still stops the open.
+    static func loadSegments(root: String) throws(CairnError) -> (segments: [IndexSegment], damaged: [DamagedSegment]) {
         var loaded: [IndexSegment] = []
+        var damaged: [DamagedSegment] = []
         for name in try FileSystem.list("\(root)/index") where name.hasSuffix(".idx") && !name.hasPrefix(".") {
-            loaded.append(try IndexSegment(path: "\(root)/index/\(name)"))
+            do {
+                loaded.append(try IndexSegment(path: "\(root)/index/\(name)"))
+            } catch  where error.code == .damaged {
+                damaged.append(DamagedSegment(name: name, error: error))
+            }
         }
-        return loaded
+        return (loaded, damaged)
     }
 
     /// Replaces this process's view of the index with what is on disk now.
     func reloadSegments() throws(CairnError) {
         let loaded = try Self.loadSegments(root: root)
-        segments.withLock { $0 = loaded }
+        segments.withLock { $0 = loaded.segments }
+        damaged.withLock { $0 = loaded.damaged }
     }
 
     public var segmentNames: [String] { segments.withLock { $0.map(\.name) } }
     public var indexSegments: [IndexSegment] { segments.withLock { $0 } }
+    /// Segment files that could not be opened; empty in a healthy repository.
+    public var damagedSegments: [DamagedSegment] { damaged.withLock { $0 } }
+
+    /// Throws if any segment is damaged: for operations that must see the whole index (gc would
+    /// take the packs only a damaged segment names for unreferenced ones).
+    public func requireWholeIndex(for operation: String) throws(CairnError) {
+        guard let first = damagedSegments.first else { return }
+        let count = damagedSegments.count
+        throw CairnError(
+            .damaged,
+            "cannot \(operation): chunk index segment \(first.name)\(count > 1 ? " and \(count - 1) more" : "") is damaged and \(operation) needs the whole index; run `cairn rebuild-index` first"
+        )
+    }
 
     // MARK: Lookups (any thread)
 
@@ -79,6 +105,17 @@ public final class ChunkStore: @unchecked Sendable {
             }
             return nil
         }
+    }
+
+    /// The error for a chunk the index does not find; names a damaged segment that may be why.
+    func missingChunk(_ digest: ChunkDigest) -> CairnError {
+        guard let segment = damagedSegments.first else {
+            return CairnError(.damaged, "chunk \(digest) is missing from the repository")
+        }
+        return CairnError(
+            .damaged,
+            "chunk \(digest) is missing from the chunk index, whose segment \(segment.name) is damaged: run `cairn rebuild-index`, then try again"
+        )
     }
 
     /// True if the store holds an intact copy of the chunk as far as it knows: a chunk whose only
@@ -213,6 +250,18 @@ public final class ChunkStore: @unchecked Sendable {
         let random = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         return String(repeating: "0", count: 16 - time.count) + time + "-"
             + String(repeating: "0", count: 8 - random.count) + random + ".idx"
+    }
+}
+
+/// A chunk index segment file that failed its checks when the index was loaded.
+public struct DamagedSegment: Sendable, Equatable {
+    /// The file name in `index/`.
+    public var name: String
+    public var error: CairnError
+
+    /// One line for a person: what is wrong and what to do.
+    public var warning: String {
+        "\(error.message); until then, chunks only it names count as missing (a backup stores them again)"
     }
 }
 

@@ -67,25 +67,30 @@ public final class IndexSegment: @unchecked Sendable {
             )
         }
         let stride = version == 1 ? 48 : Self.entrySize
-        let packCount = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+        let packCount = UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
         let entries = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
-        let expected = UInt64(fixed) + UInt64(packCount) * 16 + entries * UInt64(stride)
-        guard entries < UInt64(Int.max / stride), expected == UInt64(bytes.count) else {
+        // Both counts come from disk: bound each by the bytes there are before multiplying, so a
+        // flipped bit is reported as damage instead of overflowing.
+        let variable = UInt64(bytes.count - fixed)
+        let fits =
+            packCount <= variable / 16 && entries <= (variable - packCount * 16) / UInt64(stride)
+            && packCount * 16 + entries * UInt64(stride) == variable
+        guard fits else {
             throw CairnError(
                 .damaged,
-                "chunk index segment \(path) is \(bytes.count) bytes, but its header describes \(expected): it is damaged (rebuild the index with `cairn rebuild-index`)"
+                "chunk index segment \(path) is damaged: its header lists \(packCount) packs and \(entries) entries, which do not fit its \(bytes.count) bytes (rebuild the index with `cairn rebuild-index`)"
             )
         }
         var packs: [PackID] = []
-        packs.reserveCapacity(packCount)
-        for i in 0..<packCount {
+        packs.reserveCapacity(Int(packCount))
+        for i in 0..<Int(packCount) {
             let at = Self.headerSize + i * 16
             packs.append(PackID(bytes: Array(bytes[at..<at + 16])))
         }
         self.packs = packs
         entryCount = Int(entries)
         entryStride = stride
-        fanoutOffset = Self.headerSize + packCount * 16
+        fanoutOffset = Self.headerSize + Int(packCount) * 16
         entriesOffset = fanoutOffset + Self.fanoutSize
     }
 

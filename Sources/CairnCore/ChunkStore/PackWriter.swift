@@ -20,7 +20,14 @@ final class PackWriter {
         header.append(PackFormat.headerMagic)
         header.append(id.bytes)
         header.zeros(8)
-        try file.write(header.bytes, at: 0)
+        do {
+            try file.write(header.bytes, at: 0)
+        } catch {
+            // On a full disk the file is created (an inode) but its header is not: the store never
+            // learns of this writer, so remove the file here.
+            try? FileSystem.remove(temporaryPath)
+            throw error
+        }
         size = UInt64(PackFormat.headerSize)
     }
 

@@ -69,6 +69,11 @@ public final class GarbageCollector {
             )
         }
         defer { _ = lock }
+        // The index as it is now that no one else writes: a backup that held the repository
+        // while gc waited for it has committed segments this process has not seen, and their
+        // packs would look like orphans.
+        try store.reloadSegments()
+        try store.requireWholeIndex(for: "gc")
         if let raw = ProcessInfo.processInfo.environment["CAIRN_TEST_GC_PAUSE"], let pause = Double(raw) {
             // Test hook: hold the lock for a while so tests can race a backup against gc.
             usleep(UInt32(pause * 1e6))
@@ -94,6 +99,7 @@ public final class GarbageCollector {
         let estimate = segments.reduce(0) { $0 + $1.entryCount }
         let passes = max(1, (estimate + maxLivePerPass - 1) / maxLivePerPass)
         for slice in DigestSlice.whole.split(passes) {
+            try Cancellation.check("nothing freed")
             let live = try markLive(in: slice, manifests: manifests)
             report.chunksLive += live.count
             var unresolved = live
@@ -134,7 +140,12 @@ public final class GarbageCollector {
             newSegments.append(name)
             entries.removeAll(keepingCapacity: true)
         }
+        let stopped = "nothing freed (the repository is intact: run cairn gc again)"
+        // A failed or stopped run removes the temporary packs it was writing.
+        var packsCommitted = false
+        defer { if !packsCommitted { rewriter.abandon() } }
         for pack in onDisk {
+            try Cancellation.check(stopped)
             guard indexed.contains(pack) else {
                 toDelete.append(pack)
                 report.orphanPacksDeleted += 1
@@ -189,9 +200,11 @@ public final class GarbageCollector {
             if changesIndex {
                 // 1, 2. New packs durable and in place, then the new index, durable, before
                 // anything it replaces goes.
+                try Cancellation.check(stopped)
                 try flushEntries()
                 try rewriter.commit()
-                // 3. Old segments.
+                packsCommitted = true
+                // 3. Old segments (from here on gc finishes: a stop would only leave more to do).
                 let kept = Set(newSegments)
                 for segment in segments where !kept.contains(segment.name) { try FileSystem.remove(segment.path) }
                 try FileSystem.syncDirectory("\(repository.path)/index")
@@ -213,6 +226,7 @@ public final class GarbageCollector {
             } else {
                 try rewriter.commit()
             }
+            packsCommitted = true
             report.segmentsAfter = store.indexSegments.count
             try pruneDamagedList()
             report.bytesAfter = try measure()
@@ -237,6 +251,9 @@ public final class GarbageCollector {
         var live = Set<ChunkDigest>()
         let zero = ZeroBlock.digest
         for (id, manifest) in manifests {
+            for file in manifest.settings ?? [] {
+                for digest in file.chunkDigests where slice.contains(digest) { live.insert(digest) }
+            }
             for disk in manifest.disks {
                 do throws(CairnError) {
                     guard let root = disk.rootDigest else { throw CairnError(.damaged, "malformed root digest") }
@@ -413,6 +430,14 @@ struct PackRewriter {
         return out
     }
 
+    /// Removes the temporary packs of a failed or stopped run.
+    mutating func abandon() {
+        current?.abandon()
+        current = nil
+        for pack in written { pack.abandon() }
+        written.removeAll()
+    }
+
     /// Makes the new packs durable and visible under their names (no segment names them yet).
     mutating func commit() throws(CairnError) {
         if let pack = current {
@@ -421,7 +446,7 @@ struct PackRewriter {
             packsWritten += 1
             current = nil
         }
-        defer { written.removeAll() }
+        // On failure `written` is kept, so that `abandon()` removes the temporary packs.
         guard !written.isEmpty else { return }
         try store.syncFilesystem()
         var directories = Set<String>()
@@ -431,5 +456,6 @@ struct PackRewriter {
         }
         for directory in directories.sorted() { try FileSystem.syncDirectory(directory) }
         try FileSystem.syncDirectory("\(store.root)/packs")
+        written.removeAll()
     }
 }

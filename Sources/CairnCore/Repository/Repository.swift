@@ -6,6 +6,8 @@ import Foundation
 public final class Repository: @unchecked Sendable {
     public let path: String
     public let config: RepositoryConfig
+    /// Whether `config` and its copy agree; commands warn when they do not, verify reports it.
+    public let configHealth: ConfigHealth
     public let store: ChunkStore
     public let catalog: Catalog
 
@@ -38,8 +40,7 @@ public final class Repository: @unchecked Sendable {
             try FileSystem.createDirectories("\(path)/\(sub)")
         }
         let config = RepositoryConfig.new(blockSize: blockSize, compressionLevel: compressionLevel)
-        try FileSystem.writeAtomically(
-            Array(try JSONCoding.encode(config, pretty: true).utf8) + [10], to: "\(path)/config")
+        try config.write(repository: path)
         try FileSystem.syncDirectory(parent)
         return config
     }
@@ -54,36 +55,74 @@ public final class Repository: @unchecked Sendable {
         if access("\(path)/config", R_OK) != 0 && errno == EACCES {
             throw CairnError(.repository, "cannot read repository \(path): permission denied")
         }
-        guard FileSystem.isDirectory(path), FileSystem.exists("\(path)/config") else {
+        let hasConfig = FileSystem.exists("\(path)/config") || FileSystem.exists("\(path)/\(RepositoryConfig.copyName)")
+        guard FileSystem.isDirectory(path), hasConfig else {
             throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
         }
-        let bytes = try FileSystem.readAll("\(path)/config", limit: 1 << 20)
-        struct VersionProbe: Decodable {
-            var format: String?
-            var version: Int?
-        }
-        let probe = try? JSONDecoder().decode(VersionProbe.self, from: Data(bytes))
-        guard let probe, probe.format == RepositoryConfig.formatName, let version = probe.version else {
-            throw CairnError(.repository, "\(path) is not a Cairn repository (its config file is not a Cairn config)")
-        }
-        guard version == RepositoryConfig.currentVersion else {
-            throw CairnError(
-                .repository,
-                "repository \(path) has format version \(version); this Cairn reads version \(RepositoryConfig.currentVersion) (use a Cairn that knows version \(version))"
-            )
-        }
-        let config: RepositoryConfig
-        do {
-            config = try JSONDecoder().decode(RepositoryConfig.self, from: Data(bytes))
-        } catch {
-            throw CairnError(.repository, "the config file of repository \(path) is damaged", cause: "\(error)")
-        }
-        try RepositoryConfig.validate(blockSize: config.blockSize)
-        self.config = config
+        (config, configHealth) = try Self.readConfig(path)
         store = try ChunkStore(
             root: path, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),
             packTargetSize: UInt64(config.packSize), loadIndex: loadIndex)
         catalog = Catalog(root: "\(path)/points")
+    }
+
+    /// Reads `config`, falling back to its copy when `config` is damaged (never when it is of
+    /// an unknown version: a newer Cairn wrote it, and the copy may be older).
+    static func readConfig(_ path: String) throws(CairnError) -> (RepositoryConfig, ConfigHealth) {
+        let copyPath = "\(path)/\(RepositoryConfig.copyName)"
+        var health = ConfigHealth()
+        let copy: RepositoryConfig?
+        var copyError: CairnError?
+        if FileSystem.exists(copyPath) {
+            do throws(CairnError) {
+                copy = try RepositoryConfig.read(file: copyPath)
+            } catch {
+                copy = nil
+                copyError = error
+            }
+        } else {
+            copy = nil
+        }
+        let primary: RepositoryConfig
+        do throws(CairnError) {
+            guard FileSystem.exists("\(path)/config") else {
+                throw CairnError(.damaged, "the repository config \(path)/config is missing")
+            }
+            primary = try RepositoryConfig.read(file: "\(path)/config")
+        } catch  where error.code == .damaged {
+            guard let copy else {
+                let also = copyError.map { " Its copy is damaged too: \($0.message)." } ?? ""
+                throw CairnError(
+                    .damaged,
+                    "\(error.message).\(also) The block size and compression of the repository are unknown without it: put back a config from a backup of the repository"
+                )
+            }
+            health.primaryDamage = error.message
+            return (copy, health)
+        }
+        if primary.checksum == nil {
+            if let copy, copy.checksum != nil {
+                // A damaged key can hide the checksum itself; the copy says there was one.
+                health.primaryDamage =
+                    "the repository config \(path)/config is damaged: it has no checksum, and its copy has one"
+                return (copy, health)
+            }
+            if copy == nil && copyError == nil {
+                health.unsealed = true
+                return (primary, health)
+            }
+        }
+        if let copyError {
+            health.copyProblem = copyError.message
+        } else if let copy {
+            // Both checksums were proved, so equal checksums mean equal bytes.
+            if copy.checksum != primary.checksum || !copy.sameSettings(as: primary) {
+                health.copyProblem = "the repository config's copy \(copyPath) differs from the config"
+            }
+        } else {
+            health.copyProblem = "the repository config's copy \(copyPath) is missing"
+        }
+        return (primary, health)
     }
 
     /// Removes files that interrupted runs left behind (`.NAME.tmp-PID` whose process is gone, or
@@ -133,8 +172,31 @@ public enum JSONCoding {
     public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8], what: String) throws(CairnError) -> T {
         do {
             return try JSONDecoder().decode(type, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw CairnError(.damaged, "\(what) is damaged: \(describe(error))")
         } catch {
-            throw CairnError(.damaged, "\(what) is not valid", cause: "\(error)")
+            throw CairnError(.damaged, "\(what) is damaged: it is not valid JSON")
+        }
+    }
+
+    /// What a decoding failure means, in words (Foundation's own description names Swift types
+    /// and coding paths).
+    static func describe(_ error: DecodingError) -> String {
+        func field(_ path: [any CodingKey], _ last: (any CodingKey)? = nil) -> String {
+            let keys = (path + (last.map { [$0] } ?? [])).map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+            return "field \"" + keys.joined(separator: ".").replacingOccurrences(of: ".[", with: "[") + "\""
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return "\(field(context.codingPath, key)) is missing"
+        case .typeMismatch(let type, let context):
+            return "\(field(context.codingPath)) is not \(type == String.self ? "a string" : "a \(type)")"
+        case .valueNotFound(_, let context):
+            return "\(field(context.codingPath)) is null"
+        case .dataCorrupted(let context):
+            return context.codingPath.isEmpty ? "it is not valid JSON" : "\(field(context.codingPath)) is not valid"
+        @unknown default:
+            return "it cannot be read"
         }
     }
 }

@@ -15,6 +15,9 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
     /// Packs are closed once they reach this many bytes.
     public var packSize: Int
     public var created: String
+    /// `sha256:HEX` of the file's bytes with this field's HEX as zeros; absent in configs
+    /// written before it existed (`RepositoryConfig+File.swift`).
+    public var checksum: String?
 
     public static let currentVersion = 1
     public static let formatName = "cairn-repository"
@@ -33,8 +36,17 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
             created: Timestamp.now().description)
     }
 
+    /// Equal but for the checksum.
+    func sameSettings(as other: RepositoryConfig) -> Bool {
+        var a = self
+        var b = other
+        a.checksum = nil
+        b.checksum = nil
+        return a == b
+    }
+
     public static func validate(blockSize: Int) throws(CairnError) {
-        guard blockSizeRange.contains(blockSize), blockSize & (blockSize - 1) == 0 else {
+        guard blockSizeRange.contains(blockSize), blockSize.nonzeroBitCount == 1 else {
             throw CairnError(.usage, "block size \(blockSize) is not a power of two from 4 KiB to 4 MiB")
         }
     }

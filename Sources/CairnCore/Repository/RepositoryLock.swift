@@ -48,6 +48,7 @@ public final class RepositoryLock {
                     .busy,
                     "\(what) is locked by \(holder)\(waited); wait for it to finish or pass --lock-wait DURATION")
             }
+            try Cancellation.check("nothing done (while waiting for \(what))")
             usleep(100_000)
         }
     }

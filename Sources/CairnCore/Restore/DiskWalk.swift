@@ -27,6 +27,7 @@ final class DiskWalk: @unchecked Sendable {
         let reader = try makeReader()
         var index: UInt64 = 0
         while let digest = try reader.next() {
+            if index & 1023 == 0 { try Cancellation.check() }
             try body(index, digest)
             index += 1
         }
@@ -95,7 +96,7 @@ final class DiskWalk: @unchecked Sendable {
                                 }
                                 do throws(CairnError) {
                                     guard let location = store.lookup(digest) else {
-                                        throw CairnError(.damaged, "chunk \(digest) is missing from the repository")
+                                        throw store.missingChunk(digest)
                                     }
                                     // Reading another record reuses the buffer the run points into.
                                     if !reader.holdsFrame(of: location) { try flush() }
@@ -147,6 +148,7 @@ final class DiskWalk: @unchecked Sendable {
             var next: UInt64 = 0
             var lastProgress = 0.0
             outer: while next < blockCount {
+                try Cancellation.check("restore incomplete")
                 guard let batch = free.pop() else { break }
                 batch.first = next
                 batch.count = 0

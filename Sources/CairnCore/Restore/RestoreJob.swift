@@ -91,10 +91,21 @@ public final class RestoreJob {
                 into: target, allowDamaged: request.allowDamaged, progress: progress, clock: clock)
             try target.finish()
             return RestoreResult(disk: disk, bytesWritten: written, seconds: clock.elapsed, damaged: damaged)
+        } catch  where error.code == .interrupted {
+            target.discard()
+            throw Self.interrupted(destination: request.destination)
         } catch {
             target.discard()
             throw error
         }
+    }
+
+    /// What a restore stopped by a signal says, once its output is discarded.
+    static func interrupted(destination: String) -> CairnError {
+        Cancellation.interrupted(
+            FileSystem.exists(destination)
+                ? "restore incomplete: \(destination) holds only part of the disk"
+                : "restore incomplete (the unfinished \(destination) was removed)")
     }
 
     static func selectDisk(_ manifest: Manifest, _ name: String?) throws(CairnError) -> Manifest.DiskEntry {

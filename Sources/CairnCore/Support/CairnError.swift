@@ -1,5 +1,9 @@
 import SystemPackage
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Every failure Cairn reports: a stable code, one line a person can act on, and the cause.
 ///
 /// The code decides the process exit status (see README, "Exit codes"), so scripts can tell
@@ -24,6 +28,8 @@ public struct CairnError: Error, CustomStringConvertible, Sendable, Equatable {
         case io
         /// An archive volume or stream is malformed, truncated or out of order.
         case badArchive
+        /// SIGINT or SIGTERM stopped the command before it finished (see `Cancellation`).
+        case interrupted
     }
 
     public var code: Code
@@ -54,6 +60,7 @@ public struct CairnError: Error, CustomStringConvertible, Sendable, Equatable {
         case .exists: return 8
         case .io: return 9
         case .badArchive: return 10
+        case .interrupted: return 128 + (Cancellation.signal ?? SIGINT)
         }
     }
 

@@ -58,6 +58,7 @@ public final class RepositoryVerifier {
             report.digestRange = slice.description
         }
 
+        checkConfig()
         checkSegments()
         let packs = try checkPacks()
         var manifests: [(RestorePointID, Manifest)] = []
@@ -88,9 +89,10 @@ public final class RepositoryVerifier {
         if !damaged.isEmpty {
             try nameDamage(allPoints: allPoints)
         }
-        try finish(selected: selected)
+        try Cancellation.check("nothing recorded")
+        finish(selected: selected)
         if samplePercent != nil {
-            try SamplePosition.save(slice.end, root: repository.path)
+            recording { () throws(CairnError) in try SamplePosition.save(slice.end, root: repository.path) }
         }
         report.seconds = clock.elapsed
         return report
@@ -98,7 +100,20 @@ public final class RepositoryVerifier {
 
     // MARK: Metadata
 
+    /// The config and its copy: damage to either is a problem (repairable with `cairn repair`);
+    /// a config from before copies existed only a warning.
+    private func checkConfig() {
+        let health = repository.configHealth
+        if let damage = health.primaryDamage { report.problems.append(damage) }
+        if let problem = health.copyProblem { report.problems.append(problem) }
+        if health.unsealed, let warning = health.warning { report.warnings.append(warning) }
+    }
+
     private func checkSegments() {
+        for segment in store.damagedSegments {
+            report.problems.append(segment.error.message)
+            report.segmentsChecked += 1
+        }
         for segment in store.indexSegments {
             do throws(CairnError) {
                 try segment.checkIntegrity()
@@ -158,6 +173,9 @@ public final class RepositoryVerifier {
         var pages = Set<ChunkDigest>()
         let zero = ZeroBlock.digest
         for (id, manifest) in manifests {
+            for file in manifest.settings ?? [] {
+                for digest in file.chunkDigests where slice.contains(digest) { marked.insert(digest) }
+            }
             for disk in manifest.disks {
                 var blocks = 0
                 walk(
@@ -206,6 +224,7 @@ public final class RepositoryVerifier {
         }
 
         let failures = runUnits(units, total: total)
+        try Cancellation.check("nothing recorded")
         for f in failures {
             let location = f.record.location(in: f.pack)
             let needed =
@@ -253,7 +272,7 @@ public final class RepositoryVerifier {
             var lastProgress = 0.0
             while true {
                 let i = next.increment() - 1
-                guard i < units.count else { break }
+                guard i < units.count, !Cancellation.isRequested else { break }
                 let unit = units[i]
                 for (record, check) in unit.records {
                     let location = record.location(in: unit.pack)
@@ -345,6 +364,9 @@ public final class RepositoryVerifier {
     }
 
     /// Finds every restore point, disk and offset that needs a damaged chunk.
+    /// How a settings file stands where a disk name would in `neededBy`.
+    static let settingsPrefix = "settings file "
+
     private func nameDamage(allPoints: [RestorePointID]) throws(CairnError) {
         var uses: [ChunkDigest: [String: VerifyReport.Use]] = [:]
         func note(_ digest: ChunkDigest, _ id: RestorePointID, _ disk: String, _ offset: UInt64) {
@@ -362,6 +384,11 @@ public final class RepositoryVerifier {
         let bs = UInt64(store.blockSize)
         for id in allPoints {
             guard let manifest = try? repository.catalog.manifest(id) else { continue }
+            for file in manifest.settings ?? [] {
+                for (k, digest) in file.chunkDigests.enumerated() where damaged[digest] != nil {
+                    note(digest, id, "\(Self.settingsPrefix)\(file.name)", UInt64(k) * bs)
+                }
+            }
             for disk in manifest.disks {
                 var block: UInt64 = 0
                 walk(
@@ -382,8 +409,9 @@ public final class RepositoryVerifier {
             }
             for use in neededBy {
                 if let id = RestorePointID(parsing: use.restorePoint) {
+                    let what = use.disk.hasPrefix(Self.settingsPrefix) ? use.disk : "disk \(use.disk)"
                     pointProblems[id, default: []].append(
-                        "disk \(use.disk) needs damaged chunk \(digest) at offset \(use.offsets.first ?? 0)\(use.offsets.count + use.moreOffsets > 1 ? " and \(use.offsets.count + use.moreOffsets - 1) more" : "")"
+                        "\(what) needs damaged chunk \(digest) at offset \(use.offsets.first ?? 0)\(use.offsets.count + use.moreOffsets > 1 ? " and \(use.offsets.count + use.moreOffsets - 1) more" : "")"
                     )
                 }
             }
@@ -396,7 +424,17 @@ public final class RepositoryVerifier {
 
     // MARK: Results
 
-    private func finish(selected: [RestorePointID]) throws(CairnError) {
+    /// Records one result; a failure (a full disk) is kept for the report instead of thrown, so
+    /// verify still prints and exits with its verdict (docs/INTEGRITY.md).
+    private func recording(_ body: () throws(CairnError) -> Void) {
+        do {
+            try body()
+        } catch {
+            if report.recordingFailure == nil { report.recordingFailure = error.description }
+        }
+    }
+
+    private func finish(selected: [RestorePointID]) {
         let now = Timestamp.now().description
         let selectedSet = Set(selected)
         for id in selected {
@@ -413,7 +451,7 @@ public final class RepositoryVerifier {
                 chunksChecked: blocks,
                 damagedChunks: problems.count, problems: Array(problems.prefix(20)))
             if repository.catalog.exists(id) {
-                try repository.catalog.recordVerification(record, of: id)
+                recording { () throws(CairnError) in try repository.catalog.recordVerification(record, of: id) }
             }
         }
         // Damage to points outside the selection still counts (the chunk is shared).
@@ -434,7 +472,7 @@ public final class RepositoryVerifier {
             }
         }
         if !list.entries.isEmpty || FileSystem.exists(DamagedChunkList.path(root: repository.path)) {
-            try list.save(root: repository.path)
+            recording { () throws(CairnError) in try list.save(root: repository.path) }
         }
         report.intact =
             report.problems.isEmpty && damaged.isEmpty && report.restorePoints.allSatisfy { $0.result == "intact" }

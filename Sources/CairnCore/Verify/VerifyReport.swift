@@ -25,6 +25,9 @@ public struct VerifyReport: Codable, Sendable {
     public var problems: [String] = []
     /// Damaged records no restore point checked needs (superseded copies, garbage): gc removes them.
     public var warnings: [String] = []
+    /// Why the result could not be recorded (`TIME.verify`, `verify/damaged.json`), e.g. a full
+    /// disk; absent when it was. The verdict above stands either way.
+    public var recordingFailure: String?
 
     public struct PointResult: Codable, Sendable {
         public var id: String

@@ -1,0 +1,34 @@
+/// `cairn repair`: writes again what a repository keeps twice, from the intact copy.
+///
+/// Today that is the config and `config.copy`; a config from before copies existed gets its
+/// checksum and copy. Derived data has its own command (`cairn rebuild-index`).
+extension Repository {
+    public struct RepairReport: Sendable, Codable, Equatable {
+        /// What was written, one line each; empty when nothing needed repair.
+        public var repaired: [String] = []
+    }
+
+    /// Needs the repository alone (the exclusive lock), as gc does: no reader then holds a config
+    /// half written.
+    public func repair(lockWait: Double?) throws(CairnError) -> RepairReport {
+        let lock = try RepositoryLock.acquire(
+            path: "\(path)/locks/repository.lock", kind: .exclusive, wait: lockWait, what: "repository \(path)",
+            purpose: "cairn repair")
+        defer { _ = lock }
+        var report = RepairReport()
+        let health = configHealth
+        guard !health.isHealthy else { return report }
+        var sealed = config
+        sealed.checksum = nil
+        try sealed.write(repository: path)
+        try FileSystem.syncDirectory(path)
+        if health.primaryDamage != nil {
+            report.repaired.append("config written again from \(RepositoryConfig.copyName)")
+        } else if health.unsealed {
+            report.repaired.append("config given a checksum and a copy (\(RepositoryConfig.copyName))")
+        } else {
+            report.repaired.append("\(RepositoryConfig.copyName) written again from config")
+        }
+        return report
+    }
+}

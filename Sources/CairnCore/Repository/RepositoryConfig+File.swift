@@ -1,0 +1,114 @@
+import Foundation
+
+/// The config on disk: `config` and its copy `config.copy`, each a JSON object carrying a
+/// checksum of its own bytes (docs/FORMAT.md, "config").
+///
+/// Everything in a repository depends on the config (the block size above all), so one flipped
+/// byte in it must not take the repository offline: the checksum tells damage from a value, and
+/// the copy, written beside it, stands in until `cairn repair` writes the damaged one again.
+/// The checksum is a JSON field rather than a trailer so that the file stays plain JSON.
+extension RepositoryConfig {
+    /// The copy's file name, beside `config`.
+    public static let copyName = "config.copy"
+    static let checksumPrefix = "sha256:"
+    /// What the checksum field holds while the checksum is computed.
+    static let checksumPlaceholder = checksumPrefix + String(repeating: "0", count: 64)
+
+    /// The file's bytes: pretty JSON, sorted keys, its checksum filled in.
+    func fileBytes() throws(CairnError) -> [UInt8] {
+        var unsealed = self
+        unsealed.checksum = Self.checksumPlaceholder
+        let text = try JSONCoding.encode(unsealed, pretty: true) + "\n"
+        let digest = SHA256Hasher().digest(Array(text.utf8))
+        return Array(
+            text.replacingOccurrences(of: Self.checksumPlaceholder, with: Self.checksumPrefix + digest.hex).utf8)
+    }
+
+    /// Writes `config` and then its copy, each durably and atomically.
+    func write(repository path: String) throws(CairnError) {
+        let bytes = try fileBytes()
+        try FileSystem.writeAtomically(bytes, to: "\(path)/config")
+        try FileSystem.writeAtomically(bytes, to: "\(path)/\(Self.copyName)")
+    }
+
+    /// Reads and checks one config file.
+    ///
+    /// Damage (bad JSON, a checksum that does not match, a missing field, an impossible value)
+    /// throws `.damaged`; a file that is not a Cairn config at all, or one of an unknown format
+    /// version, throws `.repository`. Every message names the file and the field.
+    static func read(file path: String) throws(CairnError) -> RepositoryConfig {
+        let bytes = try FileSystem.readAll(path, limit: 1 << 20)
+        let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
+        guard let object else {
+            throw CairnError(.damaged, "the repository config \(path) is damaged: it is not a JSON object")
+        }
+        if let sealed = object["checksum"] as? String {
+            guard sealed.hasPrefix(checksumPrefix), sealed.utf8.count == checksumPlaceholder.utf8.count,
+                let range = String(decoding: bytes, as: UTF8.self).range(of: sealed)
+            else {
+                throw CairnError(.damaged, "the repository config \(path) is damaged: its checksum field is malformed")
+            }
+            var text = String(decoding: bytes, as: UTF8.self)
+            text.replaceSubrange(range, with: checksumPlaceholder)
+            let actual = checksumPrefix + SHA256Hasher().digest(Array(text.utf8)).hex
+            guard actual == sealed else {
+                throw CairnError(.damaged, "the repository config \(path) is damaged: its checksum does not match")
+            }
+        }
+        guard object["format"] as? String == formatName else {
+            // No checksum vouches for it: a stray JSON file, or a config damaged where it says what it is.
+            let code: CairnError.Code = object["checksum"] == nil ? .repository : .damaged
+            throw CairnError(
+                code,
+                "\(FileSystem.directoryName(path)) is not a Cairn repository (its config file is not a Cairn config)")
+        }
+        guard let version = object["version"] as? Int else {
+            throw CairnError(.damaged, "the repository config \(path) is damaged: it has no format version")
+        }
+        guard version == currentVersion else {
+            throw CairnError(
+                .repository,
+                "repository \(FileSystem.directoryName(path)) has format version \(version); this Cairn reads version \(currentVersion) (use a Cairn that knows version \(version))"
+            )
+        }
+        let config = try JSONCoding.decode(RepositoryConfig.self, from: bytes, what: "the repository config \(path)")
+        do throws(CairnError) {
+            try validate(blockSize: config.blockSize)
+        } catch {
+            throw CairnError(.damaged, "the repository config \(path) is damaged: its \(error.message)")
+        }
+        guard config.packSize > 0, (1...19).contains(config.compressionLevel), config.compression == "zstd" else {
+            throw CairnError(
+                .damaged,
+                "the repository config \(path) is damaged: compression \(config.compression) level \(config.compressionLevel), pack size \(config.packSize) are not values Cairn writes"
+            )
+        }
+        return config
+    }
+}
+
+/// Which config file a repository was opened with, and what is wrong with the other.
+public struct ConfigHealth: Sendable, Equatable {
+    /// Set when `config` was damaged and its copy was used: what was wrong with it.
+    public var primaryDamage: String?
+    /// Set when the copy is missing, damaged or differs from `config`.
+    public var copyProblem: String?
+    /// A config written before configs had a checksum and a copy (nothing is wrong with it).
+    public var unsealed = false
+
+    public var isHealthy: Bool { primaryDamage == nil && copyProblem == nil && !unsealed }
+
+    /// One line for a person, or nil when all is well.
+    public var warning: String? {
+        if let primaryDamage {
+            return
+                "\(primaryDamage); using its copy \(RepositoryConfig.copyName) (run `cairn repair` to write it again)"
+        }
+        if unsealed {
+            return
+                "the repository config has no checksum and no copy (an older Cairn made it): run `cairn repair` to add them"
+        }
+        if let copyProblem { return "\(copyProblem) (run `cairn repair` to write it again)" }
+        return nil
+    }
+}
