@@ -28,7 +28,7 @@ PY
 "$cairn" backup --repo "$tmp/repo" --group vm "$tmp/disk.img" >/dev/null
 "$cairn" archive write --repo "$tmp/repo" vm@latest --to "$tmp/archive" --block-size 64K >/dev/null
 
-qemu-img create -q -f qcow2 -o cluster_size=4096,extended_l2=on "$tmp/extl2.qcow2" 64K
+qemu-img create -q -f qcow2 -o cluster_size=16384,extended_l2=on "$tmp/extl2.qcow2" 64K
 qemu-io -f qcow2 -c 'write -P 0x61 0 6k' -c 'write -z 16k 8k' "$tmp/extl2.qcow2" >/dev/null
 qemu-img create -q -f qcow2 -o cluster_size=4096,compat=0.10 "$tmp/v2.qcow2" 64K
 qemu-io -f qcow2 -c 'write -P 0x62 4k 4k' "$tmp/v2.qcow2" >/dev/null

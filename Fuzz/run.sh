@@ -51,5 +51,7 @@ limits=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024)
 if [ $# -ge 1 ] && [ -f "$1" ]; then
     exec "$bin" "${limits[@]}" "$@"
 fi
+corpora=("$work/$target")
+[ -d "$here/Corpus/$target" ] && corpora+=("$here/Corpus/$target")
 exec "$bin" "${limits[@]}" -max_total_time="$seconds" -print_final_stats=1 \
-    -artifact_prefix="$work/artifacts/$target-" "$@" "$work/$target" "$here/Corpus/$target"
+    -artifact_prefix="$work/artifacts/$target-" "$@" "${corpora[@]}"
