@@ -40,7 +40,8 @@ import Testing
     @Test func recordOffsetNearTheTopOfUInt64IsRefused() throws {
         var entry = [UInt8](repeating: 0xAB, count: 32)
         func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
-        entry += le(UInt64.max - 20) + le(UInt32(100)) + le(UInt32(100)) + [0, 0, 0, 0] + le(UInt32(0))
+        entry +=
+            le(UInt64.max - 20) + le(UInt32(100)) + le(UInt32(100)) + [0, 0, 0, 0] + le(UInt32(0))
             + le(UInt32.max)
         #expect(entry.count == PackFormat.tableEntrySize)
         let error = try Self.readTable(
