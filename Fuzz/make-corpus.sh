@@ -59,7 +59,9 @@ for n, path in enumerate(sorted(glob.glob(f"{repo}/index/*.idx"))):
     data = open(path, "rb").read()
     put("index-segment", f"segment{n}", b"\0" + data)
     put("index-segment", f"segment{n}-repair", b"\1" + data)
-put("config", "config", open(f"{repo}/config", "rb").read())
+config = open(f"{repo}/config", "rb").read()
+for options in [0, 1, 3, 5, 9]:
+    put("config", f"config-{options}", bytes([options]) + config)
 
 for n, path in enumerate(sorted(glob.glob(f"{repo}/points/*/*.manifest"))):
     data = open(path, "rb").read()
