@@ -3,7 +3,7 @@
 # from its committed seeds, two at a time (the CI machine has 2 cores). Fails if any target finds
 # a crash, a hang or an allocation beyond the limits; the failing input is printed as a path
 # (replay it with `Fuzz/run.sh TARGET -- PATH`). Runs from a fresh work directory each time, so
-# a result depends on the committed seeds and the code only.
+# a result depends on the committed seeds and the code only (FUZZ_KEEP=1 keeps its logs).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 seconds="${FUZZ_SECONDS:-30}"
@@ -20,7 +20,7 @@ run_one() {
 finish() {
     local target="$1" pid="$2"
     if wait "$pid"; then
-        echo "fuzz $target: ok ($(grep -E '^(stat::number_of_executed_units|#[0-9]+.*DONE)' "$work/$target.log" | tail -1))"
+        echo "fuzz $target: ok: $(grep -E '^#[0-9]+.*DONE' "$work/$target.log" | tail -1 | tr -s ' \t' ' ')"
     else
         echo "fuzz $target: FAILED" >&2
         tail -n 60 "$work/$target.log" >&2
@@ -45,4 +45,4 @@ if [ ${#failed[@]} -gt 0 ]; then
     echo "fuzz targets failed: ${failed[*]}; their inputs are in $work/artifacts/" >&2
     exit 1
 fi
-rm -rf "$work"
+if [ -n "${FUZZ_KEEP:-}" ]; then echo "logs and inputs kept in $work"; else rm -rf "$work"; fi
