@@ -3,7 +3,7 @@ import CairnTestSupport
 import Foundation
 import Testing
 
-/// Hostile pack files found by the `pack` fuzz target (Fuzz/README.md): offsets read from a pack
+/// Hostile pack files met while writing the `pack` fuzz target (Fuzz/README.md): offsets read from a pack
 /// must be bounded before arithmetic, so each is refused as damaged instead of trapping.
 @Suite struct HostilePackTests {
     static let id = PackID(high: 0x1122_3344_5566_7788, low: 0x99aa_bbcc_ddee_ff00)
