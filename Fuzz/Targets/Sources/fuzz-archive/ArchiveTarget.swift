@@ -29,13 +29,16 @@ enum ArchiveTarget {
                 var request = ArchiveRestoreRequest(
                     point: point.id, disk: nil, destination: "\(scratch.path)/restored.img")
                 request.force = true
-                _ = try? ArchiveRestore(sources: [MemoryByteSource(archive, name: "fuzz.cairn")], request: request).run()
+                _ = try? ArchiveRestore(sources: [MemoryByteSource(archive, name: "fuzz.cairn")], request: request)
+                    .run()
                 scratch.remove("restored.img")
             }
             if options & 4 != 0 {
                 repository.clear()
                 if let opened = try? repository.open() {
-                    _ = try? ArchiveImporter(repository: opened, sources: [MemoryByteSource(archive, name: "fuzz.cairn")]).run()
+                    _ = try? ArchiveImporter(
+                        repository: opened, sources: [MemoryByteSource(archive, name: "fuzz.cairn")]
+                    ).run()
                 }
             }
         }

@@ -48,7 +48,10 @@ enum ManifestTarget {
     /// prints its root digest).
     static func writeTree(_ repository: FuzzRepository) {
         let hasher = SHA256Hasher()
-        let blocks = [[UInt8](repeating: 0x61, count: FuzzRepository.blockSize), [UInt8](repeating: 0x62, count: FuzzRepository.blockSize)]
+        let blocks = [
+            [UInt8](repeating: 0x61, count: FuzzRepository.blockSize),
+            [UInt8](repeating: 0x62, count: FuzzRepository.blockSize),
+        ]
         let page = blocks.flatMap { hasher.digest($0).bytes }
         repository.writePack(blocks.map { .init(bytes: $0, kind: .data) } + [.init(bytes: page, kind: .indexPage)])
     }

@@ -22,7 +22,9 @@ enum PackTarget {
             let options = input.byte()
             var pack = input.rest()
             if options & 1 != 0 { repairChecksums(&pack) }
-            let id = pack.count >= PackFormat.footerSize ? PackID(bytes: Array(pack[(pack.count - 24)..<(pack.count - 8)])) : PackID(high: 1, low: 2)
+            let id =
+                pack.count >= PackFormat.footerSize
+                ? PackID(bytes: Array(pack[(pack.count - 24)..<(pack.count - 8)])) : PackID(high: 1, low: 2)
             repository.clear()
             let path = "\(repository.path)/\(id.relativePath)"
             repository.write(pack, to: path)
@@ -61,7 +63,9 @@ enum PackTarget {
     /// the table's CRC. Lengths are checked here first: the harness must not trap itself.
     static func repairChecksums(_ pack: inout [UInt8]) {
         let hasher = SHA256Hasher()
-        let end = pack.count >= PackFormat.headerSize + PackFormat.footerSize ? pack.count - PackFormat.footerSize : pack.count
+        let end =
+            pack.count >= PackFormat.headerSize + PackFormat.footerSize
+            ? pack.count - PackFormat.footerSize : pack.count
         var at = PackFormat.headerSize
         while at + PackFormat.recordHeaderSize <= end, let stored = pack.le32(at: at + 32),
             Int(stored) <= end - at - PackFormat.recordHeaderSize
