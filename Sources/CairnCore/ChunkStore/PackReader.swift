@@ -33,8 +33,9 @@ public final class PackReader: @unchecked Sendable {
             throw CairnError(.damaged, "pack \(id) has a damaged footer (bad magic or pack id at offset \(size - 40))")
         }
         let tableLength = UInt64(count) * UInt64(PackFormat.tableEntrySize)
-        guard tableOffset >= UInt64(PackFormat.headerSize),
-            tableOffset + tableLength + UInt64(PackFormat.footerSize) == size
+        // `tableOffset` is read from the file: compared before any sum it is part of can overflow.
+        guard tableOffset >= UInt64(PackFormat.headerSize), tableOffset <= size,
+            size - tableOffset == tableLength + UInt64(PackFormat.footerSize)
         else {
             throw CairnError(
                 .damaged,
@@ -58,7 +59,8 @@ public final class PackReader: @unchecked Sendable {
             let crc = try r.le(UInt32.self)
             let frameOffset = try r.le(UInt32.self)
             guard let kind, let compression, kind != .frame,
-                offset + UInt64(PackFormat.recordHeaderSize) + UInt64(stored) <= tableOffset
+                offset <= tableOffset,
+                UInt64(PackFormat.recordHeaderSize) + UInt64(stored) <= tableOffset - offset
             else {
                 throw CairnError(.damaged, "pack \(id) lists a record at offset \(offset) that does not fit the pack")
             }

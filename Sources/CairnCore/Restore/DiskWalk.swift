@@ -16,6 +16,15 @@ final class DiskWalk: @unchecked Sendable {
     }
 
     func makeReader(onPage: ((ChunkDigest) -> Void)? = nil) throws(CairnError) -> IndexTreeReader {
+        // Restore computes each block's length as `size - offset`: a manifest whose size and
+        // block count disagree (a hostile one, its checksum intact) would underflow it.
+        let bs = UInt64(blockSize)
+        guard blockCount == size / bs + (size % bs == 0 ? 0 : 1) else {
+            throw CairnError(
+                .damaged,
+                "the disk's size \(size) does not match its \(blockCount) blocks of \(blockSize) bytes: its manifest is damaged"
+            )
+        }
         let reader = try IndexTreeReader(
             reader: ChunkReader(store: store), root: root, depth: depth, blockCount: blockCount)
         reader.onPage = onPage

@@ -100,10 +100,13 @@ public enum FileSystem {
         }
         defer { closedir(dir) }
         var names: [String] = []
+        // A record from readdir(3) is only as long as its name (`d_reclen`), not `sizeof(struct
+        // dirent)`: copying `entry.pointee` read past the end of glibc's buffer for the last
+        // record in it (AddressSanitizer under Fuzz/). The name is read in place instead.
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
         while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
+            let name = String(
+                cString: (UnsafeRawPointer(entry) + nameOffset).assumingMemoryBound(to: CChar.self))
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted()
