@@ -297,7 +297,14 @@ struct ChangeTrackingTests {
             for _ in 0..<200 where kill(pid, 0) == 0 { usleep(10_000) }
             if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
         }
-        let held = CairnProcess.run(["backup", "--repo", repo, "--group", "vm", "--cbt", "--json", image])
+        // A live image is refused as such; with --allow-live it is read, in full: the bitmap of an
+        // image a writer holds is never trusted.
+        let refused = CairnProcess.run(["backup", "--repo", repo, "--group", "vm", "--cbt", image])
+        #expect(refused.status == 6)
+        #expect(refused.stderr.contains("--allow-live"))
+        let held = CairnProcess.run([
+            "backup", "--repo", repo, "--group", "vm", "--cbt", "--allow-live", "--json", image,
+        ])
         #expect(held.status == 0, "a bitmap problem never fails the backup: \(held.stderr)")
         let cbt = Self.cbt(Fixture.json(held.stdout))
         #expect(cbt["used"] as? Bool == false)

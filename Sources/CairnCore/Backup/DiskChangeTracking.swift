@@ -90,7 +90,9 @@ final class DiskChangeTracking {
         started = nil
         let image: any DiskImage
         do {
-            image = try DiskImageOpener.open(source.path, format: source.format)
+            // A probe of the headers: the writer's lock is checked below, and the backup's own
+            // open refuses a live image unless --allow-live.
+            image = try DiskImageOpener.open(source.path, format: source.format, allowLive: true)
         } catch {
             return  // The backup's own open reports it.
         }
