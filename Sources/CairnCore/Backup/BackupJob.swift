@@ -151,7 +151,8 @@ public final class BackupJob {
         for (index, source) in sources.enumerated() {
             let image = try DiskImageOpener.open(
                 source.path, format: source.format, snapshot: source.snapshot, allowLive: source.allowLive,
-                nbdTimeout: source.nbdTimeout)
+                nbdTimeout: source.nbdTimeout,
+                nbdContexts: changeTracking.dirtyBitmap.map { [NBDDirtyBitmap.context(forBitmap: $0)] } ?? [])
             tracking[index]?.attach(image)
             images.append((source, image))
         }

@@ -63,7 +63,9 @@ final class DiskChangeTracking {
         }
         if previousDamaged { return "the previous restore point \(previousID) was found damaged by cairn verify" }
         if source.snapshot != nil { return "an internal snapshot is read (--snapshot), which bitmaps do not track" }
-        if base.source.path != source.path {
+        // An NBD export's URI names a socket that may be new each night (libvirt's pull mode):
+        // the disk's name and the recorded checkpoint identify it, not the path.
+        if base.source.path != source.path && !(base.source.kind == "nbd" && NBDURI.looksLikeURI(source.path)) {
             return
                 "the previous restore point read disk \(source.diskName) from \(base.source.path), not \(source.path)"
         }
@@ -119,6 +121,10 @@ final class DiskChangeTracking {
 
     /// Once the image is open for the backup: the checks on the image itself, and the map.
     func attach(_ image: any DiskImage) {
+        if let nbd = image as? NBDImage {
+            attach(nbd)
+            return
+        }
         let qcow2 = image as? QCOW2Image
         if !options.managed, let checkpoint = started {
             // The administrator says this bitmap was started now: record it only if it is there and recording.
@@ -139,6 +145,27 @@ final class DiskChangeTracking {
             return
         }
         evaluate(qcow2)
+    }
+
+    /// An NBD export: whoever froze the view started the bitmap (libvirt's checkpoint, the
+    /// administrator's script), so `--checkpoint` is recorded as said; the bitmap to read must be
+    /// one the server offers as `qemu:dirty-bitmap:NAME`.
+    private func attach(_ image: NBDImage) {
+        if options.managed {
+            started = nil
+            giveUp("--cbt manages bitmaps in qcow2 files; for an NBD export use --dirty-bitmap and --checkpoint")
+            return
+        }
+        guard reason == nil, let bitmap, let base else { return }
+        if image.virtualSize != base.size {
+            giveUp("the virtual size changed from \(base.size) to \(image.virtualSize) bytes")
+            return
+        }
+        guard let map = NBDDirtyBitmap(client: image.client, bitmap: bitmap) else {
+            giveUp("the NBD server does not offer \(NBDDirtyBitmap.context(forBitmap: bitmap))")
+            return
+        }
+        self.map = map
     }
 
     /// The checks on a qcow2 image and its bitmap; on success `map` is the bitmap.

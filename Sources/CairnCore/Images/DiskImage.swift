@@ -102,7 +102,7 @@ public enum DiskImageOpener {
     /// change while they are read, so the copy would be crash-inconsistent at best.
     public static func open(
         _ path: String, format: ImageFormat? = nil, snapshot: String? = nil, allowLive: Bool = false,
-        nbdTimeout: Double = NBDClient.Configuration.defaultTimeout
+        nbdTimeout: Double = NBDClient.Configuration.defaultTimeout, nbdContexts: [String] = []
     ) throws(CairnError) -> any DiskImage {
         if NBDURI.looksLikeURI(path) {
             if let snapshot {
@@ -112,7 +112,7 @@ public enum DiskImageOpener {
                 throw CairnError(
                     .usage, "\(path) is an NBD export: the server already decodes the image, so --format must be raw")
             }
-            return try NBDImage(uri: NBDURI(parsing: path), timeout: nbdTimeout)
+            return try NBDImage(uri: NBDURI(parsing: path), extraContexts: nbdContexts, timeout: nbdTimeout)
         }
         let file: File
         do {
