@@ -56,7 +56,8 @@ public enum ArchiveVerifier {
         var workers: ArchiveChunkWorkers?
         if full {
             // Chunks are decompressed and hashed on one worker per core; the hash is the check.
-            scanner.onChunkRecord = { (header, body, location, chunks) throws(CairnError) in
+            // Unowned: the scanner holds this closure, so a strong capture would keep both alive.
+            scanner.onChunkRecord = { [unowned scanner] (header, body, location, chunks) throws(CairnError) in
                 if workers == nil {
                     workers = ArchiveChunkWorkers(chunkBlockSize: scanner.blocks.label!.chunkBlockSize) {
                         (_, _, _) throws(CairnError) in
