@@ -24,7 +24,19 @@ struct BackupCommand: ParsableCommand {
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
-    @Argument(help: "Disk images (files or block devices); each becomes a disk named after its file.")
+    @Flag(
+        help:
+            "Read image files even while a running QEMU holds them for writing. The copy is crash-inconsistent: prefer the NBD export of `virsh backup-begin` or an external snapshot."
+    )
+    var allowLive = false
+
+    @Option(help: "Seconds an NBD server may stay silent before the backup fails.")
+    var nbdTimeout: Double = NBDClient.Configuration.defaultTimeout
+
+    @Argument(
+        help: ArgumentHelp(
+            "Disks as [NAME=]SOURCE: SOURCE is an image file, a block device or an NBD URI (nbd+unix:///EXPORT?socket=PATH, nbd://HOST[:PORT]/EXPORT); NAME defaults to the file name or the export name.",
+            valueName: "source"))
     var images: [String] = []
 
     func run() throws {
@@ -37,10 +49,17 @@ struct BackupCommand: ParsableCommand {
                 }
                 imageFormat = parsed
             }
+            guard nbdTimeout > 0, nbdTimeout.isFinite else {
+                throw CairnError(.usage, "--nbd-timeout must be a positive number of seconds")
+            }
+            let sources = images.map { argument in
+                var source = BackupSource(argument: argument, format: imageFormat, snapshot: snapshot)
+                source.allowLive = allowLive
+                source.nbdTimeout = nbdTimeout
+                return source
+            }
             let repo = try repository.open()
-            let job = BackupJob(
-                repository: repo, group: group,
-                sources: images.map { BackupSource(path: $0, format: imageFormat, snapshot: snapshot) })
+            let job = BackupJob(repository: repo, group: group, sources: sources)
             job.lockWait = try repository.lockWaitSeconds()
             job.settingsFiles = settingsFiles
             job.progress = { p in

@@ -2,16 +2,48 @@ import Foundation
 
 /// One image to back up, and the name its disk gets in the restore point.
 public struct BackupSource: Sendable {
+    /// An image path, or an NBD URI (`nbd://…`, `nbd+unix://…`).
     public var path: String
     public var diskName: String
     public var format: ImageFormat?
     public var snapshot: String?
+    /// Read a file even though a running QEMU holds it for writing (crash-inconsistent).
+    public var allowLive = false
+    /// Seconds an NBD server may stay silent before the backup fails.
+    public var nbdTimeout = NBDClient.Configuration.defaultTimeout
 
     public init(path: String, diskName: String? = nil, format: ImageFormat? = nil, snapshot: String? = nil) {
         self.path = path
-        self.diskName = diskName ?? FileSystem.baseName(path)
+        self.diskName = diskName ?? Self.defaultDiskName(path)
         self.format = format
         self.snapshot = snapshot
+    }
+
+    /// A file's base name, or an NBD URI's export name (`nbd` for the default export "").
+    public static func defaultDiskName(_ path: String) -> String {
+        guard NBDURI.looksLikeURI(path), let uri = try? NBDURI(parsing: path) else {
+            return FileSystem.baseName(path)
+        }
+        let name = FileSystem.baseName(uri.exportName)
+        return name.isEmpty ? "nbd" : name
+    }
+
+    /// Reads a command-line source, `[NAME=]SOURCE`.
+    ///
+    /// The argument is `NAME=SOURCE` only if it is not itself an existing path, the part before
+    /// the first `=` is a valid disk name (as `GroupName.isValid`: letters, digits, `.`, `_`, `-`),
+    /// and the rest is an NBD URI or an existing path. Otherwise the whole argument is the source,
+    /// so a file whose name contains `=` keeps working.
+    public init(argument: String, format: ImageFormat? = nil, snapshot: String? = nil) {
+        if !FileSystem.exists(argument), !NBDURI.looksLikeURI(argument), let eq = argument.firstIndex(of: "=") {
+            let name = String(argument[..<eq])
+            let rest = String(argument[argument.index(after: eq)...])
+            if GroupName.isValid(name) && (NBDURI.looksLikeURI(rest) || FileSystem.exists(rest)) {
+                self.init(path: rest, diskName: name, format: format, snapshot: snapshot)
+                return
+            }
+        }
+        self.init(path: argument, format: format, snapshot: snapshot)
     }
 }
 
@@ -90,7 +122,12 @@ public final class BackupJob {
         var images: [(BackupSource, any DiskImage)] = []
         for source in sources {
             images.append(
-                (source, try DiskImageOpener.open(source.path, format: source.format, snapshot: source.snapshot)))
+                (
+                    source,
+                    try DiskImageOpener.open(
+                        source.path, format: source.format, snapshot: source.snapshot, allowLive: source.allowLive,
+                        nbdTimeout: source.nbdTimeout)
+                ))
         }
 
         let catalog = repository.catalog

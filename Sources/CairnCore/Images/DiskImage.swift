@@ -54,10 +54,13 @@ public struct SourceImageInfo: Codable, Sendable, Equatable {
     public var snapshot: String?
     /// qcow2 only: the backing chain that was flattened into the guest view, nearest first.
     public var backingChain: [String]?
+    /// Where the bytes came from: `nbd` for an NBD export (`path` is then its URI); absent for a
+    /// file or block device (and in restore points written before NBD sources existed).
+    public var kind: String?
 
     public init(
         format: String, path: String, virtualSize: UInt64, clusterSize: UInt64? = nil, qcow2Version: UInt32? = nil,
-        snapshot: String? = nil, backingChain: [String]? = nil
+        snapshot: String? = nil, backingChain: [String]? = nil, kind: String? = nil
     ) {
         self.format = format
         self.path = path
@@ -66,6 +69,7 @@ public struct SourceImageInfo: Codable, Sendable, Equatable {
         self.qcow2Version = qcow2Version
         self.snapshot = snapshot
         self.backingChain = backingChain
+        self.kind = kind
     }
 }
 
@@ -75,18 +79,43 @@ public enum ImageFormat: String, Sendable, CaseIterable {
     case qcow2
 }
 
-/// Opens an image by path, detecting its format by magic unless one is forced.
+/// Opens an image by path or NBD URI, detecting a file's format by magic unless one is forced.
 public enum DiskImageOpener {
     public static let qcow2Magic: [UInt8] = [0x51, 0x46, 0x49, 0xFB]
 
+    /// The byte QEMU's file driver locks while it holds write permission on an image
+    /// (`RAW_LOCK_PERM_BASE` 100 + bit 1, `BLK_PERM_WRITE`; QEMU `block/file-posix.c`).
+    public static let qemuWriteLockByte: UInt64 = 101
+
+    /// Opens `path`: an NBD URI (`nbd://`, `nbd+unix://`) or an image file or block device.
+    ///
+    /// A file that a running QEMU holds for writing is refused unless `allowLive`: its bytes
+    /// change while they are read, so the copy would be crash-inconsistent at best.
     public static func open(
-        _ path: String, format: ImageFormat? = nil, snapshot: String? = nil
+        _ path: String, format: ImageFormat? = nil, snapshot: String? = nil, allowLive: Bool = false,
+        nbdTimeout: Double = NBDClient.Configuration.defaultTimeout
     ) throws(CairnError) -> any DiskImage {
+        if NBDURI.looksLikeURI(path) {
+            if let snapshot {
+                throw CairnError(.usage, "\(path) is an NBD export: it has no snapshot \"\(snapshot)\"")
+            }
+            if let format, format != .raw {
+                throw CairnError(
+                    .usage, "\(path) is an NBD export: the server already decodes the image, so --format must be raw")
+            }
+            return try NBDImage(uri: NBDURI(parsing: path), timeout: nbdTimeout)
+        }
         let file: File
         do {
             file = try File.open(path, .readOnly)
         } catch let error where error.code == .notFound {
             throw CairnError(.badImage, "image \(path) does not exist")
+        }
+        if !allowLive, try file.isByteLockedByOthers(qemuWriteLockByte) {
+            throw CairnError(
+                .badImage,
+                "\(path) is held for writing by a running QEMU (its image lock): a copy read now is crash-inconsistent. Back up the VM through the NBD export of `virsh backup-begin` (pull mode) or from an external snapshot, or pass --allow-live to accept a crash-inconsistent copy"
+            )
         }
         let detected: ImageFormat
         if let format {

@@ -247,4 +247,25 @@ public final class File: @unchecked Sendable {
     public func unlock() {
         _ = flock(descriptor.rawValue, LOCK_UN)
     }
+
+    /// Linux's F_OFD_GETLK, which Glibc only exports under _GNU_SOURCE.
+    private let getOFDLock: Int32 = 36
+
+    /// True if another open file description holds a POSIX/OFD lock that conflicts with a write
+    /// lock on the one byte at `offset` (the test QEMU's image locking uses, `F_OFD_GETLK`).
+    public func isByteLockedByOthers(_ offset: UInt64) throws(CairnError) -> Bool {
+        var lock = Glibc.flock()
+        lock.l_type = Int16(F_WRLCK)
+        lock.l_whence = Int16(SEEK_SET)
+        lock.l_start = off_t(offset)
+        lock.l_len = 1
+        lock.l_pid = 0
+        while fcntl(descriptor.rawValue, getOFDLock, &lock) != 0 {
+            if errno == EINTR { continue }
+            // A filesystem without OFD locks cannot show QEMU's locks either.
+            if errno == EINVAL || errno == ENOLCK || errno == EOPNOTSUPP { return false }
+            throw CairnError.io("probe the locks of", path, Errno(rawValue: errno))
+        }
+        return lock.l_type != Int16(F_UNLCK)
+    }
 }
