@@ -94,7 +94,6 @@ public final class DomainBackup {
             try beginBackup(definition, socket: socket, work: work, checkpoint: name, started: &jobStarted)
             checkpoint = name
             record.checkpoint = name
-            try TestHook.holdAfterBackupBegin()
             sources = definition.disks.map { disk in
                 var source = BackupSource(
                     path: "nbd+unix:///\(disk.target)?socket=\(socket)", diskName: disk.target)
@@ -114,6 +113,7 @@ public final class DomainBackup {
         job.progress = progress
         let result: BackupResult
         do {
+            if live { try TestHook.holdAfterBackupBegin() }
             result = try job.run()
         } catch {
             // No restore point names the new checkpoint: remove it (after the job ends, which the
@@ -121,6 +121,9 @@ public final class DomainBackup {
             if jobStarted, let warning = endJob() { warnings.append(warning) }
             jobStarted = false
             if let checkpoint, let warning = deleteCheckpoint(checkpoint) { warnings.append(warning) }
+            guard warnings.isEmpty else {
+                throw CairnError(error.code, "\(error.message) (also: \(warnings.joined(separator: "; ")))", cause: error.cause)
+            }
             throw error
         }
         if jobStarted, let warning = endJob() { warnings.append(warning) }
@@ -216,7 +219,7 @@ public final class DomainBackup {
             .map { String($0.dropFirst("Job type:".count)).trimmingSpaces } ?? "None"
         guard jobType != "None" else { return nil }
         let xml = virsh.attempt(["backup-dumpxml", domainName])
-        if xml.ok, let range = xml.output.range(of: "/\(Self.workPrefix)"),
+        if xml.ok, let range = xml.output.range(of: "/\(Self.workPrefix)", options: .backwards),
             let pid = DeadProcessFiles.pid(in: String(xml.output[range.upperBound...]), after: ""),
             pid != getpid(), !ProcessLiveness.isAlive(pid)
         {

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// What `cairn restore --domain` wrote.
 public struct DomainRestoreResult: Sendable {
     public var disks: [RestoreResult]
@@ -46,6 +50,9 @@ public struct DomainRestore {
                 throw CairnError(.notFound, "cannot restore into \(directory): its parent directory does not exist")
             }
             try FileSystem.createDirectories(directory)
+            // QEMU runs as another user (libvirt-qemu) and must pass through to the images,
+            // which libvirt chowns to it when the domain starts; the files stay unreadable to others.
+            chmod(directory, 0o711)
         }
         guard FileSystem.isDirectory(directory) else {
             throw CairnError(.exists, "\(directory) exists and is not a directory")
