@@ -7,7 +7,8 @@ struct BackupCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Option(help: "The group (usually the VM) the restore point belongs to; with --domain, the domain's name by default.")
+    @Option(
+        help: "The group (usually the VM) the restore point belongs to; with --domain, the domain's name by default.")
     var group: String?
 
     @Option(
@@ -19,7 +20,10 @@ struct BackupCommand: ParsableCommand {
     @Option(help: "With --domain: the libvirt connection URI.")
     var connect: String = Virsh.defaultURI
 
-    @Option(help: "With --domain: where the backup job's NBD socket and scratch files go (room for what the guest rewrites meanwhile).")
+    @Option(
+        help:
+            "With --domain: where the backup job's NBD socket and scratch files go (room for what the guest rewrites meanwhile)."
+    )
     var scratchDir: String = "/var/tmp"
 
     @Option(help: "Force the image format (raw or qcow2) instead of detecting it.")

@@ -52,8 +52,8 @@ import Testing
         var environment = ProcessInfo.processInfo.environment
         environment["CAIRN_TEST_HOLD_AFTER_BACKUP_BEGIN"] = hold
         process.environment = environment
-        FileManager.default.createFile(atPath: hold + ".out", contents: nil)
-        FileManager.default.createFile(atPath: hold + ".err", contents: nil)
+        _ = FileManager.default.createFile(atPath: hold + ".out", contents: nil)
+        _ = FileManager.default.createFile(atPath: hold + ".err", contents: nil)
         process.standardOutput = FileHandle(forWritingAtPath: hold + ".out")
         process.standardError = FileHandle(forWritingAtPath: hold + ".err")
         try process.run()
@@ -67,7 +67,8 @@ import Testing
     static func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
 
     static func backup(_ domain: String, dir: TemporaryDirectory) throws -> [String: Any] {
-        let outcome = cairn(["backup", "--domain", domain, "--scratch-dir", dir.path, "--json"], repo: dir.file("repo"))
+        let outcome = cairn(
+            ["backup", "--domain", domain, "--scratch-dir", dir.path, "--json"], repo: dir.file("repo"))
         try #require(outcome.status == 0, "\(outcome.stderr)")
         return Fixture.json(outcome.stdout)
     }
@@ -104,7 +105,8 @@ import Testing
             let domain = Self.domainName("nights")
             let disk = dir.file("vda.qcow2")
             try Self.makeDisk(disk, pattern: 0x11)
-            try host.defineAndStart(name: domain, disks: [.init(target: "vda", path: disk, format: "qcow2")], in: dir.path)
+            try host.defineAndStart(
+                name: domain, disks: [.init(target: "vda", path: disk, format: "qcow2")], in: dir.path)
 
             // Night 1 is taken while paused (so the copy is its moment); the guest writes during the job.
             try host.checkVirsh(["suspend", domain])
@@ -114,7 +116,7 @@ import Testing
             try host.checkVirsh(["resume", domain])
             #expect(host.jobType(domain) != "None")
             try host.guestWrite(domain, disk: 0, pattern: 0x77, offset: "64M", length: "1M")
-            FileManager.default.createFile(atPath: hold, contents: nil)
+            _ = FileManager.default.createFile(atPath: hold, contents: nil)
             night1.waitUntilExit()
             try #require(night1.terminationStatus == 0, "\(Self.read(hold + ".err"))")
             let summary1 = Fixture.json(Self.read(hold + ".out"))
@@ -163,7 +165,9 @@ import Testing
             try Self.makeDisk(vdb, format: "raw", size: "128M", pattern: 0x31)
             try host.defineAndStart(
                 name: domain,
-                disks: [.init(target: "vda", path: vda, format: "qcow2"), .init(target: "vdb", path: vdb, format: "raw")],
+                disks: [
+                    .init(target: "vda", path: vda, format: "qcow2"), .init(target: "vdb", path: vdb, format: "raw"),
+                ],
                 in: dir.path)
             try host.pausedCopy(domain, image: vdb, to: dir.file("vdb-night1.raw"))
             try host.checkVirsh(["suspend", domain])
@@ -226,7 +230,8 @@ import Testing
             let domain = Self.domainName("kill")
             let disk = dir.file("vda.qcow2")
             try Self.makeDisk(disk, pattern: 0x41)
-            try host.defineAndStart(name: domain, disks: [.init(target: "vda", path: disk, format: "qcow2")], in: dir.path)
+            try host.defineAndStart(
+                name: domain, disks: [.init(target: "vda", path: disk, format: "qcow2")], in: dir.path)
 
             let hold = dir.file("hold-term")
             let stopped = try Self.startHeldBackup(domain, dir: dir, hold: hold)
@@ -263,7 +268,8 @@ import Testing
             try host.checkVirsh(["destroy", domain])
             let offline = try Self.backup(domain, dir: dir)
             #expect((offline["domain"] as? [String: Any])?["mode"] as? String == "files")
-            let offlineRestored = try Self.restore(try #require(offline["id"] as? String), dir: dir, into: dir.file("off"))
+            let offlineRestored = try Self.restore(
+                try #require(offline["id"] as? String), dir: dir, into: dir.file("off"))
             #expect(try Self.identical(disk, try #require(offlineRestored["vda"])))
         }
     }

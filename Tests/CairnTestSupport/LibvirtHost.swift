@@ -132,8 +132,7 @@ public final class LibvirtHost: @unchecked Sendable {
 
     /// A guest write through the disk's own block backend, so it passes the backup's
     /// copy-before-write filter and dirties bitmaps as a real guest write would.
-    public func guestWrite(_ domain: String, disk index: Int, pattern: UInt8, offset: String, length: String) throws
-    {
+    public func guestWrite(_ domain: String, disk index: Int, pattern: UInt8, offset: String, length: String) throws {
         let command =
             "qemu-io -d virtio-disk\(index)/virtio-backend \"write -P 0x\(String(pattern, radix: 16)) \(offset) \(length)\""
         let output = try checkVirsh(["qemu-monitor-command", domain, "--hmp", command])

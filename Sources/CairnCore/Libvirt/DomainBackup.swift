@@ -122,7 +122,8 @@ public final class DomainBackup {
             jobStarted = false
             if let checkpoint, let warning = deleteCheckpoint(checkpoint) { warnings.append(warning) }
             guard warnings.isEmpty else {
-                throw CairnError(error.code, "\(error.message) (also: \(warnings.joined(separator: "; ")))", cause: error.cause)
+                throw CairnError(
+                    error.code, "\(error.message) (also: \(warnings.joined(separator: "; ")))", cause: error.cause)
             }
             throw error
         }
@@ -206,7 +207,8 @@ public final class DomainBackup {
     private func endJob() -> String? {
         let abort = virsh.attempt(["domjobabort", domainName])
         if abort.ok { return nil }
-        return "the backup job of domain \(domainName) could not be ended (run virsh domjobabort \(domainName)): \(abort.error)"
+        return
+            "the backup job of domain \(domainName) could not be ended (run virsh domjobabort \(domainName)): \(abort.error)"
     }
 
     /// Ends a backup job that a killed cairn left: its NBD socket lies in a `cairn-libvirt-PID-…`

@@ -31,7 +31,8 @@ public struct DomainRestore {
         let manifest = try repository.catalog.manifest(id)
         guard let domain = manifest.domain else {
             throw CairnError(
-                .notFound, "restore point \(id) is not of a libvirt domain (it was not made with cairn backup --domain)")
+                .notFound, "restore point \(id) is not of a libvirt domain (it was not made with cairn backup --domain)"
+            )
         }
         if let newName {
             guard GroupName.isValid(newName) else {
@@ -63,10 +64,12 @@ public struct DomainRestore {
         var planned: [(Manifest.DomainRecord.Disk, String, RestoreFormat)] = []
         for disk in domain.disks {
             guard GroupName.isValid(disk.target), manifest.disk(named: disk.target) != nil else {
-                throw CairnError(.damaged, "restore point \(id) lists domain disk \(disk.target) but holds no such disk")
+                throw CairnError(
+                    .damaged, "restore point \(id) lists domain disk \(disk.target) but holds no such disk")
             }
             guard let format = RestoreFormat(rawValue: disk.format) else {
-                throw CairnError(.damaged, "restore point \(id) records disk \(disk.target) in unknown format \(disk.format)")
+                throw CairnError(
+                    .damaged, "restore point \(id) records disk \(disk.target) in unknown format \(disk.format)")
             }
             planned.append((disk, "\(directory)/\(name)-\(disk.target).\(format.rawValue)", format))
         }
