@@ -370,3 +370,76 @@ import Testing
         #expect(try QemuTools.fileDigest(now) != before)
     }
 }
+
+/// Servers that lie about lengths or cookies: one clear line, exit 6, no crash, no huge allocation.
+@Suite struct HostileNBDServerTests {
+    static func be<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.bigEndian) { Array($0) } }
+
+    static let cases: [(String, String, HostileNBDServer.Reply)] = [
+        (
+            "a 4 GiB block status chunk", "not 4 + 8",
+            { _, cookie, _, _ in HostileNBDServer.chunk(flags: 1, type: 5, cookie: cookie, length: 0xFFFF_FFF4) }
+        ),
+        (
+            "an unknown cookie", "not in flight",
+            { _, cookie, _, _ in HostileNBDServer.chunk(flags: 1, type: 0, cookie: cookie &+ 99, length: 0) }
+        ),
+        (
+            "data beyond the request", "outside the request",
+            { type, cookie, offset, length in
+                if type == 7 {
+                    return HostileNBDServer.chunk(
+                        flags: 1, type: 5, cookie: cookie, length: 12,
+                        payload: be(UInt32(7)) + be(length) + be(UInt32(0)))
+                }
+                return HostileNBDServer.chunk(
+                    flags: 1, type: 1, cookie: cookie, length: 8 + 16,
+                    payload: be(offset + UInt64(length)) + [UInt8](repeating: 1, count: 16))
+            }
+        ),
+        (
+            "a reply that covers half the read", "bytes answered",
+            { type, cookie, offset, length in
+                if type == 7 {
+                    return HostileNBDServer.chunk(
+                        flags: 1, type: 5, cookie: cookie, length: 12,
+                        payload: be(UInt32(7)) + be(length) + be(UInt32(0)))
+                }
+                return HostileNBDServer.chunk(
+                    flags: 1, type: 2, cookie: cookie, length: 12, payload: be(offset) + be(length / 2))
+            }
+        ),
+        (
+            "an unknown chunk type", "type the protocol does not define",
+            { _, cookie, _, _ in HostileNBDServer.chunk(flags: 1, type: 77, cookie: cookie, length: 0) }
+        ),
+    ]
+
+    @Test(arguments: 0..<cases.count)
+    func lyingServersAreRefused(index: Int) throws {
+        let (label, expected, reply) = Self.cases[index]
+        let dir = TemporaryDirectory("cairn-hostile")
+        let server = try HostileNBDServer(socket: dir.file("h.sock"), reply: reply)
+        let repo = dir.file("repo")
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        let backup = CairnProcess.run([
+            "backup", "--repo", repo, "--group", "h", "--nbd-timeout", "5", "d=\(server.uri)",
+        ])
+        #expect(backup.status == 6, "\(label): \(backup.stderr)")
+        #expect(backup.stderr.contains(expected), "\(label): \(backup.stderr)")
+        #expect(backup.stderr.split(separator: "\n").count == 1, "\(label): \(backup.stderr)")
+    }
+
+    @Test func hugeOptionReplyIsRefused() throws {
+        let dir = TemporaryDirectory("cairn-hostile")
+        let server = try HostileNBDServer(socket: dir.file("h.sock"), optionReplyLength: 0xFFFF_FFFF) { _, _, _, _ in []
+        }
+        let repo = dir.file("repo")
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        let backup = CairnProcess.run([
+            "backup", "--repo", repo, "--group", "h", "--nbd-timeout", "5", "d=\(server.uri)",
+        ])
+        #expect(backup.status == 6, "\(backup.stderr)")
+        #expect(backup.stderr.contains("beyond the 64 KiB"), "\(backup.stderr)")
+    }
+}

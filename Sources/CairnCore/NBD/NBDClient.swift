@@ -52,6 +52,8 @@ public final class NBDClient {
     /// Set once the connection can no longer be trusted to be in step; later calls rethrow it.
     var broken: CairnError?
     var disconnected = false
+    /// Set once the handshake is over: only then does `NBD_CMD_DISC` mean anything.
+    var inTransmission = false
     /// Requests sent and not yet fully answered.
     var pending: [PendingRequest] = []
     /// Reused buffers: request/reply headers, one-block bounce, block status payloads.
@@ -81,6 +83,7 @@ public final class NBDClient {
         scratch = .allocate(byteCount: Self.scratchSize, alignment: 16)
         payload = .allocate(byteCount: 0, alignment: 16)
         try negotiate(configuration)
+        inTransmission = true
         let minimum = Int(blockSize.minimum)
         let maximum =
             blockSize.maximum == NBDProtocol.unlimitedPayload
@@ -98,7 +101,7 @@ public final class NBDClient {
     public func disconnect() {
         guard !disconnected else { return }
         disconnected = true
-        guard broken == nil, pending.isEmpty else { return }
+        guard inTransmission, broken == nil, pending.isEmpty else { return }
         let header = NBDRequestHeader(command: .disconnect, cookie: nextCookie, offset: 0, length: 0)
         header.encode(into: scratch)
         try? socket.send(UnsafeRawBufferPointer(rebasing: scratch[0..<NBDProtocol.requestHeaderSize]))

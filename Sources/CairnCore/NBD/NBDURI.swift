@@ -25,7 +25,11 @@ public struct NBDURI: Sendable, Hashable, CustomStringConvertible {
     public static func looksLikeURI(_ text: String) -> Bool {
         guard let colon = text.firstIndex(of: ":") else { return false }
         let scheme = text[..<colon].lowercased()
-        return scheme.hasPrefix("nbd") && text[colon...].hasPrefix("://")
+        // RFC 3986 scheme characters only, so `nbdisk=nbd://…` is a name and a URI, not a scheme.
+        let schemeCharacters = scheme.unicodeScalars.allSatisfy { c in
+            (c >= "a" && c <= "z") || (c >= "0" && c <= "9") || c == "+" || c == "-" || c == "."
+        }
+        return scheme.hasPrefix("nbd") && schemeCharacters && text[colon...].hasPrefix("://")
     }
 
     public init(parsing text: String) throws(CairnError) {
