@@ -7,8 +7,24 @@ struct BackupCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Option(help: "The group (usually the VM) the restore point belongs to.")
-    var group: String
+    @Option(
+        help: "The group (usually the VM) the restore point belongs to; with --domain, the domain's name by default.")
+    var group: String?
+
+    @Option(
+        help:
+            "Back up this libvirt domain: every disk (a running domain through libvirt's pull-mode backup job, a shut-off one from its files) and its domain XML."
+    )
+    var domain: String?
+
+    @Option(help: "With --domain: the libvirt connection URI.")
+    var connect: String = Virsh.defaultURI
+
+    @Option(
+        help:
+            "With --domain: where the backup job's NBD socket and scratch files go (room for what the guest rewrites meanwhile)."
+    )
+    var scratchDir: String = "/var/tmp"
 
     @Option(
         help:
@@ -74,6 +90,11 @@ struct BackupCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
+            if let domain {
+                try backUpDomain(domain)
+                return
+            }
+            guard let group else { throw CairnError(.usage, "name the group with --group (or back up a --domain)") }
             guard !images.isEmpty else { throw CairnError(.usage, "name at least one image to back up") }
             var imageFormat: ImageFormat?
             if let format {
@@ -98,27 +119,66 @@ struct BackupCommand: ParsableCommand {
             job.changeTracking = ChangeTrackingOptions(
                 dirtyBitmap: dirtyBitmap, checkpoint: checkpoint, managed: cbt, fullEvery: fullEvery,
                 sampleBlocks: cbtSample)
-            job.progress = { p in
-                let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
-                Terminal.progress(
-                    "\(p.disk): \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(Units.formatBytes(p.bytesNew)) new, \(rate(p.bytesDone, p.seconds))"
-                )
-            }
+            job.progress = Self.showProgress
             let result = try job.run()
             Terminal.clearProgress()
             if let warning = result.warning { Terminal.printError("cairn: warning: \(warning)") }
-            let stats = result.manifest.stats
             if json {
                 print(try JSONCoding.encode(BackupSummary(result.manifest)))
             } else {
-                print(
-                    "\(result.id): read \(Units.formatBytes(stats.bytesRead)), \(Units.formatBytes(stats.bytesNew)) new (\(Units.formatBytes(stats.bytesStored)) stored) in \(Units.formatDecimal(stats.seconds, places: 2)) s"
-                )
+                print(Self.summaryLine(result))
                 for disk in result.manifest.disks {
                     if let line = ChangeTrackingText.line(disk) { print("  \(disk.name): \(line)") }
                 }
             }
         }
+    }
+
+    private func backUpDomain(_ domain: String) throws(CairnError) {
+        guard images.isEmpty else {
+            throw CairnError(.usage, "--domain backs up the domain's own disks; name no images beside it")
+        }
+        guard format == nil, snapshot == nil, !allowLive else {
+            throw CairnError(.usage, "--format, --snapshot and --allow-live do not apply to --domain")
+        }
+        guard nbdTimeout > 0, nbdTimeout.isFinite else {
+            throw CairnError(.usage, "--nbd-timeout must be a positive number of seconds")
+        }
+        let repo = try repository.open()
+        let job = DomainBackup(repository: repo, domainName: domain)
+        job.virsh = Virsh(uri: connect)
+        job.group = group
+        job.scratchDirectory = scratchDir
+        job.lockWait = try repository.lockWaitSeconds()
+        job.nbdTimeout = nbdTimeout
+        job.settingsFiles = settingsFiles
+        job.progress = Self.showProgress
+        let result = try job.run()
+        Terminal.clearProgress()
+        if let warning = result.backup.warning { Terminal.printError("cairn: warning: \(warning)") }
+        for warning in result.warnings { Terminal.printError("cairn: warning: \(warning)") }
+        if json {
+            print(try JSONCoding.encode(BackupSummary(result.backup.manifest)))
+        } else {
+            let how =
+                result.mode == "pull"
+                ? "running domain, read through libvirt's backup job (crash-consistent), checkpoint \(result.checkpoint ?? "-")"
+                : "shut-off domain, read from its disk files"
+            print("\(Self.summaryLine(result.backup)); \(how)")
+        }
+    }
+
+    private static let showProgress: @Sendable (BackupProgress) -> Void = { p in
+        let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
+        Terminal.progress(
+            "\(p.disk): \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(Units.formatBytes(p.bytesNew)) new, \(rate(p.bytesDone, p.seconds))"
+        )
+    }
+
+    private static func summaryLine(_ result: BackupResult) -> String {
+        let stats = result.manifest.stats
+        return
+            "\(result.id): read \(Units.formatBytes(stats.bytesRead)), \(Units.formatBytes(stats.bytesNew)) new (\(Units.formatBytes(stats.bytesStored)) stored) in \(Units.formatDecimal(stats.seconds, places: 2)) s"
     }
 }
 
@@ -133,6 +193,8 @@ struct BackupSummary: Encodable {
     var chunksNew: Int
     var seconds: Double
     var disks: [DiskSummary]
+    /// With `--domain`: the domain, how it was read, and the checkpoint created.
+    var domain: Manifest.DomainRecord?
 
     struct DiskSummary: Encodable {
         var name: String
@@ -161,6 +223,7 @@ struct BackupSummary: Encodable {
                 name: $0.name, size: $0.size, changedBlocks: $0.changedBlocks, zeroBlocks: $0.zeroBlocks,
                 sourceKind: $0.sourceKind, bytesRead: $0.bytesRead, bytesSkipped: $0.bytesSkipped, cbt: $0.cbt)
         }
+        domain = m.domain
     }
 }
 

@@ -9,11 +9,18 @@ struct ListCommand: ParsableCommand {
     @Option(help: "Only this group.")
     var group: String?
 
+    @Option(help: "Only this libvirt domain's restore points (its group: the domain's name).")
+    var domain: String?
+
     @Flag(help: "Print a JSON array.")
     var json = false
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
+            guard group == nil || domain == nil else {
+                throw CairnError(.usage, "give --group or --domain, not both")
+            }
+            let group = self.group ?? domain
             let repo = try repository.open()
             let ids: [RestorePointID]
             if let group {

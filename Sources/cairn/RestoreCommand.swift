@@ -24,6 +24,24 @@ struct RestoreCommand: ParsableCommand {
     @Option(help: "Write the restore point's settings files (domain XML, .vmx) into this directory.")
     var configTo: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Restore a libvirt domain's restore point (GROUP@TIME, GROUP@latest, or the domain's name for its latest): every disk and its domain XML, into --to-dir.",
+            valueName: "id"))
+    var domain: String?
+
+    @Option(help: "With --domain: the directory to write the disks and the domain XML into.")
+    var toDir: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "With --domain: define the restored domain in libvirt under this name (new UUID and MAC addresses, so it runs beside the original).",
+            valueName: "name"))
+    var define: String?
+
+    @Option(help: "With --define: the libvirt connection URI.")
+    var connect: String = Virsh.defaultURI
+
     @Option(help: "The disk to restore (its image's file name); needed when the restore point has several.")
     var disk: String?
 
@@ -40,6 +58,13 @@ struct RestoreCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
+            if let domain {
+                try restoreDomain(domain)
+                return
+            }
+            guard toDir == nil, define == nil else {
+                throw CairnError(.usage, "--to-dir and --define go with --domain")
+            }
             let (outputFormat, cluster) = try output.parsed()
             let repo = try repository.open()
             let pointID: RestorePointID
@@ -109,6 +134,66 @@ struct RestoreCommand: ParsableCommand {
                 )
             }
         }
+    }
+}
+
+extension RestoreCommand {
+    private func restoreDomain(_ domain: String) throws(CairnError) {
+        guard id == nil, group == nil, at == nil, to == nil, configTo == nil, disk == nil else {
+            throw CairnError(
+                .usage, "--domain names the restore point and restores every disk: give it with --to-dir only")
+        }
+        guard let toDir else { throw CairnError(.usage, "name the directory to restore the domain into with --to-dir") }
+        let repo = try repository.open()
+        let pointID = try repo.catalog.resolve(domain.contains("@") ? domain : "\(domain)@latest")
+        var job = DomainRestore(repository: repo)
+        job.virsh = Virsh(uri: connect)
+        job.force = force
+        job.lockWait = try repository.lockWaitSeconds()
+        job.progress = { p in
+            let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
+            Terminal.progress(
+                "restoring: \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(rate(p.bytesDone, p.seconds))")
+        }
+        let result = try job.run(pointID, to: toDir, define: define)
+        Terminal.clearProgress()
+        if json {
+            print(try JSONCoding.encode(DomainRestoreSummary(id: pointID.description, result: result)))
+            return
+        }
+        for disk in result.disks {
+            print(
+                "restored \(pointID) disk \(disk.disk.name) to \(result.paths[disk.disk.name] ?? "?"): \(Units.formatBytes(disk.disk.size)), \(Units.formatBytes(disk.bytesWritten)) of data written"
+            )
+        }
+        print("wrote the domain XML \(result.xmlPath)")
+        if let defined = result.defined { print("defined domain \(defined) (new UUID and MAC addresses)") }
+    }
+}
+
+/// `cairn restore --domain --json`.
+struct DomainRestoreSummary: Encodable {
+    var id: String
+    var disks: [Disk]
+    var xml: String
+    var defined: String?
+
+    struct Disk: Encodable {
+        var name: String
+        var to: String
+        var size: UInt64
+        var bytesWritten: UInt64
+    }
+
+    init(id: String, result: DomainRestoreResult) {
+        self.id = id
+        disks = result.disks.map {
+            Disk(
+                name: $0.disk.name, to: result.paths[$0.disk.name] ?? "", size: $0.disk.size,
+                bytesWritten: $0.bytesWritten)
+        }
+        xml = result.xmlPath
+        defined = result.defined
     }
 }
 

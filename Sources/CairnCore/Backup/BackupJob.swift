@@ -76,6 +76,8 @@ public final class BackupJob {
     public var lockWait: Double?
     /// Settings files (domain XML, `.vmx`) to keep with the restore point.
     public var settingsFiles: [String] = []
+    /// The libvirt domain the sources belong to, recorded in the manifest.
+    public var domain: Manifest.DomainRecord?
     public var progress: (@Sendable (BackupProgress) -> Void)?
     /// Changed-block tracking (dirty bitmaps); off by default.
     public var changeTracking = ChangeTrackingOptions()
@@ -213,7 +215,7 @@ public final class BackupJob {
             stats: .init(
                 bytesRead: bytesRead, bytesNew: bytesNew, bytesStored: store.storedBytesWritten - storedBefore,
                 chunksNew: store.chunksWritten - chunksBefore, seconds: clock.elapsed),
-            previous: previousID?.description, settings: settings.isEmpty ? nil : settings)
+            previous: previousID?.description, settings: settings.isEmpty ? nil : settings, domain: domain)
         try catalog.write(manifest, id: id)
         // Only now may the bitmaps the new restore point no longer needs go.
         var notes: [String] = []

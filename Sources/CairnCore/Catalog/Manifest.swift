@@ -21,6 +21,8 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var previous: String?
     /// The VM's settings files kept with the restore point (absent when none were given).
     public var settings: [SettingsFile]?
+    /// For `cairn backup --domain`: the libvirt domain the disks belong to (absent otherwise).
+    public var domain: DomainRecord? = nil
 
     public struct DiskEntry: Codable, Sendable, Equatable {
         /// The image's file name.

@@ -30,6 +30,8 @@ public struct CairnError: Error, CustomStringConvertible, Sendable, Equatable {
         case badArchive
         /// SIGINT or SIGTERM stopped the command before it finished (see `Cancellation`).
         case interrupted
+        /// The hypervisor (libvirt, through `virsh`) refused or failed an operation.
+        case hypervisor
     }
 
     public var code: Code
@@ -61,6 +63,7 @@ public struct CairnError: Error, CustomStringConvertible, Sendable, Equatable {
         case .io: return 9
         case .badArchive: return 10
         case .interrupted: return 128 + (Cancellation.signal ?? SIGINT)
+        case .hypervisor: return 11
         }
     }
 

@@ -1,0 +1,27 @@
+extension Manifest {
+    /// The libvirt domain a restore point was made of (`cairn backup --domain`): enough to restore
+    /// it as a domain again (`cairn restore --domain`) and to know which checkpoint it started.
+    public struct DomainRecord: Codable, Sendable, Equatable {
+        public var name: String
+        public var uuid: String?
+        /// The libvirt connection it was read through (`qemu:///system`).
+        public var uri: String
+        /// `pull`: a running domain, read through the NBD exports of libvirt's backup job;
+        /// `files`: a shut-off domain, its disk files read directly.
+        public var mode: String
+        /// The settings file holding the inactive domain XML (`NAME.xml`).
+        public var settingsFile: String
+        /// The libvirt checkpoint created at this restore point's moment (pull mode only).
+        public var checkpoint: String?
+        public var disks: [Disk]
+
+        public struct Disk: Codable, Sendable, Equatable {
+            /// The guest target (`vda`), also the disk's name in `Manifest.disks`.
+            public var target: String
+            /// `raw` or `qcow2`: the format the disk had, and is restored in.
+            public var format: String
+            /// The image file or block device the domain used.
+            public var path: String
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Talks to libvirt by running `virsh`, the client libvirt ships, one command per call.
+///
+/// Cairn drives libvirt through `virsh` rather than linking `libvirt.so`: the cairn binary then
+/// runs on hosts without libvirt, and each call is one of libvirt's documented commands whose
+/// output is either XML (parsed strictly by `DomainDefinition` and friends) or a short status
+/// line. A call that exits non-zero becomes a `.hypervisor` error carrying virsh's own message.
+public struct Virsh: Sendable {
+    public static let defaultURI = "qemu:///system"
+
+    /// The libvirt connection URI (`--connect`).
+    public var uri: String
+    /// Seconds one call may take before it is killed and reported.
+    public var timeout: Double = 300
+
+    /// Output beyond this is refused: domain XML and checkpoint lists are small.
+    static let maxOutput = 16 << 20
+
+    public init(uri: String = Virsh.defaultURI) { self.uri = uri }
+
+    /// Runs `virsh -c URI ARGUMENTS…` and returns its standard output.
+    @discardableResult
+    public func run(_ arguments: [String]) throws(CairnError) -> String {
+        let outcome = try execute(arguments)
+        guard outcome.status == 0 else {
+            throw CairnError(
+                .hypervisor, "virsh \(arguments.prefix(2).joined(separator: " ")) failed (\(uri))",
+                cause: outcome.errorText)
+        }
+        return outcome.output
+    }
+
+    /// Like `run`, but returns the failure instead of throwing it, for clean-up calls whose
+    /// failure is reported as a warning.
+    func attempt(_ arguments: [String]) -> (ok: Bool, output: String, error: String) {
+        do {
+            let outcome = try execute(arguments)
+            return (outcome.status == 0, outcome.output, outcome.errorText)
+        } catch {
+            return (false, "", error.description)
+        }
+    }
+
+    private struct Outcome {
+        var status: Int32
+        var output: String
+        var errorText: String
+    }
+
+    private func execute(_ arguments: [String]) throws(CairnError) -> Outcome {
+        guard let executable = Self.executablePath else {
+            throw CairnError(.hypervisor, "virsh is not installed (apt-get install libvirt-clients)")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["-q", "-c", uri] + arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["LC_ALL"] = "C"  // status words ("shut off", "None") are parsed
+        process.environment = environment
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = FileHandle.nullDevice
+        do {
+            try process.run()
+        } catch {
+            throw CairnError(.hypervisor, "cannot run \(executable)", cause: "\(error)")
+        }
+        // Both pipes are drained at once so neither can fill and stall virsh.
+        let errorBytes = NSLockBox<[UInt8]>([])
+        let drained = DispatchSemaphore(value: 0)
+        let errorHandle = stderr.fileHandleForReading
+        DispatchQueue.global().async {
+            errorBytes.withLock { $0 = Self.readBounded(errorHandle) }
+            drained.signal()
+        }
+        let deadline = DispatchWorkItem { [process] in if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: deadline)
+        let output = Self.readBounded(stdout.fileHandleForReading)
+        drained.wait()
+        process.waitUntilExit()
+        deadline.cancel()
+        let errorText = String(decoding: errorBytes.value, as: UTF8.self)
+            .split(whereSeparator: \.isNewline).map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
+            .joined(separator: "; ")
+        if process.terminationReason == .uncaughtSignal {
+            return Outcome(
+                status: 128 + process.terminationStatus, output: "",
+                errorText: "virsh was killed by signal \(process.terminationStatus)"
+                    + (errorText.isEmpty ? "" : ": \(errorText)"))
+        }
+        return Outcome(
+            status: process.terminationStatus, output: String(decoding: output, as: UTF8.self), errorText: errorText)
+    }
+
+    /// Reads a pipe to its end, keeping at most `maxOutput` bytes (the rest is drained).
+    private static func readBounded(_ handle: FileHandle) -> [UInt8] {
+        var bytes: [UInt8] = []
+        while true {
+            let piece = handle.availableData
+            if piece.isEmpty { break }
+            if bytes.count < maxOutput { bytes.append(contentsOf: piece.prefix(maxOutput - bytes.count)) }
+        }
+        return bytes
+    }
+
+    private static let executablePath: String? = {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for directory in path.split(separator: ":") + ["/usr/bin", "/usr/sbin"] {
+            let candidate = "\(directory)/virsh"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }()
+}
