@@ -12,22 +12,18 @@ public final class NBDImage: DiskImage {
         SourceImageInfo(format: "raw", path: client.uri.text, virtualSize: client.size, kind: "nbd")
     }
     /// True if the server reports allocation (`base:allocation`), so zero extents are skipped.
-    public var hasAllocationMap: Bool { allocationContext != nil }
+    public var hasAllocationMap: Bool { allocation != nil }
 
-    private let allocationContext: String?
-    /// The last block status answer: extents from `cacheStart`, `cacheIndex` the one last used.
-    private var cache: [NBDExtent] = []
-    private var cacheStart: UInt64 = 0
-    private var cacheIndex = 0
-    private var cacheIndexStart: UInt64 = 0
-    private var cacheEnd: UInt64 = 0
+    private var allocation: NBDStatusCursor?
 
     /// How much one block status request asks about (servers may answer less).
     static let statusSpan: UInt64 = 1 << 32
 
     public init(client: NBDClient) {
         self.client = client
-        allocationContext = client.contexts[NBDMetaContext.baseAllocation] != nil ? NBDMetaContext.baseAllocation : nil
+        if client.contexts[NBDMetaContext.baseAllocation] != nil {
+            allocation = NBDStatusCursor(context: NBDMetaContext.baseAllocation)
+        }
     }
 
     /// Connects to `uri` asking for structured replies and `base:allocation` (plus `extraContexts`).
@@ -41,34 +37,21 @@ public final class NBDImage: DiskImage {
 
     public func extent(at offset: UInt64, maxLength: UInt64) throws(CairnError) -> ImageExtent {
         let limit = min(maxLength, virtualSize - offset)
-        guard let context = allocationContext else { return ImageExtent(length: limit, isZero: false) }
-        if !cacheCovers(offset) {
-            cache = try client.blockStatus(context: context, offset: offset, length: max(limit, Self.statusSpan))
-            cacheStart = offset
-            cacheIndex = 0
-            cacheIndexStart = offset
-            cacheEnd = cache.reduce(offset) { $0 + $1.length }
+        guard var cursor = allocation else { return ImageExtent(length: limit, isZero: false) }
+        defer { allocation = cursor }
+        guard try cursor.seek(offset, limit: limit, client: client) else {
+            return ImageExtent(length: limit, isZero: false)
         }
-        // Move to the extent holding `offset` (reads go forward; restart from the front otherwise).
-        if offset < cacheIndexStart {
-            cacheIndex = 0
-            cacheIndexStart = cacheStart
-        }
-        while offset >= cacheIndexStart + cache[cacheIndex].length {
-            cacheIndexStart += cache[cacheIndex].length
-            cacheIndex += 1
-        }
-        let isZero = Self.readsAsZero(cache[cacheIndex])
-        var end = cacheIndexStart + cache[cacheIndex].length
-        var next = cacheIndex + 1
-        while end - offset < limit, next < cache.count, Self.readsAsZero(cache[next]) == isZero {
-            end += cache[next].length
+        let extents = cursor.extents
+        let isZero = Self.readsAsZero(extents[cursor.index])
+        var end = cursor.indexStart + extents[cursor.index].length
+        var next = cursor.index + 1
+        while end - offset < limit, next < extents.count, Self.readsAsZero(extents[next]) == isZero {
+            end += extents[next].length
             next += 1
         }
         return ImageExtent(length: min(limit, end - offset), isZero: isZero)
     }
-
-    private func cacheCovers(_ offset: UInt64) -> Bool { offset >= cacheStart && offset < cacheEnd }
 
     /// `NBD_STATE_ZERO` means the range reads as zeros; a hole without it is "undefined" and read.
     private static func readsAsZero(_ extent: NBDExtent) -> Bool {
