@@ -274,7 +274,7 @@ struct ArchiveRestoreCommand: ParsableCommand {
             Terminal.clearProgress()
             printProblems(result.problems)
             if json {
-                print(try JSONCoding.encode(ArchiveRestoreSummary(result, to: to, format: output.format)))
+                print(try JSONCoding.encode(ArchiveRestoreSummary(result, to: to, format: outputFormat.rawValue)))
                 return
             }
             print(

@@ -112,4 +112,48 @@ import Testing
         let verify = CairnProcess.run(["verify", "--repo", repo])
         #expect(verify.stdout.contains("1 restore point,"), "\(verify.stdout)")
     }
+
+    /// A qcow2 comes back as a qcow2 (with its cluster size) unless `--format` says otherwise;
+    /// `--to DIR` restores every disk under its name.
+    @Test func restoreDefaultsToTheSourceFormatAndDirectoriesTakeEveryDisk() throws {
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        let qcow2 = dir.file("root.qcow2")
+        _ = try QemuTools.check("qemu-img", ["create", "-q", "-f", "qcow2", "-o", "cluster_size=128K", qcow2, "8M"])
+        _ = try QemuTools.check("qemu-io", ["-c", "write -P 0x5a 1M 3M", qcow2])
+        let backup = CairnProcess.run(["backup", "--repo", repo, "--group", "vm", qcow2, "data=\(image)"])
+        #expect(backup.status == 0, "\(backup.stderr)")
+
+        let one = dir.file("restored-root")  // no extension: the recorded format decides
+        let single = CairnProcess.run(["restore", "--repo", repo, "vm@latest", "--disk", "root.qcow2", "--to", one])
+        #expect(single.status == 0, "\(single.stderr)")
+        let info = try QemuTools.check("qemu-img", ["info", "--output=json", one])
+        #expect(info.contains("\"format\": \"qcow2\"") && info.contains("\"cluster-size\": 131072"), "\(info)")
+        #expect(try QemuTools.check("qemu-img", ["compare", qcow2, one]).contains("identical"))
+        let raw = dir.file("one.raw")  // the extension names the format
+        let named = CairnProcess.run([
+            "restore", "--repo", repo, "vm@latest", "--disk", "root.qcow2", "--to", raw, "--json",
+        ])
+        #expect(Fixture.json(named.stdout)["format"] as? String == "raw")
+        let forced = CairnProcess.run([
+            "restore", "--repo", repo, "vm@latest", "--disk", "root.qcow2", "--to", one, "--format", "raw", "--force",
+            "--json",
+        ])
+        #expect(Fixture.json(forced.stdout)["format"] as? String == "raw", "\(forced.stderr)")
+        #expect(try TestImage.sha256(of: one) == (try TestImage.sha256(of: raw)))
+        #expect(
+            try QemuTools.check("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", raw, qcow2]).contains("identical"))
+
+        let out = dir.file("out")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let all = CairnProcess.run(["restore", "--repo", repo, "vm@latest", "--to", out, "--json"])
+        #expect(all.status == 0, "\(all.stderr)")
+        let disks = Fixture.json(all.stdout)["disks"] as? [[String: Any]] ?? []
+        #expect(disks.map { $0["disk"] as? String } == ["root.qcow2", "data"])
+        #expect(disks.map { $0["format"] as? String } == ["qcow2", "raw"])
+        #expect(try QemuTools.check("qemu-img", ["compare", qcow2, "\(out)/root.qcow2"]).contains("identical"))
+        #expect(FileManager.default.contentsEqual(atPath: image, andPath: "\(out)/data.raw"))
+        // Again without --force: the outputs exist.
+        #expect(CairnProcess.run(["restore", "--repo", repo, "vm@latest", "--to", out]).status == 8)
+        #expect(CairnProcess.run(["restore", "--repo", repo, "vm@latest", "--to", out, "--force"]).status == 0)
+    }
 }
