@@ -48,7 +48,7 @@ state=/run/cairn-bench-libvirtd
 started=$("$ctl" start "$state") || { echo "libvirt.sh: $started" >&2; exit 2; }
 virsh() { command virsh -q -c qemu:///system "$@"; }
 domain="cairn-bench-$$"
-run=$(mktemp -d /var/tmp/cairn-libvirt-bench.XXXXXX)
+run=$(mktemp -d /var/tmp/cairn-bench-libvirt.XXXXXX)
 chmod 755 "$run"
 cleanup() {
     virsh destroy "$domain" >/dev/null 2>&1 || true
@@ -82,7 +82,7 @@ XML
 done
 "$cairn" init --repo "$run/repo" >/dev/null
 
-# night LABEL EXTRA-ARGS...: one timed backup; prints "label seconds bytes-read peak-KiB incremental"
+# night LABEL EXTRA-ARGS...: one timed backup; prints "label seconds bytes-read peak-KiB bitmap-used"
 night() {
     local label=$1
     shift
@@ -93,7 +93,8 @@ import json, sys
 label, summary, timing = sys.argv[1:4]
 s = json.load(open(summary))
 seconds, rss = open(timing).read().split()[-2:]
-print(label, seconds, s["bytesRead"], rss, s["domain"].get("incremental") is not None)
+used = any((d.get("cbt") or {}).get("used") for d in s["disks"])
+print(label, seconds, s["bytesRead"], rss, "yes" if used else "no")
 PY
 }
 
@@ -135,9 +136,9 @@ id=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$
 qemu-img compare -q "$wl_dir/night1.raw" "$run/restored-cp/$domain-vda.qcow2" ||
     { echo "libvirt.sh: !!! the incremental night 1 differs from night1.raw" >&2; exit 1; }
 
-disk_bytes=$(qemu-img info --output=json "$disk" | python3 -c 'import json, sys; print(json.load(sys.stdin)["virtual-size"])')
+disk_bytes=$(qemu-img info -U --output=json "$disk" | python3 -c 'import json, sys; print(json.load(sys.stdin)["virtual-size"])')
 echo "disk: $disk_bytes bytes virtual; both night-1 restore points equal night1.raw"
-printf '%-18s %10s %14s %12s %s\n' night seconds "bytes read" "peak KiB" incremental
+printf '%-18s %10s %14s %12s %s\n' night seconds "bytes read" "peak KiB" "bitmap used"
 while read -r label seconds bytes rss incremental; do
     printf '%-18s %10s %14s %12s %s\n' "$label" "$seconds" "$bytes" "$rss" "$incremental"
 done <"$results"
