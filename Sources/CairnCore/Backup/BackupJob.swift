@@ -119,6 +119,7 @@ public final class BackupJob {
         }
         try changeTracking.validate()
         repository.removeLeftovers()
+        try repository.markFeatures()
         // Another backup may have committed while this one waited for the lock: see its chunks
         // (below, its restore point also becomes the base), so nothing it stored is stored again.
         try repository.store.reloadSegments()
