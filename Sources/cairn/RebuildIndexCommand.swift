@@ -21,6 +21,7 @@ struct RebuildIndexCommand: ParsableCommand {
                 path: "\(repo.path)/locks/repository.lock", kind: .exclusive, wait: try repository.lockWaitSeconds(),
                 what: "repository \(repo.path)", purpose: "cairn rebuild-index")
             defer { _ = lock }
+            try repo.markFeatures()
             let report = try repo.store.rebuildIndex()
             if json {
                 print(try JSONCoding.encode(report))

@@ -301,7 +301,8 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         while let record = try reader.next() {
             guard record.type == .chunk else { continue }
             var chunks: [PackRecord] = []
-            try PackFormat.appendTableEntries(of: record.body, at: 0, to: &chunks)
+            PackFormat.appendTableEntries(
+                of: try EncodedRecord(checking: record.body, malformed: .badArchive), at: 0, to: &chunks)
             if chunks.allSatisfy({ !bDigests.contains($0.digest) }),
                 record.payloadOffset + 16 + record.body.count <= bs - 64
             {

@@ -176,7 +176,7 @@ func streamOffsets(_ volume: [UInt8], blockSize: Int, block: Int, payloadOffset:
             slot.withUnsafeMutableBytes { out in
                 encoder.encodeFrame(count: 2, into: out) { k in
                     (UnsafeRawBufferPointer(rebasing: raw[(k * 65536)..<((k + 1) * 65536)]), digests[k])
-                }
+                }.bytes.count
             }
         }
         let stored = try slot.withUnsafeBytes {

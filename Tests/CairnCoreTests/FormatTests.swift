@@ -76,7 +76,8 @@ import Testing
         defer { slot.deallocate() }
         for (bytes, compressible) in [(text, true), (random, false)] {
             let digest = SHA256Hasher().digest(bytes)
-            let length = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }
+            let length = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }.bytes
+                .count
             let compression = slot[41]
             #expect(compression == (compressible ? 1 : 0))
             #expect((length < 65536 / 2) == compressible)
@@ -117,10 +118,11 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         var stored = 0
         var first: [UInt8] = []
         for range in [0..<16, 16..<32, 32..<40] {
-            let n = encoder.encodeFrame(count: range.count, into: slot) { k in
+            let encoded = encoder.encodeFrame(count: range.count, into: slot) { k in
                 blocks[range.lowerBound + k].withUnsafeBytes { ($0, digests[range.lowerBound + k]) }
             }
-            let record = UnsafeRawBufferPointer(rebasing: slot[0..<n])
+            let record = encoded.bytes
+            #expect(encoded.members.map(\.digest) == Array(digests[range]))
             if range.lowerBound == 0 { first = Array(record) }
             #expect(record[40] == ChunkKind.frame.rawValue)
             stored += try repo.store.store(record: record).chunks
@@ -173,7 +175,7 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         for i in 0..<50 {
             let bytes = i % 2 == 0 ? gen.textBytes(65536) : gen.randomBytes(1000 + i)
             let digest = SHA256Hasher().digest(bytes)
-            let n = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }
+            let n = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }.bytes.count
             #expect(try repo.store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n])).chunks == 1)
             // The same chunk again is not stored twice.
             #expect(try repo.store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n])).chunks == 0)
@@ -209,6 +211,7 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
             byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
         defer { slot.deallocate() }
         let n = bytes.withUnsafeBytes { ChunkEncoder(level: 3).encode($0, digest: digest, kind: .data, into: slot) }
+            .bytes.count
         try repo.store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n]))
         try repo.store.commit()
         let location = try #require(repo.store.lookup(digest))
@@ -412,7 +415,8 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
             for _ in 0..<40 {
                 let bytes = gen.randomBytes(2000)
                 let digest = SHA256Hasher().digest(bytes)
-                let n = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }
+                let n = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }.bytes
+                    .count
                 try repo.store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n]))
                 stored.append((digest, bytes))
             }

@@ -17,7 +17,8 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
         struct Record {
             /// Where the record's body starts in `bytes`.
             var offset: Int
-            var header: ArchiveChunkDecoder.Header
+            /// The record's length (header and payload).
+            var length: Int
             var location: ArchiveLocation
             /// Its chunks in `chunks`.
             var chunks: Range<Int>
@@ -47,25 +48,27 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
 
     init(chunkBlockSize: Int, handle: @escaping Handler) {
         capacity = max(
-            2 << 20, PackFormat.recordHeaderSize + ZstdCompressor.bound(max(chunkBlockSize, IndexTree.pageBytes)),
-            PackFormat.recordHeaderSize + ChunkReader.maxFramePayload)
+            2 << 20, RecordHeader.size + ZstdCompressor.bound(max(chunkBlockSize, IndexTree.pageBytes)),
+            RecordHeader.size + ChunkReader.maxFramePayload)
+        let maxChunk = max(chunkBlockSize, IndexTree.pageBytes)
         let workers = Parallelism.workers
         batchCount = workers * 3
         for _ in 0..<batchCount { free.push(Batch(capacity: capacity)) }
         for i in 0..<workers {
             threads.append(
                 PipelineThread(name: "cairn-archive-\(i)") { [free, work, failure, damage] in
-                    let decoder = ArchiveChunkDecoder(chunkBlockSize: chunkBlockSize)
+                    let decoder = RecordDecoder(outputBytes: max(maxChunk, PackFormat.maxFrameBytes))
                     while let batch = work.pop() {
                         for record in batch.records {
                             let body = UnsafeRawBufferPointer(
-                                rebasing: batch.bytes[
-                                    record.offset..<record.offset + PackFormat.recordHeaderSize
-                                        + record.header.storedLength])
+                                rebasing: batch.bytes[record.offset..<record.offset + record.length])
                             do throws(CairnError) {
-                                let plain = try decoder.decode(body, record.header)
-                                for member in decoder.members {
-                                    try handle(member.digest, decoder.chunk(member, in: plain), record.location)
+                                // Checked when submitted; this finds its header and members again.
+                                let encoded = try EncodedRecord(
+                                    checking: body, checkCRC: false, maxChunk: maxChunk, malformed: .badArchive)
+                                let plain = try decoder.openProved(encoded)
+                                for member in encoded.members {
+                                    try handle(member.digest, RecordDecoder.chunk(member, in: plain), record.location)
                                 }
                             } catch let error where error.code == .damaged {
                                 damage.withLock {
@@ -92,12 +95,9 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
 
     deinit { stop() }
 
-    /// Copies one chunk record (its header already CRC-checked) and the chunks it carries into
-    /// the current batch.
-    func submit(
-        _ body: UnsafeRawBufferPointer, header: ArchiveChunkDecoder.Header, location: ArchiveLocation,
-        chunks: [ArrivingChunk]
-    ) throws(CairnError) {
+    /// Copies one chunk record (already checked) and the chunks it carries into the current batch.
+    func submit(_ record: EncodedRecord, location: ArchiveLocation, chunks: [ArrivingChunk]) throws(CairnError) {
+        let body = record.bytes
         if let error = failure.first { throw error }
         if let batch = current, batch.used + body.count > capacity { flush() }
         if current == nil {
@@ -109,7 +109,8 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
         let first = batch.chunks.count
         batch.chunks.append(contentsOf: chunks)
         batch.records.append(
-            Batch.Record(offset: batch.used, header: header, location: location, chunks: first..<batch.chunks.count))
+            Batch.Record(
+                offset: batch.used, length: body.count, location: location, chunks: first..<batch.chunks.count))
         batch.used += body.count
     }
 

@@ -239,6 +239,9 @@ public struct ArchiveLabel: Codable, Sendable, Equatable {
     public var chunkBlockSize: Int
     /// The id of the repository the restore points came from.
     public var repository: String
+    /// The format features a reader must understand (`FormatFeature`): `["frames"]`. Absent in
+    /// archives written before the list existed (which may hold frame records all the same).
+    public var features: [String]? = nil
 }
 
 /// The volume catalog: the payload of the catalog blocks at a volume's end.

@@ -32,6 +32,7 @@ public final class ArchiveImporter {
             path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
             what: "repository \(repository.path)", purpose: "cairn archive import")
         defer { _ = lock }
+        try repository.markFeatures()
         let store = repository.store
         let scanner = ArchiveScanner(sources: sources)
         scanner.trackNeeds = true

@@ -298,6 +298,9 @@ final class ArchiveBlockReader {
                 guard payloadIntact else { throw fatal("the volume label fails its CRC") }
                 let decoded = try JSONCoding.decode(
                     ArchiveLabel.self, from: Array(payload), what: "the label of \(location)")
+                if let feature = FormatFeature.unknown(in: decoded.features ?? []) {
+                    throw FormatFeature.refusal("the archive", feature: feature, code: .badArchive)
+                }
                 guard decoded.archive == header.archive.hex, decoded.volume == expectedVolume,
                     decoded.archiveBlockSize == blockSize,
                     RepositoryConfig.blockSizeRange.contains(decoded.chunkBlockSize)

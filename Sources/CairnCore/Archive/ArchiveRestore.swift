@@ -215,8 +215,8 @@ public final class ArchiveRestore {
             return plan!.contains(digest)
         }
         // Unowned: the scanner holds this closure, so a strong capture would keep both alive.
-        scanner.onChunkRecord = { [unowned scanner] (header, body, location, chunks) throws(CairnError) in
-            try workers!.submit(body, header: header, location: location, chunks: chunks)
+        scanner.onChunkRecord = { [unowned scanner] (record, location, chunks) throws(CairnError) in
+            try workers!.submit(record, location: location, chunks: chunks)
             if let progress, clock.elapsed - lastProgress >= 0.5 {
                 lastProgress = clock.elapsed
                 progress(scanner.blocks.bytesRead, UInt64(plan!.written.current), clock.elapsed)

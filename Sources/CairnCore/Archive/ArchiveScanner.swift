@@ -24,7 +24,9 @@ final class ArchiveScanner {
     /// Chunks that no index needed (or repeated chunks), when `trackNeeds` is set: frame
     /// records carry the members nobody needs along with the ones somebody does.
     private(set) var unneededChunks = 0
-    private var decoder: ArchiveChunkDecoder?
+    private var decoder: RecordDecoder?
+    /// The largest plain chunk the label's block size allows (or an index page).
+    private var maxChunk = 0
     /// The chunks of the current chunk record (storage reused from record to record).
     private var arriving: [ArrivingChunk] = []
 
@@ -32,21 +34,17 @@ final class ArchiveScanner {
     var onManifest: ((Int, Manifest, ArchiveLocation) throws(CairnError) -> Void)?
     var wantsLeaves: ((Int, Int) -> Bool)?
     var onLeaves: ((Int, Int, UInt64, [ChunkDigest]) throws(CairnError) -> Void)?
-    var onIndexPage: ((ChunkDigest, UnsafeRawBufferPointer) throws(CairnError) -> Void)?
+    var onIndexPage: ((ChunkDigest, EncodedRecord) throws(CairnError) -> Void)?
     /// Decides which chunks are decoded (default: all). A record is decoded if it carries a
     /// wanted chunk.
     var wantsChunk: ((ChunkDigest) throws(CairnError) -> Bool)?
     /// Gets each wanted chunk record (pack record as stored) once every chunk in it is proved.
-    var onChunk: ((UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void)?
+    var onChunk: ((EncodedRecord, ArchiveLocation) throws(CairnError) -> Void)?
     /// When set, wanted chunk records go here undecoded (CRC and member list checked) instead
     /// of to `onChunk`, for a consumer that decodes them in parallel. The chunks the record
     /// carries come with the mask of the points needing each (with `trackNeeds`), for
     /// `chunkFailed`.
-    var onChunkRecord:
-        (
-            (ArchiveChunkDecoder.Header, UnsafeRawBufferPointer, ArchiveLocation, [ArrivingChunk]) throws(CairnError) ->
-                Void
-        )?
+    var onChunkRecord: ((EncodedRecord, ArchiveLocation, [ArrivingChunk]) throws(CairnError) -> Void)?
     /// Keep the digests indexes need and strike them off as chunks arrive: `missing` at the end.
     var trackNeeds = false
     /// Stop at the first chunk record: every manifest and index has been read by then (list).
@@ -111,12 +109,18 @@ final class ArchiveScanner {
         }
     }
 
-    private func ensureDecoder() throws(CairnError) -> ArchiveChunkDecoder {
+    private func ensureDecoder() throws(CairnError) -> RecordDecoder {
         if let decoder { return decoder }
         guard let label = blocks.label else { throw CairnError(.badArchive, "records before a volume label") }
-        let made = ArchiveChunkDecoder(chunkBlockSize: label.chunkBlockSize)
+        maxChunk = max(label.chunkBlockSize, IndexTree.pageBytes)
+        let made = RecordDecoder(outputBytes: max(maxChunk, PackFormat.maxFrameBytes))
         decoder = made
         return made
+    }
+
+    /// A chunk or index page record's pack record, checked (`EncodedRecord(checking:)`).
+    private func checked(_ body: UnsafeRawBufferPointer) throws(CairnError) -> EncodedRecord {
+        try EncodedRecord(checking: body, maxChunk: maxChunk, malformed: .badArchive)
     }
 
     private func manifest(_ record: ArchiveRecord) throws(CairnError) {
@@ -196,18 +200,19 @@ final class ArchiveScanner {
         let disk = points[p].manifest.disks[treeDisk]
         let plain: [ChunkDigest]
         do throws(CairnError) {
-            let header = try decoder.header(record.body)
+            let page = try checked(record.body)
+            let header = page.header
             guard header.digest == want, header.kind == .indexPage else {
                 throw CairnError(
                     .badArchive, "index page \(header.digest) arrives where page \(want) is expected: a page is missing"
                 )
             }
-            let bytes = try decoder.decode(record.body, header)
+            let bytes = try decoder.openProved(page)
             guard bytes.count % ChunkDigest.byteCount == 0 else {
                 throw CairnError(.damaged, "index page \(want) is not a whole number of digests")
             }
             plain = (0..<(bytes.count / 32)).map { ChunkDigest(loadingFrom: bytes, at: $0 * 32) }
-            try onIndexPage?(want, record.body)
+            try onIndexPage?(want, page)
         } catch {
             report(
                 record.location, "restore point \(points[p].manifest.id) disk \(disk.name): \(error.message)",
@@ -261,23 +266,24 @@ final class ArchiveScanner {
         abandonTree(reason: "chunks begin before the index is complete")
         sawChunks = true
         let decoder = try ensureDecoder()
-        let header: ArchiveChunkDecoder.Header
+        let chunkRecord: EncodedRecord
         do throws(CairnError) {
-            header = try decoder.header(record.body)
+            chunkRecord = try checked(record.body)
             let blockSize = blocks.label!.chunkBlockSize
-            for member in decoder.members where member.kind != .data || member.rawLength > blockSize {
+            for member in chunkRecord.members where member.kind != .data || member.rawLength > blockSize {
                 throw CairnError(
-                    .badArchive, "chunk record \(header.digest) is not a data chunk of at most the block size")
+                    .badArchive,
+                    "chunk record \(chunkRecord.header.digest) is not a data chunk of at most the block size")
             }
         } catch {
             chunks += 1
             report(record.location, "chunk record \(record.ordinal): \(error.message)", error.code)
             return
         }
-        chunks += decoder.members.count
+        chunks += chunkRecord.members.count
         arriving.removeAll(keepingCapacity: true)
         var wanted = wantsChunk == nil
-        for member in decoder.members {
+        for member in chunkRecord.members {
             var neededBy: UInt64 = 0
             if trackNeeds {
                 if let mask = needs.take(member.digest) { neededBy = mask } else { unneededChunks += 1 }
@@ -287,12 +293,12 @@ final class ArchiveScanner {
         }
         guard wanted else { return }
         if let onChunkRecord {
-            try onChunkRecord(header, record.body, record.location, arriving)
+            try onChunkRecord(chunkRecord, record.location, arriving)
             return
         }
         do throws(CairnError) {
-            _ = try decoder.decode(record.body, header)
-            try onChunk?(record.body, record.location)
+            _ = try decoder.openProved(chunkRecord)
+            try onChunk?(chunkRecord, record.location)
         } catch {
             guard error.code == .damaged else { throw error }
             try chunkFailed(

@@ -57,13 +57,13 @@ public enum ArchiveVerifier {
         if full {
             // Chunks are decompressed and hashed on one worker per core; the hash is the check.
             // Unowned: the scanner holds this closure, so a strong capture would keep both alive.
-            scanner.onChunkRecord = { [unowned scanner] (header, body, location, chunks) throws(CairnError) in
+            scanner.onChunkRecord = { [unowned scanner] (record, location, chunks) throws(CairnError) in
                 if workers == nil {
                     workers = ArchiveChunkWorkers(chunkBlockSize: scanner.blocks.label!.chunkBlockSize) {
                         (_, _, _) throws(CairnError) in
                     }
                 }
-                try workers!.submit(body, header: header, location: location, chunks: chunks)
+                try workers!.submit(record, location: location, chunks: chunks)
             }
         }
         var fatal: CairnError?

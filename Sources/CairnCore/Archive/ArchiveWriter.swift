@@ -72,12 +72,11 @@ public final class ArchiveWriter {
         let label = ArchiveLabel(
             format: Int(ArchiveFormat.version), archive: archive.hex, volume: 1, created: created,
             tool: BackupJob.toolVersion, archiveBlockSize: blockSize, chunkBlockSize: repository.store.blockSize,
-            repository: repository.config.id)
+            repository: repository.config.id, features: FormatFeature.written)
         let blocks = try ArchiveBlockWriter(
             sink: sink, blockSize: blockSize, archive: archive, volumeSize: volumeSize, label: label)
         let reader = ChunkReader(store: repository.store)
         // The chunks of the record read last (storage reused from record to record).
-        var members: [FrameMember] = []
         var pages = 0
         // Chunks the chunk records carry (every member of a frame record), and the records.
         var chunks = 0
@@ -88,8 +87,7 @@ public final class ArchiveWriter {
                 try blocks.appendRecord(.manifest, bytes: bytes, manifest: manifest)
                 for disk in manifest.disks {
                     pages += try writeTree(
-                        disk.rootDigest!, level: 0, depth: disk.depth, reader: reader, blocks: blocks,
-                        members: &members)
+                        disk.rootDigest!, level: 0, depth: disk.depth, reader: reader, blocks: blocks)
                 }
             }
             // 2. Chunks, each once (frame records aside), in order of first need.
@@ -101,10 +99,10 @@ public final class ArchiveWriter {
                 // Settings files first: a few chunks, so a partial volume set still has them.
                 for file in manifest.settings ?? [] {
                     for digest in file.chunkDigests where !written.contains(digest) {
-                        let record = try reader.readStored(digest, members: &members)
-                        for member in members { try written.insert(member.digest, mask: 1) }
-                        try blocks.appendRecord(.chunk, parts: [record], chunks: members.count)
-                        chunks += members.count
+                        let record = try reader.readStored(digest)
+                        for member in record.members { try written.insert(member.digest, mask: 1) }
+                        try blocks.appendRecord(.chunk, parts: [record.bytes], chunks: record.members.count)
+                        chunks += record.members.count
                         chunkRecords += 1
                     }
                 }
@@ -115,8 +113,8 @@ public final class ArchiveWriter {
                     try walk.forEachBlock { (_, digest) throws(CairnError) in
                         done += UInt64(repository.store.blockSize)
                         guard digest != zero, !written.contains(digest) else { return }
-                        let record = try reader.readStored(digest, members: &members)
-                        for member in members {
+                        let record = try reader.readStored(digest)
+                        for member in record.members {
                             guard member.kind == .data else {
                                 throw CairnError(
                                     .damaged,
@@ -125,8 +123,8 @@ public final class ArchiveWriter {
                             }
                             try written.insert(member.digest, mask: 1)
                         }
-                        try blocks.appendRecord(.chunk, parts: [record], chunks: members.count)
-                        chunks += members.count
+                        try blocks.appendRecord(.chunk, parts: [record.bytes], chunks: record.members.count)
+                        chunks += record.members.count
                         chunkRecords += 1
                         if let progress, clock.elapsed - lastProgress >= 0.5 {
                             lastProgress = clock.elapsed
@@ -162,20 +160,19 @@ public final class ArchiveWriter {
 
     /// Writes a page and, below the leaves, its children, depth first. Returns pages written.
     private func writeTree(
-        _ digest: ChunkDigest, level: Int, depth: Int, reader: ChunkReader, blocks: ArchiveBlockWriter,
-        members: inout [FrameMember]
+        _ digest: ChunkDigest, level: Int, depth: Int, reader: ChunkReader, blocks: ArchiveBlockWriter
     ) throws(CairnError) -> Int {
         guard depth >= 1, depth <= 8 else { throw CairnError(.damaged, "index tree depth \(depth) is impossible") }
         let plain = Array(try reader.read(digest))
         guard plain.count % ChunkDigest.byteCount == 0 else {
             throw CairnError(.damaged, "index page \(digest) has \(plain.count) bytes, not a whole number of digests")
         }
-        let record = try reader.readStored(digest, members: &members)
+        let record = try reader.readStored(digest)
         // Readers take pages from plain records only; the repository never frames them.
-        guard record[40] == ChunkKind.indexPage.rawValue else {
+        guard record.header.kind == .indexPage else {
             throw CairnError(.damaged, "index page \(digest) is not stored as a plain index page record")
         }
-        try blocks.appendRecord(.indexPage, parts: [record])
+        try blocks.appendRecord(.indexPage, parts: [record.bytes])
         var count = 1
         if level < depth - 1 {
             let children = plain.withUnsafeBytes { raw in
@@ -183,7 +180,7 @@ public final class ArchiveWriter {
             }
             for child in children {
                 count += try writeTree(
-                    child, level: level + 1, depth: depth, reader: reader, blocks: blocks, members: &members)
+                    child, level: level + 1, depth: depth, reader: reader, blocks: blocks)
             }
         }
         return count

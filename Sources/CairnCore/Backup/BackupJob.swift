@@ -123,6 +123,7 @@ public final class BackupJob {
         try changeTracking.validate()
         for source in sources { try source.changeTracking?.validate() }
         repository.removeLeftovers()
+        try repository.markFeatures()
         // Another backup may have committed while this one waited for the lock: see its chunks
         // (below, its restore point also becomes the base), so nothing it stored is stored again.
         try repository.store.reloadSegments()

@@ -47,10 +47,8 @@ final class BlockBatch: @unchecked Sendable {
     var hasPrevious: [Bool]
     var digests: [ChunkDigest]
     var outcomes: [Outcome]
-    /// Where each record starts in `records`, and its length; `recordCount` are in use.
-    var recordStarts: [Int]
-    var recordLengths: [Int]
-    var recordCount = 0
+    /// The records encoded into `records` (their storage kept from batch to batch).
+    private var encoded: [EncodedRecord] = []
     /// Scratch for the worker: indices of the blocks new so far in this batch.
     var newBlocks: [Int]
     var bytesRead: UInt64 = 0
@@ -74,8 +72,7 @@ final class BlockBatch: @unchecked Sendable {
         hasPrevious = Array(repeating: false, count: capacity)
         digests = Array(repeating: zero, count: capacity)
         outcomes = Array(repeating: .zero, count: capacity)
-        recordStarts = Array(repeating: 0, count: capacity)
-        recordLengths = Array(repeating: 0, count: capacity)
+        encoded.reserveCapacity(capacity)
         newBlocks = Array(repeating: 0, count: capacity)
     }
 
@@ -88,21 +85,22 @@ final class BlockBatch: @unchecked Sendable {
         UnsafeRawBufferPointer(rebasing: data[(i * blockSize)..<(i * blockSize + lengths[i])])
     }
 
+    var recordCount: Int { encoded.count }
+
+    /// Forgets the records of the batch's previous use.
+    func removeRecords() { encoded.removeAll(keepingCapacity: true) }
+
     /// Room for the next record, after those encoded so far.
     func nextRecordSlot() -> UnsafeMutableRawBufferPointer {
-        let start = recordCount == 0 ? 0 : recordStarts[recordCount - 1] + recordLengths[recordCount - 1]
+        let start =
+            encoded.last.map { $0.bytes.baseAddress! + $0.bytes.count - UnsafeRawPointer(records.baseAddress!) } ?? 0
         return UnsafeMutableRawBufferPointer(rebasing: records[start...])
     }
 
-    /// Notes that a record of `length` bytes was encoded into `nextRecordSlot()`.
-    func addRecord(length: Int) {
-        recordStarts[recordCount] =
-            recordCount == 0 ? 0 : recordStarts[recordCount - 1] + recordLengths[recordCount - 1]
-        recordLengths[recordCount] = length
-        recordCount += 1
+    /// Notes a record encoded into `nextRecordSlot()`.
+    func addRecord(_ record: EncodedRecord) {
+        encoded.append(record)
     }
 
-    func record(_ r: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: records[recordStarts[r]..<(recordStarts[r] + recordLengths[r])])
-    }
+    func record(_ r: Int) -> EncodedRecord { encoded[r] }
 }

@@ -356,7 +356,7 @@ final class DiskBackup: @unchecked Sendable {
         try readData(batch)
         let zero = ZeroBlock.digest
         let frameBlocks = UInt64(max(1, PackFormat.maxFrameBytes / blockSize))
-        batch.recordCount = 0
+        batch.removeRecords()
         var newCount = 0
         var frameFirst = 0  // index into newBlocks of the open frame's first member
         var frameBytes = 0
@@ -366,17 +366,17 @@ final class DiskBackup: @unchecked Sendable {
             let members = newCount - frameFirst
             guard members > 0 else { return }
             let slot = batch.nextRecordSlot()
-            let length: Int
+            let record: EncodedRecord
             if members == 1 {
                 let i = batch.newBlocks[frameFirst]
-                length = encoder.encode(batch.block(i), digest: batch.digests[i], kind: .data, into: slot)
+                record = encoder.encode(batch.block(i), digest: batch.digests[i], kind: .data, into: slot)
             } else {
-                length = encoder.encodeFrame(count: members, into: slot) { k in
+                record = encoder.encodeFrame(count: members, into: slot) { k in
                     let i = batch.newBlocks[frameFirst + k]
                     return (batch.block(i), batch.digests[i])
                 }
             }
-            batch.addRecord(length: length)
+            batch.addRecord(record)
             frameFirst = newCount
             frameBytes = 0
         }

@@ -45,13 +45,14 @@ extension SettingsFile {
         var offset = 0
         while offset < bytes.count {
             let end = min(offset + blockSize, bytes.count)
-            let (digest, length) = bytes[offset..<end].withUnsafeBytes { piece -> (ChunkDigest, Int) in
+            let (digest, record) = bytes[offset..<end].withUnsafeBytes { piece -> (ChunkDigest, EncodedRecord?) in
                 let digest = hasher.digest(piece)
                 return (
-                    digest, store.contains(digest) ? 0 : encoder.encode(piece, digest: digest, kind: .data, into: slot)
+                    digest,
+                    store.contains(digest) ? nil : encoder.encode(piece, digest: digest, kind: .data, into: slot)
                 )
             }
-            if length > 0 { try store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<length])) }
+            if let record { try store.store(record: record) }
             chunks.append(digest.hex)
             offset = end
         }

@@ -80,25 +80,18 @@ extension PackReader {
         let buffer = UnsafeMutableRawBufferPointer.allocate(
             byteCount: PackFormat.recordHeaderSize + PackFormat.maxRecordPayload, alignment: 64)
         defer { buffer.deallocate() }
-        while offset + UInt64(PackFormat.recordHeaderSize) <= size {
-            let header = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<PackFormat.recordHeaderSize])
-            guard (try? file.read(into: header, at: offset)) == PackFormat.recordHeaderSize else { break }
-            let stored = Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 32, as: UInt32.self)))
-            guard stored <= PackFormat.maxRecordPayload else { break }
-            let payload = UnsafeMutableRawBufferPointer(
-                rebasing: buffer[PackFormat.recordHeaderSize..<(PackFormat.recordHeaderSize + stored)])
-            guard (try? file.read(into: payload, at: offset + UInt64(PackFormat.recordHeaderSize))) == stored else {
-                break
-            }
-            let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
-            guard
-                PackFormat.recordCRC(header: UnsafeRawBufferPointer(header), payload: UnsafeRawBufferPointer(payload))
-                    == crc
+        while offset + UInt64(RecordHeader.size) <= size {
+            let head = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<RecordHeader.size])
+            guard (try? file.read(into: head, at: offset)) == RecordHeader.size,
+                let header = RecordHeader(parsing: UnsafeRawBufferPointer(head)),
+                header.storedLength <= PackFormat.maxRecordPayload
             else { break }
-            let record = UnsafeRawBufferPointer(
-                rebasing: buffer[0..<(PackFormat.recordHeaderSize + stored)])
-            guard (try? PackFormat.appendTableEntries(of: record, at: offset, to: &records)) != nil else { break }
-            offset += UInt64(PackFormat.recordHeaderSize + stored)
+            let region = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<header.recordLength])
+            guard (try? file.read(into: region, at: offset)) == header.recordLength,
+                let record = try? EncodedRecord(checking: UnsafeRawBufferPointer(region))
+            else { break }
+            PackFormat.appendTableEntries(of: record, at: offset, to: &records)
+            offset += UInt64(header.recordLength)
         }
         return records
     }

@@ -32,8 +32,6 @@ public final class ChunkStore: @unchecked Sendable {
     private var currentPack: PackWriter?
     private var finishedPacks: [PackWriter] = []
     private var unflushed: [(ChunkDigest, ChunkLocation)] = []
-    /// The member list of the frame being stored (kept, so storing allocates nothing per frame).
-    private var frameScratch: [FrameMember] = []
     /// Entries kept in memory before they are written out as a segment: bounds memory per run.
     static let flushThreshold = 262_144
 
@@ -154,15 +152,11 @@ public final class ChunkStore: @unchecked Sendable {
     /// stored if any member is new, and only its new members are indexed (a member stored
     /// meanwhile by another frame stays in this one as dead bytes, which gc can reclaim).
     @discardableResult
-    func store(record: UnsafeRawBufferPointer) throws(CairnError) -> Stored {
-        let isFrame = record[40] == ChunkKind.frame.rawValue
+    func store(record: EncodedRecord) throws(CairnError) -> Stored {
+        let isFrame = record.header.isFrame
         if isFrame {
-            _ = try PackFormat.frameMembers(
-                payload: UnsafeRawBufferPointer(rebasing: record[PackFormat.recordHeaderSize...]),
-                rawLength: Int(UInt32(littleEndian: record.loadUnaligned(fromByteOffset: 36, as: UInt32.self))),
-                context: "frame record", into: &frameScratch)
-            guard frameScratch.contains(where: { !contains($0.digest) }) else { return Stored() }
-        } else if contains(ChunkDigest(loadingFrom: record)) {
+            guard record.members.contains(where: { !contains($0.digest) }) else { return Stored() }
+        } else if contains(record.header.digest) {
             return Stored()
         }
         if currentPack == nil { currentPack = try PackWriter(repositoryPath: root) }
@@ -176,7 +170,7 @@ public final class ChunkStore: @unchecked Sendable {
             stored.chunks += 1
             stored.bytes += Int(entry.rawLength)
         }
-        storedBytesWritten += UInt64(record.count)
+        storedBytesWritten += UInt64(record.bytes.count)
         chunksWritten += stored.chunks
         if pack.size >= packTargetSize {
             try pack.finish()

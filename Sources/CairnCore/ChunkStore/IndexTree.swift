@@ -86,9 +86,9 @@ final class IndexTreeWriter {
         let digest = page.withUnsafeBytes { raw -> ChunkDigest in
             let digest = hasher.digest(raw)
             if !store.contains(digest) {
-                let length = encoder.encode(raw, digest: digest, kind: .indexPage, into: slot)
+                let record = encoder.encode(raw, digest: digest, kind: .indexPage, into: slot)
                 do throws(CairnError) {
-                    if try store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<length])).chunks > 0 {
+                    if try store.store(record: record).chunks > 0 {
                         pagesStored += 1
                     }
                 } catch { failure = error }

@@ -60,7 +60,7 @@ public final class PackReader: @unchecked Sendable {
             let frameOffset = try r.le(UInt32.self)
             guard let kind, let compression, kind != .frame,
                 offset <= tableOffset,
-                UInt64(PackFormat.recordHeaderSize) + UInt64(stored) <= tableOffset - offset
+                UInt64(RecordHeader.size) + UInt64(stored) <= tableOffset - offset
             else {
                 throw CairnError(.damaged, "pack \(id) lists a record at offset \(offset) that does not fit the pack")
             }
@@ -72,15 +72,16 @@ public final class PackReader: @unchecked Sendable {
         return records
     }
 
-    /// Reads record header and payload at `offset` into `buffer`, checks the header against what
-    /// the index expects and the CRC, and returns the record (payload follows the header in `buffer`).
-    /// `expected` is the chunk's digest, or nil for a frame record (whose members the caller checks).
+    /// Reads the record at `offset` into `buffer` and checks it (`EncodedRecord(checking:)`:
+    /// lengths, kind, a frame's member list, the CRC unless `checkCRC` is false) and that it is
+    /// what the index expects: `expected` is the chunk's digest, or nil for a frame record
+    /// (whose members the caller proves). The record lies in `buffer` until the next read.
     func readRecord(
         at offset: UInt64, storedLength: Int, expected digest: ChunkDigest?, into buffer: UnsafeMutableRawBufferPointer,
-        checkCRC: Bool = true
-    ) throws(CairnError) -> (compression: ChunkCompression, rawLength: Int) {
+        checkCRC: Bool = true, maxChunk: Int = PackFormat.maxRecordPayload
+    ) throws(CairnError) -> EncodedRecord {
         let what = digest.map { "chunk \($0)" } ?? "frame record"
-        let total = PackFormat.recordHeaderSize + storedLength
+        let total = RecordHeader.size + storedLength
         guard total <= buffer.count else {
             throw CairnError(
                 .damaged, "\(what) in pack \(id) claims \(storedLength) stored bytes, more than any record")
@@ -91,20 +92,12 @@ public final class PackReader: @unchecked Sendable {
             throw CairnError(
                 .damaged, "\(what) in pack \(id) at offset \(offset) is cut off: the pack is truncated")
         }
-        let header = UnsafeRawBufferPointer(rebasing: region[0..<PackFormat.recordHeaderSize])
-        let payload = UnsafeRawBufferPointer(rebasing: region[PackFormat.recordHeaderSize...])
-        let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
-        guard !checkCRC || PackFormat.recordCRC(header: header, payload: payload) == crc else {
-            throw CairnError(.damaged, "\(what) in pack \(id) at offset \(offset) fails its CRC")
-        }
-        let isFrame = header[40] == ChunkKind.frame.rawValue
-        guard digest.map({ ChunkDigest(loadingFrom: header) == $0 && !isFrame }) ?? isFrame,
-            Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 32, as: UInt32.self))) == storedLength,
-            let compression = ChunkCompression(rawValue: header[41]), compression != .framed
-        else {
+        let record = try EncodedRecord(
+            checking: UnsafeRawBufferPointer(region), checkCRC: checkCRC, maxChunk: maxChunk,
+            place: " in pack \(id) at offset \(offset)")
+        guard digest.map({ record.header.digest == $0 && !record.header.isFrame }) ?? record.header.isFrame else {
             throw CairnError(.damaged, "record at offset \(offset) in pack \(id) is not \(what)")
         }
-        let raw = Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 36, as: UInt32.self)))
-        return (compression, raw)
+        return record
     }
 }

@@ -31,19 +31,19 @@ final class PackWriter {
         size = UInt64(PackFormat.headerSize)
     }
 
-    /// Appends one record whose header and payload are already laid out contiguously in `record`;
-    /// returns its table entries (one, or one per member of a frame record).
+    /// Appends one record (header and payload, its members known); returns its table entries
+    /// (one, or one per member of a frame record).
     @discardableResult
-    func append(record: UnsafeRawBufferPointer) throws(CairnError) -> ArraySlice<PackRecord> {
+    func append(record: EncodedRecord) throws(CairnError) -> ArraySlice<PackRecord> {
         let first = records.count
-        try PackFormat.appendTableEntries(of: record, at: size, to: &records)
+        PackFormat.appendTableEntries(of: record, at: size, to: &records)
         do {
-            try file.write(record, at: size)
+            try file.write(record.bytes, at: size)
         } catch {
             records.removeSubrange(first...)
             throw error
         }
-        size += UInt64(record.count)
+        size += UInt64(record.bytes.count)
         return records[first...]
     }
 

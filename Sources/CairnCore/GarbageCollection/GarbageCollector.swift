@@ -74,6 +74,7 @@ public final class GarbageCollector {
         // packs would look like orphans.
         try store.reloadSegments()
         try store.requireWholeIndex(for: "gc")
+        if !dryRun { try repository.markFeatures() }
         if let raw = ProcessInfo.processInfo.environment["CAIRN_TEST_GC_PAUSE"], let pause = Double(raw) {
             // Test hook: hold the lock for a while so tests can race a backup against gc.
             usleep(UInt32(pause * 1e6))
@@ -365,13 +366,8 @@ struct PackRewriter {
                 count: PackFormat.recordHeaderSize + Int(first.storedLength), at: first.offset)
             guard bytes.count == PackFormat.recordHeaderSize + Int(first.storedLength) else { return nil }
             let intact = bytes.withUnsafeBytes { raw in
-                let header = UnsafeRawBufferPointer(rebasing: raw[0..<PackFormat.recordHeaderSize])
-                let payload = UnsafeRawBufferPointer(rebasing: raw[PackFormat.recordHeaderSize...])
-                let crc = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 44, as: UInt32.self))
-                let named =
-                    first.frameOffset == nil
-                    ? ChunkDigest(loadingFrom: header) == first.digest : header[40] == ChunkKind.frame.rawValue
-                return PackFormat.recordCRC(header: header, payload: payload) == crc && named
+                guard let header = (try? EncodedRecord(checking: raw))?.header else { return false }
+                return first.frameOffset == nil ? header.digest == first.digest && !header.isFrame : header.isFrame
             }
             guard intact else { return nil }
             blobs.append((bytes, Set(group.map(\.digest))))
@@ -388,7 +384,8 @@ struct PackRewriter {
             var result: Result<ArraySlice<PackRecord>, CairnError> = .success([])
             blob.bytes.withUnsafeBytes { raw in
                 do throws(CairnError) {
-                    result = .success(try pack.append(record: raw))
+                    // Checked when it was read (or just encoded): this only finds its members again.
+                    result = .success(try pack.append(record: try EncodedRecord(checking: raw, checkCRC: false)))
                 } catch {
                     result = .failure(error)
                 }
@@ -422,9 +419,9 @@ struct PackRewriter {
         let total = parts.reduce(0) { $0 + $1.bytes.count }
         var out = [UInt8](repeating: 0, count: ChunkEncoder.frameSlotSize(members: parts.count, rawLength: total))
         let length = out.withUnsafeMutableBytes { slot in
-            parts.count == 1
+            (parts.count == 1
                 ? encoder.encode(parts[0].bytes, digest: parts[0].digest, kind: .data, into: slot)
-                : encoder.encodeFrame(count: parts.count, into: slot) { parts[$0] }
+                : encoder.encodeFrame(count: parts.count, into: slot) { parts[$0] }).bytes.count
         }
         out.removeLast(out.count - length)
         return out

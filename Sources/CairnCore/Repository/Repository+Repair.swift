@@ -20,6 +20,8 @@ extension Repository {
         guard !health.isHealthy else { return report }
         var sealed = config
         sealed.checksum = nil
+        // Written anyway: the config gets the features list an upgrade would have given it.
+        sealed.features = FormatFeature.adding(config.features)
         try sealed.write(repository: path)
         try FileSystem.syncDirectory(path)
         if health.primaryDamage != nil {

@@ -71,6 +71,16 @@ extension RepositoryConfig {
                 "repository \(FileSystem.directoryName(path)) has format version \(version); this Cairn reads version \(currentVersion) (use a Cairn that knows version \(version))"
             )
         }
+        if let listed = object["features"] {
+            guard let features = listed as? [String] else {
+                throw CairnError(
+                    .damaged, "the repository config \(path) is damaged: its features field is not a list of names")
+            }
+            if let feature = FormatFeature.unknown(in: features) {
+                throw FormatFeature.refusal(
+                    "repository \(FileSystem.directoryName(path))", feature: feature, code: .repository)
+            }
+        }
         let config = try JSONCoding.decode(RepositoryConfig.self, from: bytes, what: "the repository config \(path)")
         do throws(CairnError) {
             try validate(blockSize: config.blockSize)

@@ -15,6 +15,10 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
     /// Packs are closed once they reach this many bytes.
     public var packSize: Int
     public var created: String
+    /// The format features a reader must understand (`FormatFeature`): `["frames"]` today.
+    /// Absent in configs written before the list existed, which are marked on their first write
+    /// (`Repository+Features.swift`).
+    public var features: [String]?
     /// `sha256:HEX` of the file's bytes with this field's HEX as zeros; absent in configs
     /// written before it existed (`RepositoryConfig+File.swift`).
     public var checksum: String?
@@ -33,7 +37,7 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
         RepositoryConfig(
             format: formatName, version: currentVersion, id: PackID.random().hex, blockSize: blockSize,
             compression: "zstd", compressionLevel: compressionLevel, packSize: defaultPackSize,
-            created: Timestamp.now().description)
+            created: Timestamp.now().description, features: FormatFeature.written)
     }
 
     /// Equal but for the checksum.

@@ -103,9 +103,10 @@ public final class FuzzRepository {
             let digest = hasher.digest(chunk.bytes)
             digests.append(digest)
             let offset = UInt64(pack.count)
-            var header = PackFormat.recordHeader(
+            var header = RecordHeader(
                 digest: digest, storedLength: chunk.bytes.count, rawLength: chunk.bytes.count, kind: chunk.kind,
-                compression: .none, crc: 0)
+                compression: .none
+            ).bytes
             let crc = chunk.bytes.withUnsafeBytes { payload in
                 header.withUnsafeBytes { h in
                     CRC32.checksum(payload, seed: CRC32.checksum(UnsafeRawBufferPointer(rebasing: h[0..<44])))

@@ -1,0 +1,70 @@
+/// How a record's plain bytes become its stored bytes and back: the seam where compression
+/// plugs in today and encryption (issue 14) next.
+///
+/// The encoder and the decoder own one codec each, for their whole life, and hand it raw
+/// buffers only: a codec must not allocate per record. The compression byte of the record
+/// header says which transformation `seal` chose, so `open` can undo it.
+protocol RecordCodec: AnyObject {
+    /// The most stored bytes `seal` may write for `rawLength` plain bytes.
+    func storedBound(_ rawLength: Int) -> Int
+
+    /// Writes the stored form of `plain` into `stored` (at least `storedBound(plain.count)`
+    /// bytes); returns how it was stored and how many bytes it wrote.
+    func seal(
+        _ plain: UnsafeRawBufferPointer, into stored: UnsafeMutableRawBufferPointer
+    ) -> (compression: ChunkCompression, count: Int)
+
+    /// The plain bytes of `stored`: written into `output`, which is exactly the record's raw
+    /// length, or `stored` itself if it is stored as is. Throws a `.damaged` error whose message
+    /// is a predicate ("does not decompress"); the decoder puts the record's name in front.
+    func open(
+        _ stored: UnsafeRawBufferPointer, _ compression: ChunkCompression, into output: UnsafeMutableRawBufferPointer
+    ) throws(CairnError) -> UnsafeRawBufferPointer
+}
+
+/// The codec of every repository today: zstd when it makes the record smaller, else as is.
+final class ZstdRecordCodec: RecordCodec {
+    private let compressor: ZstdCompressor?
+    private let decompressor = ZstdDecompressor()
+
+    /// `level` for a codec that encodes; nil for one that only decodes.
+    init(level: Int32? = nil) {
+        compressor = level.map(ZstdCompressor.init(level:))
+    }
+
+    func storedBound(_ rawLength: Int) -> Int { max(rawLength, ZstdCompressor.bound(rawLength)) }
+
+    func seal(
+        _ plain: UnsafeRawBufferPointer, into stored: UnsafeMutableRawBufferPointer
+    ) -> (compression: ChunkCompression, count: Int) {
+        guard let compressor else { preconditionFailure("a decoding codec was asked to encode") }
+        if let n = compressor.compress(plain, into: stored) { return (.zstd, n) }
+        if plain.count > 0 { stored.baseAddress!.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
+        return (.none, plain.count)
+    }
+
+    func open(
+        _ stored: UnsafeRawBufferPointer, _ compression: ChunkCompression, into output: UnsafeMutableRawBufferPointer
+    ) throws(CairnError) -> UnsafeRawBufferPointer {
+        switch compression {
+        case .none:
+            guard stored.count == output.count else {
+                throw CairnError(.damaged, "holds \(stored.count) bytes, not \(output.count)")
+            }
+            return stored
+        case .zstd:
+            let n: Int
+            do throws(CairnError) {
+                n = try decompressor.decompress(stored, into: output)
+            } catch {
+                throw CairnError(.damaged, "does not decompress", cause: error.cause)
+            }
+            guard n == output.count else {
+                throw CairnError(.damaged, "decompresses to \(n) bytes, not \(output.count)")
+            }
+            return UnsafeRawBufferPointer(output)
+        case .framed:
+            throw CairnError(.damaged, "has an invalid compression")
+        }
+    }
+}

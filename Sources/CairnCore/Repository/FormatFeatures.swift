@@ -1,0 +1,38 @@
+/// The features of the on-disk format that a reader must understand, named in the repository
+/// config and in every archive label (docs/FORMAT.md, "config"; docs/ARCHIVE-FORMAT.md, "Label").
+///
+/// Like qcow2's incompatible feature bits: the format version says how the files are laid
+/// out, the features say what may be in them. A Cairn that meets a feature it does not know
+/// refuses the repository or archive, naming the feature, instead of misreading it. A feature
+/// is added to the list when a new kind of record or file appears (`encryption`, an
+/// object-store layout), so an older Cairn stops at the door.
+public enum FormatFeature {
+    /// Frame records: several data chunks compressed together, listed in pack tables as
+    /// `framed` entries and in version-2 index segments with their offset in the frame.
+    public static let frames = "frames"
+
+    /// What this Cairn reads.
+    public static let known: Set<String> = [frames]
+
+    /// What this Cairn may write, so what it marks every config and label it writes with.
+    public static let written: [String] = [frames]
+
+    /// The first feature in `features` this Cairn does not know, if any.
+    static func unknown(in features: [String]) -> String? {
+        features.first { !known.contains($0) }
+    }
+
+    /// The one-line refusal of a repository or archive (`what`) that lists `feature`.
+    static func refusal(_ what: String, feature: String, code: CairnError.Code) -> CairnError {
+        CairnError(
+            code,
+            "\(what) uses the format feature '\(feature)', which this Cairn does not support: use a Cairn that does")
+    }
+
+    /// `features` with every feature this Cairn writes added (order kept, no repeats).
+    static func adding(_ features: [String]?) -> [String] {
+        var all = features ?? []
+        for feature in written where !all.contains(feature) { all.append(feature) }
+        return all
+    }
+}

@@ -1,0 +1,10 @@
+@testable import CairnCore
+
+extension ChunkStore {
+    /// Stores a record given as bytes (a test's own, or one read back), checked first as a
+    /// reader would check it.
+    @discardableResult
+    func store(record bytes: UnsafeRawBufferPointer) throws(CairnError) -> Stored {
+        try store(record: EncodedRecord(checking: bytes))
+    }
+}
