@@ -21,7 +21,6 @@ extension Repository {
         var sealed = config
         sealed.checksum = nil
         try sealed.write(repository: path)
-        try FileSystem.syncDirectory(path)
         if health.primaryDamage != nil {
             report.repaired.append("config written again from \(RepositoryConfig.copyName)")
         } else if health.unsealed {
