@@ -179,11 +179,12 @@ func streamOffsets(_ volume: [UInt8], blockSize: Int, block: Int, payloadOffset:
                 }.bytes.count
             }
         }
+        var writes = store.beginWrite()
         let stored = try slot.withUnsafeBytes {
-            try store.store(record: UnsafeRawBufferPointer(rebasing: $0[0..<length]))
+            try writes.store(record: UnsafeRawBufferPointer(rebasing: $0[0..<length]))
         }
         #expect(stored.chunks == 1, "only the new member is indexed")
-        try store.commit()
+        try writes.commit()
         let pair = fixture.dir.file("pair.img")
         try File.open(pair, .createOrTruncate).write(both, at: 0)
         let id = try fixture.backup("vm3", pair)

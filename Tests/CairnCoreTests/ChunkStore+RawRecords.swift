@@ -1,10 +1,10 @@
 @testable import CairnCore
 
-extension ChunkStore {
+extension ChunkWriteTransaction {
     /// Stores a record given as bytes (a test's own, or one read back), checked first as a
     /// reader would check it.
     @discardableResult
-    func store(record bytes: UnsafeRawBufferPointer) throws(CairnError) -> Stored {
+    mutating func store(record bytes: UnsafeRawBufferPointer) throws(CairnError) -> Stored {
         try store(record: EncodedRecord(checking: bytes))
     }
 }

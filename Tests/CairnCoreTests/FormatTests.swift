@@ -117,6 +117,7 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         // Frames of 16, 16 (gathered from scattered buffers) and 8 members; the first frame again adds nothing.
         var stored = 0
         var first: [UInt8] = []
+        var writes = repo.store.beginWrite()
         for range in [0..<16, 16..<32, 32..<40] {
             let encoded = encoder.encodeFrame(count: range.count, into: slot) { k in
                 blocks[range.lowerBound + k].withUnsafeBytes { ($0, digests[range.lowerBound + k]) }
@@ -125,11 +126,11 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
             #expect(encoded.members.map(\.digest) == Array(digests[range]))
             if range.lowerBound == 0 { first = Array(record) }
             #expect(record[40] == ChunkKind.frame.rawValue)
-            stored += try repo.store.store(record: record).chunks
+            stored += try writes.store(record: record).chunks
         }
         #expect(stored == 40)
-        #expect(try first.withUnsafeBytes { try repo.store.store(record: $0).chunks } == 0)
-        try repo.store.commit()
+        #expect(try first.withUnsafeBytes { try writes.store(record: $0).chunks } == 0)
+        try writes.commit()
 
         func readAll(_ repository: Repository) throws {
             let reader = ChunkReader(store: repository.store)
@@ -172,16 +173,17 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
             byteCount: ChunkEncoder.slotSize(rawLength: 65536), alignment: 64)
         defer { slot.deallocate() }
         var chunks: [(ChunkDigest, [UInt8])] = []
+        var writes = repo.store.beginWrite()
         for i in 0..<50 {
             let bytes = i % 2 == 0 ? gen.textBytes(65536) : gen.randomBytes(1000 + i)
             let digest = SHA256Hasher().digest(bytes)
             let n = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }.bytes.count
-            #expect(try repo.store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n])).chunks == 1)
+            #expect(try writes.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n])).chunks == 1)
             // The same chunk again is not stored twice.
-            #expect(try repo.store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n])).chunks == 0)
+            #expect(try writes.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n])).chunks == 0)
             chunks.append((digest, bytes))
         }
-        try repo.store.commit()
+        try writes.commit()
 
         let reopened = try Repository(path: dir.file("repo"))
         #expect(reopened.store.indexSegments.count == 1)
@@ -212,8 +214,9 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         defer { slot.deallocate() }
         let n = bytes.withUnsafeBytes { ChunkEncoder(level: 3).encode($0, digest: digest, kind: .data, into: slot) }
             .bytes.count
-        try repo.store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n]))
-        try repo.store.commit()
+        var writes = repo.store.beginWrite()
+        try writes.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n]))
+        try writes.commit()
         let location = try #require(repo.store.lookup(digest))
         let packPath = "\(dir.file("repo"))/\(location.pack.relativePath)"
         // Flip one byte in the middle of the record's payload.
@@ -303,10 +306,11 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         digests.reserveCapacity(blocks)
         // Runs of equal digests, like a disk's zero blocks.
         for i in 0..<blocks { digests.append(i % 7 == 0 ? ZeroBlock.digest : ChunkDigest(bytes: gen.randomBytes(32))) }
+        var writes = repo.store.beginWrite()
         let writer = IndexTreeWriter(store: repo.store, encoder: ChunkEncoder(level: 3))
-        for d in digests { try writer.append(d) }
-        let (root, depth) = try writer.finish()
-        try repo.store.commit()
+        for d in digests { try writer.append(d, into: &writes) }
+        let (root, depth) = try writer.finish(into: &writes)
+        try writes.commit()
         #expect(depth == (blocks <= 1024 ? 1 : blocks <= 1024 * 1024 ? 2 : 3))
 
         let reader = try IndexTreeReader(
@@ -319,9 +323,10 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         #expect(index == blocks)
 
         // The same digests give the same root: unchanged disks share their whole tree.
+        var more = repo.store.beginWrite()
         let again = IndexTreeWriter(store: repo.store, encoder: ChunkEncoder(level: 3))
-        for d in digests { try again.append(d) }
-        let (root2, _) = try again.finish()
+        for d in digests { try again.append(d, into: &more) }
+        let (root2, _) = try again.finish(into: &more)
         #expect(root2 == root)
         #expect(again.pagesStored == 0)
 
@@ -331,10 +336,14 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         while i < blocks {
             var j = i
             while j < blocks && digests[j] == digests[i] { j += 1 }
-            if j - i == 1 { try runs.append(digests[i]) } else { try runs.append(digests[i], count: UInt64(j - i)) }
+            if j - i == 1 {
+                try runs.append(digests[i], into: &more)
+            } else {
+                try runs.append(digests[i], count: UInt64(j - i), into: &more)
+            }
             i = j
         }
-        #expect(try runs.finish().root == root)
+        #expect(try runs.finish(into: &more).root == root)
     }
 
     @Test(arguments: [1023, 1024, 3000, 1024 * 1024, 1024 * 1024 + 1500])
@@ -342,21 +351,22 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         let dir = TemporaryDirectory()
         let repo = try makeRepository(dir)
         let other = SHA256Hasher().digest(Array("x".utf8))
+        var writes = repo.store.beginWrite()
         let single = IndexTreeWriter(store: repo.store, encoder: ChunkEncoder(level: 1))
         let batched = IndexTreeWriter(store: repo.store, encoder: ChunkEncoder(level: 1))
         // A few blocks, a long zero run, a few blocks: the run starts mid-page.
         for _ in 0..<5 {
-            try single.append(other)
-            try batched.append(other)
+            try single.append(other, into: &writes)
+            try batched.append(other, into: &writes)
         }
-        for _ in 0..<run { try single.append(ZeroBlock.digest) }
-        try batched.append(ZeroBlock.digest, count: UInt64(run))
+        for _ in 0..<run { try single.append(ZeroBlock.digest, into: &writes) }
+        try batched.append(ZeroBlock.digest, count: UInt64(run), into: &writes)
         for _ in 0..<7 {
-            try single.append(other)
-            try batched.append(other)
+            try single.append(other, into: &writes)
+            try batched.append(other, into: &writes)
         }
-        let a = try single.finish()
-        let b = try batched.finish()
+        let a = try single.finish(into: &writes)
+        let b = try batched.finish(into: &writes)
         #expect(a.root == b.root && a.depth == b.depth)
     }
 }
@@ -412,15 +422,15 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         defer { slot.deallocate() }
         var stored: [(ChunkDigest, [UInt8])] = []
         for _ in 0..<12 {
+            var writes = repo.store.beginWrite()
             for _ in 0..<40 {
                 let bytes = gen.randomBytes(2000)
                 let digest = SHA256Hasher().digest(bytes)
-                let n = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }.bytes
-                    .count
-                try repo.store.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n]))
+                let n = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }.bytes.count
+                try writes.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n]))
                 stored.append((digest, bytes))
             }
-            try repo.store.commit()
+            try writes.commit()
         }
         // A digest listed twice: an older segment points nowhere useful, the newest is right.
         let (dupDigest, _) = stored[0]

@@ -18,9 +18,8 @@ public enum ArchiveCatalog {
     static func directory(_ repository: Repository) -> String { "\(repository.path)/archives" }
 
     static func write(_ entry: ArchiveCatalogEntry, to repository: Repository) throws(CairnError) {
-        try FileSystem.createDirectories(directory(repository))
         let bytes = Array(try JSONCoding.encode(entry, pretty: true).utf8) + [10]
-        try FileSystem.writeAtomically(bytes, to: "\(directory(repository))/\(entry.archive).json")
+        try repository.storage.publish(bytes, as: "archives/\(entry.archive).json", .replace)
     }
 
     /// Every archive the repository wrote, oldest first.

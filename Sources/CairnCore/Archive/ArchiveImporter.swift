@@ -49,29 +49,28 @@ public final class ArchiveImporter {
             }
             checkedBlockSize = true
         }
+        // The scanner's callbacks escape, so the transaction they store into is held in a box
+        // they share; it is taken out to commit (an error before that abandons it).
+        let writes = TransactionBox(store.beginWrite())
         scanner.onIndexPage = { (_, record) throws(CairnError) in
-            stored += try store.store(record: record).chunks
+            stored += try writes.transaction!.store(record: record).chunks
         }
         scanner.onChunk = { (record, _) throws(CairnError) in
             // A frame record is stored whole, as the repository keeps it; only its new members are indexed.
-            stored += try store.store(record: record).chunks
+            stored += try writes.transaction!.store(record: record).chunks
         }
         var fatal: CairnError?
         do throws(CairnError) {
             try scanner.run()
         } catch {
             if error.code == .usage || error.code == .io || error.code == .interrupted {
-                store.abandon()
+                writes.transaction.take()?.abandon()
                 throw error
             }
             fatal = error
         }
-        do throws(CairnError) {
-            try store.commit()
-        } catch {
-            store.abandon()
-            throw error
-        }
+        // A failed commit abandons what it could not make durable.
+        try writes.transaction.take()?.commit()
 
         let missing = scanner.pointsMissingChunks()
         var imported: [String] = []
@@ -122,5 +121,14 @@ public final class ArchiveImporter {
             seconds: clock.elapsed, problems: blocks.problems, fatal: fatal)
         return ArchiveImportResult(
             imported: imported, alreadyPresent: present, skipped: skipped, chunksStored: stored, report: report)
+    }
+}
+
+/// Holds a write transaction for callbacks that escape (a `~Copyable` value cannot be captured).
+private final class TransactionBox {
+    var transaction: ChunkWriteTransaction?
+
+    init(_ transaction: consuming ChunkWriteTransaction) {
+        self.transaction = consume transaction
     }
 }

@@ -71,7 +71,7 @@ public struct BackupResult: Sendable {
 ///
 /// Each image is walked beside the group's previous restore point: a block whose digest did not
 /// change costs one SHA-256; only blocks new to the repository are compressed and stored. The
-/// manifest is written last, after `ChunkStore.commit()` has made every chunk durable.
+/// manifest is written last, after the job's `ChunkWriteTransaction.commit()` has made every chunk durable.
 public final class BackupJob {
     public let repository: Repository
     public let group: String
@@ -169,15 +169,15 @@ public final class BackupJob {
         try Self.checkFormatsUnchanged(images, group: group, catalog: catalog)
 
         let store = repository.store
-        let storedBefore = store.storedBytesWritten
-        let chunksBefore = store.chunksWritten
+        var transaction = store.beginWrite()
         var disks: [Manifest.DiskEntry] = []
         var warning: String?
         var bytesRead: UInt64 = 0
         var bytesNew: UInt64 = 0
         var settings: [SettingsFile] = []
+        let stored: Result<Void, CairnError>
         do throws(CairnError) {
-            for path in settingsFiles { settings.append(try SettingsFile.store(path: path, store: store)) }
+            for path in settingsFiles { settings.append(try SettingsFile.store(path: path, into: &transaction)) }
             for (index, (source, image)) in images.enumerated() {
                 let disk = tracking[index]
                 var pass = DiskBackup(
@@ -187,7 +187,7 @@ public final class BackupJob {
                 var diskRead: UInt64 = 0
                 var entry: Manifest.DiskEntry
                 do throws(CairnError) {
-                    entry = try pass.run()
+                    entry = try pass.run(into: &transaction)
                 } catch {
                     // A bitmap that lied or failed to read costs a full read, never the backup.
                     guard let disk, let why = pass.abandonReason else { throw error }
@@ -199,7 +199,7 @@ public final class BackupJob {
                     pass = DiskBackup(
                         store: store, image: image, name: source.diskName, base: base(of: source), progress: progress,
                         clock: clock)
-                    entry = try pass.run()
+                    entry = try pass.run(into: &transaction)
                 }
                 diskRead += pass.bytesRead
                 entry.sourceKind = image.info.kind ?? "file"
@@ -210,11 +210,18 @@ public final class BackupJob {
                 bytesRead += diskRead
                 bytesNew += pass.bytesNew
             }
-            try store.commit()
-        } catch  where error.code == .interrupted {
-            throw Self.keepStoredWork(store, stored: store.storedBytesWritten - storedBefore)
+            stored = .success(())
         } catch {
-            store.abandon()
+            stored = .failure(error)
+        }
+        let bytesStored = transaction.storedBytesWritten
+        let chunksNew = transaction.chunksWritten
+        switch stored {
+        case .success: try transaction.commit()
+        case .failure(let error) where error.code == .interrupted:
+            throw Self.keepStoredWork(transaction, stored: bytesStored)
+        case .failure(let error):
+            transaction.abandon()
             throw error
         }
         let manifest = Manifest(
@@ -222,8 +229,8 @@ public final class BackupJob {
             tool: Self.toolVersion, repository: repository.config.id, blockSize: repository.config.blockSize,
             disks: disks,
             stats: .init(
-                bytesRead: bytesRead, bytesNew: bytesNew, bytesStored: store.storedBytesWritten - storedBefore,
-                chunksNew: store.chunksWritten - chunksBefore, seconds: clock.elapsed),
+                bytesRead: bytesRead, bytesNew: bytesNew, bytesStored: bytesStored, chunksNew: chunksNew,
+                seconds: clock.elapsed),
             previous: previousID?.description, settings: settings.isEmpty ? nil : settings, domain: domain)
         try catalog.write(manifest, id: id)
         // Only now may the bitmaps the new restore point no longer needs go.
@@ -249,11 +256,11 @@ public final class BackupJob {
     /// After SIGINT/SIGTERM: makes the chunks stored so far durable and indexed (packs synced,
     /// then a segment naming them, as every commit does), so the next backup finds them instead
     /// of storing them again. No restore point names them; gc reclaims them if none ever does.
-    private static func keepStoredWork(_ store: ChunkStore, stored: UInt64) -> CairnError {
+    private static func keepStoredWork(_ transaction: consuming ChunkWriteTransaction, stored: UInt64) -> CairnError {
         do {
-            try store.commit()
+            // A failed commit abandons what it could not make durable.
+            try transaction.commit()
         } catch {
-            store.abandon()
             return Cancellation.interrupted("nothing committed (what was stored could not be kept: \(error))")
         }
         guard stored > 0 else { return Cancellation.interrupted("nothing committed") }

@@ -82,7 +82,8 @@ final class DiskBackup: @unchecked Sendable {
         return random
     }
 
-    func run() throws(CairnError) -> Manifest.DiskEntry {
+    /// Backs the disk up, storing new chunks into `transaction` (which the job commits).
+    func run(into transaction: inout ChunkWriteTransaction) throws(CairnError) -> Manifest.DiskEntry {
         let workers = Parallelism.workers
         let capacity = max(1, Self.batchBytes / blockSize)
         let free = WorkQueue<BlockBatch>()
@@ -155,7 +156,7 @@ final class DiskBackup: @unchecked Sendable {
                 if batch === BlockBatch.endMarker { break }
                 do throws(CairnError) {
                     try Cancellation.check()
-                    try write(batch, into: tree)
+                    try write(batch, into: tree, transaction: &transaction)
                 } catch {
                     stopAll(error)
                     break writing
@@ -181,7 +182,7 @@ final class DiskBackup: @unchecked Sendable {
         guard writtenBlocks == blockCount else {
             throw CairnError(.io, "backup of \(name) stopped after \(writtenBlocks) of \(blockCount) blocks")
         }
-        let (root, depth) = try tree.finish()
+        let (root, depth) = try tree.finish(into: &transaction)
         return Manifest.DiskEntry(
             name: name, size: image.virtualSize, blockCount: blockCount, root: root.hex, depth: depth,
             zeroBlocks: zeroBlocks, changedBlocks: changedBlocks, source: image.info)
@@ -434,16 +435,18 @@ final class DiskBackup: @unchecked Sendable {
 
     /// Writer stage: stores new chunks (once, even if two workers found the same one) and feeds
     /// the index tree, in block order.
-    private func write(_ batch: BlockBatch, into tree: IndexTreeWriter) throws(CairnError) {
+    private func write(
+        _ batch: BlockBatch, into tree: IndexTreeWriter, transaction: inout ChunkWriteTransaction
+    ) throws(CairnError) {
         bytesRead += batch.bytesRead
         if batch.holeBlocks > 0 {
-            try tree.append(ZeroBlock.digest, count: batch.holeBlocks)
+            try tree.append(ZeroBlock.digest, count: batch.holeBlocks, into: &transaction)
             zeroBlocks += batch.holeBlocks
             writtenBlocks += batch.holeBlocks
             return
         }
         for i in 0..<batch.count {
-            try tree.append(batch.digests[i])
+            try tree.append(batch.digests[i], into: &transaction)
             switch batch.outcomes[i] {
             case .zero:
                 zeroBlocks += 1
@@ -459,7 +462,7 @@ final class DiskBackup: @unchecked Sendable {
         bytesSkipped += batch.bytesSkipped
         sampledBlocks += UInt64(batch.sampledBlocks)
         for r in 0..<batch.recordCount {
-            bytesNew += UInt64(try store.store(record: batch.record(r)).bytes)
+            bytesNew += UInt64(try transaction.store(record: batch.record(r)).bytes)
         }
         writtenBlocks += UInt64(batch.count)
     }

@@ -43,9 +43,12 @@ public final class Catalog: Sendable {
     }
 
     /// Makes a restore point visible: the manifest is written atomically and durably.
+    /// Create-only: a restore point, once visible, is never replaced.
     func write(_ manifest: Manifest, id: RestorePointID) throws(CairnError) {
-        try FileSystem.createDirectories("\(root)/\(id.group)")
-        try FileSystem.writeAtomically(try manifest.encoded(), to: path(of: id))
+        let repository = LocalDirectoryStorage(root: FileSystem.directoryName(root))
+        try repository.publish(
+            try manifest.encoded(), as: "\(FileSystem.baseName(root))/\(id.group)/\(id.time)\(Self.suffix)",
+            .createOnly)
     }
 
     /// Resolves `GROUP@TIME` or `GROUP@latest` to an existing restore point.

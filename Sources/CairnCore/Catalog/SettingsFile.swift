@@ -22,9 +22,10 @@ public struct SettingsFile: Codable, Sendable, Equatable {
 }
 
 extension SettingsFile {
-    /// Reads `path` and stores its blocks (only those the repository lacks). Becomes durable with
-    /// the store's next `commit()`, so a manifest naming it is written after that.
-    static func store(path: String, store: ChunkStore) throws(CairnError) -> SettingsFile {
+    /// Reads `path` and stores its blocks (only those the repository lacks). Becomes durable when
+    /// `transaction` commits, so a manifest naming it is written after that.
+    static func store(path: String, into transaction: inout ChunkWriteTransaction) throws(CairnError) -> SettingsFile {
+        let store = transaction.store
         guard FileSystem.exists(path) else { throw CairnError(.notFound, "settings file \(path) does not exist") }
         guard !FileSystem.isDirectory(path) else {
             throw CairnError(.usage, "settings file \(path) is a directory; name the file")
@@ -52,7 +53,7 @@ extension SettingsFile {
                     store.contains(digest) ? nil : encoder.encode(piece, digest: digest, kind: .data, into: slot)
                 )
             }
-            if let record { try store.store(record: record) }
+            if let record { try transaction.store(record: record) }
             chunks.append(digest.hex)
             offset = end
         }

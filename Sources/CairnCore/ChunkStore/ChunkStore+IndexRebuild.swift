@@ -17,54 +17,46 @@ extension ChunkStore {
     }
 
     public func rebuildIndex() throws(CairnError) -> IndexRebuildReport {
-        let old = (try FileSystem.list("\(root)/index")).filter { $0.hasSuffix(".idx") && !$0.hasPrefix(".") }
+        let old = try ChunkIndex.segmentKeys(in: storage)
         var report = IndexRebuildReport(packs: 0, chunks: 0, packsScanned: [], packsUnreadable: [], segmentsRemoved: 0)
         var entries: [(ChunkDigest, ChunkLocation)] = []
         var written: Set<String> = []
         func flush() throws(CairnError) {
             guard !entries.isEmpty else { return }
-            let name = Self.newSegmentName()
-            try IndexSegment.write(entries: entries, to: "\(root)/index/\(name)")
-            written.insert(name)
+            let key = Self.newSegmentKey()
+            try IndexSegment.write(entries: entries, as: key, in: storage)
+            written.insert(key)
             entries.removeAll(keepingCapacity: true)
         }
-        for directory in try FileSystem.list("\(root)/packs") where FileSystem.isDirectory("\(root)/packs/\(directory)")
-        {
-            for name in try FileSystem.list("\(root)/packs/\(directory)")
-            where name.hasSuffix(".pack") && !name.hasPrefix(".") {
-                guard let id = PackID(hex: String(name.dropLast(5))) else { continue }
-                let path = "\(root)/packs/\(directory)/\(name)"
-                let reader: PackReader
-                do {
-                    reader = try PackReader(path: path, id: id)
-                } catch {
-                    report.packsUnreadable.append(id.hex)
-                    continue
-                }
-                var records: [PackRecord]
-                do {
-                    records = try reader.readTable()
-                } catch {
-                    records = reader.scanRecords()
-                    report.packsScanned.append(id.hex)
-                }
-                report.packs += 1
-                for r in records {
-                    let location = r.location(in: id)
-                    // A copy verify found damaged is left out when the pack holds nothing better.
-                    if distrusted[r.digest] == location { continue }
-                    entries.append((r.digest, location))
-                    report.chunks += 1
-                }
-                if entries.count >= Self.flushThreshold { try flush() }
+        for id in try packFilesOnDisk() {
+            let reader: PackReader
+            do {
+                reader = try PackReader(id: id, in: storage)
+            } catch {
+                report.packsUnreadable.append(id.hex)
+                continue
             }
+            var records: [PackRecord]
+            do {
+                records = try reader.readTable()
+            } catch {
+                records = reader.scanRecords()
+                report.packsScanned.append(id.hex)
+            }
+            report.packs += 1
+            for r in records {
+                let location = r.location(in: id)
+                // A copy verify found damaged is left out when the pack holds nothing better.
+                if distrusted[r.digest] == location { continue }
+                entries.append((r.digest, location))
+                report.chunks += 1
+            }
+            if entries.count >= Self.flushThreshold { try flush() }
         }
         try flush()
-        for name in old where !written.contains(name) {
-            try FileSystem.remove("\(root)/index/\(name)")
-            report.segmentsRemoved += 1
-        }
-        try FileSystem.syncDirectory("\(root)/index")
+        let removed = old.filter { !written.contains($0) }
+        try storage.delete(removed)
+        report.segmentsRemoved = removed.count
         try reloadSegments()
         if needsCompaction { try compactIndex() }
         return report
@@ -82,12 +74,12 @@ extension PackReader {
         defer { buffer.deallocate() }
         while offset + UInt64(RecordHeader.size) <= size {
             let head = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<RecordHeader.size])
-            guard (try? file.read(into: head, at: offset)) == RecordHeader.size,
+            guard (try? object.read(into: head, at: offset)) == RecordHeader.size,
                 let header = RecordHeader(parsing: UnsafeRawBufferPointer(head)),
                 header.storedLength <= PackFormat.maxRecordPayload
             else { break }
             let region = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<header.recordLength])
-            guard (try? file.read(into: region, at: offset)) == header.recordLength,
+            guard (try? object.read(into: region, at: offset)) == header.recordLength,
                 let record = try? EncodedRecord(checking: UnsafeRawBufferPointer(region))
             else { break }
             PackFormat.appendTableEntries(of: record, at: offset, to: &records)

@@ -27,6 +27,10 @@ public struct ChunkLocation: Sendable, Equatable {
 /// digest's first byte, 52-byte entries sorted by digest (48 in version 1, which had no frames),
 /// CRC footer. Searched through a memory
 /// map: a lookup is one fan-out read and a binary search over the pages it touches.
+///
+/// Sendable without the compiler's check because it holds a memory map (a C pointer): the map
+/// is read-only and lives as long as the segment, and every other property is immutable after
+/// `init`, so any number of threads may search one segment at once.
 public final class IndexSegment: @unchecked Sendable {
     public static let magic: [UInt8] = Array("CAIRNIX1".utf8)
     public static let footerMagic: [UInt8] = Array("CAIRNIXE".utf8)
@@ -37,7 +41,10 @@ public final class IndexSegment: @unchecked Sendable {
     static let fanoutSize = 256 * 4
     static let footerSize = 16
 
+    /// The segment's file or object, for messages.
     public let path: String
+    /// Its key in the repository's storage (`index/NAME`).
+    public let key: String
     public let name: String
     let map: MappedFile
     public let packs: [PackID]
@@ -47,10 +54,21 @@ public final class IndexSegment: @unchecked Sendable {
     private let fanoutOffset: Int
     private let entriesOffset: Int
 
-    public init(path: String) throws(CairnError) {
+    /// Opens the segment `key` of a repository's storage.
+    convenience init(key: String, in storage: any RepositoryStorage) throws(CairnError) {
+        try self.init(key: key, path: "\(storage.location)/\(key)", map: try storage.map(key))
+    }
+
+    /// Opens a segment file outside any repository (tests, benchmarks).
+    public convenience init(path: String) throws(CairnError) {
+        try self.init(key: FileSystem.baseName(path), path: path, map: try MappedFile(path: path))
+    }
+
+    init(key: String, path: String, map: MappedFile) throws(CairnError) {
         self.path = path
-        self.name = FileSystem.baseName(path)
-        map = try MappedFile(path: path)
+        self.key = key
+        self.name = FileSystem.baseName(key)
+        self.map = map
         let bytes = map.bytes
         let fixed = Self.headerSize + Self.fanoutSize + Self.footerSize
         guard bytes.count >= fixed, Array(bytes[0..<8]) == Self.magic else {
@@ -154,49 +172,5 @@ public final class IndexSegment: @unchecked Sendable {
             }
             previous = d
         }
-    }
-
-    /// Writes a segment for `entries` durably and atomically at `path`.
-    /// Entries are sorted here; duplicates keep the first.
-    public static func write(entries unsorted: [(ChunkDigest, ChunkLocation)], to path: String) throws(CairnError) {
-        var entries = unsorted.sorted { $0.0 < $1.0 }
-        var unique: [(ChunkDigest, ChunkLocation)] = []
-        unique.reserveCapacity(entries.count)
-        for e in entries where unique.last?.0 != e.0 { unique.append(e) }
-        entries = unique
-        var packOrdinal: [PackID: UInt32] = [:]
-        var packs: [PackID] = []
-        for (_, loc) in entries where packOrdinal[loc.pack] == nil {
-            packOrdinal[loc.pack] = UInt32(packs.count)
-            packs.append(loc.pack)
-        }
-        var w = ByteWriter(
-            capacity: headerSize + packs.count * 16 + fanoutSize + entries.count * entrySize + footerSize)
-        w.append(magic)
-        w.le(version)
-        w.le(UInt32(packs.count))
-        w.le(UInt64(entries.count))
-        w.le(UInt64(0))
-        for p in packs { w.append(p.bytes) }
-        var counts = [Int](repeating: 0, count: 256)
-        for (d, _) in entries { counts[Int(d.prefix >> 56)] += 1 }
-        var running = 0
-        for i in 0..<256 {
-            running += counts[i]
-            w.le(UInt32(running))
-        }
-        for (d, loc) in entries {
-            w.append(d)
-            w.le(packOrdinal[loc.pack]!)
-            w.le(UInt32(loc.offset))
-            w.le(loc.storedLength)
-            w.le(loc.rawLength)
-            w.le(loc.frameOffset ?? ChunkLocation.notFramed)
-        }
-        let crc = CRC32.checksum(w.bytes)
-        w.le(crc)
-        w.le(UInt32(0))
-        w.append(footerMagic)
-        try FileSystem.writeAtomically(w.bytes, to: path)
     }
 }

@@ -9,7 +9,8 @@ public enum IndexTree {
     public static let pageBytes = fanout * ChunkDigest.byteCount
 }
 
-/// Builds a disk's index tree from its block digests, storing each page as it fills.
+/// Builds a disk's index tree from its block digests, storing each page as it fills (into the
+/// job's write transaction, passed to each call).
 final class IndexTreeWriter {
     private let store: ChunkStore
     private let encoder: ChunkEncoder
@@ -28,45 +29,51 @@ final class IndexTreeWriter {
 
     deinit { slot.deallocate() }
 
-    func append(_ digest: ChunkDigest) throws(CairnError) {
-        try append(digest, level: 0)
+    func append(_ digest: ChunkDigest, into transaction: inout ChunkWriteTransaction) throws(CairnError) {
+        try append(digest, level: 0, into: &transaction)
     }
 
     /// Appends `count` copies of one digest (a hole or a run of zero blocks). Whole pages of a
     /// single digest are hashed once and remembered, so a 1 TiB empty disk costs thousands of
     /// appends, not millions.
-    func append(_ digest: ChunkDigest, count: UInt64) throws(CairnError) {
+    func append(_ digest: ChunkDigest, count: UInt64, into transaction: inout ChunkWriteTransaction)
+        throws(CairnError)
+    {
         var remaining = count
         while remaining > 0 && !levels[0].isEmpty {
-            try append(digest, level: 0)
+            try append(digest, level: 0, into: &transaction)
             remaining -= 1
         }
         let fanout = UInt64(IndexTree.fanout)
         if remaining >= fanout {
-            let page = try uniformPage(of: digest)
+            let page = try uniformPage(of: digest, into: &transaction)
             for _ in 0..<(remaining / fanout) {
                 emitted[0] += 1
-                try append(page, level: 1)
+                try append(page, level: 1, into: &transaction)
             }
             remaining %= fanout
         }
-        for _ in 0..<remaining { try append(digest, level: 0) }
+        for _ in 0..<remaining { try append(digest, level: 0, into: &transaction) }
     }
 
     private var uniformPages: [ChunkDigest: ChunkDigest] = [:]
 
     /// The digest of a full page listing `digest` 1,024 times, stored if new.
-    private func uniformPage(of digest: ChunkDigest) throws(CairnError) -> ChunkDigest {
+    private func uniformPage(of digest: ChunkDigest, into transaction: inout ChunkWriteTransaction)
+        throws(CairnError) -> ChunkDigest
+    {
         if let known = uniformPages[digest] { return known }
         var page: [UInt8] = []
         page.reserveCapacity(IndexTree.pageBytes)
         for _ in 0..<IndexTree.fanout { withUnsafeBytes(of: digest) { page.append(contentsOf: $0) } }
-        let stored = try storePage(page)
+        let stored = try storePage(page, into: &transaction)
         uniformPages[digest] = stored
         return stored
     }
 
-    private func append(_ digest: ChunkDigest, level: Int) throws(CairnError) {
+    private func append(_ digest: ChunkDigest, level: Int, into transaction: inout ChunkWriteTransaction)
+        throws(CairnError)
+    {
         if level == levels.count {
             levels.append([])
             levels[level].reserveCapacity(IndexTree.pageBytes)
@@ -74,21 +81,23 @@ final class IndexTreeWriter {
         }
         withUnsafeBytes(of: digest) { levels[level].append(contentsOf: $0) }
         if levels[level].count == IndexTree.pageBytes {
-            let page = try storePage(levels[level])
+            let page = try storePage(levels[level], into: &transaction)
             levels[level].removeAll(keepingCapacity: true)
             emitted[level] += 1
-            try append(page, level: level + 1)
+            try append(page, level: level + 1, into: &transaction)
         }
     }
 
-    private func storePage(_ page: [UInt8]) throws(CairnError) -> ChunkDigest {
+    private func storePage(_ page: [UInt8], into transaction: inout ChunkWriteTransaction) throws(CairnError)
+        -> ChunkDigest
+    {
         var failure: CairnError?
         let digest = page.withUnsafeBytes { raw -> ChunkDigest in
             let digest = hasher.digest(raw)
             if !store.contains(digest) {
                 let record = encoder.encode(raw, digest: digest, kind: .indexPage, into: slot)
                 do throws(CairnError) {
-                    if try store.store(record: record).chunks > 0 {
+                    if try transaction.store(record: record).chunks > 0 {
                         pagesStored += 1
                     }
                 } catch { failure = error }
@@ -101,7 +110,7 @@ final class IndexTreeWriter {
 
     /// Flushes partial pages upward and returns the root page's digest and the tree's depth
     /// (1 = the root lists block digests).
-    func finish() throws(CairnError) -> (root: ChunkDigest, depth: Int) {
+    func finish(into transaction: inout ChunkWriteTransaction) throws(CairnError) -> (root: ChunkDigest, depth: Int) {
         var level = 0
         while true {
             if level == levels.count - 1 && emitted[level] == 0 {
@@ -111,13 +120,13 @@ final class IndexTreeWriter {
                     let only = levels[level].withUnsafeBytes { ChunkDigest(loadingFrom: $0) }
                     return (only, level)
                 }
-                return (try storePage(levels[level]), level + 1)
+                return (try storePage(levels[level], into: &transaction), level + 1)
             }
             if !levels[level].isEmpty {
-                let page = try storePage(levels[level])
+                let page = try storePage(levels[level], into: &transaction)
                 levels[level].removeAll(keepingCapacity: true)
                 emitted[level] += 1
-                try append(page, level: level + 1)
+                try append(page, level: level + 1, into: &transaction)
             }
             level += 1
         }

@@ -1,19 +1,36 @@
-/// Reads and checks one pack file: its footer and table, and single records.
-public final class PackReader: @unchecked Sendable {
+/// Reads and checks one pack: its footer and table, and single records. Immutable, and its reads
+/// are positional, so any number of threads may read one pack at once.
+public final class PackReader: Sendable {
     public let id: PackID
+    /// The pack's file or object, for messages.
     public let path: String
-    let file: File
+    let object: any StoredObject
     public let size: UInt64
 
-    public init(path: String, id: PackID) throws(CairnError) {
+    /// Opens the pack `id` of a repository's storage.
+    convenience init(id: PackID, in storage: any RepositoryStorage) throws(CairnError) {
+        try self.init(id: id, path: "\(storage.location)/\(id.relativePath)") { () throws(CairnError) in
+            try storage.open(id.relativePath)
+        }
+    }
+
+    /// Opens a pack file outside any repository (tests).
+    public convenience init(path: String, id: PackID) throws(CairnError) {
+        try self.init(id: id, path: path) { () throws(CairnError) in
+            let file = try File.open(path, .readOnly)
+            return LocalObject(file: file, size: try file.size())
+        }
+    }
+
+    private init(id: PackID, path: String, open: () throws(CairnError) -> any StoredObject) throws(CairnError) {
         self.path = path
         self.id = id
         do {
-            file = try File.open(path, .readOnly)
+            object = try open()
         } catch let error where error.code == .notFound {
             throw CairnError(.damaged, "pack \(id) is missing (\(path))")
         }
-        size = try file.size()
+        size = object.size
     }
 
     /// Reads the pack's table of records, checking footer, magic and CRC.
@@ -22,7 +39,7 @@ public final class PackReader: @unchecked Sendable {
         guard size >= minimum else {
             throw CairnError(.damaged, "pack \(id) is truncated: \(size) bytes, less than a header and footer")
         }
-        let footerBytes = try file.readBytes(count: PackFormat.footerSize, at: size - UInt64(PackFormat.footerSize))
+        let footerBytes = try object.readBytes(count: PackFormat.footerSize, at: size - UInt64(PackFormat.footerSize))
         var footer = ByteReader(footerBytes, context: "footer of pack \(id)")
         let tableOffset = try footer.le(UInt64.self)
         let count = try footer.le(UInt32.self)
@@ -41,7 +58,7 @@ public final class PackReader: @unchecked Sendable {
                 .damaged,
                 "pack \(id) has a damaged footer: table at \(tableOffset) with \(count) entries does not fit the file")
         }
-        let tableBytes = try file.readBytes(count: Int(tableLength), at: tableOffset)
+        let tableBytes = try object.readBytes(count: Int(tableLength), at: tableOffset)
         guard CRC32.checksum(tableBytes) == tableCRC else {
             throw CairnError(.damaged, "pack \(id) has a damaged record table (CRC mismatch at offset \(tableOffset))")
         }
@@ -87,7 +104,7 @@ public final class PackReader: @unchecked Sendable {
                 .damaged, "\(what) in pack \(id) claims \(storedLength) stored bytes, more than any record")
         }
         let region = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<total])
-        let n = try file.read(into: region, at: offset)
+        let n = try object.read(into: region, at: offset)
         guard n == total else {
             throw CairnError(
                 .damaged, "\(what) in pack \(id) at offset \(offset) is cut off: the pack is truncated")

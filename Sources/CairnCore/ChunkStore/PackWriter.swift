@@ -1,34 +1,33 @@
-/// Appends chunk records to one new pack file under a temporary name.
+/// Appends chunk records to one new pack, staged in the repository's storage.
 ///
-/// The pack becomes visible under its real name only when the chunk store commits it, after
-/// its bytes are durable; an interrupted run leaves a `.tmp-PID` file that is cleaned up later.
+/// The pack becomes visible under its key only when its owner commits it (a write transaction,
+/// or gc's rewriter), after its bytes are durable; an interrupted run leaves a staged object that
+/// the storage removes later.
 final class PackWriter {
     let id: PackID
-    let finalPath: String
-    let temporaryPath: String
-    private let file: File
-    private(set) var size: UInt64
+    let storage: any RepositoryStorage
+    /// The pack being written; committed by the owner, through `storage`.
+    let object: any StagedObject
     private(set) var records: [PackRecord] = []
 
-    init(repositoryPath: String) throws(CairnError) {
+    var size: UInt64 { object.size }
+
+    init(in storage: any RepositoryStorage) throws(CairnError) {
         id = PackID.random()
-        finalPath = "\(repositoryPath)/\(id.relativePath)"
-        temporaryPath = FileSystem.temporaryName(for: finalPath)
-        try FileSystem.createDirectories(FileSystem.directoryName(finalPath))
-        file = try File.open(temporaryPath, .createNew)
+        self.storage = storage
+        object = try storage.stage(id.relativePath)
         var header = ByteWriter(capacity: PackFormat.headerSize)
         header.append(PackFormat.headerMagic)
         header.append(id.bytes)
         header.zeros(8)
         do {
-            try file.write(header.bytes, at: 0)
+            try object.append(header.bytes)
         } catch {
-            // On a full disk the file is created (an inode) but its header is not: the store never
-            // learns of this writer, so remove the file here.
-            try? FileSystem.remove(temporaryPath)
+            // On a full disk the object is created (an inode) but its header is not: the owner
+            // never learns of this writer, so drop it here.
+            storage.abandon(object)
             throw error
         }
-        size = UInt64(PackFormat.headerSize)
     }
 
     /// Appends one record (header and payload, its members known); returns its table entries
@@ -38,16 +37,15 @@ final class PackWriter {
         let first = records.count
         PackFormat.appendTableEntries(of: record, at: size, to: &records)
         do {
-            try file.write(record.bytes, at: size)
+            try object.append(record.bytes)
         } catch {
             records.removeSubrange(first...)
             throw error
         }
-        size += UInt64(record.bytes.count)
         return records[first...]
     }
 
-    /// Writes the table and footer. The file is complete but not yet synced or renamed.
+    /// Writes the table and footer. The pack is complete but not yet durable or visible.
     func finish() throws(CairnError) {
         var table = ByteWriter(capacity: records.count * PackFormat.tableEntrySize + PackFormat.footerSize)
         for r in records {
@@ -68,14 +66,13 @@ final class PackWriter {
         table.le(tableCRC)
         table.append(id.bytes)
         table.append(PackFormat.footerMagic)
-        try file.write(table.bytes, at: size)
-        size += UInt64(table.count)
-        // Start writing it to disk now, so the commit's syncfs overlaps with the rest of the run.
-        file.startWriteback()
+        try object.append(table.bytes)
+        // Start moving it to stable storage now, so the commit overlaps with the rest of the run.
+        object.seal()
     }
 
-    /// Discards the unfinished pack.
+    /// Discards the uncommitted pack.
     func abandon() {
-        try? FileSystem.remove(temporaryPath)
+        storage.abandon(object)
     }
 }

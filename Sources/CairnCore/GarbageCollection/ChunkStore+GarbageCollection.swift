@@ -1,13 +1,13 @@
-/// What verify and gc need from the chunk store beyond backup and restore.
+/// What verify, gc and rebuild-index need from the chunk store beyond backup and restore.
 extension ChunkStore {
-    /// Every pack file under `packs/` (completed packs only: temporary files are not listed).
+    /// Every committed pack in the storage (`packs/XX/ID.pack` whose fan-out directory XX is
+    /// the start of ID; objects being written are not listed), sorted.
     func packFilesOnDisk() throws(CairnError) -> [PackID] {
         var out: [PackID] = []
-        for sub in try FileSystem.list("\(root)/packs") where sub.utf8.count == 2 {
-            for name in try FileSystem.list("\(root)/packs/\(sub)")
-            where name.hasSuffix(".pack") && !name.hasPrefix(".") {
-                if let id = PackID(hex: String(name.dropLast(5))), id.hex.hasPrefix(sub) { out.append(id) }
-            }
+        for key in try storage.list(prefix: "packs/") {
+            let parts = key.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 3, parts[1].utf8.count == 2, parts[2].hasSuffix(".pack") else { continue }
+            if let id = PackID(hex: String(parts[2].dropLast(5))), id.hex.hasPrefix(parts[1]) { out.append(id) }
         }
         return out.sorted()
     }

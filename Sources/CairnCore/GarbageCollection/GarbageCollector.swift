@@ -12,6 +12,8 @@ import Foundation
 /// and the newest segment (searched first) names a copy of every live chunk. An interrupted run
 /// leaves temporary files or packs no segment names; the next gc removes both.
 ///
+/// Packs and segments are listed, written and deleted through the repository's storage.
+///
 /// gc takes `locks/repository.lock` exclusively: backups, restores, verify and prune take it
 /// shared, so none of them runs while gc deletes.
 public final class GarbageCollector {
@@ -136,9 +138,9 @@ public final class GarbageCollector {
                 return
             }
             try rewriter.commit()
-            let name = ChunkStore.newSegmentName()
-            try IndexSegment.write(entries: entries, to: "\(repository.path)/index/\(name)")
-            newSegments.append(name)
+            let key = ChunkStore.newSegmentKey()
+            try IndexSegment.write(entries: entries, as: key, in: store.storage)
+            newSegments.append(key)
             entries.removeAll(keepingCapacity: true)
         }
         let stopped = "nothing freed (the repository is intact: run cairn gc again)"
@@ -207,20 +209,10 @@ public final class GarbageCollector {
                 packsCommitted = true
                 // 3. Old segments (from here on gc finishes: a stop would only leave more to do).
                 let kept = Set(newSegments)
-                for segment in segments where !kept.contains(segment.name) { try FileSystem.remove(segment.path) }
-                try FileSystem.syncDirectory("\(repository.path)/index")
+                try store.storage.delete(segments.map(\.key).filter { !kept.contains($0) })
                 // 4. Old packs.
                 store.dropPackReaders()
-                var directories = Set<String>()
-                for pack in toDelete {
-                    try FileSystem.remove(store.packPath(pack))
-                    directories.insert(FileSystem.directoryName(store.packPath(pack)))
-                }
-                for directory in directories.sorted() {
-                    try FileSystem.syncDirectory(directory)
-                    FileSystem.removeDirectory(directory)  // only succeeds when empty
-                }
-                try FileSystem.syncDirectory("\(repository.path)/packs")
+                try store.storage.delete(toDelete.map(\.relativePath))
                 // 5. One segment again, by a streaming merge.
                 try store.reloadSegments()
                 if store.indexSegments.count > 1 { try store.compactIndex() }
@@ -294,13 +286,10 @@ public final class GarbageCollector {
     }
 
     private func measure() throws(CairnError) -> UInt64 {
+        let storage = store.storage
         var total: UInt64 = 0
-        for pack in try store.packFilesOnDisk() {
-            total += (try? File.open(store.packPath(pack), .readOnly).size()) ?? 0
-        }
-        for name in try FileSystem.list("\(repository.path)/index") where name.hasSuffix(".idx") && !name.hasPrefix(".")
-        {
-            total += (try? File.open("\(repository.path)/index/\(name)", .readOnly).size()) ?? 0
+        for key in try store.packFilesOnDisk().map(\.relativePath) + ChunkIndex.segmentKeys(in: storage) {
+            total += (try? storage.open(key).size) ?? 0
         }
         return total
     }
@@ -312,7 +301,7 @@ public final class GarbageCollector {
         let before = list.entries.count
         list.entries.removeAll { entry in
             guard let id = PackID(hex: entry.pack) else { return true }
-            return !FileSystem.exists(store.packPath(id))
+            return !store.storage.exists(id.relativePath)
         }
         if list.entries.count != before { try list.save(root: repository.path) }
     }
@@ -362,7 +351,7 @@ struct PackRewriter {
                 blobs.append((bytes, Set(group.map(\.digest))))
                 continue
             }
-            let bytes = try reader.file.readBytes(
+            let bytes = try reader.object.readBytes(
                 count: PackFormat.recordHeaderSize + Int(first.storedLength), at: first.offset)
             guard bytes.count == PackFormat.recordHeaderSize + Int(first.storedLength) else { return nil }
             let intact = bytes.withUnsafeBytes { raw in
@@ -379,7 +368,7 @@ struct PackRewriter {
         var moved: [(ChunkDigest, ChunkLocation)] = []
         for blob in blobs {
             bytesWritten += UInt64(blob.bytes.count)
-            if current == nil { current = try PackWriter(repositoryPath: store.root) }
+            if current == nil { current = try PackWriter(in: store.storage) }
             let pack = current!
             var result: Result<ArraySlice<PackRecord>, CairnError> = .success([])
             blob.bytes.withUnsafeBytes { raw in
@@ -444,15 +433,7 @@ struct PackRewriter {
             current = nil
         }
         // On failure `written` is kept, so that `abandon()` removes the temporary packs.
-        guard !written.isEmpty else { return }
-        try store.syncFilesystem()
-        var directories = Set<String>()
-        for pack in written {
-            try FileSystem.rename(pack.temporaryPath, to: pack.finalPath)
-            directories.insert(FileSystem.directoryName(pack.finalPath))
-        }
-        for directory in directories.sorted() { try FileSystem.syncDirectory(directory) }
-        try FileSystem.syncDirectory("\(store.root)/packs")
+        try store.storage.commit(written.map(\.object))
         written.removeAll()
     }
 }

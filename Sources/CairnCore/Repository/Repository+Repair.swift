@@ -23,7 +23,6 @@ extension Repository {
         // Written anyway: the config gets the features list an upgrade would have given it.
         sealed.features = FormatFeature.adding(config.features)
         try sealed.write(repository: path)
-        try FileSystem.syncDirectory(path)
         if health.primaryDamage != nil {
             report.repaired.append("config written again from \(RepositoryConfig.copyName)")
         } else if health.unsealed {

@@ -2,9 +2,11 @@ import Foundation
 
 /// An opened repository directory: its config, chunk store and catalog.
 ///
-/// Layout (docs/FORMAT.md): `config`, `packs/`, `index/`, `points/`, `locks/`.
-public final class Repository: @unchecked Sendable {
+/// Layout (docs/FORMAT.md): `config`, `packs/`, `index/`, `points/`, `locks/`. Its objects are
+/// read and written through `storage`.
+public final class Repository: Sendable {
     public let path: String
+    public let storage: LocalDirectoryStorage
     public let config: RepositoryConfig
     /// Whether `config` and its copy agree; commands warn when they do not, verify reports it.
     public let configHealth: ConfigHealth
@@ -48,6 +50,7 @@ public final class Repository: @unchecked Sendable {
     /// Opens the repository. `loadIndex: false` skips the chunk index (for `rebuild-index`).
     public init(path: String, loadIndex: Bool = true) throws(CairnError) {
         self.path = path
+        storage = LocalDirectoryStorage(root: path)
         guard FileSystem.exists(path) else {
             throw CairnError(
                 .repository, "repository \(path) does not exist (create it with `cairn init --repo \(path)`)")
@@ -61,7 +64,7 @@ public final class Repository: @unchecked Sendable {
         }
         (config, configHealth) = try Self.readConfig(path)
         store = try ChunkStore(
-            root: path, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),
+            storage: storage, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),
             packTargetSize: UInt64(config.packSize), loadIndex: loadIndex)
         catalog = Catalog(root: "\(path)/points")
     }
@@ -130,23 +133,7 @@ public final class Repository: @unchecked Sendable {
     /// with `dryRun` nothing is removed.
     @discardableResult
     public func removeLeftovers(dryRun: Bool = false) -> Int {
-        var removed = 0
-        for dir in leftoverDirectories() {
-            for name in (try? FileSystem.list(dir)) ?? [] where name.hasPrefix(".") {
-                guard let range = name.range(of: ".tmp-"), let pid = Int32(name[range.upperBound...]) else { continue }
-                guard pid == getpid() || !ProcessLiveness.isAlive(pid) else { continue }
-                if !dryRun { try? FileSystem.remove("\(dir)/\(name)") }
-                removed += 1
-            }
-        }
-        return removed
-    }
-
-    private func leftoverDirectories() -> [String] {
-        var dirs = ["\(path)/index", "\(path)/points", "\(path)/verify", "\(path)/packs"]
-        for sub in (try? FileSystem.list("\(path)/packs")) ?? [] { dirs.append("\(path)/packs/\(sub)") }
-        for group in (try? FileSystem.list("\(path)/points")) ?? [] { dirs.append("\(path)/points/\(group)") }
-        return dirs
+        storage.removeLeftovers(dryRun: dryRun)
     }
 }
 

@@ -27,8 +27,9 @@ extension RepositoryConfig {
     /// Writes `config` and then its copy, each durably and atomically.
     func write(repository path: String) throws(CairnError) {
         let bytes = try fileBytes()
-        try FileSystem.writeAtomically(bytes, to: "\(path)/config")
-        try FileSystem.writeAtomically(bytes, to: "\(path)/\(Self.copyName)")
+        let storage = LocalDirectoryStorage(root: path)
+        try storage.publish(bytes, as: "config", .replace)
+        try storage.publish(bytes, as: Self.copyName, .replace)
     }
 
     /// Reads and checks one config file.

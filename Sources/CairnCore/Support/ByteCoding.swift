@@ -20,6 +20,9 @@ public struct ByteWriter {
     public mutating func zeros(_ count: Int) { bytes.append(contentsOf: repeatElement(0, count: count)) }
 
     public var count: Int { bytes.count }
+
+    /// Empties the buffer, keeping its storage for the next bytes.
+    public mutating func removeAll() { bytes.removeAll(keepingCapacity: true) }
 }
 
 /// Reads fixed-width integers from a byte string, failing instead of reading past its end.

@@ -55,6 +55,23 @@ public enum FileSystem {
         try FaultInjection.countWrite(to)
     }
 
+    /// Gives `from` the second name `to`, failing with `.exists` if `to` exists: a rename that
+    /// never replaces. On a filesystem without hard links it falls back to a check and a rename
+    /// (safe under the repository's locks, which keep writers of one name apart).
+    public static func linkNew(_ from: String, to: String) throws(CairnError) {
+        if link(from, to) != 0 {
+            let error = errno
+            if error == EEXIST { throw CairnError(.exists, "\(to) exists already: it is not replaced") }
+            guard error == EPERM || error == ENOTSUP || error == EOPNOTSUPP else {
+                throw CairnError.io("link \(from) to", to, Errno(rawValue: error))
+            }
+            guard !exists(to) else { throw CairnError(.exists, "\(to) exists already: it is not replaced") }
+            try rename(from, to: to)
+            return
+        }
+        try FaultInjection.countWrite(to)
+    }
+
     public static func remove(_ path: String) throws(CairnError) {
         if unlink(path) != 0 && errno != ENOENT { throw CairnError.io("remove", path, Errno(rawValue: errno)) }
     }
@@ -110,6 +127,32 @@ public enum FileSystem {
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted()
+    }
+
+    /// The entries of a directory, without `.` and `..`, sorted by name, each with whether it is a
+    /// directory (from `d_type`, or `stat` for a link or where the filesystem does not fill it in).
+    public static func listEntries(_ path: String) throws(CairnError) -> [(name: String, isDirectory: Bool)] {
+        guard let dir = opendir(path) else {
+            if errno == ENOENT { return [] }
+            throw CairnError.io("list", path, Errno(rawValue: errno))
+        }
+        defer { closedir(dir) }
+        var entries: [(name: String, isDirectory: Bool)] = []
+        let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
+        let typeOffset = MemoryLayout<dirent>.offset(of: \dirent.d_type)!
+        while let entry = readdir(dir) {
+            // Read in place, as `list` does: a record is only as long as its name.
+            let raw = UnsafeRawPointer(entry)
+            let name = String(cString: (raw + nameOffset).assumingMemoryBound(to: CChar.self))
+            guard name != "." && name != ".." else { continue }
+            let type = raw.load(fromByteOffset: typeOffset, as: UInt8.self)
+            // A symbolic link counts as what it points to, as `stat` sees it.
+            let isDirectory =
+                type == UInt8(DT_UNKNOWN) || type == UInt8(DT_LNK)
+                ? Self.isDirectory("\(path)/\(name)") : type == UInt8(DT_DIR)
+            entries.append((name, isDirectory))
+        }
+        return entries.sorted { $0.name < $1.name }
     }
 
     /// `path` made absolute against the working directory, without resolving symlinks (an

@@ -8,7 +8,7 @@ import SystemPackage
 ///
 /// Chunk index segments are searched in place through the page cache: their size on disk does
 /// not become heap memory, and the kernel keeps only the pages that lookups touch.
-final class MappedFile: @unchecked Sendable {
+public final class MappedFile: @unchecked Sendable {
     let path: String
     let count: Int
     private let base: UnsafeMutableRawPointer?

@@ -49,9 +49,8 @@ public struct DamagedChunkList: Codable, Sendable, Equatable {
     }
 
     func save(root: String) throws(CairnError) {
-        try FileSystem.createDirectories("\(root)/verify")
         let text = try JSONCoding.encode(self, pretty: true) + "\n"
-        try FileSystem.writeAtomically(Array(text.utf8), to: Self.path(root: root))
+        try LocalDirectoryStorage(root: root).publish(Array(text.utf8), as: "verify/damaged.json", .replace)
     }
 
     /// Digest → damaged location, for the chunk store's lookups.

@@ -64,7 +64,7 @@ enum SamplePosition {
     }
 
     static func save(_ position: UInt64, root: String) throws(CairnError) {
-        try FileSystem.createDirectories("\(root)/verify")
-        try FileSystem.writeAtomically(Array((String(position, radix: 16) + "\n").utf8), to: path(root: root))
+        try LocalDirectoryStorage(root: root).publish(
+            Array((String(position, radix: 16) + "\n").utf8), as: "verify/sample-position", .replace)
     }
 }

@@ -4,7 +4,7 @@
 extension PackReader {
     /// The 32-byte header: magic, the pack id its file name promises, reserved zeros.
     func checkHeader() throws(CairnError) {
-        let bytes = try file.readBytes(count: PackFormat.headerSize, at: 0)
+        let bytes = try object.readBytes(count: PackFormat.headerSize, at: 0)
         guard bytes.count == PackFormat.headerSize, Array(bytes[0..<8]) == PackFormat.headerMagic else {
             throw CairnError(.damaged, "pack \(id) has a damaged header (bad magic at offset 0)")
         }
