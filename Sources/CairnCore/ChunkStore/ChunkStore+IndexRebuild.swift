@@ -16,7 +16,7 @@ extension ChunkStore {
         public var segmentsRemoved: Int
     }
 
-    public func rebuildIndex() throws(CairnError) -> IndexRebuildReport {
+    func rebuildIndex() throws(CairnError) -> IndexRebuildReport {
         let old = (try FileSystem.list("\(root)/index")).filter { $0.hasSuffix(".idx") && !$0.hasPrefix(".") }
         var report = IndexRebuildReport(packs: 0, chunks: 0, packsScanned: [], packsUnreadable: [], segmentsRemoved: 0)
         var entries: [(ChunkDigest, ChunkLocation)] = []
