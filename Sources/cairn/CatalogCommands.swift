@@ -103,7 +103,9 @@ struct ShowCommand: ParsableCommand {
                 let scope =
                     v.scope == "sample"
                     ? "sample of \(Units.formatDecimal(v.samplePercent ?? 0, places: 1))% of chunks" : "every chunk"
-                print("  verified:    \(v.result) at \(Terminal.humanTime(v.time)) (\(scope), \(v.chunksChecked) blocks checked)")
+                print(
+                    "  verified:    \(v.result) at \(Terminal.humanTime(v.time)) (\(scope), \(v.chunksChecked) blocks checked)"
+                )
                 for problem in v.problems { print("    \(problem)") }
             } else {
                 print("  verified:    never")

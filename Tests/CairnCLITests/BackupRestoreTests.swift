@@ -95,7 +95,10 @@ import Testing
             (String(Timestamp(seconds: first.seconds + 3600).description.dropLast()) + "+01:00", env),
             (String(firstTime.dropLast()) + ".999Z", env),
             (String(inParis), env.merging(["TZ": "CET-1"]) { $1 }),
-            (String(Timestamp(seconds: first.seconds - 5 * 3600).description.dropLast()), env.merging(["TZ": "EST5"]) { $1 }),
+            (
+                String(Timestamp(seconds: first.seconds - 5 * 3600).description.dropLast()),
+                env.merging(["TZ": "EST5"]) { $1 }
+            ),
         ]
         for (at, environment) in forms {
             let formOut = dir.file("a-form.img")
@@ -108,7 +111,8 @@ import Testing
         // One second earlier in local time is before the first restore point.
         let early = CairnProcess.run(
             [
-                "restore", "--group", "web", "--at", String(Timestamp(seconds: first.seconds + 3599).description.dropLast()),
+                "restore", "--group", "web", "--at",
+                String(Timestamp(seconds: first.seconds + 3599).description.dropLast()),
                 "--disk", "a.img", "--to", dir.file("early.img"),
             ], environment: env.merging(["TZ": "CET-1"]) { $1 })
         #expect(early.status == 4, "\(early.stderr)")

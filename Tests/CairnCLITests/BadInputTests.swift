@@ -98,7 +98,9 @@ import Testing
         #expect(try holder.tryLock(.exclusive))
         try holder.truncate(to: 0)
         try holder.write(Array("cairn backup of group vm (pid 4242, started 2026-11-26T03:00:00Z)\n".utf8), at: 0)
-        expectRefused(["backup", "--repo", repo, "--group", "vm", image], status: 5, message: "PID 4242 (cairn backup of group vm, since 2026-11-26T03:00:00Z)")
+        expectRefused(
+            ["backup", "--repo", repo, "--group", "vm", image], status: 5,
+            message: "PID 4242 (cairn backup of group vm, since 2026-11-26T03:00:00Z)")
 
         // --lock-wait waits, then fails with the same code.
         let start = Date()

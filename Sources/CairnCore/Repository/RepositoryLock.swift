@@ -154,7 +154,8 @@ enum LockHolder {
         let device = UInt64(st.st_dev)
         let major = ((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff)
         let minor = (device & 0xff) | ((device >> 12) & ~0xff)
-        let key = "\(String(major, radix: 16, uppercase: false).leftPadded(2)):"
+        let key =
+            "\(String(major, radix: 16, uppercase: false).leftPadded(2)):"
             + "\(String(minor, radix: 16, uppercase: false).leftPadded(2)):\(st.st_ino)"
         guard let bytes = try? File.open("/proc/locks", .readOnly).readBytes(count: 1 << 20, at: 0) else { return [] }
         var holders: [Holder] = []

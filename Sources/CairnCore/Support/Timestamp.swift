@@ -84,7 +84,9 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         if s.last == UInt8(ascii: "Z") || s.last == UInt8(ascii: "z") {
             s.removeLast()
             offset = 0
-        } else if s.count > 16, let sign = s[16...].lastIndex(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") }) {
+        } else if s.count > 16,
+            let sign = s[16...].lastIndex(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") })
+        {
             let zone = Array(s[(sign + 1)...])
             let digits = zone.filter { $0 != UInt8(ascii: ":") }
             guard zone.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == UInt8(ascii: ":") }),
