@@ -10,12 +10,18 @@ struct ProtectCommand: ParsableCommand {
     @Argument(help: "GROUP@TIME or GROUP@latest.")
     var id: String
 
+    @Flag(help: "Print the result as a JSON object.")
+    var json = false
+
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let repo = try repository.open()
             let point = try repo.catalog.resolve(id)
             try repo.protect(point, wait: try repository.lockWaitSeconds())
-            print("protected \(point)")
+            print(
+                json
+                    ? try JSONCoding.encode(PointChange(id: point.description, protected: true))
+                    : "protected \(point)")
         }
     }
 }
@@ -29,12 +35,18 @@ struct UnprotectCommand: ParsableCommand {
     @Argument(help: "GROUP@TIME or GROUP@latest.")
     var id: String
 
+    @Flag(help: "Print the result as a JSON object.")
+    var json = false
+
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let repo = try repository.open()
             let point = try repo.catalog.resolve(id)
             try repo.unprotect(point, wait: try repository.lockWaitSeconds())
-            print("unprotected \(point)")
+            print(
+                json
+                    ? try JSONCoding.encode(PointChange(id: point.description, protected: false))
+                    : "unprotected \(point)")
         }
     }
 }
@@ -49,12 +61,26 @@ struct ForgetCommand: ParsableCommand {
     @Argument(help: "GROUP@TIME or GROUP@latest.")
     var id: String
 
+    @Flag(help: "Print the result as a JSON object.")
+    var json = false
+
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let repo = try repository.open()
             let point = try repo.catalog.resolve(id)
             try repo.forget(point, wait: try repository.lockWaitSeconds())
-            print("removed restore point \(point); run `cairn gc` to free its space")
+            print(
+                json
+                    ? try JSONCoding.encode(PointChange(id: point.description, removed: true))
+                    : "removed restore point \(point); run `cairn gc` to free its space")
         }
     }
+}
+
+/// `cairn protect|unprotect|forget --json`: the restore point and what changed. A contract for
+/// scripts; extend, do not rename.
+struct PointChange: Encodable {
+    var id: String
+    var protected: Bool?
+    var removed: Bool?
 }
