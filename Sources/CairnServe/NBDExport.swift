@@ -69,9 +69,10 @@ public struct NBDExportList: Sendable {
         guard let slash = name.firstIndex(of: "/") else { return nil }
         let point = name[..<slash]
         let disk = String(name[name.index(after: slash)...])
-        guard point.hasSuffix("@latest") else { return nil }
-        let group = String(point.dropLast("@latest".count))
-        return exports.filter { $0.reader.id.group == group && $0.reader.disk.name == disk }
+        guard let selector = try? RestorePointSelector(parsing: String(point)), case .latest = selector else {
+            return nil
+        }
+        return exports.filter { selector.admits($0.reader.id) && $0.reader.disk.name == disk }
             .max { $0.reader.id.time < $1.reader.id.time }
     }
 }

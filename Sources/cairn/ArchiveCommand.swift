@@ -252,14 +252,7 @@ struct ArchiveRestoreCommand: ParsableCommand {
                 throw CairnError(.usage, "give the archive's volumes (or -) and then the restore point id")
             }
             let (outputFormat, cluster) = try output.parsed()
-            let id = arguments.last!
-            let latest = id.hasSuffix("@latest") && GroupName.isValid(String(id.dropLast("@latest".count)))
-            guard latest || RestorePointID(parsing: id) != nil else {
-                throw CairnError(
-                    .usage,
-                    "\"\(id)\" is not a restore point id: use GROUP@TIME as `cairn archive list` prints it, or GROUP@latest"
-                )
-            }
+            let id = try RestorePointSelector(parsing: arguments.last!)
             var request = ArchiveRestoreRequest(point: id, disk: disk, destination: to)
             request.format = outputFormat
             request.force = force

@@ -58,9 +58,9 @@ struct RepositoryOptions: ParsableArguments {
 
     /// Opens the repository; damaged index segments are named on stderr (the command goes on:
     /// it fails only if it needs a chunk that only they name). Verify reports them itself.
-    func open(warnAboutDamage: Bool = true) throws(CairnError) -> Repository {
+    func open(warnAboutDamage: Bool = true, loadIndex: Bool = true) throws(CairnError) -> Repository {
         Log.setUp(verbose: verbose)
-        let repository = try Repository(path: path)
+        let repository = try Repository(path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice)
         if warnAboutDamage {
             if let warning = repository.configHealth.warning { Terminal.printError("cairn: warning: \(warning)") }
             for segment in repository.store.damagedSegments {
@@ -91,12 +91,42 @@ func runReportingErrors(_ body: () throws(CairnError) -> Void) throws {
         try body()
     } catch {
         Terminal.clearProgress()
-        Terminal.printError("cairn: \(error.description)")
+        Terminal.printError("cairn: \(error.description)\(hint(for: error))")
         throw ExitCode(error.exitCode)
     }
 }
 
+/// The command-line way out of an error, which the library names only as a `Remedy`.
+func hint(for error: CairnError) -> String {
+    switch error.remedy {
+    case nil: return ""
+    case .waitForLock: return "; wait for it to finish or pass --lock-wait DURATION"
+    case .overwrite: return "; pass --force to overwrite it"
+    case .nameDisk: return ": name one with --disk"
+    case .readAsRaw: return "; pass --format raw"
+    case .readAsQCOW2OrRaw: return "; pass --format qcow2 or --format raw"
+    case .allowLive: return "; or pass --allow-live to accept a crash-inconsistent copy"
+    case .createRepository: return " (create it with `cairn init`)"
+    case .largerVolume: return ": use a larger --volume-size"
+    }
+}
+
 enum Terminal {
+    /// Whether standard output is a terminal: only then are times shown in local time.
+    static let outputIsInteractive = isatty(1) == 1
+
+    /// A stored UTC time (`2026-12-01T14:33:50Z`) as a person at a terminal reads it: in local
+    /// time per `TZ`, with its offset. Piped output, ids and `--json` stay UTC.
+    static func humanTime(_ text: String) -> String {
+        guard outputIsInteractive, let time = Timestamp(parsing: text) else { return text }
+        return time.localDescription
+    }
+    /// Says once, on stderr, that a command waits for another process's lock (`--lock-wait`).
+    static let lockWaitNotice: LockWaitObserver = { line in
+        clearProgress()
+        printError("cairn: \(line)")
+    }
+
     static let isInteractive = isatty(2) == 1
     nonisolated(unsafe) static var progressShown = false
 

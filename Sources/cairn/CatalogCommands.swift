@@ -53,7 +53,7 @@ struct ListCommand: ParsableCommand {
                     [
                         r.id, r.damaged == nil ? r.disks.map(\.name).joined(separator: ",") : "?",
                         Units.formatBytes(r.size), Units.formatBytes(r.bytesNew), Units.formatBytes(r.bytesStored),
-                        r.verified.map { "\($0.result) \($0.time)" } ?? "never",
+                        r.verified.map { "\($0.result) \(Terminal.humanTime($0.time))" } ?? "never",
                         [r.protected ? "protected" : "", r.damaged == nil ? "" : "MANIFEST DAMAGED"]
                             .filter { !$0.isEmpty }.joined(separator: ", "),
                     ]
@@ -99,7 +99,7 @@ struct ShowCommand: ParsableCommand {
             }
             let s = manifest.stats
             print("restore point \(manifest.id)")
-            print("  time:        \(manifest.time)")
+            print("  time:        \(Terminal.humanTime(manifest.time))")
             print("  written by:  \(manifest.tool)")
             print("  block size:  \(Units.formatBytes(UInt64(manifest.blockSize)))")
             print("  walked from: \(manifest.previous ?? "(none: first backup of the group)")")
@@ -108,7 +108,9 @@ struct ShowCommand: ParsableCommand {
                 let scope =
                     v.scope == "sample"
                     ? "sample of \(Units.formatDecimal(v.samplePercent ?? 0, places: 1))% of chunks" : "every chunk"
-                print("  verified:    \(v.result) at \(v.time) (\(scope), \(v.chunksChecked) blocks checked)")
+                print(
+                    "  verified:    \(v.result) at \(Terminal.humanTime(v.time)) (\(scope), \(v.chunksChecked) blocks checked)"
+                )
                 for problem in v.problems { print("    \(problem)") }
             } else {
                 print("  verified:    never")

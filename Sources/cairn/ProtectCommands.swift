@@ -1,28 +1,6 @@
 import ArgumentParser
 import CairnCore
 
-/// Runs `body` on one restore point under its group's lock (and the repository's, shared).
-private func withPointLocked(
-    _ repository: RepositoryOptions, _ text: String, purpose: String,
-    _ body: (Repository, RestorePointID) throws(CairnError) -> Void
-) throws(CairnError) {
-    let repo = try repository.open()
-    let wait = try repository.lockWaitSeconds()
-    let id = try repo.catalog.resolve(text)
-    let repoLock = try RepositoryLock.acquire(
-        path: "\(repo.path)/locks/repository.lock", kind: .shared, wait: wait, what: "repository \(repo.path)",
-        purpose: purpose)
-    let groupLock = try RepositoryLock.acquire(
-        path: "\(repo.path)/locks/group.\(id.group).lock", kind: .exclusive, wait: wait, what: "group \(id.group)",
-        purpose: "\(purpose) of \(id)")
-    defer {
-        _ = groupLock
-        _ = repoLock
-    }
-    guard repo.catalog.exists(id) else { throw CairnError(.notFound, "restore point \(id) does not exist") }
-    try body(repo, id)
-}
-
 struct ProtectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "protect", abstract: "Protect a restore point: prune never removes it and forget refuses it.")
@@ -37,13 +15,13 @@ struct ProtectCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            try withPointLocked(repository, id, purpose: "cairn protect") { repo, point throws(CairnError) in
-                try repo.catalog.protect(point)
-                print(
-                    json
-                        ? try JSONCoding.encode(PointChange(id: point.description, protected: true))
-                        : "protected \(point)")
-            }
+            let repo = try repository.open()
+            let point = try repo.catalog.resolve(id)
+            try repo.protect(point, wait: try repository.lockWaitSeconds())
+            print(
+                json
+                    ? try JSONCoding.encode(PointChange(id: point.description, protected: true))
+                    : "protected \(point)")
         }
     }
 }
@@ -62,13 +40,13 @@ struct UnprotectCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            try withPointLocked(repository, id, purpose: "cairn unprotect") { repo, point throws(CairnError) in
-                try repo.catalog.unprotect(point)
-                print(
-                    json
-                        ? try JSONCoding.encode(PointChange(id: point.description, protected: false))
-                        : "unprotected \(point)")
-            }
+            let repo = try repository.open()
+            let point = try repo.catalog.resolve(id)
+            try repo.unprotect(point, wait: try repository.lockWaitSeconds())
+            print(
+                json
+                    ? try JSONCoding.encode(PointChange(id: point.description, protected: false))
+                    : "unprotected \(point)")
         }
     }
 }
@@ -88,13 +66,13 @@ struct ForgetCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            try withPointLocked(repository, id, purpose: "cairn forget") { repo, point throws(CairnError) in
-                try repo.catalog.remove(point)
-                print(
-                    json
-                        ? try JSONCoding.encode(PointChange(id: point.description, removed: true))
-                        : "removed restore point \(point); run `cairn gc` to free its space")
-            }
+            let repo = try repository.open()
+            let point = try repo.catalog.resolve(id)
+            try repo.forget(point, wait: try repository.lockWaitSeconds())
+            print(
+                json
+                    ? try JSONCoding.encode(PointChange(id: point.description, removed: true))
+                    : "removed restore point \(point); run `cairn gc` to free its space")
         }
     }
 }

@@ -14,15 +14,9 @@ struct RebuildIndexCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            Log.setUp(verbose: repository.verbose)
             // Opened without its index: the index may be what is damaged.
-            let repo = try Repository(path: repository.path, loadIndex: false)
-            let lock = try RepositoryLock.acquire(
-                path: "\(repo.path)/locks/repository.lock", kind: .exclusive, wait: try repository.lockWaitSeconds(),
-                what: "repository \(repo.path)", purpose: "cairn rebuild-index")
-            defer { _ = lock }
-            try repo.markFeatures()
-            let report = try repo.store.rebuildIndex()
+            let repo = try repository.open(warnAboutDamage: false, loadIndex: false)
+            let report = try repo.rebuildIndex(wait: try repository.lockWaitSeconds())
             if json {
                 print(try JSONCoding.encode(report))
                 return

@@ -19,7 +19,10 @@ struct RestoreCommand: ParsableCommand {
     @Option(help: "With --at: the group to restore from.")
     var group: String?
 
-    @Option(help: "With --group: restore the newest restore point at or before this UTC time (2026-11-26T03:00:00Z).")
+    @Option(
+        help:
+            "With --group: restore the newest restore point at or before this time (2026-11-26T03:00:00Z, 2026-11-26T04:00:00+01:00; without a zone, local time per TZ)."
+    )
     var at: String?
 
     @Option(help: "Output file or block device.")
@@ -80,11 +83,7 @@ struct RestoreCommand: ParsableCommand {
             case (let id?, nil, nil):
                 pointID = try repo.catalog.resolve(id)
             case (nil, let group?, let at?):
-                try GroupName.validate(group)
-                guard let time = Timestamp(parsing: at) else {
-                    throw CairnError(.usage, "--at \(at) is not a UTC time (use e.g. 2026-11-26T03:00:00Z)")
-                }
-                pointID = try repo.catalog.latest(in: group, atOrBefore: time)
+                pointID = try repo.catalog.resolve(try RestorePointSelector(group: group, at: at))
             default:
                 throw CairnError(
                     .usage, "name a restore point (GROUP@TIME or GROUP@latest), or give both --group and --at")

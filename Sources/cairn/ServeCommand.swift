@@ -53,9 +53,7 @@ struct ServeCommand: ParsableCommand {
             // Cache frames and large replies: mapped on their own, so freed ones leave the process.
             HeapTuning.mapAllocations(ofAtLeast: 512 << 10)
             let repo = try repository.open()
-            let lock = try RepositoryLock.acquire(
-                path: "\(repo.path)/locks/repository.lock", kind: .shared, wait: try repository.lockWaitSeconds(),
-                what: "repository \(repo.path)", purpose: "cairn serve")
+            let lock = try repo.lock(.shared, purpose: "cairn serve", wait: try repository.lockWaitSeconds())
             defer { _ = lock }
             var points: [RestorePointID] = []
             if ids.isEmpty {

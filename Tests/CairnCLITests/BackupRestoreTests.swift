@@ -87,6 +87,36 @@ import Testing
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try TestImage.sha256(of: out) == aOriginal)
 
+        // The same moment with an offset, with fractional seconds, and as local time per TZ
+        // (POSIX zone strings: no tzdata needed); each picks the first restore point again.
+        let first = try #require(Timestamp(parsing: firstTime))
+        let inParis = Timestamp(seconds: first.seconds + 3600).description.dropLast()  // local, no zone
+        let forms: [(String, [String: String])] = [
+            (String(Timestamp(seconds: first.seconds + 3600).description.dropLast()) + "+01:00", env),
+            (String(firstTime.dropLast()) + ".999Z", env),
+            (String(inParis), env.merging(["TZ": "CET-1"]) { $1 }),
+            (
+                String(Timestamp(seconds: first.seconds - 5 * 3600).description.dropLast()),
+                env.merging(["TZ": "EST5"]) { $1 }
+            ),
+        ]
+        for (at, environment) in forms {
+            let formOut = dir.file("a-form.img")
+            let restored = CairnProcess.run(
+                ["restore", "--group", "web", "--at", at, "--disk", "a.img", "--to", formOut, "--force", "--json"],
+                environment: environment)
+            #expect(restored.status == 0, "--at \(at): \(restored.stderr)")
+            #expect(restored.stdout.contains(firstWeb["id"] as! String), "--at \(at): \(restored.stdout)")
+        }
+        // One second earlier in local time is before the first restore point.
+        let early = CairnProcess.run(
+            [
+                "restore", "--group", "web", "--at",
+                String(Timestamp(seconds: first.seconds + 3599).description.dropLast()),
+                "--disk", "a.img", "--to", dir.file("early.img"),
+            ], environment: env.merging(["TZ": "CET-1"]) { $1 })
+        #expect(early.status == 4, "\(early.stderr)")
+
         // Several disks and no --disk: refused with the list of names.
         let ambiguous = CairnProcess.run(["restore", "web@latest", "--to", dir.file("x.img")], environment: env)
         #expect(ambiguous.status == 64)

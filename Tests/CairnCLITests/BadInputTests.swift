@@ -98,12 +98,18 @@ import Testing
         #expect(try holder.tryLock(.exclusive))
         try holder.truncate(to: 0)
         try holder.write(Array("cairn backup of group vm (pid 4242, started 2026-11-26T03:00:00Z)\n".utf8), at: 0)
-        expectRefused(["backup", "--repo", repo, "--group", "vm", image], status: 5, message: "pid 4242")
+        expectRefused(
+            ["backup", "--repo", repo, "--group", "vm", image], status: 5,
+            message: "PID 4242 (cairn backup of group vm, since 2026-11-26T03:00:00Z)")
 
         // --lock-wait waits, then fails with the same code.
         let start = Date()
         let waited = CairnProcess.run(["backup", "--repo", repo, "--group", "vm", "--lock-wait", "1s", image])
         #expect(waited.status == 5)
+        // It said once that it waits, and for whom.
+        #expect(
+            waited.stderr.components(separatedBy: "waiting for the lock held by PID 4242 (cairn backup").count == 2,
+            "\(waited.stderr)")
         #expect(Date().timeIntervalSince(start) >= 1)
 
         // Another group is not blocked.

@@ -156,8 +156,13 @@ import Testing
         let fast = CairnProcess.run(["gc", "--repo", repo])
         #expect(fast.status == 5)
         #expect(fast.stderr.contains("gc needs it alone"), "\(fast.stderr)")
+        // The holder is named, though a shared holder writes nothing into the lock file.
+        #expect(fast.stderr.contains("PID \(holder.processIdentifier) (flock -s"), "\(fast.stderr)")
         let waited = CairnProcess.run(["gc", "--repo", repo, "--lock-wait", "30s"])
         #expect(waited.status == 0, "\(waited.stderr)")
+        #expect(
+            waited.stderr.components(separatedBy: "waiting for the lock held by PID \(holder.processIdentifier)").count
+                == 2, "\(waited.stderr)")
         holder.waitUntilExit()
     }
 }

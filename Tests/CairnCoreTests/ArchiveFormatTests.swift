@@ -44,7 +44,7 @@ final class ArchiveFixture {
     /// Restores `disk` of point `index` from `volumes` and returns the output's SHA-256.
     func restore(_ volumes: [[UInt8]], point index: Int, disk: String, runLimit: Int? = nil) throws -> String {
         let out = dir.file("out-\(UUID().uuidString).img")
-        var request = ArchiveRestoreRequest(point: ids[index].description, disk: disk, destination: out)
+        var request = ArchiveRestoreRequest(point: .id(ids[index]), disk: disk, destination: out)
         request.force = true
         let restore = ArchiveRestore(sources: Self.sources(volumes), request: request)
         if let runLimit { restore.digestTableRunLimit = runLimit }

@@ -47,7 +47,7 @@ final class FrameArchiveFixture {
     /// Restores the only disk of `id` from `sources` and returns the output's SHA-256.
     func restore(_ sources: [any ArchiveByteSource], _ id: RestorePointID) throws -> String {
         let out = dir.file("out-\(UUID().uuidString).img")
-        var request = ArchiveRestoreRequest(point: id.description, disk: nil, destination: out)
+        var request = ArchiveRestoreRequest(point: .id(id), disk: nil, destination: out)
         request.force = true
         _ = try ArchiveRestore(sources: sources, request: request).run()
         return try TestImage.sha256(of: out)

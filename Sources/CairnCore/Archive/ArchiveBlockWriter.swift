@@ -48,7 +48,7 @@ final class ArchiveBlockWriter {
             guard blocks >= UInt64(ArchiveFormat.minimumBlocksPerVolume) else {
                 throw CairnError(
                     .usage,
-                    "--volume-size \(volumeSize) holds fewer than \(ArchiveFormat.minimumBlocksPerVolume) blocks of \(blockSize) bytes (a label, data and the catalog)"
+                    "a volume size of \(volumeSize) bytes holds fewer than \(ArchiveFormat.minimumBlocksPerVolume) blocks of \(blockSize) bytes (a label, data and the catalog)"
                 )
             }
             maxBlocksPerVolume = Int(min(blocks, UInt64(Int.max)))
@@ -141,8 +141,8 @@ final class ArchiveBlockWriter {
             guard blocksInVolume + 1 + catalogBlocks(extra: pendingPointBytes) <= maxBlocksPerVolume else {
                 throw CairnError(
                     .usage,
-                    "the volume size holds \(maxBlocksPerVolume) blocks, too few for a label, a data block and a catalog of \(allPoints.count + pendingPoints.count) restore points: use a larger --volume-size"
-                )
+                    "the volume size holds \(maxBlocksPerVolume) blocks, too few for a label, a data block and a catalog of \(allPoints.count + pendingPoints.count) restore points",
+                    remedy: .largerVolume)
             }
         }
         if fill < capacity {

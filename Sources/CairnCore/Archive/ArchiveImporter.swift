@@ -28,9 +28,7 @@ public final class ArchiveImporter {
 
     public func run() throws(CairnError) -> ArchiveImportResult {
         let clock = Stopwatch()
-        let lock = try RepositoryLock.acquire(
-            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
-            what: "repository \(repository.path)", purpose: "cairn archive import")
+        let lock = try repository.lock(.shared, purpose: "cairn archive import", wait: lockWait)
         defer { _ = lock }
         try repository.markFeatures()
         let store = repository.store
@@ -106,9 +104,7 @@ public final class ArchiveImporter {
                 present.append(m.id)
                 continue
             }
-            let groupLock = try RepositoryLock.acquire(
-                path: "\(repository.path)/locks/group.\(id.group).lock", kind: .exclusive, wait: lockWait,
-                what: "group \(id.group)", purpose: "cairn archive import")
+            let groupLock = try repository.lock(.group(id.group), purpose: "cairn archive import", wait: lockWait)
             try repository.catalog.write(m, id: id)
             _ = groupLock
             imported.append(m.id)

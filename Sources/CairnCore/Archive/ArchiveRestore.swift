@@ -6,7 +6,7 @@
 public struct ArchiveRestoreRequest: Sendable {
     /// The restore point's id as the archive lists it (`GROUP@TIME`), or `GROUP@latest` for the
     /// newest restore point of that group in the archive.
-    public var point: String
+    public var point: RestorePointSelector
     public var disk: String?
     public var destination: String
     public var format: RestoreFormat = .raw
@@ -14,7 +14,7 @@ public struct ArchiveRestoreRequest: Sendable {
     public var clusterSize: UInt64 = 65536
     public var force = false
 
-    public init(point: String, disk: String?, destination: String) {
+    public init(point: RestorePointSelector, disk: String?, destination: String) {
         self.point = point
         self.disk = disk
         self.destination = destination
@@ -139,21 +139,12 @@ public final class ArchiveRestore {
             scanner.onChunkRecord = nil
             table?.close()
         }
-        let latestOf: String? =
-            request.point.hasSuffix("@latest") ? String(request.point.dropLast("@latest".count)) : nil
+        let selector = request.point
 
         scanner.onManifest = { (index, manifest, _) throws(CairnError) in
-            if let latestOf {
-                // Every manifest and index precedes every chunk, so the newest is known in time.
-                guard manifest.group == latestOf else { return }
-                if let current = chosen, let t = Timestamp(parsing: manifest.time),
-                    let c = Timestamp(parsing: current.time), t <= c
-                {
-                    return
-                }
-            } else {
-                guard manifest.id == request.point, chosen == nil else { return }
-            }
+            // Every manifest and index precedes every chunk, so the newest is known in time.
+            guard let id = manifest.restorePointID, selector.admits(id) else { return }
+            if let current = chosen?.restorePointID, id <= current { return }
             let selected = try RestoreJob.selectDisk(manifest, request.disk)
             try checkRestoreDestination(request.destination, force: request.force, allowDevice: request.format == .raw)
             chosen = manifest

@@ -34,7 +34,7 @@ public final class VolumeFileSink: ArchiveSink {
             throw CairnError(.notFound, "cannot write archive \(basePath): directory \(directory) does not exist")
         }
         if !force && FileSystem.exists(Self.path(basePath, 1)) {
-            throw CairnError(.exists, "\(Self.path(basePath, 1)) exists; pass --force to overwrite it")
+            throw CairnError(.exists, "\(Self.path(basePath, 1)) exists", remedy: .overwrite)
         }
         // Unfinished volumes of this base path that a killed write left behind.
         let base = FileSystem.baseName(basePath)
@@ -51,7 +51,7 @@ public final class VolumeFileSink: ArchiveSink {
     public func beginVolume(_ number: Int) throws(CairnError) {
         let path = Self.path(basePath, number)
         if !force && FileSystem.exists(path) {
-            throw CairnError(.exists, "\(path) exists; pass --force to overwrite it")
+            throw CairnError(.exists, "\(path) exists", remedy: .overwrite)
         }
         let temporary = FileSystem.temporaryName(for: path)
         file = try File.open(temporary, .createOrTruncate)

@@ -45,9 +45,7 @@ public final class ArchiveWriter {
         let clock = Stopwatch()
         try ArchiveFormat.validate(blockSize: blockSize)
         guard !ids.isEmpty else { throw CairnError(.usage, "name at least one restore point to archive") }
-        let lock = try RepositoryLock.acquire(
-            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
-            what: "repository \(repository.path)", purpose: "cairn archive write")
+        let lock = try repository.lock(.shared, purpose: "cairn archive write", wait: lockWait)
         defer { _ = lock }
 
         var manifests: [(Manifest, [UInt8])] = []

@@ -110,16 +110,10 @@ public final class BackupJob {
                 "two settings files are both named \(FileSystem.baseName(path)): a restore point needs distinct names")
         }
         let clock = Stopwatch()
-        let repoLock = try RepositoryLock.acquire(
-            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
-            what: "repository \(repository.path)", purpose: "cairn backup")
-        let groupLock = try RepositoryLock.acquire(
-            path: "\(repository.path)/locks/group.\(group).lock", kind: .exclusive, wait: lockWait,
-            what: "group \(group)", purpose: "cairn backup of group \(group)")
-        defer {
-            _ = groupLock
-            _ = repoLock
-        }
+        // One guard for both files: a second shared lock of this process on the repository
+        // would make the upgrade below fail against itself.
+        let repoLock = try repository.lock(.group(group), purpose: "cairn backup", wait: lockWait)
+        defer { _ = repoLock }
         try changeTracking.validate()
         for source in sources { try source.changeTracking?.validate() }
         repository.removeLeftovers()

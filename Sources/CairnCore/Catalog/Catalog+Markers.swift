@@ -20,12 +20,12 @@ extension Catalog {
     }
 
     /// Marks a restore point as protected: prune never removes it and forget refuses it.
-    public func protect(_ id: RestorePointID) throws(CairnError) {
+    func protect(_ id: RestorePointID) throws(CairnError) {
         let note = "protected \(Timestamp.now())\n"
         try FileSystem.writeAtomically(Array(note.utf8), to: protectionMarkerPath(of: id))
     }
 
-    public func unprotect(_ id: RestorePointID) throws(CairnError) {
+    func unprotect(_ id: RestorePointID) throws(CairnError) {
         try FileSystem.remove(protectionMarkerPath(of: id))
         try FileSystem.syncDirectory("\(root)/\(id.group)")
     }
@@ -44,7 +44,7 @@ extension Catalog {
     /// Removes one restore point: the manifest first (the restore point is gone the moment it
     /// is unlinked), then its verification record; the directory is synced once at the end.
     /// Refuses a protected restore point.
-    public func remove(_ id: RestorePointID) throws(CairnError) {
+    func remove(_ id: RestorePointID) throws(CairnError) {
         guard !isProtected(id) else {
             throw CairnError(.usage, "restore point \(id) is protected: run `cairn unprotect \(id)` first to remove it")
         }

@@ -50,43 +50,4 @@ public final class Catalog: Sendable {
             try manifest.encoded(), as: "\(FileSystem.baseName(root))/\(id.group)/\(id.time)\(Self.suffix)",
             .createOnly)
     }
-
-    /// Resolves `GROUP@TIME` or `GROUP@latest` to an existing restore point.
-    public func resolve(_ text: String) throws(CairnError) -> RestorePointID {
-        if text.hasSuffix("@latest") {
-            let group = String(text.dropLast("@latest".count))
-            try GroupName.validate(group)
-            guard let latest = try points(in: group).last else {
-                throw CairnError(.notFound, "group \(group) has no restore points")
-            }
-            return latest
-        }
-        guard let id = RestorePointID(parsing: text) else {
-            throw CairnError(
-                .usage,
-                "\"\(text)\" is not a restore point id: use GROUP@TIME (e.g. vm1@2026-11-26T03:00:00Z) or GROUP@latest")
-        }
-        guard exists(id) else {
-            let known = (try? points(in: id.group)) ?? []
-            let hint =
-                known.isEmpty
-                ? "group \(id.group) has no restore points"
-                : "\(id.group) has \(known.count), the newest \(known.last!)"
-            throw CairnError(.notFound, "restore point \(id) does not exist (\(hint))")
-        }
-        return id
-    }
-
-    /// The newest restore point of `group` at or before `time`.
-    public func latest(in group: String, atOrBefore time: Timestamp) throws(CairnError) -> RestorePointID {
-        let candidates = try points(in: group).filter { $0.time <= time }
-        guard let id = candidates.last else {
-            let first = try points(in: group).first
-            throw CairnError(
-                .notFound,
-                first.map { "group \(group) has no restore point at or before \(time) (the oldest is \($0.time))" }
-                    ?? "group \(group) has no restore points")
-        }
-        return id
-    }
 }

@@ -16,7 +16,7 @@ extension ChunkStore {
         public var segmentsRemoved: Int
     }
 
-    public func rebuildIndex() throws(CairnError) -> IndexRebuildReport {
+    func rebuildIndex() throws(CairnError) -> IndexRebuildReport {
         let old = try ChunkIndex.segmentKeys(in: storage)
         var report = IndexRebuildReport(packs: 0, chunks: 0, packsScanned: [], packsUnreadable: [], segmentsRemoved: 0)
         var entries: [(ChunkDigest, ChunkLocation)] = []

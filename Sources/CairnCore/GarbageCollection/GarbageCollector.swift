@@ -61,14 +61,12 @@ public final class GarbageCollector {
         let clock = Stopwatch()
         let lock: RepositoryLock
         do {
-            lock = try RepositoryLock.acquire(
-                path: "\(repository.path)/locks/repository.lock", kind: .exclusive, wait: lockWait,
-                what: "repository \(repository.path)", purpose: "cairn gc")
+            lock = try repository.lock(.exclusive, purpose: "cairn gc", wait: lockWait)
         } catch  where error.code == .busy {
             throw CairnError(
                 .busy,
-                "cannot run gc: another cairn process (backup, restore, verify, prune or serve) is using repository \(repository.path) and gc needs it alone; wait for it to finish or pass --lock-wait DURATION"
-            )
+                "cannot run gc: \(error.message), and gc needs it alone (no backup, restore, verify, prune or serve beside it)",
+                remedy: .waitForLock)
         }
         defer { _ = lock }
         // The index as it is now that no one else writes: a backup that held the repository

@@ -110,7 +110,8 @@ public enum DiskImageOpener {
             }
             if let format, format != .raw {
                 throw CairnError(
-                    .usage, "\(path) is an NBD export: the server already decodes the image, so --format must be raw")
+                    .usage, "\(path) is an NBD export: the server already decodes the image, so it reads as raw",
+                    remedy: .readAsRaw)
             }
             return try NBDImage(uri: NBDURI(parsing: path), extraContexts: nbdContexts, timeout: nbdTimeout)
         }
@@ -123,8 +124,8 @@ public enum DiskImageOpener {
         if !allowLive, try file.isByteLockedByOthers(qemuWriteLockByte) {
             throw CairnError(
                 .badImage,
-                "\(path) is held for writing by a running QEMU (its image lock): a copy read now is crash-inconsistent. Back up the VM through the NBD export of `virsh backup-begin` (pull mode) or from an external snapshot, or pass --allow-live to accept a crash-inconsistent copy"
-            )
+                "\(path) is held for writing by a running QEMU (its image lock): a copy read now is crash-inconsistent. Back up the VM through the NBD export of `virsh backup-begin` (pull mode) or from an external snapshot",
+                remedy: .allowLive)
         }
         let detected: ImageFormat
         if format == .raw {
@@ -135,16 +136,18 @@ public enum DiskImageOpener {
                 throw CairnError(
                     .badImage,
                     "\(path) is a \(foreign.name) image; Cairn reads raw, qcow2 and VMDK images (convert it with "
-                        + "`qemu-img convert -O qcow2`, or pass --format raw to back up its bytes as they are)")
+                        + "`qemu-img convert -O qcow2`, or read it as raw to back up its bytes as they are)",
+                    remedy: .readAsRaw)
             }
             if format == nil, let claimed = ImageSignature.claimed(byName: path), claimed != signature {
                 let holds = signature == .none ? "has no known image signature" : "holds \(signature.name)"
                 let damaged = claimed == .qcow2 ? " (no qcow2 magic at offset 0: is its header damaged?)" : ""
-                let override = signature == .qcow2 ? "pass --format qcow2 to read the qcow2 it holds, or" : "pass"
+                let override = signature == .qcow2 ? "read it as qcow2 to read the qcow2 it holds, or " : ""
                 throw CairnError(
                     .badImage,
                     "\(path) is named as a \(claimed.name) image but \(holds)\(damaged); "
-                        + "\(override) --format raw to back up its bytes as they are")
+                        + "\(override)read it as raw to back up its bytes as they are",
+                    remedy: signature == .qcow2 ? .readAsQCOW2OrRaw : .readAsRaw)
             }
             detected = format ?? (signature == .qcow2 ? .qcow2 : signature == .vmdk ? .vmdk : .raw)
         }
@@ -159,7 +162,7 @@ public enum DiskImageOpener {
         case .vmdk:
             if let snapshot {
                 throw CairnError(
-                    .usage, "\(path) is a vmdk image: --snapshot \"\(snapshot)\" names qcow2 snapshots only")
+                    .usage, "\(path) is a vmdk image: snapshot \"\(snapshot)\" can name qcow2 snapshots only")
             }
             return try VMDKImage(file: file)
         }

@@ -74,7 +74,7 @@ public struct DomainRestore {
             planned.append((disk, "\(directory)/\(name)-\(disk.target).\(format.rawValue)", format))
         }
         for path in planned.map(\.1) + [xmlPath] where FileSystem.exists(path) && !force {
-            throw CairnError(.exists, "\(path) exists; pass --force to overwrite it")
+            throw CairnError(.exists, "\(path) exists", remedy: .overwrite)
         }
         let xml = try readSettings(settings)
 
@@ -103,9 +103,7 @@ public struct DomainRestore {
     }
 
     private func readSettings(_ file: SettingsFile) throws(CairnError) -> String {
-        let lock = try RepositoryLock.acquire(
-            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
-            what: "repository \(repository.path)", purpose: "cairn restore")
+        let lock = try repository.lock(.shared, purpose: "cairn restore", wait: lockWait)
         defer { _ = lock }
         return String(decoding: try file.read(from: repository.store), as: UTF8.self)
     }

@@ -11,9 +11,7 @@ extension Repository {
     /// Needs the repository alone (the exclusive lock), as gc does: no reader then holds a config
     /// half written.
     public func repair(lockWait: Double?) throws(CairnError) -> RepairReport {
-        let lock = try RepositoryLock.acquire(
-            path: "\(path)/locks/repository.lock", kind: .exclusive, wait: lockWait, what: "repository \(path)",
-            purpose: "cairn repair")
+        let lock = try lock(.exclusive, purpose: "cairn repair", wait: lockWait)
         defer { _ = lock }
         var report = RepairReport()
         let health = configHealth

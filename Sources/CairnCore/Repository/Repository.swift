@@ -12,6 +12,8 @@ public final class Repository: Sendable {
     public let configHealth: ConfigHealth
     public let store: ChunkStore
     public let catalog: Catalog
+    /// Told once when a lock this process needs is held by another (the CLI prints it).
+    public let onLockWait: LockWaitObserver?
 
     /// Creates a new, empty repository at `path` (which must be missing or an empty directory).
     @discardableResult
@@ -48,12 +50,12 @@ public final class Repository: Sendable {
     }
 
     /// Opens the repository. `loadIndex: false` skips the chunk index (for `rebuild-index`).
-    public init(path: String, loadIndex: Bool = true) throws(CairnError) {
+    public init(path: String, loadIndex: Bool = true, onLockWait: LockWaitObserver? = nil) throws(CairnError) {
         self.path = path
         storage = LocalDirectoryStorage(root: path)
+        self.onLockWait = onLockWait
         guard FileSystem.exists(path) else {
-            throw CairnError(
-                .repository, "repository \(path) does not exist (create it with `cairn init --repo \(path)`)")
+            throw CairnError(.repository, "repository \(path) does not exist", remedy: .createRepository)
         }
         if access("\(path)/config", R_OK) != 0 && errno == EACCES {
             throw CairnError(.repository, "cannot read repository \(path): permission denied")
@@ -67,6 +69,23 @@ public final class Repository: Sendable {
             storage: storage, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),
             packTargetSize: UInt64(config.packSize), loadIndex: loadIndex)
         catalog = Catalog(root: "\(path)/points")
+    }
+
+    /// Takes the locks `scope` needs, waiting up to `wait` seconds for each (nil: fail at once).
+    ///
+    /// The one place that knows the lock files (docs/INTEGRITY.md, "Locks"); held until the
+    /// returned value is released. `purpose` ("cairn backup") is what other processes are told.
+    public func lock(_ scope: LockScope, purpose: String, wait: Double?) throws(CairnError) -> RepositoryLock {
+        try RepositoryLock.acquire(root: path, scope: scope, purpose: purpose, wait: wait, onWait: onLockWait)
+    }
+
+    /// Runs `body` holding the locks `scope` needs.
+    public func withLock<T>(
+        _ scope: LockScope, purpose: String, wait: Double?, _ body: () throws(CairnError) -> T
+    ) throws(CairnError) -> T {
+        let lock = try lock(scope, purpose: purpose, wait: wait)
+        defer { withExtendedLifetime(lock) {} }
+        return try body()
     }
 
     /// Reads `config`, falling back to its copy when `config` is damaged (never when it is of

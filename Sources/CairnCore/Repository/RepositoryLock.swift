@@ -2,24 +2,76 @@
     import Glibc
 #endif
 
-/// A held flock on one of the repository's lock files; released when dropped or when the process dies.
+/// What a command locks (docs/ARCHITECTURE.md and docs/INTEGRITY.md, "Locks").
 ///
-/// Locks (docs/ARCHITECTURE.md, "Locks"): `locks/repository.lock` is taken shared by backups and
-/// restores and exclusively by commands that delete (gc); `locks/group.NAME.lock` exclusively by a
-/// backup of that group. The kernel releases an flock with its process, so a crashed cron run
-/// can never leave a stale lock behind.
+/// The lock files and their meaning are part of the repository's contract with every Cairn
+/// running beside this one: `locks/repository.lock` is taken shared by everything that reads or
+/// adds (backup, restore, verify, prune, serve, archive), exclusively by what deletes or rewrites
+/// the index (gc, repair, rebuild-index); `locks/group.NAME.lock` exclusively by whatever changes
+/// that group's restore points (backup, prune, forget, protect, unprotect, import).
+public enum LockScope: Sendable, Equatable {
+    /// The repository, shared: others may read and add, no one may delete.
+    case shared
+    /// The repository alone.
+    case exclusive
+    /// One group's restore points: the group's lock exclusively, and the repository's shared.
+    case group(String)
+}
+
+/// Held locks on the repository's lock files; released when dropped or when the process dies.
+///
+/// Taken only through `Repository.lock(_:purpose:wait:)`, which alone knows the lock files'
+/// names. The kernel releases an flock with its process, so a crashed cron run can never leave a
+/// stale lock behind.
 public final class RepositoryLock {
-    private let file: File
+    /// The repository lock first, then the group's: always in that order, so two commands never
+    /// wait for each other.
+    private let files: [File]
 
-    private init(file: File) { self.file = file }
+    private init(files: [File]) { self.files = files }
 
-    deinit { file.unlock() }
+    deinit { for file in files.reversed() { file.unlock() } }
 
-    /// Takes the lock at `path`, waiting up to `wait` seconds (nil: fail at once).
-    /// `what` names the resource in messages ("group vm1"); `purpose` is written for others to read.
-    public static func acquire(
-        path: String, kind: File.LockKind, wait: Double?, what: String, purpose: String
+    /// Tries to turn the shared repository lock into an exclusive one without waiting.
+    ///
+    /// flock converts by dropping the old lock first, so on failure the caller may hold nothing:
+    /// use it only where losing the lock is harmless (at the end of a run).
+    public func tryUpgradeToExclusive() -> Bool {
+        guard let file = files.first else { return false }
+        return (try? file.tryLock(.exclusive)) ?? false
+    }
+
+    /// Takes the lock files of `scope` under `root`, waiting up to `wait` seconds each (nil: fail at once).
+    static func acquire(
+        root: String, scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?
     ) throws(CairnError) -> RepositoryLock {
+        let repositoryFile = "\(root)/locks/repository.lock"
+        switch scope {
+        case .shared:
+            let file = try take(
+                repositoryFile, .shared, what: "repository \(root)", purpose: purpose, wait: wait, onWait: onWait)
+            return RepositoryLock(files: [file])
+        case .exclusive:
+            let file = try take(
+                repositoryFile, .exclusive, what: "repository \(root)", purpose: purpose, wait: wait, onWait: onWait)
+            return RepositoryLock(files: [file])
+        case .group(let group):
+            precondition(GroupName.isValid(group), "a group lock for an unchecked group name")
+            let shared = try take(
+                repositoryFile, .shared, what: "repository \(root)", purpose: purpose, wait: wait, onWait: onWait)
+            let exclusive = try take(
+                "\(root)/locks/group.\(group).lock", .exclusive, what: "group \(group)",
+                purpose: "\(purpose) of group \(group)", wait: wait, onWait: onWait)
+            return RepositoryLock(files: [shared, exclusive])
+        }
+    }
+
+    /// Takes the flock on `path`. `what` names the resource in messages ("group vm1"); an
+    /// exclusive holder writes `purpose` into the file for others to read.
+    private static func take(
+        _ path: String, _ kind: File.LockKind, what: String, purpose: String, wait: Double?,
+        onWait: LockWaitObserver?
+    ) throws(CairnError) -> File {
         let file: File
         if let existing = try? File.open(path, .readWrite) {
             file = existing
@@ -32,6 +84,7 @@ public final class RepositoryLock {
             file = try File.open(path, .readWrite)
         }
         let deadline = Stopwatch()
+        var announced = false
         while true {
             if try file.tryLock(kind) {
                 if kind == .exclusive {
@@ -39,31 +92,102 @@ public final class RepositoryLock {
                     try? file.truncate(to: 0)
                     try? file.write(Array(note.utf8), at: 0)
                 }
-                return RepositoryLock(file: file)
+                return file
             }
             guard let wait, deadline.elapsed < wait else {
-                let holder = holderDescription(file)
+                let holder = LockHolder.describe(file)
                 let waited = wait.map { " after waiting \(Units.formatDecimal($0, places: 0)) s" } ?? ""
-                throw CairnError(
-                    .busy,
-                    "\(what) is locked by \(holder)\(waited); wait for it to finish or pass --lock-wait DURATION")
+                throw CairnError(.busy, "\(what) is locked by \(holder)\(waited)", remedy: .waitForLock)
+            }
+            if !announced, let onWait {
+                announced = true
+                onWait("waiting for the lock held by \(LockHolder.describe(file)) on \(what)")
             }
             try Cancellation.check("nothing done (while waiting for \(what))")
             usleep(100_000)
         }
     }
+}
 
-    /// Tries to turn a shared lock into an exclusive one without waiting.
-    ///
-    /// flock converts by dropping the old lock first, so on failure the caller may hold nothing:
-    /// use it only where losing the lock is harmless (at the end of a run).
-    public func tryUpgradeToExclusive() -> Bool {
-        (try? file.tryLock(.exclusive)) ?? false
+/// Told once, in words, when a command starts waiting for a lock another process holds.
+public typealias LockWaitObserver = @Sendable (String) -> Void
+
+/// Who holds an flock on a lock file, in words: "PID 4242 (cairn gc, since 2026-11-26T03:00:00Z)".
+///
+/// The kernel knows every holder (`/proc/locks` lists each flock with its process and the file's
+/// inode), so shared holders, which write nothing, are named too. An exclusive holder also wrote
+/// its purpose into the file: that note is trusted only while the file is held exclusively (a
+/// note survives its writer).
+enum LockHolder {
+    static func describe(_ file: File) -> String {
+        let holders = kernelHolders(of: file)
+        let note = String(decoding: (try? file.readBytes(count: 512, at: 0)) ?? [], as: UTF8.self).trimmingSpaces
+        if holders.isEmpty || holders.contains(where: \.exclusive), let parsed = parse(note: note) {
+            return parsed
+        }
+        guard !holders.isEmpty else { return "another cairn process" }
+        let shown = holders.prefix(3).map { "PID \($0.pid) (\(command(of: $0.pid)))" }
+        let more = holders.count > 3 ? " and \(holders.count - 3) more" : ""
+        return shown.joined(separator: ", ") + more
     }
 
-    private static func holderDescription(_ file: File) -> String {
-        let bytes = (try? file.readBytes(count: 512, at: 0)) ?? []
-        let text = String(decoding: bytes, as: UTF8.self).trimmingSpaces
-        return text.isEmpty ? "another cairn process" : text
+    /// `PURPOSE (pid N, started TIME)` as written by `RepositoryLock`, as `PID N (PURPOSE, since TIME)`.
+    static func parse(note: String) -> String? {
+        guard !note.isEmpty else { return nil }
+        guard let open = note.range(of: " (pid ", options: .backwards), note.hasSuffix(")") else { return note }
+        let purpose = note[..<open.lowerBound]
+        let inside = note[open.upperBound..<note.index(before: note.endIndex)]
+        let parts = inside.components(separatedBy: ", started ")
+        guard parts.count == 2, Int32(parts[0]) != nil else { return note }
+        return "PID \(parts[0]) (\(purpose), since \(parts[1]))"
+    }
+
+    struct Holder: Equatable {
+        var pid: Int32
+        var exclusive: Bool
+    }
+
+    /// The processes /proc/locks names as holding an flock on `file` (none if it cannot be read).
+    static func kernelHolders(of file: File) -> [Holder] {
+        var st = stat()
+        guard fstat(file.descriptor.rawValue, &st) == 0 else { return [] }
+        let device = UInt64(st.st_dev)
+        let major = ((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff)
+        let minor = (device & 0xff) | ((device >> 12) & ~0xff)
+        let key =
+            "\(String(major, radix: 16, uppercase: false).leftPadded(2)):"
+            + "\(String(minor, radix: 16, uppercase: false).leftPadded(2)):\(st.st_ino)"
+        guard let bytes = try? File.open("/proc/locks", .readOnly).readBytes(count: 1 << 20, at: 0) else { return [] }
+        var holders: [Holder] = []
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            // "3: FLOCK  ADVISORY  WRITE 15872 fe:00:16221282 0 EOF"; waiters have "->" after the number.
+            let fields = line.split(separator: " ")
+            guard fields.count >= 6, fields[1] == "FLOCK", fields[5] == key, let pid = Int32(fields[4]),
+                pid != getpid()
+            else { continue }
+            let holder = Holder(pid: pid, exclusive: fields[3] == "WRITE")
+            if !holders.contains(holder) { holders.append(holder) }
+        }
+        return holders
+    }
+
+    /// A process's command line, shortened, from /proc (or "a process that has ended").
+    static func command(of pid: Int32) -> String {
+        guard let bytes = try? File.open("/proc/\(pid)/cmdline", .readOnly).readBytes(count: 4096, at: 0),
+            !bytes.isEmpty
+        else {
+            return "a process that has ended"
+        }
+        let words = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        var shown = words.enumerated().map { $0.offset == 0 ? FileSystem.baseName($0.element) : $0.element }
+            .joined(separator: " ")
+        if shown.count > 80 { shown = String(shown.prefix(77)) + "..." }
+        return shown
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(_ width: Int) -> String {
+        String(repeating: "0", count: max(0, width - count)) + self
     }
 }

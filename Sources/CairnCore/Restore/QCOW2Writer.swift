@@ -41,7 +41,7 @@ public final class QCOW2Writer: @unchecked Sendable {
                 .usage, "cluster bitmap covers \(allocated.clusterCount) clusters, the disk has \(guestClusters)")
         }
         if !force && FileSystem.exists(path) {
-            throw CairnError(.exists, "\(path) already exists (use --force to overwrite it)")
+            throw CairnError(.exists, "\(path) already exists", remedy: .overwrite)
         }
         let layout = try QCOW2Layout(
             virtualSize: virtualSize, clusterSize: clusterSize, allocated: allocated)

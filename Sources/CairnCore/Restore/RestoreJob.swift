@@ -63,9 +63,7 @@ public final class RestoreJob {
 
     public func run() throws(CairnError) -> RestoreResult {
         let clock = Stopwatch()
-        let lock = try RepositoryLock.acquire(
-            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
-            what: "repository \(repository.path)", purpose: "cairn restore")
+        let lock = try repository.lock(.shared, purpose: "cairn restore", wait: lockWait)
         defer { _ = lock }
         let manifest = try repository.catalog.manifest(request.id)
         let disk = try Self.selectDisk(manifest, request.disk)
@@ -121,8 +119,8 @@ public final class RestoreJob {
         guard manifest.disks.count == 1 else {
             throw CairnError(
                 .usage,
-                "restore point \(manifest.id) holds \(manifest.disks.count) disks (\(manifest.disks.map(\.name).joined(separator: ", "))): name one with --disk"
-            )
+                "restore point \(manifest.id) holds \(manifest.disks.count) disks (\(manifest.disks.map(\.name).joined(separator: ", ")))",
+                remedy: .nameDisk)
         }
         return manifest.disks[0]
     }

@@ -22,7 +22,7 @@ func checkRestoreDestination(_ path: String, force: Bool, allowDevice: Bool) thr
     var st = stat()
     guard stat(path, &st) == 0 else { return }
     if allowDevice && (st.st_mode & S_IFMT) == S_IFBLK { return }
-    if !force { throw CairnError(.exists, "\(path) exists; pass --force to overwrite it") }
+    if !force { throw CairnError(.exists, "\(path) exists", remedy: .overwrite) }
 }
 
 /// A raw image file (sparse: zero blocks stay holes) or a block device.

@@ -11,9 +11,7 @@ public struct SettingsRestore {
     /// each proved by its digest and written atomically. Returns the paths written; a restore
     /// point without settings files writes nothing.
     public func run(_ id: RestorePointID, to directory: String) throws(CairnError) -> [String] {
-        let lock = try RepositoryLock.acquire(
-            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
-            what: "repository \(repository.path)", purpose: "cairn restore")
+        let lock = try repository.lock(.shared, purpose: "cairn restore", wait: lockWait)
         defer { _ = lock }
         let files = try repository.catalog.manifest(id).settings ?? []
         guard !files.isEmpty else { return [] }
@@ -37,7 +35,7 @@ public struct SettingsRestore {
             }
             let path = "\(directory)/\(file.name)"
             if FileSystem.exists(path) && !force {
-                throw CairnError(.exists, "\(path) exists; pass --force to overwrite it")
+                throw CairnError(.exists, "\(path) exists", remedy: .overwrite)
             }
             contents.append((path, try file.read(from: repository.store)))
         }

@@ -28,9 +28,7 @@ public final class Pruner {
                 .usage, "name at least one --keep-* rule: prune without one would remove every restore point")
         }
         let catalog = repository.catalog
-        let repoLock = try RepositoryLock.acquire(
-            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
-            what: "repository \(repository.path)", purpose: "cairn prune")
+        let repoLock = try repository.lock(.shared, purpose: "cairn prune", wait: lockWait)
         defer { _ = repoLock }
         let names: [String]
         if let groups {
@@ -46,9 +44,7 @@ public final class Pruner {
         }
         var results: [GroupResult] = []
         for group in names {
-            let lock = try RepositoryLock.acquire(
-                path: "\(repository.path)/locks/group.\(group).lock", kind: .exclusive, wait: lockWait,
-                what: "group \(group)", purpose: "cairn prune of group \(group)")
+            let lock = try repository.lock(.group(group), purpose: "cairn prune", wait: lockWait)
             defer { _ = lock }
             let points = try catalog.points(in: group)
             let protected = Set(points.filter { catalog.isProtected($0) })

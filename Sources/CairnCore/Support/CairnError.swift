@@ -36,14 +36,51 @@ public struct CairnError: Error, CustomStringConvertible, Sendable, Equatable {
 
     public var code: Code
     public var message: String
-    /// The underlying error, when there is one (an errno, a library's message).
-    public var cause: String?
+    /// The operating system's error, when the kernel refused a call: kept as a value, so callers
+    /// can tell "the disk is full" (`.noSpace`) from "permission denied" without reading text.
+    public var errno: Errno?
+    /// Any other underlying cause, in words (a library's message).
+    public var detail: String?
+    /// What the person at the command line can do about it, when the CLI has a flag for it. The
+    /// library does not know its command line; `cairn` turns this into a hint ("pass --force").
+    public var remedy: Remedy?
 
-    public init(_ code: Code, _ message: String, cause: String? = nil) {
+    /// A way out that the command line offers and the library does not name.
+    public enum Remedy: String, Sendable, Equatable {
+        /// Wait for another process's lock (`--lock-wait`).
+        case waitForLock
+        /// Overwrite an output that exists (`--force`).
+        case overwrite
+        /// Name one of the restore point's disks (`--disk`).
+        case nameDisk
+        /// Read the source image as raw (`--format raw`).
+        case readAsRaw
+        /// Read the source image as the qcow2 it holds, or as raw (`--format qcow2`, `--format raw`).
+        case readAsQCOW2OrRaw
+        /// Accept a crash-inconsistent copy of an image a running VM writes (`--allow-live`).
+        case allowLive
+        /// Create the repository first (`cairn init`).
+        case createRepository
+        /// Use a larger archive volume (`--volume-size`).
+        case largerVolume
+    }
+
+    public init(_ code: Code, _ message: String, cause: String? = nil, remedy: Remedy? = nil) {
         self.code = code
         self.message = message
-        self.cause = cause
+        self.detail = cause
+        self.remedy = remedy
     }
+
+    public init(_ code: Code, _ message: String, errno: Errno, remedy: Remedy? = nil) {
+        self.code = code
+        self.message = message
+        self.errno = errno
+        self.remedy = remedy
+    }
+
+    /// The underlying cause in words: the errno's description, or the library's message.
+    public var cause: String? { errno?.description ?? detail }
 
     public var description: String {
         if let cause { return "\(message): \(cause)" }
@@ -70,6 +107,6 @@ public struct CairnError: Error, CustomStringConvertible, Sendable, Equatable {
     /// An operating-system failure of `operation` on `path`.
     public static func io(_ operation: String, _ path: String, _ errno: Errno) -> CairnError {
         let hint = errno == .noSpace ? " (the disk is full)" : ""
-        return CairnError(.io, "cannot \(operation) \(path)\(hint)", cause: errno.description)
+        return CairnError(.io, "cannot \(operation) \(path)\(hint)", errno: errno)
     }
 }

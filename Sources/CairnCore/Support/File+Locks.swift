@@ -31,7 +31,7 @@ extension File {
             if result == 0 { break }
             let code = errno
             if code == EINTR { continue }
-            throw CairnError(.io, "cannot query the locks on \(path)", cause: Errno(rawValue: code).description)
+            throw CairnError(.io, "cannot query the locks on \(path)", errno: Errno(rawValue: code))
         }
         return lock.l_type != Int16(F_UNLCK)
     }

@@ -65,11 +65,46 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         seconds = days * 86400 + hour * 3600 + minute * 60 + second
     }
 
+    /// How to read a time written without a zone.
+    public enum ZonelessTime: Sendable {
+        /// As UTC: restore point ids, which are always UTC.
+        case utc
+        /// As local time, per `TZ` (what a person means by `--at 14:00`).
+        case local
+    }
+
     /// Parses `2026-11-26T03:00:00Z`, and the forms people type: `2026-11-26T03:00`,
-    /// `2026-11-26 03:00:00`, `2026-11-26` (midnight). All UTC.
-    public init?(parsing text: String) {
+    /// `2026-11-26 03:00:00`, `2026-11-26` (midnight), fractional seconds (`03:00:00.250`, cut to
+    /// the second: restore points are named to the second) and a zone (`Z`, `+01:00`, `+0100`,
+    /// `-05`). A time without a zone is UTC or local time, as `zoneless` says.
+    public init?(parsing text: String, zoneless: ZonelessTime = .utc) {
         var s = Array(text.trimmingSpaces.utf8)
-        if s.last == UInt8(ascii: "Z") { s.removeLast() }
+        // The zone: Z, or +HH[:MM] / -HH[:MM] after the time of day.
+        var offset: Int64? = nil
+        if s.last == UInt8(ascii: "Z") || s.last == UInt8(ascii: "z") {
+            s.removeLast()
+            offset = 0
+        } else if s.count > 16,
+            let sign = s[16...].lastIndex(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") })
+        {
+            let zone = Array(s[(sign + 1)...])
+            let digits = zone.filter { $0 != UInt8(ascii: ":") }
+            guard zone.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == UInt8(ascii: ":") }),
+                digits.count == 2 || digits.count == 4,
+                zone.count == digits.count || (zone.count == 5 && zone[2] == UInt8(ascii: ":"))
+            else { return nil }
+            let hours = Int64(digits[0] - 48) * 10 + Int64(digits[1] - 48)
+            let minutes = digits.count == 4 ? Int64(digits[2] - 48) * 10 + Int64(digits[3] - 48) : 0
+            guard hours <= 23, minutes <= 59 else { return nil }
+            let sign: Int64 = s[sign] == UInt8(ascii: "-") ? -1 : 1
+            offset = sign * (hours * 3600 + minutes * 60)
+            s.removeLast(zone.count + 1)
+        }
+        // Fractional seconds, cut off.
+        if s.count > 19, s[19] == UInt8(ascii: ".") || s[19] == UInt8(ascii: ",") {
+            guard s.count > 20, s[20...].allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+            s.removeLast(s.count - 19)
+        }
         func number(_ range: Range<Int>) -> Int64? {
             guard range.upperBound <= s.count else { return nil }
             var v: Int64 = 0
@@ -87,7 +122,8 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         var minute: Int64 = 0
         var second: Int64 = 0
         if s.count > 10 {
-            guard s[10] == UInt8(ascii: "T") || s[10] == UInt8(ascii: " "), s.count >= 16, s[13] == UInt8(ascii: ":"),
+            guard s[10] == UInt8(ascii: "T") || s[10] == UInt8(ascii: "t") || s[10] == UInt8(ascii: " "),
+                s.count >= 16, s[13] == UInt8(ascii: ":"),
                 let h = number(11..<13), let mi = number(14..<16), h < 24, mi < 60
             else { return nil }
             hour = h
@@ -97,7 +133,64 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
                 second = se
             }
         }
-        self.init(year: year, month: month, day: day, hour: hour, minute: minute, second: second)
+        if let offset {
+            self.init(year: year, month: month, day: day, hour: hour, minute: minute, second: second)
+            seconds -= offset
+        } else if zoneless == .local {
+            guard
+                let local = Self.fromLocal(
+                    year: year, month: month, day: day, hour: hour, minute: minute, second: second)
+            else { return nil }
+            self = local
+        } else {
+            self.init(year: year, month: month, day: day, hour: hour, minute: minute, second: second)
+        }
+    }
+
+    /// A wall-clock time in the local zone (`TZ`), through the C library's zone rules.
+    ///
+    /// A time that a daylight-saving change skips or repeats is resolved as mktime(3) resolves it.
+    static func fromLocal(year: Int64, month: Int64, day: Int64, hour: Int64, minute: Int64, second: Int64)
+        -> Timestamp?
+    {
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900)
+        parts.tm_mon = Int32(month - 1)
+        parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(hour)
+        parts.tm_min = Int32(minute)
+        parts.tm_sec = Int32(second)
+        parts.tm_isdst = -1
+        tzset()
+        let result = mktime(&parts)
+        guard result != -1 else { return nil }
+        return Timestamp(seconds: Int64(result))
+    }
+
+    /// The offset of local time (`TZ`) from UTC at this moment, in seconds east.
+    public var localOffset: Int64 {
+        var time = time_t(seconds)
+        var parts = tm()
+        tzset()
+        guard localtime_r(&time, &parts) != nil else { return 0 }
+        return Int64(parts.tm_gmtoff)
+    }
+
+    /// `2026-12-01T15:33:50+01:00`: this moment in local time (`TZ`), with its offset, for
+    /// people at a terminal. Ids, files and `--json` always use `description` (UTC).
+    public var localDescription: String {
+        let offset = localOffset
+        // UTC (no TZ, TZ=UTC, or a zone at offset 0 just now) reads as the id does, with Z.
+        guard offset != 0 else { return description }
+        let c = Timestamp(seconds: seconds + offset).components
+        func pad(_ v: Int64, _ width: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        let sign = offset < 0 ? "-" : "+"
+        let magnitude = abs(offset)
+        return "\(pad(c.year, 4))-\(pad(c.month, 2))-\(pad(c.day, 2))T\(pad(c.hour, 2)):\(pad(c.minute, 2)):"
+            + "\(pad(c.second, 2))\(sign)\(pad(magnitude / 3600, 2)):\(pad(magnitude % 3600 / 60, 2))"
     }
 
     static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {

@@ -39,9 +39,7 @@ public final class RepositoryVerifier {
     }
 
     public func run() throws(CairnError) -> VerifyReport {
-        let lock = try RepositoryLock.acquire(
-            path: "\(repository.path)/locks/repository.lock", kind: .shared, wait: lockWait,
-            what: "repository \(repository.path)", purpose: "cairn verify")
+        let lock = try repository.lock(.shared, purpose: "cairn verify", wait: lockWait)
         defer { _ = lock }
 
         let catalog = repository.catalog
