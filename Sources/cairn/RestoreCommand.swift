@@ -108,6 +108,7 @@ struct RestoreCommand: ParsableCommand {
             request.force = force
             request.allowDamaged = allowDamaged
             request.clusterSize = cluster
+            request.vmdkSubformat = try output.vmdkSubformat()
             let job = RestoreJob(repository: repo, request: request)
             job.lockWait = try repository.lockWaitSeconds()
             job.progress = { p in
@@ -231,20 +232,38 @@ struct SettingsOnlySummary: Encodable {
 
 /// `--format` and `--cluster-size`, shared by `restore` and `archive restore`.
 struct RestoreOutputOptions: ParsableArguments {
-    @Option(help: "Output format: raw (default) or qcow2.")
+    @Option(help: "Output format: raw (default), qcow2 or vmdk.")
     var format = "raw"
+
+    @Option(
+        help:
+            "With --format vmdk: monolithicSparse (default; for vmkfstools -i on ESXi) or streamOptimized (for OVF/OVA import)."
+    )
+    var subformat: String?
 
     @Option(help: "qcow2 output cluster size: a power of two from 512 to 2M.")
     var clusterSize = "64K"
 
     func parsed() throws(CairnError) -> (RestoreFormat, UInt64) {
         guard let outputFormat = RestoreFormat(rawValue: format) else {
-            throw CairnError(.usage, "--format \(format) is not raw or qcow2")
+            throw CairnError(.usage, "--format \(format) is not raw, qcow2 or vmdk")
         }
         let cluster = try parseSize(clusterSize, option: "--cluster-size")
         guard cluster >= 512, cluster <= 2 << 20, cluster & (cluster - 1) == 0 else {
             throw CairnError(.usage, "--cluster-size \(clusterSize) is not a power of two from 512 to 2M")
         }
         return (outputFormat, cluster)
+    }
+
+    /// The VMDK kind `--subformat` names (monolithicSparse when not given).
+    func vmdkSubformat() throws(CairnError) -> VMDKSubformat {
+        guard let subformat else { return .monolithicSparse }
+        guard format == RestoreFormat.vmdk.rawValue else {
+            throw CairnError(.usage, "--subformat goes with --format vmdk")
+        }
+        guard let kind = VMDKSubformat(rawValue: subformat) else {
+            throw CairnError(.usage, "--subformat \(subformat) is not monolithicSparse or streamOptimized")
+        }
+        return kind
     }
 }
