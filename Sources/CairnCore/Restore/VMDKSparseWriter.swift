@@ -166,7 +166,8 @@ final class VMDKSparseWriter: @unchecked Sendable {
     static func checkFileName(_ name: String) throws(CairnError) {
         guard !name.isEmpty, !name.contains(where: { $0 == "\"" || $0.isNewline || $0 == "\0" }) else {
             throw CairnError(
-                .usage, "a VMDK's descriptor cannot name the file \(name): choose an output name without quotes or newlines")
+                .usage,
+                "a VMDK's descriptor cannot name the file \(name): choose an output name without quotes or newlines")
         }
     }
 
