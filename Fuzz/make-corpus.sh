@@ -38,7 +38,7 @@ qemu-img convert -q -c -O qcow2 -o cluster_size=4096,compression_type=zlib "$tmp
 # zeroed grains), QEMU's stream, and Cairn's own monolithicSparse and VMware-layout stream.
 vmdk_seeds() {
     qemu-img create -q -f vmdk "$tmp/sparse.vmdk" 256K
-    qemu-io -f vmdk -c 'write -P 0x63 0 4k' -c 'write -P 0x64 70k 2k' "$tmp/sparse.vmdk" >/dev/null
+    qemu-io -f vmdk -c 'write -P 0x63 0 4k' -c 'write -P 0x64 6k 2k' "$tmp/sparse.vmdk" >/dev/null
     qemu-img create -q -f vmdk -o zeroed_grain=on "$tmp/zeroed.vmdk" 256K
     qemu-io -f vmdk -c 'write -P 0x65 4k 4k' -c 'write -z 64k 64k' "$tmp/zeroed.vmdk" >/dev/null
     qemu-img convert -q -O vmdk -o subformat=streamOptimized "$tmp/disk.img" "$tmp/stream.vmdk"
