@@ -56,7 +56,12 @@ struct RestoreCommand: ParsableCommand {
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
+    /// Exit status of a restore that `--allow-damaged` completed with zeros in place of damaged
+    /// data: the output is incomplete, and a script must be able to tell (restic uses 3 alike).
+    static let partialExitCode: Int32 = 12
+
     func run() throws {
+        var partial = false
         try runReportingErrors { () throws(CairnError) in
             if let domain {
                 try restoreDomain(domain)
@@ -118,6 +123,7 @@ struct RestoreCommand: ParsableCommand {
             }
             let result = try job.run()
             Terminal.clearProgress()
+            partial = !result.damaged.isEmpty
             for range in result.damaged {
                 Terminal.printError(
                     "cairn: damaged: wrote zeros at disk offset \(range.offset), \(range.length) bytes (chunk \(range.chunk)): \(range.reason)"
@@ -134,7 +140,13 @@ struct RestoreCommand: ParsableCommand {
                     "restored \(pointID) disk \(result.disk.name) to \(to): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written in \(Units.formatDecimal(result.seconds, places: 2)) s"
                 )
             }
+            if partial {
+                Terminal.printError(
+                    "cairn: the restore is incomplete: \(counted(result.damaged.count, "damaged range")) written as zeros (exit \(Self.partialExitCode))"
+                )
+            }
         }
+        if partial { throw ExitCode(Self.partialExitCode) }
     }
 }
 
