@@ -34,6 +34,20 @@ qemu-img create -q -f qcow2 -o cluster_size=4096,compat=0.10 "$tmp/v2.qcow2" 64K
 qemu-io -f qcow2 -c 'write -P 0x62 4k 4k' "$tmp/v2.qcow2" >/dev/null
 qemu-img convert -q -c -O qcow2 -o cluster_size=4096,compression_type=zlib "$tmp/disk.img" "$tmp/compressed.qcow2"
 
+# VMDK seeds (see Sources/fuzz-vmdk for the input layout): QEMU's sparse extents (with and without
+# zeroed grains), QEMU's stream, and Cairn's own monolithicSparse and VMware-layout stream.
+vmdk_seeds() {
+    qemu-img create -q -f vmdk "$tmp/sparse.vmdk" 256K
+    qemu-io -f vmdk -c 'write -P 0x63 0 4k' -c 'write -P 0x64 6k 2k' "$tmp/sparse.vmdk" >/dev/null
+    qemu-img create -q -f vmdk -o zeroed_grain=on "$tmp/zeroed.vmdk" 256K
+    qemu-io -f vmdk -c 'write -P 0x65 4k 4k' -c 'write -z 64k 64k' "$tmp/zeroed.vmdk" >/dev/null
+    qemu-img convert -q -O vmdk -o subformat=streamOptimized "$tmp/disk.img" "$tmp/stream.vmdk"
+    "$cairn" restore --repo "$tmp/repo" vm@latest --to "$tmp/cairn-sparse.vmdk" --format vmdk >/dev/null
+    "$cairn" restore --repo "$tmp/repo" vm@latest --to "$tmp/cairn-stream.vmdk" --format vmdk \
+        --subformat streamOptimized >/dev/null
+}
+vmdk_seeds
+
 python3 - "$tmp" "$root" "$here/Corpus" <<'PY'
 import glob, hashlib, os, shutil, struct, sys
 tmp, root, out = sys.argv[1:4]
@@ -43,7 +57,7 @@ def put(target, name, data):
     os.makedirs(f"{out}/{target}", exist_ok=True)
     open(f"{out}/{target}/{name}", "wb").write(data)
 
-for target in ["qcow2", "pack", "index-segment", "index-tree", "manifest", "config", "archive"]:
+for target in ["qcow2", "pack", "index-segment", "index-tree", "manifest", "config", "archive", "vmdk"]:
     shutil.rmtree(f"{out}/{target}", ignore_errors=True)
 
 for name in ["c512.qcow2", "zstd4k.qcow2", "deflate-v2.qcow2"]:
@@ -104,5 +118,22 @@ put("index-tree", "two-levels", tree(1, 1030, 0, [ref(0xFF, 0) + ref(0xFF, 1),
                                                   b"".join(ref(0xFE, i % 3) for i in range(1024)),
                                                   ref(0xFD, 0) * 6]))
 put("index-tree", "qcow2", tree(0x30, 4, 0, [ref(0xFE, 0) + bytes(32) + ref(0xFD, 0) + ref(0xFE, 1)]))
+
+# VMDK: single files (byte 0 = 0), and a descriptor file plus its extent (byte 0 = 1).
+for name in ["sparse.vmdk", "zeroed.vmdk", "stream.vmdk", "cairn-sparse.vmdk", "cairn-stream.vmdk"]:
+    put("vmdk", name, b"\0" + open(f"{tmp}/{name}", "rb").read())
+def descriptor(create_type, extents, extra=""):
+    return (f'# Disk DescriptorFile\nversion=1\nCID=0a0b0c0d\nparentCID=ffffffff\n{extra}'
+            f'createType="{create_type}"\n\n# Extent description\n{extents}\n\n#DDB\n'
+            'ddb.adapterType = "lsilogic"\n').encode()
+def pair(text, extent):
+    return b"\1" + struct.pack("<H", len(text)) + text + extent
+flat = open(f"{tmp}/disk.img", "rb").read()[:16384]
+put("vmdk", "flat", pair(descriptor("monolithicFlat", 'RW 32 FLAT "extent.vmdk" 0'), flat))
+put("vmdk", "vmfs-zero-rdonly", pair(descriptor(
+    "vmfs", 'RDONLY 16 VMFS "extent.vmdk"\nRW 9 ZERO\nRW 8 FLAT "extent.vmdk" 16'), flat))
+sparse = open(f"{tmp}/sparse.vmdk", "rb").read()
+put("vmdk", "descriptor-sparse", pair(descriptor("twoGbMaxExtentSparse", 'RW 512 SPARSE "extent.vmdk"'), sparse))
+put("vmdk", "descriptor-alone", b"\0" + descriptor("monolithicFlat", "RW 64 ZERO"))
 PY
 du -sh "$here/Corpus"/* >&2

@@ -8,7 +8,7 @@ import PackageDescription
 // included, so coverage reaches the parsers themselves.
 
 /// The fuzz targets: `Sources/fuzz-NAME/` holds one file. Add a name here to add a target.
-let targets = ["qcow2", "pack", "index-segment", "index-tree", "manifest", "config", "archive"]
+let targets = ["qcow2", "pack", "index-segment", "index-tree", "manifest", "config", "archive", "vmdk"]
 
 // The root package's identity is its directory's name (`main`, `fuzz`, a CI checkout's name...).
 let root = Context.packageDirectory.split(separator: "/").dropLast(2).last.map(String.init) ?? "cairn"

@@ -257,6 +257,7 @@ struct ArchiveRestoreCommand: ParsableCommand {
             request.format = outputFormat
             request.force = force
             request.clusterSize = cluster
+            request.vmdkSubformat = try output.vmdkSubformat(for: outputFormat)
             let restore = ArchiveRestore(sources: try openVolumes(Array(arguments.dropLast())), request: request)
             restore.progress = { read, written, seconds in
                 Terminal.progress(

@@ -120,6 +120,7 @@ struct RestoreCommand: ParsableCommand {
                 request.force = force
                 request.allowDamaged = allowDamaged
                 request.clusterSize = cluster
+                request.vmdkSubformat = try output.vmdkSubformat(for: format)
                 let job = RestoreJob(repository: repo, request: request)
                 job.lockWait = try repository.lockWaitSeconds()
                 job.progress = { p in
@@ -297,9 +298,15 @@ struct SettingsOnlySummary: Encodable {
 struct RestoreOutputOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "Output format: raw or qcow2. Default: the one the output's extension names (.raw, .img, .qcow2), else the format the disk was backed up from (raw onto a block device or from an NBD source)."
+            "Output format: raw, qcow2 or vmdk. Default: the one the output's extension names (.raw, .img, .qcow2, .vmdk), else the format the disk was backed up from (raw onto a block device or from an NBD source)."
         ))
     var format: String?
+
+    @Option(
+        help:
+            "With --format vmdk: monolithicSparse (default; for vmkfstools -i on ESXi) or streamOptimized (for OVF/OVA import)."
+    )
+    var subformat: String?
 
     @Option(help: "qcow2 output cluster size: a power of two from 512 to 2M (default: the source's, else 64K).")
     var clusterSize: String?
@@ -357,5 +364,18 @@ struct RestoreOutputOptions: ParsableArguments {
             throw CairnError(.usage, "--cluster-size \(clusterSize) is not a power of two from 512 to 2M")
         }
         return (outputFormat, cluster)
+    }
+
+    /// The VMDK kind `--subformat` names (monolithicSparse when not given), for an output of
+    /// `format` (a subformat goes only with a VMDK output).
+    func vmdkSubformat(for format: RestoreFormat) throws(CairnError) -> VMDKSubformat {
+        guard let subformat else { return .monolithicSparse }
+        guard format == .vmdk else {
+            throw CairnError(.usage, "--subformat goes with --format vmdk")
+        }
+        guard let kind = VMDKSubformat(rawValue: subformat) else {
+            throw CairnError(.usage, "--subformat \(subformat) is not monolithicSparse or streamOptimized")
+        }
+        return kind
     }
 }

@@ -35,7 +35,28 @@ struct VMDKBackupTests {
         try? FileManager.default.removeItem(atPath: raw)
         let restored = CairnProcess.run(["restore", "--repo", repo, "v@latest", "--to", raw])
         #expect(restored.status == 0, "\(restored.stderr)")
+        try restoreAsVMDK("v@latest", repo: repo, matching: raw, in: dir)
         return raw
+    }
+
+    /// Restores `id` as a monolithicSparse and as a streamOptimized VMDK and has QEMU judge both:
+    /// `qemu-img check` clean, `qemu-img compare` identical to `expected` (a raw image).
+    static func restoreAsVMDK(_ id: String, repo: String, matching expected: String, in dir: TemporaryDirectory)
+        throws
+    {
+        for subformat in VMDKSubformat.allCases {
+            let out = dir.file("restored-\(subformat.rawValue).vmdk")
+            let restored = CairnProcess.run([
+                "restore", "--repo", repo, id, "--to", out, "--format", "vmdk", "--subformat", subformat.rawValue,
+                "--force",
+            ])
+            #expect(restored.status == 0, "\(subformat): \(restored.stderr)")
+            try VMDKFixtures.sh(
+                "qemu-img check -q -f vmdk '\(out)' && qemu-img compare -q -f raw -F vmdk '\(expected)' '\(out)'",
+                in: dir.path)
+            let info = try VMDKFixtures.sh("qemu-img info --output=json '\(out)'", in: dir.path)
+            #expect(info.contains("\"create-type\": \"\(subformat.rawValue)\""), "\(info)")
+        }
     }
 
     @Test(arguments: kinds)

@@ -12,6 +12,8 @@ public struct ArchiveRestoreRequest: Sendable {
     public var format: RestoreFormat = .raw
     /// qcow2 output cluster size.
     public var clusterSize: UInt64 = 65536
+    /// The kind of VMDK written when `format` is `.vmdk`.
+    public var vmdkSubformat: VMDKSubformat = .monolithicSparse
     public var force = false
 
     public init(point: RestorePointSelector, disk: String?, destination: String) {
@@ -169,6 +171,13 @@ public final class ArchiveRestore {
                 made = try QCOW2RestoreTarget.make(
                     path: request.destination, size: disk.size, blockSize: blockSize, clusterSize: request.clusterSize,
                     force: request.force
+                ) { mark in
+                    for block in 0..<nonZero.clusterCount where nonZero.contains(block) { mark(block) }
+                }
+            case .vmdk:
+                made = try VMDKRestoreTarget.make(
+                    path: request.destination, size: disk.size, blockSize: blockSize,
+                    subformat: request.vmdkSubformat, force: request.force
                 ) { mark in
                     for block in 0..<nonZero.clusterCount where nonZero.contains(block) { mark(block) }
                 }

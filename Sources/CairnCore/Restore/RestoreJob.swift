@@ -2,6 +2,15 @@
 public enum RestoreFormat: String, Sendable, CaseIterable {
     case raw
     case qcow2
+    case vmdk
+}
+
+/// The kind of VMDK a `--format vmdk` restore writes.
+public enum VMDKSubformat: String, Sendable, CaseIterable {
+    /// A hosted sparse extent with its descriptor embedded: what `vmkfstools -i` imports on ESXi.
+    case monolithicSparse
+    /// Compressed grains in VMware's stream layout: what OVF/OVA import reads.
+    case streamOptimized
 }
 
 /// What to restore and where.
@@ -14,6 +23,8 @@ public struct RestoreRequest: Sendable {
     public var force = false
     /// qcow2 output cluster size.
     public var clusterSize: UInt64 = 65536
+    /// The kind of VMDK written when `format` is `.vmdk`.
+    public var vmdkSubformat: VMDKSubformat = .monolithicSparse
     /// Write zeros for chunks that are damaged or missing instead of failing.
     public var allowDamaged = false
 
@@ -83,6 +94,9 @@ public final class RestoreJob {
         case .qcow2:
             target = try QCOW2RestoreTarget.make(
                 path: request.destination, walk: walk, clusterSize: request.clusterSize, force: request.force)
+        case .vmdk:
+            target = try VMDKRestoreTarget.make(
+                path: request.destination, walk: walk, subformat: request.vmdkSubformat, force: request.force)
         }
         do {
             let (written, damaged) = try walk.restore(
