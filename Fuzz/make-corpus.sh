@@ -106,3 +106,5 @@ put("index-tree", "two-levels", tree(1, 1030, 0, [ref(0xFF, 0) + ref(0xFF, 1),
 put("index-tree", "qcow2", tree(0x30, 4, 0, [ref(0xFE, 0) + bytes(32) + ref(0xFD, 0) + ref(0xFE, 1)]))
 PY
 du -sh "$here/Corpus"/* >&2
+# The NBD targets' seeds are whole protocol conversations, built from the spec.
+python3 "$here/make-nbd-corpus.py" "$here/Corpus"
