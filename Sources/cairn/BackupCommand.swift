@@ -26,6 +26,12 @@ struct BackupCommand: ParsableCommand {
     )
     var scratchDir: String = "/var/tmp"
 
+    @Flag(
+        help:
+            "With --domain: freeze the guest's filesystems through its QEMU guest agent for the backup's moment; without an agent the restore point is crash-consistent."
+    )
+    var quiesce = false
+
     @Option(
         help:
             "Force the image format (raw, qcow2 or vmdk) instead of detecting it; raw backs up any file's bytes as they are."
@@ -108,6 +114,7 @@ struct BackupCommand: ParsableCommand {
             }
             let sources = images.map { argument in
                 var source = BackupSource(argument: argument, format: imageFormat, snapshot: snapshot)
+                if !NBDURI.looksLikeURI(source.path) { source.path = FileSystem.absolutePath(source.path) }
                 source.allowLive = allowLive
                 source.nbdTimeout = nbdTimeout
                 return source
@@ -141,6 +148,12 @@ struct BackupCommand: ParsableCommand {
         guard format == nil, snapshot == nil, !allowLive else {
             throw CairnError(.usage, "--format, --snapshot and --allow-live do not apply to --domain")
         }
+        guard dirtyBitmap == nil, checkpoint == nil, !cbt else {
+            throw CairnError(
+                .usage, "--domain manages libvirt checkpoints itself: leave out --dirty-bitmap, --checkpoint and --cbt")
+        }
+        if let fullEvery, fullEvery < 1 { throw CairnError(.usage, "--full-every must be at least 1") }
+        guard cbtSample >= 0 else { throw CairnError(.usage, "--cbt-sample must be 0 or more") }
         guard nbdTimeout > 0, nbdTimeout.isFinite else {
             throw CairnError(.usage, "--nbd-timeout must be a positive number of seconds")
         }
@@ -152,6 +165,9 @@ struct BackupCommand: ParsableCommand {
         job.lockWait = try repository.lockWaitSeconds()
         job.nbdTimeout = nbdTimeout
         job.settingsFiles = settingsFiles
+        job.quiesce = quiesce
+        job.fullEvery = fullEvery
+        job.sampleBlocks = cbtSample
         job.progress = Self.showProgress
         let result = try job.run()
         Terminal.clearProgress()
@@ -160,12 +176,22 @@ struct BackupCommand: ParsableCommand {
         if json {
             print(try JSONCoding.encode(BackupSummary(result.backup.manifest)))
         } else {
-            let how =
-                result.mode == "pull"
-                ? "running domain, read through libvirt's backup job (crash-consistent), checkpoint \(result.checkpoint ?? "-")"
-                : "shut-off domain, read from its disk files"
-            print("\(Self.summaryLine(result.backup)); \(how)")
+            print("\(Self.summaryLine(result.backup)); \(Self.domainLine(result.backup.manifest.domain))")
+            for disk in result.backup.manifest.disks {
+                if let line = ChangeTrackingText.line(disk) { print("  \(disk.name): \(line)") }
+            }
         }
+    }
+
+    /// How a domain was read, for the summary line.
+    private static func domainLine(_ domain: Manifest.DomainRecord?) -> String {
+        guard let domain, domain.mode == "pull" else { return "shut-off domain, read from its disk files" }
+        let consistency = domain.quiesced == true ? "filesystems frozen by the guest agent" : "crash-consistent"
+        let reading =
+            domain.incremental.map { "incremental from checkpoint \($0)" }
+            ?? "read in full (\(domain.fullReason ?? "no checkpoint"))"
+        return
+            "running domain, read through libvirt's backup job (\(consistency)), \(reading), checkpoint \(domain.checkpoint ?? "-")"
     }
 
     private static let showProgress: @Sendable (BackupProgress) -> Void = { p in

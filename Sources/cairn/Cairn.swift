@@ -143,3 +143,8 @@ func rate(_ bytes: UInt64, _ seconds: Double) -> String {
     guard seconds > 0 else { return "-" }
     return "\(Units.formatDecimal(Double(bytes) / seconds / 1e6, places: 0)) MB/s"
 }
+
+/// "1 restore point", "2 restore points": a count with its noun in the right number.
+func counted(_ count: Int, _ singular: String, plural: String? = nil) -> String {
+    "\(count) \(count == 1 ? singular : plural ?? singular + "s")"
+}

@@ -1,6 +1,10 @@
 import ArgumentParser
 import CairnCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 struct RestoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "restore",
@@ -56,7 +60,12 @@ struct RestoreCommand: ParsableCommand {
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
+    /// Exit status of a restore that `--allow-damaged` completed with zeros in place of damaged
+    /// data: the output is incomplete, and a script must be able to tell (restic uses 3 alike).
+    static let partialExitCode: Int32 = 12
+
     func run() throws {
+        var partial = false
         try runReportingErrors { () throws(CairnError) in
             if let domain {
                 try restoreDomain(domain)
@@ -65,7 +74,6 @@ struct RestoreCommand: ParsableCommand {
             guard toDir == nil, define == nil else {
                 throw CairnError(.usage, "--to-dir and --define go with --domain")
             }
-            let (outputFormat, cluster) = try output.parsed()
             let repo = try repository.open()
             let pointID: RestorePointID
             switch (id, group, at) {
@@ -103,41 +111,92 @@ struct RestoreCommand: ParsableCommand {
                 }
                 return
             }
-            var request = RestoreRequest(id: pointID, disk: disk, destination: to)
-            request.format = outputFormat
-            request.force = force
-            request.allowDamaged = allowDamaged
-            request.clusterSize = cluster
-            let job = RestoreJob(repository: repo, request: request)
-            job.lockWait = try repository.lockWaitSeconds()
-            job.progress = { p in
-                let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
-                Terminal.progress(
-                    "restoring: \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(rate(p.bytesDone, p.seconds))")
-            }
-            let result = try job.run()
-            Terminal.clearProgress()
-            for range in result.damaged {
-                Terminal.printError(
-                    "cairn: damaged: wrote zeros at disk offset \(range.offset), \(range.length) bytes (chunk \(range.chunk)): \(range.reason)"
-                )
+            let manifest = try repo.catalog.manifest(pointID)
+            let targets = try Self.targets(of: manifest, disk: disk, to: to)
+            var summaries: [RestoreSummary] = []
+            for target in targets {
+                let (format, cluster) = try output.resolved(for: target.disk, destination: target.path)
+                var request = RestoreRequest(id: pointID, disk: target.disk.name, destination: target.path)
+                request.format = format
+                request.force = force
+                request.allowDamaged = allowDamaged
+                request.clusterSize = cluster
+                let job = RestoreJob(repository: repo, request: request)
+                job.lockWait = try repository.lockWaitSeconds()
+                job.progress = { p in
+                    let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
+                    Terminal.progress(
+                        "restoring \(target.disk.name): \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(rate(p.bytesDone, p.seconds))"
+                    )
+                }
+                let result = try job.run()
+                Terminal.clearProgress()
+                partial = partial || !result.damaged.isEmpty
+                for range in result.damaged {
+                    Terminal.printError(
+                        "cairn: damaged: disk \(result.disk.name): wrote zeros at disk offset \(range.offset), \(range.length) bytes (chunk \(range.chunk)): \(range.reason)"
+                    )
+                }
+                let summary = RestoreSummary(
+                    id: pointID.description, result: result, to: target.path, format: format.rawValue,
+                    settings: settingsWritten)
+                summaries.append(summary)
+                if !json {
+                    print(
+                        "restored \(pointID) disk \(result.disk.name) to \(target.path) (\(format.rawValue)): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written in \(Units.formatDecimal(result.seconds, places: 2)) s"
+                    )
+                }
             }
             if json {
-                print(
-                    try JSONCoding.encode(
-                        RestoreSummary(
-                            id: pointID.description, result: result, to: to, format: output.format,
-                            settings: settingsWritten)))
-            } else {
-                print(
-                    "restored \(pointID) disk \(result.disk.name) to \(to): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written in \(Units.formatDecimal(result.seconds, places: 2)) s"
+                // One disk to a file: the object as always. A directory: every disk's object.
+                if targets.count == 1 && !FileSystem.isDirectory(to) {
+                    print(try JSONCoding.encode(summaries[0]))
+                } else {
+                    print(try JSONCoding.encode(DirectoryRestoreSummary(id: pointID.description, disks: summaries)))
+                }
+            }
+            if partial {
+                let ranges = summaries.reduce(0) { $0 + $1.damaged.count }
+                Terminal.printError(
+                    "cairn: the restore is incomplete: \(counted(ranges, "damaged range")) written as zeros (exit \(Self.partialExitCode))"
                 )
             }
         }
+        if partial { throw ExitCode(Self.partialExitCode) }
     }
 }
 
 extension RestoreCommand {
+    /// Where each disk goes. `--to FILE` takes one disk (the one `--disk` names, or the only one);
+    /// `--to DIR` (an existing directory) takes every disk, or the one `--disk` names, each as
+    /// DIR/NAME (a name without an extension gets its output format's, `vda` → `vda.qcow2`).
+    static func targets(of manifest: Manifest, disk: String?, to: String) throws(CairnError) -> [(
+        disk: Manifest.DiskEntry, path: String
+    )] {
+        guard FileSystem.isDirectory(to) else {
+            return [(try RestoreJob.selectDisk(manifest, disk), to)]
+        }
+        let disks =
+            try disk.map { name throws(CairnError) in [try RestoreJob.selectDisk(manifest, name)] }
+            ?? manifest.disks
+        var seen = Set<String>()
+        var targets: [(disk: Manifest.DiskEntry, path: String)] = []
+        for entry in disks {
+            var name = entry.name.split(separator: "/").last.map(String.init) ?? entry.name
+            if !name.contains(".") {
+                name += "." + (RestoreFormat(rawValue: entry.source.format) ?? .raw).rawValue
+            }
+            guard seen.insert(name).inserted else {
+                throw CairnError(
+                    .usage,
+                    "two disks of \(manifest.id) would both be restored as \(name): restore them one by one with --disk"
+                )
+            }
+            targets.append((entry, "\(to.hasSuffix("/") ? String(to.dropLast()) : to)/\(name)"))
+        }
+        return targets
+    }
+
     private func restoreDomain(_ domain: String) throws(CairnError) {
         guard id == nil, group == nil, at == nil, to == nil, configTo == nil, disk == nil else {
             throw CairnError(
@@ -223,6 +282,12 @@ struct RestoreSummary: Encodable {
     }
 }
 
+/// `cairn restore --to DIR --json`: every restored disk's summary.
+struct DirectoryRestoreSummary: Encodable {
+    var id: String
+    var disks: [RestoreSummary]
+}
+
 /// `cairn restore --config-to DIR --json` without `--to`.
 struct SettingsOnlySummary: Encodable {
     var id: String
@@ -231,15 +296,62 @@ struct SettingsOnlySummary: Encodable {
 
 /// `--format` and `--cluster-size`, shared by `restore` and `archive restore`.
 struct RestoreOutputOptions: ParsableArguments {
-    @Option(help: "Output format: raw (default) or qcow2.")
-    var format = "raw"
+    @Option(
+        help: ArgumentHelp(
+            "Output format: raw or qcow2. Default: the one the output's extension names (.raw, .img, .qcow2), else the format the disk was backed up from (raw onto a block device or from an NBD source)."
+        ))
+    var format: String?
 
-    @Option(help: "qcow2 output cluster size: a power of two from 512 to 2M.")
-    var clusterSize = "64K"
+    @Option(help: "qcow2 output cluster size: a power of two from 512 to 2M (default: the source's, else 64K).")
+    var clusterSize: String?
 
+    /// The format as given, or raw (for `archive restore`, which has no manifest at hand).
     func parsed() throws(CairnError) -> (RestoreFormat, UInt64) {
-        guard let outputFormat = RestoreFormat(rawValue: format) else {
-            throw CairnError(.usage, "--format \(format) is not raw or qcow2")
+        try resolved(recordedFormat: nil, recordedCluster: nil, blockDevice: false, namedFormat: nil)
+    }
+
+    /// The format for restoring `disk` to `destination`: `--format` when given; else the disk's
+    /// recorded source format when Cairn writes it (an admin who backed up vm1-root.qcow2 expects
+    /// a qcow2 back), raw onto a block device.
+    func resolved(for disk: Manifest.DiskEntry, destination: String) throws(CairnError) -> (RestoreFormat, UInt64) {
+        var st = stat()
+        let device = stat(destination, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK
+        return try resolved(
+            recordedFormat: disk.source.kind == "nbd" ? nil : disk.source.format,
+            recordedCluster: disk.source.clusterSize, blockDevice: device,
+            namedFormat: Self.formatNamed(by: destination))
+    }
+
+    /// The format a destination's extension names (`.raw`, `.img`, `.qcow2`, ...): `--to
+    /// vm1.raw` of a disk backed up from a qcow2 means a raw file, not a qcow2 in a `.raw`.
+    static func formatNamed(by destination: String) -> RestoreFormat? {
+        guard let dot = destination.lastIndex(of: "."), !destination[dot...].contains("/") else { return nil }
+        let ext = destination[destination.index(after: dot)...].lowercased()
+        return ext == "img" ? .raw : RestoreFormat(rawValue: ext)
+    }
+
+    private func resolved(
+        recordedFormat: String?, recordedCluster: UInt64?, blockDevice: Bool, namedFormat: RestoreFormat?
+    ) throws(CairnError) -> (RestoreFormat, UInt64) {
+        let outputFormat: RestoreFormat
+        if let format {
+            guard let parsed = RestoreFormat(rawValue: format) else {
+                throw CairnError(
+                    .usage,
+                    "--format \(format) is not \(RestoreFormat.allCases.map(\.rawValue).joined(separator: " or "))")
+            }
+            outputFormat = parsed
+        } else if blockDevice {
+            outputFormat = .raw
+        } else if let namedFormat {
+            outputFormat = namedFormat
+        } else {
+            outputFormat = recordedFormat.flatMap(RestoreFormat.init(rawValue:)) ?? .raw
+        }
+        guard let clusterSize else {
+            let recorded = recordedCluster ?? 0
+            let usable = recorded >= 512 && recorded <= 2 << 20 && recorded & (recorded - 1) == 0
+            return (outputFormat, usable ? recorded : 65536)
         }
         let cluster = try parseSize(clusterSize, option: "--cluster-size")
         guard cluster >= 512, cluster <= 2 << 20, cluster & (cluster - 1) == 0 else {

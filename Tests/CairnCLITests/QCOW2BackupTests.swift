@@ -82,8 +82,10 @@ import Testing
         let image = "\(Self.fixtures)/v3.qcow2"
         #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
         #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "f", "--format", "raw", image]).status == 0)
+        // The name says qcow2, which would wrap the container bytes in a new qcow2: --format raw
+        // brings the file back as it was.
         let out = dir.file("copy.qcow2")
-        #expect(CairnProcess.run(["restore", "--repo", repo, "f@latest", "--to", out]).status == 0)
+        #expect(CairnProcess.run(["restore", "--repo", repo, "f@latest", "--to", out, "--format", "raw"]).status == 0)
         #expect(Subprocess.shell("cmp '\(image)' '\(out)'").status == 0)
         #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "f", "--format", "bogus", image]).status == 64)
     }

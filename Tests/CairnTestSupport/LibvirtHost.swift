@@ -142,6 +142,23 @@ public final class LibvirtHost: @unchecked Sendable {
         }
     }
 
+    /// Removes a checkpoint's bitmap from disk `index` inside QEMU, behind libvirt's back (as an
+    /// unclean QEMU stop or a replaced image does): libvirt still lists the checkpoint, but its
+    /// bitmap is gone.
+    public func removeBitmapBehindLibvirt(_ domain: String, disk index: Int, bitmap: String) throws {
+        let blocks = try checkVirsh(["qemu-monitor-command", domain, #"{"execute":"query-block"}"#])
+        let json = try JSONSerialization.jsonObject(with: Data(blocks.utf8)) as? [String: Any]
+        let entries = json?["return"] as? [[String: Any]] ?? []
+        let device = "/machine/peripheral/virtio-disk\(index)/virtio-backend"
+        guard let entry = entries.first(where: { $0["qdev"] as? String == device }),
+            let node = (entry["inserted"] as? [String: Any])?["node-name"] as? String
+        else { throw QemuToolError(message: "QEMU lists no block node for \(device): \(blocks)") }
+        let command =
+            #"{"execute":"block-dirty-bitmap-remove","arguments":{"node":"\#(node)","name":"\#(bitmap)"}}"#
+        let output = try checkVirsh(["qemu-monitor-command", domain, command])
+        guard output.contains(#""return""#) else { throw QemuToolError(message: "bitmap removal failed: \(output)") }
+    }
+
     /// A raw copy of `image` taken while the domain is paused: the oracle a restore is compared with.
     public func pausedCopy(_ domain: String, image: String, to copy: String) throws {
         try checkVirsh(["suspend", domain])

@@ -11,6 +11,9 @@ public struct BackupSource: Sendable {
     public var allowLive = false
     /// Seconds an NBD server may stay silent before the backup fails.
     public var nbdTimeout = NBDClient.Configuration.defaultTimeout
+    /// This disk's own changed-block tracking, instead of the job's: libvirt names each disk's
+    /// export bitmap after the disk, and a raw disk has none.
+    public var changeTracking: ChangeTrackingOptions?
 
     public init(path: String, diskName: String? = nil, format: ImageFormat? = nil, snapshot: String? = nil) {
         self.path = path
@@ -118,6 +121,7 @@ public final class BackupJob {
             _ = repoLock
         }
         try changeTracking.validate()
+        for source in sources { try source.changeTracking?.validate() }
         repository.removeLeftovers()
         // Another backup may have committed while this one waited for the lock: see its chunks
         // (below, its restore point also becomes the base), so nothing it stored is stored again.
@@ -137,12 +141,13 @@ public final class BackupJob {
         // Managed checkpoints start the next bitmap before anything is read.
         var tracking: [DiskChangeTracking?] = []
         for source in sources {
-            guard changeTracking.isRequested else {
+            let options = source.changeTracking ?? changeTracking
+            guard options.isRequested else {
                 tracking.append(nil)
                 continue
             }
             let disk = DiskChangeTracking(
-                options: changeTracking, source: source, id: id, previousID: previousID, base: base(of: source),
+                options: options, source: source, id: id, previousID: previousID, base: base(of: source),
                 previousDamaged: previousDamaged)
             disk.prepare()
             tracking.append(disk)
@@ -151,10 +156,12 @@ public final class BackupJob {
         // Open every image before storing anything: a bad image fails the run with nothing written.
         var images: [(BackupSource, any DiskImage)] = []
         for (index, source) in sources.enumerated() {
+            let options = source.changeTracking ?? changeTracking
+            let exported = options.exportBitmap ?? options.dirtyBitmap
             let image = try DiskImageOpener.open(
                 source.path, format: source.format, snapshot: source.snapshot, allowLive: source.allowLive,
                 nbdTimeout: source.nbdTimeout,
-                nbdContexts: changeTracking.dirtyBitmap.map { [NBDDirtyBitmap.context(forBitmap: $0)] } ?? [])
+                nbdContexts: exported.map { [NBDDirtyBitmap.context(forBitmap: $0)] } ?? [])
             tracking[index]?.attach(image)
             images.append((source, image))
         }
@@ -174,7 +181,8 @@ public final class BackupJob {
                 let disk = tracking[index]
                 var pass = DiskBackup(
                     store: store, image: image, name: source.diskName, base: base(of: source), progress: progress,
-                    clock: clock, changes: disk?.map, sampleBlocks: changeTracking.sampleBlocks)
+                    clock: clock, changes: disk?.map,
+                    sampleBlocks: (source.changeTracking ?? changeTracking).sampleBlocks)
                 var diskRead: UInt64 = 0
                 var entry: Manifest.DiskEntry
                 do throws(CairnError) {

@@ -14,6 +14,13 @@ public struct ChangeTrackingOptions: Sendable, Equatable {
     public var fullEvery: Int?
     /// Clean blocks per disk to read anyway and compare with the previous restore point.
     public var sampleBlocks: Int
+    /// The name an NBD export offers the bitmap under, when it is not `dirtyBitmap`: libvirt's
+    /// incremental pull backup exports the changes since checkpoint `dirtyBitmap` of disk `vda`
+    /// as `qemu:dirty-bitmap:backup-vda`. The trust rule still checks `dirtyBitmap`.
+    public var exportBitmap: String?
+    /// Why no bitmap can be read this time, known before the backup starts (libvirt lost the
+    /// checkpoint, the disk is raw): the disk is read in full and the manifest says why.
+    public var unavailable: String?
 
     public static let defaultSampleBlocks = 32
 
@@ -29,7 +36,7 @@ public struct ChangeTrackingOptions: Sendable, Equatable {
     }
 
     /// True if any change tracking was asked for (otherwise the manifest records none).
-    public var isRequested: Bool { dirtyBitmap != nil || checkpoint != nil || managed }
+    public var isRequested: Bool { dirtyBitmap != nil || checkpoint != nil || managed || unavailable != nil }
 
     /// Refuses combinations that cannot mean anything.
     public func validate() throws(CairnError) {
@@ -42,7 +49,7 @@ public struct ChangeTrackingOptions: Sendable, Equatable {
             throw CairnError(.usage, "--full-every needs --cbt or --dirty-bitmap")
         }
         guard sampleBlocks >= 0 else { throw CairnError(.usage, "--cbt-sample must be 0 or more") }
-        for name in [dirtyBitmap, checkpoint].compactMap({ $0 }) {
+        for name in [dirtyBitmap, checkpoint, exportBitmap].compactMap({ $0 }) {
             guard !name.isEmpty, name.utf8.count <= QCOW2BitmapDirectory.maxNameLength, !name.contains("\0") else {
                 throw CairnError(.usage, "bitmap name \"\(name)\" must be 1 to 1023 bytes without NUL")
             }

@@ -57,6 +57,7 @@ final class DiskChangeTracking {
         options: ChangeTrackingOptions, source: BackupSource, bitmap: String?, previousID: RestorePointID?,
         base: Manifest.DiskEntry?, previousDamaged: Bool
     ) -> String? {
+        if let why = options.unavailable { return why }
         guard options.managed || options.dirtyBitmap != nil else { return "no --dirty-bitmap was given" }
         guard let previousID, let base else {
             return "no previous restore point of this group holds disk \(source.diskName)"
@@ -161,8 +162,9 @@ final class DiskChangeTracking {
             giveUp("the virtual size changed from \(base.size) to \(image.virtualSize) bytes")
             return
         }
-        guard let map = NBDDirtyBitmap(client: image.client, bitmap: bitmap) else {
-            giveUp("the NBD server does not offer \(NBDDirtyBitmap.context(forBitmap: bitmap))")
+        let exported = options.exportBitmap ?? bitmap
+        guard let map = NBDDirtyBitmap(client: image.client, bitmap: exported) else {
+            giveUp("the NBD server does not offer \(NBDDirtyBitmap.context(forBitmap: exported))")
             return
         }
         self.map = map

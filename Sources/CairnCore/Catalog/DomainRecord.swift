@@ -14,6 +14,17 @@ extension Manifest {
         /// The libvirt checkpoint created at this restore point's moment (pull mode only).
         public var checkpoint: String?
         public var disks: [Disk]
+        /// The checkpoint's XML (`virsh checkpoint-dumpxml --no-domain`), so that a host that lost
+        /// its checkpoint metadata can redefine it for the next night (pull mode only).
+        public var checkpointXML: String? = nil
+        /// The previous restore point's checkpoint the disks were read incrementally from: the
+        /// one this restore point's reading depended on. Absent for a full read.
+        public var incremental: String? = nil
+        /// Why a pull backup read its disks in full (no usable checkpoint); absent when incremental.
+        public var fullReason: String? = nil
+        /// Pull mode: true if the guest agent froze the filesystems for the backup's moment
+        /// (`--quiesce`); false means the restore point is crash-consistent.
+        public var quiesced: Bool? = nil
 
         public struct Disk: Codable, Sendable, Equatable {
             /// The guest target (`vda`), also the disk's name in `Manifest.disks`.

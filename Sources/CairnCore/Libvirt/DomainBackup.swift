@@ -14,7 +14,6 @@ public struct DomainBackupResult: Sendable {
     /// Clean-up that did not succeed, stale jobs that were ended: worth reading, not failures.
     public var warnings: [String]
 }
-
 /// Makes one restore point of a libvirt domain: every disk, and its inactive XML as a settings file.
 ///
 /// A running domain is read through libvirt's backup API in pull mode: `backup-begin` freezes a
@@ -25,10 +24,13 @@ public struct DomainBackupResult: Sendable {
 /// throws `.interrupted` and the `defer` below runs). A job left by a cairn killed outright is
 /// recognised by its socket path at the next run and ended then.
 ///
-/// Each pull backup creates a libvirt checkpoint (`cairn-REPO-TIME`, recorded in the manifest) and
-/// removes this repository's older ones, so one bitmap per disk records changes since the last
-/// night. Disks are read in full every night: incremental reads from that checkpoint wait for
-/// NBD dirty-bitmap support in the change-tracking pipeline.
+/// Each pull backup creates a libvirt checkpoint (`cairn-REPO-TIME`, recorded in the manifest
+/// with its XML) and, once the restore point is committed, removes this repository's older ones.
+/// The next night is incremental from it (`DomainBackup+Checkpoints.swift`): each qcow2 disk's
+/// export then carries `qemu:dirty-bitmap:backup-TARGET`, read through the change-tracking path
+/// and its trust rule, so clean blocks come from the previous restore point. When the checkpoint
+/// is unusable (lost by libvirt and not redefinable, refused, a new or a raw disk) the disk is
+/// read in full and the manifest says why; that never fails the night.
 ///
 /// A shut-off domain's disk files are read directly, in the format its XML names.
 public final class DomainBackup {
@@ -44,6 +46,12 @@ public final class DomainBackup {
     public var nbdTimeout = NBDClient.Configuration.defaultTimeout
     /// Further settings files to keep beside the domain XML.
     public var settingsFiles: [String] = []
+    /// Freeze the guest's filesystems through its agent around `backup-begin` (`--quiesce`).
+    public var quiesce = false
+    /// Read every disk in full once this many nights have been incremental since the last full read.
+    public var fullEvery: Int?
+    /// Clean blocks per disk to read anyway and check against the previous restore point.
+    public var sampleBlocks = ChangeTrackingOptions.defaultSampleBlocks
     public var progress: (@Sendable (BackupProgress) -> Void)?
 
     /// Names this backup's directory `cairn-libvirt-PID-…`, so a later run can tell a dead
@@ -88,16 +96,38 @@ public final class DomainBackup {
         }
         if live {
             if let warning = try endStaleJob() { warnings.append(warning) }
+            var plan = planIncremental(group: group, definition: definition, work: work, warnings: &warnings)
             let name = checkpointName()
             let socket = "\(work)/nbd.sock"
             try Cancellation.check()
-            try beginBackup(definition, socket: socket, work: work, checkpoint: name, started: &jobStarted)
+            let frozen = quiesce && freezeFilesystems(&warnings)
+            do {
+                defer { if frozen { thawFilesystems(&warnings) } }
+                do {
+                    try beginBackup(
+                        definition, socket: socket, work: work, checkpoint: name, plan: plan, started: &jobStarted)
+                } catch  where plan.from != nil && !jobStarted && error.code != .interrupted {
+                    // Bitmaps libvirt finds broken or missing: a full read costs one night's time,
+                    // failing would cost the restore point.
+                    plan = .full(
+                        "libvirt refused an incremental backup from checkpoint \(plan.from ?? ""): \(error.cause ?? error.message)"
+                    )
+                    warnings.append("domain \(domainName) is read in full: \(plan.reason ?? "")")
+                    try beginBackup(
+                        definition, socket: socket, work: work, checkpoint: name, plan: plan, started: &jobStarted)
+                }
+            }
             checkpoint = name
             record.checkpoint = name
+            record.incremental = plan.from
+            record.fullReason = plan.reason
+            record.quiesced = frozen
+            record.checkpointXML = checkpointXML(name, warnings: &warnings)
             sources = definition.disks.map { disk in
                 var source = BackupSource(
                     path: "nbd+unix:///\(disk.target)?socket=\(socket)", diskName: disk.target)
                 source.nbdTimeout = nbdTimeout
+                source.changeTracking = changeTracking(for: disk, plan: plan, checkpoint: name)
                 return source
             }
         } else {
@@ -143,36 +173,25 @@ public final class DomainBackup {
         return state
     }
 
-    /// This repository's checkpoints are `cairn-<first 8 of the repository id>-<UTC time>`.
-    var checkpointPrefix: String { "cairn-\(repository.config.id.prefix(8))-" }
-
-    private func checkpointName() -> String {
-        let time = Timestamp.now().description.filter { $0.isNumber || $0 == "T" || $0 == "Z" }
-        let existing = Set(listCheckpoints())
-        var name = "\(checkpointPrefix)\(time)"
-        var n = 1
-        while existing.contains(name) {
-            n += 1
-            name = "\(checkpointPrefix)\(time)-\(n)"
-        }
-        return name
-    }
-
-    private func listCheckpoints() -> [String] {
-        let listing = virsh.attempt(["checkpoint-list", domainName, "--name"])
-        guard listing.ok else { return [] }
-        return listing.output.split(whereSeparator: \.isNewline).map { String($0).trimmingSpaces }.filter {
-            !$0.isEmpty
-        }
-    }
-
+    /// Starts libvirt's pull-mode job: a scratch file and an NBD export per disk, and the new
+    /// checkpoint. With an incremental plan, each disk with a bitmap in `plan.from` is exported
+    /// with the changes since it (`qemu:dirty-bitmap:backup-TARGET`); the others in full.
     private func beginBackup(
-        _ definition: DomainDefinition, socket: String, work: String, checkpoint: String, started: inout Bool
+        _ definition: DomainDefinition, socket: String, work: String, checkpoint: String, plan: IncrementalPlan,
+        started: inout Bool
     ) throws(CairnError) {
+        let incremental = plan.from.map { "<incremental>\(Self.escape($0))</incremental>" } ?? ""
         let backupXML =
-            "<domainbackup mode='pull'><server transport='unix' socket='\(Self.escape(socket))'/><disks>"
-            + definition.disks.map {
-                "<disk name='\(Self.escape($0.target))' backup='yes' type='file'><scratch file='\(Self.escape("\(work)/scratch-\($0.target).qcow2"))'/></disk>"
+            "<domainbackup mode='pull'>\(incremental)<server transport='unix' socket='\(Self.escape(socket))'/><disks>"
+            + definition.disks.map { disk in
+                let target = Self.escape(disk.target)
+                var mode = ""
+                if plan.from != nil {
+                    mode = plan.disks.contains(disk.target) ? " backupmode='incremental'" : " backupmode='full'"
+                }
+                let scratch = Self.escape("\(work)/scratch-\(disk.target).qcow2")
+                return
+                    "<disk name='\(target)' backup='yes' type='file'\(mode) exportname='\(target)' exportbitmap='\(Self.escape(Self.exportBitmap(disk.target)))'><scratch file='\(scratch)'/></disk>"
             }.joined() + "</disks></domainbackup>"
         // A raw disk cannot carry a bitmap: it takes part in the backup but not in the checkpoint.
         let checkpointXML =
@@ -196,6 +215,9 @@ public final class DomainBackup {
             throw error
         }
     }
+
+    /// The name the export of disk `target` offers its changes under.
+    static func exportBitmap(_ target: String) -> String { "backup-\(target)" }
 
     /// Whether the domain's current backup job serves `socket`.
     private func ownJobRunning(socket: String) -> Bool {
@@ -234,19 +256,36 @@ public final class DomainBackup {
         )
     }
 
-    private func deleteCheckpoint(_ name: String) -> String? {
-        let result = virsh.attempt(["checkpoint-delete", domainName, name])
-        if result.ok { return nil }
-        return "checkpoint \(name) of domain \(domainName) could not be removed: \(result.error)"
+    /// Freezes the guest's filesystems (`virsh domfsfreeze`, through the QEMU guest agent) so the
+    /// backup's moment is one the guest's filesystems consider clean. False, with a warning, when
+    /// no agent answers: the restore point is then crash-consistent, which a journaling guest
+    /// recovers from as from a power cut. The freeze lasts only until `backup-begin` returns.
+    private func freezeFilesystems(_ warnings: inout [String]) -> Bool {
+        var agent = virsh
+        agent.timeout = Self.agentTimeout
+        let frozen = agent.attempt(["domfsfreeze", domainName])
+        if frozen.ok { return true }
+        // A freeze that timed out may still have happened in the guest: thaw to be sure.
+        _ = agent.attempt(["domfsthaw", domainName])
+        warnings.append(
+            "--quiesce: the guest agent of domain \(domainName) did not freeze its filesystems (\(frozen.error)); the restore point is crash-consistent"
+        )
+        return false
     }
 
-    /// Removes this repository's checkpoints other than `keeping`: full reads need none of them,
-    /// and every checkpoint costs a bitmap that QEMU updates on each guest write.
-    private func deleteOlderCheckpoints(keeping: String) -> [String] {
-        listCheckpoints().filter { $0.hasPrefix(checkpointPrefix) && $0 != keeping }.compactMap {
-            deleteCheckpoint($0)
+    private func thawFilesystems(_ warnings: inout [String]) {
+        var agent = virsh
+        agent.timeout = Self.agentTimeout
+        let thawed = agent.attempt(["domfsthaw", domainName])
+        if !thawed.ok {
+            warnings.append(
+                "the filesystems of domain \(domainName) could not be thawed (run virsh domfsthaw \(domainName)): \(thawed.error)"
+            )
         }
     }
+
+    /// Seconds a guest agent may take to freeze or thaw: a frozen guest blocks its writers.
+    static let agentTimeout: Double = 30
 
     /// A private directory for the NBD socket and scratch files. QEMU runs as `libvirt-qemu`
     /// and creates the socket, so the directory belongs to that user (mode 0700: only it and

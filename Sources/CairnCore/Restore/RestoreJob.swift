@@ -108,7 +108,7 @@ public final class RestoreJob {
                 : "restore incomplete (the unfinished \(destination) was removed)")
     }
 
-    static func selectDisk(_ manifest: Manifest, _ name: String?) throws(CairnError) -> Manifest.DiskEntry {
+    public static func selectDisk(_ manifest: Manifest, _ name: String?) throws(CairnError) -> Manifest.DiskEntry {
         if let name {
             guard let disk = manifest.disk(named: name) else {
                 throw CairnError(
