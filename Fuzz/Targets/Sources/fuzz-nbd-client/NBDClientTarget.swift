@@ -31,8 +31,8 @@ enum NBDClientTarget {
             guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
                 fatalError("socketpair failed: errno \(errno) (a descriptor leak?)")
             }
-            var size: Int32 = 512 << 10
-            setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            var sendBuffer: Int32 = 512 << 10
+            setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))
             defer { close(fds[1]) }
             let written = Array(stream).withUnsafeBytes { bytes -> Bool in
                 var done = 0
