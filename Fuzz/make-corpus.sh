@@ -137,3 +137,5 @@ put("vmdk", "descriptor-sparse", pair(descriptor("twoGbMaxExtentSparse", 'RW 512
 put("vmdk", "descriptor-alone", b"\0" + descriptor("monolithicFlat", "RW 64 ZERO"))
 PY
 du -sh "$here/Corpus"/* >&2
+# The NBD targets' seeds are whole protocol conversations, built from the spec.
+python3 "$here/make-nbd-corpus.py" "$here/Corpus"

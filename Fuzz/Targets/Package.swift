@@ -8,7 +8,12 @@ import PackageDescription
 // included, so coverage reaches the parsers themselves.
 
 /// The fuzz targets: `Sources/fuzz-NAME/` holds one file. Add a name here to add a target.
-let targets = ["qcow2", "pack", "index-segment", "index-tree", "manifest", "config", "archive", "vmdk"]
+let targets = [
+    "qcow2", "pack", "index-segment", "index-tree", "manifest", "config", "archive", "vmdk", "nbd-client",
+    "nbd-server",
+]
+/// Targets that also need the NBD server module (swift-nio); the others link CairnCore only.
+let serveTargets: Set = ["nbd-server"]
 
 // The root package's identity is its directory's name (`main`, `fuzz`, a CI checkout's name...).
 let root = Context.packageDirectory.split(separator: "/").dropLast(2).last.map(String.init) ?? "cairn"
@@ -26,7 +31,8 @@ let package = Package(
         + targets.map { name in
             .executableTarget(
                 name: "fuzz-\(name)",
-                dependencies: ["FuzzSupport", .product(name: "CairnCore", package: root.lowercased())],
+                dependencies: ["FuzzSupport", .product(name: "CairnCore", package: root.lowercased())]
+                    + (serveTargets.contains(name) ? [.product(name: "CairnServe", package: root.lowercased())] : []),
                 // gold cannot link libFuzzer into a SwiftPM executable (it fails on the `main`
                 // alias SwiftPM adds); lld, shipped with the toolchain, can.
                 linkerSettings: [.unsafeFlags(["-use-ld=lld"])]

@@ -1,8 +1,14 @@
 import CairnCore
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// One client connection: the fixed newstyle handshake, then read-only transmission.
+///
+/// When the server requires TLS, the handshake allows only `NBD_OPT_STARTTLS` and
+/// `NBD_OPT_ABORT` until TLS is up (everything else is `NBD_REP_ERR_TLS_REQD`, spec "TLS
+/// support", FORCEDTLS); on STARTTLS the connection acknowledges in plain text, then puts a
+/// `NIOSSLServerHandler` ahead of itself in the pipeline and starts the negotiation afresh.
 ///
 /// Everything runs on the channel's event loop except repository reads, which go to the
 /// server's thread pool and come back as ready-made reply buffers. Input is parsed from one
@@ -31,6 +37,10 @@ final class NBDConnection: ChannelDuplexHandler {
     /// Input bytes still to discard (an oversized option, a refused WRITE's payload).
     private var skipping: UInt64 = 0
     private var noZeroes = false
+    /// True once TLS is up on this connection (after `NBD_OPT_STARTTLS`).
+    private var tlsActive = false
+    /// Set by STARTTLS: the TLS handler goes in once the option's input is consumed.
+    private var startingTLS = false
     private var structured = false
     /// The export name the last SET_META_CONTEXT selected `base:allocation` for.
     private var allocationFor: String?
@@ -65,7 +75,10 @@ final class NBDConnection: ChannelDuplexHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        if let address = context.remoteAddress, address.protocol != .unix { peer = "\(address)" }
+        if let address = context.remoteAddress, address.protocol != .unix {
+            let host = address.ipAddress ?? "\(address)"
+            peer = "\(host.contains(":") ? "[\(host)]" : host):\(address.port ?? 0)"
+        }
         var greeting = context.channel.allocator.buffer(capacity: 18)
         greeting.writeInteger(NBDProtocol.initMagic)
         greeting.writeInteger(NBDProtocol.optionMagic)
@@ -107,7 +120,9 @@ final class NBDConnection: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        hangUp("\(error)")
+        // A TLS client that hangs up without close_notify has still just gone away.
+        if let tlsError = error as? NIOSSLError, case .uncleanShutdown = tlsError { return hangUp(nil) }
+        hangUp(error is NIOSSLError ? "TLS: \(error)" : "\(error)")
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -207,6 +222,16 @@ final class NBDConnection: ChannelDuplexHandler {
                 input.moveReaderIndex(forwardBy: NBDProtocol.optionHeaderSize)
                 let data = input.readSlice(length: Int(length))!
                 handleOption(option, data)
+                if startingTLS {
+                    startingTLS = false
+                    // The client waits for the ACK before its TLS hello: anything after the
+                    // option was sent in plain text out of turn.
+                    guard input.readableBytes == 0 else {
+                        return hangUp("plain-text bytes after NBD_OPT_STARTTLS, before the TLS handshake")
+                    }
+                    startTLS()
+                    return
+                }
             case .transmission(let export, let allocation):
                 guard input.readableBytes >= NBDProtocol.requestHeaderSize else { return }
                 let header = input.withUnsafeReadableBytes { NBDRequestHeader(decoding: $0) }
@@ -243,6 +268,13 @@ final class NBDConnection: ChannelDuplexHandler {
 
     private func handleOption(_ option: NBDOption, _ data: ByteBuffer) {
         var data = data
+        if server.tls != nil, !tlsActive, option != .startTLS, option != .abort {
+            // EXPORT_NAME has no way to report an error: the spec has the server hang up.
+            if option == .exportName { return hangUp("NBD_OPT_EXPORT_NAME before STARTTLS (TLS is required)") }
+            return optionError(
+                option, .errTLSRequired,
+                "this server requires TLS with a client certificate: send NBD_OPT_STARTTLS first (an nbds:// URI)")
+        }
         switch option {
         case .exportName:
             let name = data.readString(length: data.readableBytes) ?? ""
@@ -309,6 +341,18 @@ final class NBDConnection: ChannelDuplexHandler {
             }
             ack(option)
             if option == .go { enterTransmission(export, requestedName: name) }
+        case .startTLS:
+            guard server.tls != nil else {
+                return optionError(
+                    option, .errUnsupported, "this server does not offer TLS (it was started without --tls-cert)")
+            }
+            guard !tlsActive else { return optionError(option, .errInvalid, "TLS is already on") }
+            guard data.readableBytes == 0 else {
+                return optionError(option, .errInvalid, "STARTTLS takes no data")
+            }
+            ack(option)
+            context?.flush()
+            startingTLS = true
         case .structuredReply:
             guard data.readableBytes == 0 else {
                 return optionError(option, .errInvalid, "STRUCTURED_REPLY takes no data")
@@ -354,6 +398,22 @@ final class NBDConnection: ChannelDuplexHandler {
         default:
             optionError(option, .errUnsupported, "\(option) is not supported by this server")
         }
+    }
+
+    /// Puts TLS ahead of this handler; the negotiation starts over inside it (the spec: STARTTLS
+    /// resets every earlier option's effect). A failed TLS handshake (no client certificate,
+    /// one the CA did not sign) arrives as an error and closes the connection.
+    private func startTLS() {
+        guard let context, let tls = server.tls else { return }
+        do {
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .before(self))
+        } catch {
+            return hangUp("cannot start TLS: \(error)")
+        }
+        tlsActive = true
+        structured = false
+        allocationFor = nil
+        peer += ", TLS"
     }
 
     /// Read-only, coherent across connections (nothing changes), one data chunk per READ.

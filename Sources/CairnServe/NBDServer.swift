@@ -10,7 +10,7 @@ import NIOPosix
 public enum NBDListenAddress: Sendable, CustomStringConvertible {
     /// A unix socket, created owner-only (0600).
     case unix(path: String)
-    /// A TCP address (only with `--insecure` until TLS is there).
+    /// A TCP address (TLS with client certificates, or plain with `--insecure`).
     case tcp(host: String, port: Int)
 
     public var description: String {
@@ -34,14 +34,18 @@ public final class NBDServer: Sendable {
     public let boundPort: Int?
 
     /// Starts listening; returns once the socket accepts connections.
+    ///
+    /// With `tls`, every client must negotiate TLS (`NBD_OPT_STARTTLS`) and show a certificate
+    /// the CA signed before it sees anything but `NBD_REP_ERR_TLS_REQD`.
     public static func start(
         exports: NBDExportList, address: NBDListenAddress, limits: NBDServerLimits = NBDServerLimits(),
-        readThreads: Int, log: @escaping @Sendable (String) -> Void
+        tls: NBDTLSCredentials? = nil, readThreads: Int, log: @escaping @Sendable (String) -> Void
     ) throws(CairnError) -> NBDServer {
+        let sslContext = try tls?.makeContext()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let pool = NIOThreadPool(numberOfThreads: max(1, readThreads))
         pool.start()
-        let context = NBDServerContext(exports: exports, threadPool: pool, limits: limits, log: log)
+        let context = NBDServerContext(exports: exports, threadPool: pool, limits: limits, tls: sslContext, log: log)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 128)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -1,6 +1,7 @@
 import CairnCore
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Limits that keep one client from costing the server more than its share.
@@ -20,7 +21,8 @@ public struct NBDServerLimits: Sendable {
     public var maxRequestsInFlight = 64
     /// Extents one block-status reply may list (without `REQ_ONE`).
     public var maxExtents = 16_384
-    /// Seconds a connection may take to reach transmission.
+    /// Seconds a connection may take to reach transmission, its TLS handshake included: a
+    /// client that stalls in either is closed then (and only ever holds its own connection).
     public var handshakeTimeout: Int64 = 60
     /// Connections at once; more are closed on arrival.
     public var maxConnections = 128
@@ -29,23 +31,27 @@ public struct NBDServerLimits: Sendable {
 }
 
 /// What every connection of one server shares: the exports, the thread pool that reads the
-/// repository, the limits, the log and the list of live connections (for a clean stop).
+/// repository, the limits, the TLS context (if TLS is required), the log and the list of live
+/// connections (for a clean stop).
 final class NBDServerContext: Sendable {
     let exports: NBDExportList
     let threadPool: NIOThreadPool
     let limits: NBDServerLimits
+    /// Set when every client must start TLS (`NBD_OPT_STARTTLS`) before any other option.
+    let tls: NIOSSLContext?
     let log: @Sendable (String) -> Void
     private let connections = Mutex<[ObjectIdentifier: Channel]>([:])
     private let counter = Atomic<Int>(0)
     let stopping = Atomic<Bool>(false)
 
     init(
-        exports: NBDExportList, threadPool: NIOThreadPool, limits: NBDServerLimits,
+        exports: NBDExportList, threadPool: NIOThreadPool, limits: NBDServerLimits, tls: NIOSSLContext?,
         log: @escaping @Sendable (String) -> Void
     ) {
         self.exports = exports
         self.threadPool = threadPool
         self.limits = limits
+        self.tls = tls
         self.log = log
     }
 

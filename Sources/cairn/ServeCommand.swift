@@ -17,6 +17,10 @@ struct ServeCommand: ParsableCommand {
             export. Every block is proved by its SHA-256 before it is sent; a damaged block fails its
             read with EIO. Holds the repository's shared lock (gc waits or fails). SIGTERM or SIGINT
             stops it after the replies in flight: exit 0.
+
+            Over TCP (--listen) every client must start TLS (NBD_OPT_STARTTLS, an nbds:// URI) and
+            show a certificate signed by --tls-ca; plain TCP needs --insecure. --listen HOST:0 binds
+            a free port: the status (--json "listen") says which.
             """)
 
     @OptionGroup var repository: RepositoryOptions
@@ -27,11 +31,23 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Unix socket to listen on (created owner-only, 0600; must not exist).")
     var socket: String?
 
-    @Option(help: "TCP address to listen on, HOST:PORT (needs --insecure: TLS is not available yet).")
+    @Option(help: "TCP address to listen on, HOST:PORT (port 0: any free one); needs --tls-* or --insecure.")
     var listen: String?
+
+    @Option(help: "Server certificate (PEM, with SAN naming the address clients connect to) for TLS on --listen.")
+    var tlsCert: String?
+
+    @Option(help: "Private key (PEM) of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "CA certificate (PEM) that every client's certificate must be signed by.")
+    var tlsCa: String?
 
     @Flag(help: "Allow plain TCP without TLS (any host that reaches the port reads the disks).")
     var insecure = false
+
+    @Option(help: "Seconds a client may take to choose an export, TLS handshake included.")
+    var handshakeTimeout = 60
 
     @Option(help: "Bound on decompressed data kept in memory (e.g. 256M, 1G).")
     var cacheSize = "256M"
@@ -45,6 +61,10 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let address = try listenAddress()
+            let tls = try tlsCredentials(address)
+            guard (1...3600).contains(handshakeTimeout) else {
+                throw CairnError(.usage, "--handshake-timeout \(handshakeTimeout) is not between 1 and 3600 seconds")
+            }
             let cacheBytes = try parseSize(cacheSize, option: "--cache-size")
             guard cacheBytes >= 4 << 20, cacheBytes <= 1 << 40 else {
                 throw CairnError(.usage, "--cache-size \(cacheSize) is not between 4M and 1T")
@@ -82,8 +102,9 @@ struct ServeCommand: ParsableCommand {
             }
             var limits = NBDServerLimits()
             limits.maxConnections = maxConnections
+            limits.handshakeTimeout = Int64(handshakeTimeout)
             let server = try NBDServer.start(
-                exports: NBDExportList(exports), address: address, limits: limits,
+                exports: NBDExportList(exports), address: address, limits: limits, tls: tls,
                 readThreads: ProcessInfoCores.count,
                 log: { line in Terminal.printError("cairn serve: \(line)") })
             let stopped = DispatchSemaphore(value: 0)
@@ -95,7 +116,7 @@ struct ServeCommand: ParsableCommand {
                 source.resume()
                 sources.append(source)
             }
-            printStatus(server: server, exports: exports, address: address, cacheBytes: cacheBytes)
+            printStatus(server: server, exports: exports, address: address, tls: tls != nil, cacheBytes: cacheBytes)
             stopped.wait()
             Terminal.printError("cairn serve: stopping: finishing the replies in flight")
             server.stop()
@@ -116,12 +137,6 @@ struct ServeCommand: ParsableCommand {
             }
             return .unix(path: path)
         case (nil, let text?):
-            guard insecure else {
-                throw CairnError(
-                    .usage,
-                    "--listen serves over TCP, which needs TLS with client certificates; this cairn has no TLS yet: use --socket, or pass --insecure to serve plain TCP"
-                )
-            }
             guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
                 (0...65535).contains(port)
             else {
@@ -135,11 +150,48 @@ struct ServeCommand: ParsableCommand {
         }
     }
 
-    private func printStatus(server: NBDServer, exports: [NBDExport], address: NBDListenAddress, cacheBytes: UInt64) {
+    private func shownAddress(_ server: NBDServer, _ address: NBDListenAddress) -> String {
+        guard case .tcp(let host, let port) = address else { return "\(address)" }
+        return "\(NBDListenAddress.tcp(host: host, port: server.boundPort ?? port))"
+    }
+
+    /// The TLS files, checked against the transport: TCP needs them (or --insecure), a unix
+    /// socket (owner-only) takes none.
+    private func tlsCredentials(_ address: NBDListenAddress) throws(CairnError) -> NBDTLSCredentials? {
+        let given = [tlsCert, tlsKey, tlsCa].compactMap { $0 }
+        if case .unix = address {
+            guard given.isEmpty else {
+                throw CairnError(.usage, "--tls-cert, --tls-key and --tls-ca are for --listen (TCP), not --socket")
+            }
+            return nil
+        }
+        if insecure {
+            guard given.isEmpty else {
+                throw CairnError(
+                    .usage, "--insecure serves plain TCP: it cannot be combined with --tls-cert/--tls-key/--tls-ca")
+            }
+            return nil
+        }
+        guard let tlsCert, let tlsKey, let tlsCa else {
+            throw CairnError(
+                .usage,
+                given.isEmpty
+                    ? "--listen serves over TCP, which needs TLS with client certificates: give --tls-cert, --tls-key and --tls-ca (or --insecure to serve plain TCP)"
+                    : "TLS needs all three of --tls-cert, --tls-key and --tls-ca")
+        }
+        for (option, path) in [("--tls-cert", tlsCert), ("--tls-key", tlsKey), ("--tls-ca", tlsCa)] {
+            guard FileSystem.exists(path) else { throw CairnError(.notFound, "\(option) \(path) does not exist") }
+        }
+        return NBDTLSCredentials(certificatePath: tlsCert, keyPath: tlsKey, caPath: tlsCa)
+    }
+
+    private func printStatus(
+        server: NBDServer, exports: [NBDExport], address: NBDListenAddress, tls: Bool, cacheBytes: UInt64
+    ) {
         func uri(_ export: NBDExport) -> String {
             switch address {
             case .unix(let path): return export.unixURI(socket: path)
-            case .tcp(let host, let port): return export.tcpURI(host: host, port: server.boundPort ?? port, tls: false)
+            case .tcp(let host, let port): return export.tcpURI(host: host, port: server.boundPort ?? port, tls: tls)
             }
         }
         if json {
@@ -148,6 +200,7 @@ struct ServeCommand: ParsableCommand {
                 listen: {
                     if case .tcp(let h, _) = address { return "\(h):\(server.boundPort ?? 0)" } else { return nil }
                 }(),
+                port: server.boundPort, tls: tls,
                 cacheSize: cacheBytes,
                 exports: exports.map {
                     .init(
@@ -157,7 +210,7 @@ struct ServeCommand: ParsableCommand {
             print((try? JSONCoding.encode(status)) ?? "{}")
         } else {
             print(
-                "serving \(exports.count) export\(exports.count == 1 ? "" : "s") on \(address) (read-only); stop with SIGTERM or Ctrl-C"
+                "serving \(exports.count) export\(exports.count == 1 ? "" : "s") on \(shownAddress(server, address))\(tls ? " (TLS, client certificates)" : "") (read-only); stop with SIGTERM or Ctrl-C"
             )
             for export in exports {
                 print("\(uri(export))  (\(Units.formatBytes(export.size)))")
@@ -172,6 +225,10 @@ struct ServeStatus: Encodable {
     var pid: Int
     var socket: String?
     var listen: String?
+    /// The TCP port bound (the one chosen when --listen asked for port 0).
+    var port: Int?
+    /// True when clients must use TLS (nbds:// URIs).
+    var tls: Bool
     var cacheSize: UInt64
     var exports: [Export]
 

@@ -426,7 +426,8 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
             for _ in 0..<40 {
                 let bytes = gen.randomBytes(2000)
                 let digest = SHA256Hasher().digest(bytes)
-                let n = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }.bytes.count
+                let n = bytes.withUnsafeBytes { encoder.encode($0, digest: digest, kind: .data, into: slot) }.bytes
+                    .count
                 try writes.store(record: UnsafeRawBufferPointer(rebasing: slot[0..<n]))
                 stored.append((digest, bytes))
             }

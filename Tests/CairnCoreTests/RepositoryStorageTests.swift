@@ -132,7 +132,9 @@ import Testing
         var slot = [UInt8](repeating: 0, count: ChunkEncoder.slotSize(rawLength: bytes.count))
         let digest = SHA256Hasher().digest(bytes)
         let n = bytes.withUnsafeBytes { raw in
-            slot.withUnsafeMutableBytes { ChunkEncoder(level: 1).encode(raw, digest: digest, kind: .data, into: $0).bytes.count }
+            slot.withUnsafeMutableBytes {
+                ChunkEncoder(level: 1).encode(raw, digest: digest, kind: .data, into: $0).bytes.count
+            }
         }
         return Array(slot[0..<n])
     }

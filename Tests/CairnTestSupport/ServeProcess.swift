@@ -15,16 +15,21 @@ public final class ServeProcess: @unchecked Sendable {
     /// The `--json` status printed on start.
     public private(set) var status: [String: Any] = [:]
 
-    /// Starts `cairn serve --repo REPO ARGS --socket DIR/serve.sock --json` and waits (up to
-    /// 30 s) until it listens. Throws with its error output if it exits first.
-    public init(repo: String, arguments: [String] = [], directory: String, environment: [String: String] = [:]) throws {
+    /// Starts `cairn serve --repo REPO ARGS --socket DIR/serve.sock --json` (or, with `listen`,
+    /// `--listen LISTEN` instead of the socket) and waits (up to 30 s) until it listens. Throws
+    /// with its error output if it exits first.
+    public init(
+        repo: String, arguments: [String] = [], directory: String, listen: String? = nil,
+        environment: [String: String] = [:]
+    ) throws {
         socket = "\(directory)/serve.sock"
         outPath = "\(directory)/serve.out"
         errPath = "\(directory)/serve.err"
         FileManager.default.createFile(atPath: outPath, contents: nil)
         FileManager.default.createFile(atPath: errPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: CairnProcess.executable)
-        process.arguments = ["serve", "--repo", repo] + arguments + ["--socket", socket, "--json"]
+        let transport = listen.map { ["--listen", $0] } ?? ["--socket", socket]
+        process.arguments = ["serve", "--repo", repo] + arguments + transport + ["--json"]
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "CAIRN_REPO")
         for (k, v) in environment { env[k] = v }
@@ -60,6 +65,9 @@ public final class ServeProcess: @unchecked Sendable {
     /// The URI of the first (or only) export.
     public var uri: String { exports.first?["uri"] as? String ?? "" }
 
+    /// The TCP port the server bound (`--listen HOST:0` picks a free one), or 0.
+    public var port: Int { status["port"] as? Int ?? 0 }
+
     public var standardError: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
 
     /// Sends `signal` and waits up to `timeout` seconds; returns the exit status (nil: still
@@ -83,6 +91,26 @@ public final class ServeProcess: @unchecked Sendable {
 /// oversized options, writes to a read-only export, a hang-up in the middle of a reply.
 public final class RawNBDClient {
     public let fd: Int32
+
+    /// Connects over TCP to 127.0.0.1:`port`.
+    public init(tcpPort port: Int, timeout: Int = 10) throws {
+        fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            Glibc.close(fd)
+            throw QemuToolError(message: "cannot connect to 127.0.0.1:\(port): errno \(errno)")
+        }
+        var tv = timeval(tv_sec: timeout, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
 
     public init(socket path: String, timeout: Int = 10) throws {
         fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)

@@ -1,3 +1,5 @@
+import SystemPackage
+
 /// A blocking NBD client for reading one export: the fixed newstyle handshake, structured replies,
 /// metadata contexts (`base:allocation`, `qemu:dirty-bitmap:NAME`), and pipelined reads.
 ///
@@ -67,8 +69,7 @@ public final class NBDClient {
     static let scratchSize = 8192
 
     /// Connects, negotiates and enters transmission; throws a one-line `CairnError` on refusal.
-    public init(uri: NBDURI, configuration: Configuration = Configuration()) throws(CairnError) {
-        self.uri = uri
+    public convenience init(uri: NBDURI, configuration: Configuration = Configuration()) throws(CairnError) {
         let socket: NBDSocket
         do {
             switch uri.transport {
@@ -79,6 +80,26 @@ public final class NBDClient {
         } catch {
             throw CairnError(.io, "cannot connect to NBD server \(uri)", cause: error.text)
         }
+        try self.init(uri: uri, socket: socket, configuration: configuration)
+    }
+
+    /// Negotiates over a stream socket that is already connected to the server (taking it over:
+    /// the client closes it), for a peer handed over by socket activation or a `socketpair`,
+    /// as the fuzz target does; `uri` names the export and appears in messages.
+    public convenience init(
+        uri: NBDURI, connectedSocket descriptor: FileDescriptor, configuration: Configuration = Configuration()
+    ) throws(CairnError) {
+        let socket: NBDSocket
+        do {
+            socket = try NBDSocket(adopting: descriptor.rawValue, timeout: configuration.timeout)
+        } catch {
+            throw CairnError(.io, "cannot use the socket of NBD server \(uri)", cause: error.text)
+        }
+        try self.init(uri: uri, socket: socket, configuration: configuration)
+    }
+
+    private init(uri: NBDURI, socket: NBDSocket, configuration: Configuration) throws(CairnError) {
+        self.uri = uri
         self.socket = socket
         scratch = .allocate(byteCount: Self.scratchSize, alignment: 16)
         payload = .allocate(byteCount: 0, alignment: 16)

@@ -36,6 +36,12 @@ final class NBDSocket {
 
     deinit { _ = Glibc.close(fd) }
 
+    /// Takes over `fd`, a stream socket already connected to the server (closed with this).
+    convenience init(adopting fd: Int32, timeout: Double) throws(Failure) {
+        self.init(fd: fd)
+        try setTimeout(timeout)
+    }
+
     /// Connects to the unix socket at `path`.
     static func connect(unixPath path: String, timeout: Double) throws(Failure) -> NBDSocket {
         var address = sockaddr_un()
