@@ -56,7 +56,11 @@ struct RestoreCommand: ParsableCommand {
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
+    @Flag(help: "Print nothing but warnings and errors (no progress, no summary; --json still prints).")
+    var quiet = false
+
     func run() throws {
+        Terminal.quiet = quiet
         try runReportingErrors { () throws(CairnError) in
             if let domain {
                 try restoreDomain(domain)
@@ -90,7 +94,7 @@ struct RestoreCommand: ParsableCommand {
                 guard !settingsWritten!.isEmpty else {
                     throw CairnError(.notFound, "restore point \(pointID) holds no settings files")
                 }
-                if !json { for path in settingsWritten! { print("restored settings file \(path)") } }
+                if !json && !quiet { for path in settingsWritten! { print("restored settings file \(path)") } }
             }
             guard let to else {
                 guard configTo != nil else {
@@ -128,7 +132,7 @@ struct RestoreCommand: ParsableCommand {
                         RestoreSummary(
                             id: pointID.description, result: result, to: to, format: output.format,
                             settings: settingsWritten)))
-            } else {
+            } else if !quiet {
                 print(
                     "restored \(pointID) disk \(result.disk.name) to \(to): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written in \(Units.formatDecimal(result.seconds, places: 2)) s"
                 )
@@ -161,6 +165,7 @@ extension RestoreCommand {
             print(try JSONCoding.encode(DomainRestoreSummary(id: pointID.description, result: result)))
             return
         }
+        guard !quiet else { return }
         for disk in result.disks {
             print(
                 "restored \(pointID) disk \(disk.disk.name) to \(result.paths[disk.disk.name] ?? "?"): \(Units.formatBytes(disk.disk.size)), \(Units.formatBytes(disk.bytesWritten)) of data written"

@@ -204,6 +204,7 @@ public final class ChunkStore: @unchecked Sendable {
         }
         for directory in directories.sorted() { try FileSystem.syncDirectory(directory) }
         try FileSystem.syncDirectory("\(root)/packs")
+        CairnLog.logger.info("packs committed: \(finishedPacks.count), with \(unflushed.count) new index entries")
         finishedPacks.removeAll()
         if !unflushed.isEmpty {
             let path = "\(root)/index/\(Self.newSegmentName())"
