@@ -14,7 +14,7 @@ struct Cairn: ParsableCommand {
         discussion: """
             Exit codes: 0 success, 1 unexpected failure, 3 repository missing or unusable, 4 not found,
             5 locked by another cairn process, 6 bad source image, 7 damaged data found, 8 output exists,
-            9 I/O error (e.g. disk full), 10 bad archive, 11 libvirt refused or failed, 12 `status`: a group is older
+            9 I/O error (e.g. disk full), 10 bad archive, 11 libvirt refused or failed, 13 `status`: a group is older
             than --max-age, 64 command-line usage error,
             130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM.
             """,

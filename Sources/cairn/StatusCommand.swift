@@ -32,7 +32,7 @@ struct StatusCommand: ParsableCommand {
     var json = false
 
     /// `status` found a group older than `--max-age` or `--max-verify-age` (README, "Exit codes").
-    static let staleExitCode: Int32 = 12
+    static let staleExitCode: Int32 = 13
 
     func run() throws {
         var stale = false

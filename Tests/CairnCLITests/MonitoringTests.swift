@@ -94,17 +94,17 @@ import Testing
         #expect((report["bytesUsed"] as? Int ?? 0) > stored)
         #expect(vm1["stale"] as? Bool == false)
 
-        // A group older than --max-age, or never verified against --max-verify-age: exit 12.
+        // A group older than --max-age, or never verified against --max-verify-age: exit 13.
         sleep(2)
         let old = CairnProcess.run(["status", "--repo", repo, "--max-age", "1s"])
-        #expect(old.status == 12, "\(old.stdout)\(old.stderr)")
+        #expect(old.status == 13, "\(old.stdout)\(old.stderr)")
         #expect(old.stderr.contains("group vm1: newest restore point"), "\(old.stderr)")
         #expect(old.stdout.contains("STALE"))
         let unverified = CairnProcess.run(["status", "--repo", repo, "--max-verify-age", "8d"])
-        #expect(unverified.status == 12)
+        #expect(unverified.status == 13)
         #expect(unverified.stderr.contains("group vm2: never verified"), "\(unverified.stderr)")
         #expect(CairnProcess.run(["status", "--repo", repo, "--group", "vm1", "--max-verify-age", "8d"]).status == 0)
-        #expect(CairnProcess.run(["status", "--repo", repo, "--group", "nosuch", "--max-age", "1h"]).status == 12)
+        #expect(CairnProcess.run(["status", "--repo", repo, "--group", "nosuch", "--max-age", "1h"]).status == 13)
         #expect(CairnProcess.run(["status", "--repo", repo, "--max-age", "soon"]).status == 64)
     }
 
