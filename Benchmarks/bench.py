@@ -682,7 +682,60 @@ def run_tool_round(tool, wl, run_dir, args):
         cmd, cwd = tool.backup(repo, qlive, "disk.qcow2", "qcow2", group="vm1q")
         do("qcow2_backup", cmd, cwd)
         res["stored"]["qcow2_added"] = tree_bytes(repo) - before
+    if tool.name == "cairn" and not args.no_qcow2 and not args.no_cbt:
+        cbt_round(tool, wl, run_dir, repo, res, do, fail)
     return res
+
+
+def cbt_round(tool, wl, run_dir, repo, res, do, fail):
+    """The qcow2 workload row with changed-block tracking: a private copy of base.qcow2 backed
+    up with --cbt (which starts a persistent dirty bitmap in it), night 1's guest writes applied
+    through qemu-io (so QEMU records them in the bitmap), then night 1 with --cbt (reads only
+    what the bitmap marks dirty), restored and compared with night1.raw."""
+    W = wl["dir"]
+    live = os.path.join(run_dir, "live-cbt")
+    os.makedirs(live, exist_ok=True)
+    disk = os.path.join(live, "disk.qcow2")
+    run(["cp", "--sparse=always", os.path.join(W, "base.qcow2"), disk])
+    cmd = [tool.exe, "backup", "--repo", repo, "--group", "vm1c", "--cbt", "--json", disk]
+    r = do("cbt_night0_backup", cmd)
+    if not r["ok"]:
+        return
+    # night 1's writes, byte for byte, from night1.raw
+    with open(os.path.join(W, "night1-writes.json")) as f:
+        writes = json.load(f)
+    patches = os.path.join(run_dir, "cbt-patches")
+    os.makedirs(patches, exist_ok=True)
+    cmds = []
+    with open(os.path.join(W, "night1.raw"), "rb") as night1:
+        for i, w in enumerate(writes):
+            path = os.path.join(patches, f"{i}.bin")
+            with open(path, "wb") as out:
+                out.write(os.pread(night1.fileno(), w["length"], w["offset"]))
+            cmds += ["-c", f"write -q -s {path} {w['offset']} {w['length']}"]
+    run(["qemu-io", "-f", "qcow2"] + cmds + [disk])
+    shutil.rmtree(patches, ignore_errors=True)
+    before = tree_bytes(repo)
+    cmd = [tool.exe, "backup", "--repo", repo, "--group", "vm1c", "--cbt", "--json", disk]
+    r = do("cbt_night1_backup", cmd)
+    res["stored"]["cbt_night1_added"] = tree_bytes(repo) - before
+    if not r["ok"]:
+        return
+    j = Cairn.parse_backup(r["stdout"])
+    res["steps"]["cbt_night1_backup"]["json"] = j
+    snap = j.get("id") if isinstance(j, dict) and j.get("id") else "vm1c@latest"
+    out_dir = os.path.join(run_dir, "restore-cbt")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, "disk.raw")
+    r = do("cbt_restore", [tool.exe, "restore", "--repo", repo, snap, "--format", "raw", "--to", out])
+    if r["ok"]:
+        ident = same_file(os.path.join(W, "night1.raw"), out)
+        res["steps"]["cbt_restore"]["identical"] = ident
+        if not ident:
+            fail("CBT NIGHT-1 RESTORE DIFFERS FROM night1.raw")
+            res["steps"]["cbt_restore"]["ok"] = False
+    shutil.rmtree(out_dir, ignore_errors=True)
+    shutil.rmtree(live, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -711,6 +764,10 @@ METRICS = [
     ("random_added", "incompressible stored", "B"),
     ("qcow2_backup_s", "qcow2 base backup", "s"),
     ("qcow2_added", "qcow2 base added", "B"),
+    ("cbt_night0_s", "qcow2 --cbt night-0", "s"),
+    ("cbt_night1_s", "qcow2 --cbt night-1", "s"),
+    ("cbt_night1_read", "qcow2 --cbt night-1 read", "B"),
+    ("cbt_night1_added", "qcow2 --cbt night-1 added", "B"),
 ]
 
 
@@ -735,6 +792,13 @@ def round_metrics(res):
     secs("zero_restore", "zero_restore_s")
     secs("random_backup", "random_backup_s")
     secs("qcow2_backup", "qcow2_backup_s")
+    secs("cbt_night0_backup", "cbt_night0_s")
+    secs("cbt_night1_backup", "cbt_night1_s")
+    if s.get("cbt_night1_backup", {}).get("ok"):
+        m["cbt_night1_added"] = st.get("cbt_night1_added")
+        read = bytes_read(s["cbt_night1_backup"].get("json"))
+        if read is not None:
+            m["cbt_night1_read"] = read
     rss("night0_backup", "rss_night0")
     rss("night1_backup", "rss_night1")
     rss("restore", "rss_restore")
@@ -754,6 +818,16 @@ def round_metrics(res):
     if s.get("qcow2_backup", {}).get("ok"):
         m["qcow2_added"] = st["qcow2_added"]
     return m
+
+
+def bytes_read(j):
+    """Bytes a Cairn backup read from its disks, from its --json summary."""
+    if not isinstance(j, dict):
+        return None
+    disks = j.get("disks")
+    if isinstance(disks, list) and disks and all(isinstance(d, dict) and "bytesRead" in d for d in disks):
+        return sum(d["bytesRead"] for d in disks)
+    return j.get("bytesRead")
 
 
 def medians(rounds, tools, fn=statistics.median):
@@ -907,6 +981,157 @@ def resolve_cairn(args):
     return os.path.join(REPO_ROOT, ".build", "release", "cairn")
 
 
+# --------------------------------------------------------------------------------------
+# The machine's limits (issue 19)
+# --------------------------------------------------------------------------------------
+
+def resolve_limits(args):
+    if args.limits_bin:
+        return os.path.abspath(args.limits_bin)
+    micro = os.path.join(HERE, "Micro")
+    log("cairn-limits: swift build -c release --package-path Benchmarks/Micro --product cairn-limits")
+    r = subprocess.run(["swift", "build", "-c", "release", "--package-path", micro,
+                        "--product", "cairn-limits"], cwd=REPO_ROOT)
+    if r.returncode != 0:
+        log("!!! cairn-limits: build failed; limits are not measured")
+        return None
+    return os.path.join(micro, ".build", "release", "cairn-limits")
+
+
+def measure_limits(exe, wl, work):
+    """One measurement of the machine's rates on the workload's own data (base.raw)."""
+    scratch = os.path.join(work, "limits-scratch")
+    os.makedirs(scratch, exist_ok=True)
+    r = subprocess.run([exe, os.path.join(wl["dir"], "base.raw"), "--scratch", scratch],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"!!! cairn-limits failed: {r.stderr.strip()}")
+        return None
+    lim = json.loads(r.stdout)
+    lim["loadavg1_after"] = os.getloadavg()[0]
+    a = lim["all_cores"]
+    log(f"  limits: sha256 {a['sha256'] / 1e6:.0f} MB/s, zstd {a['compress'] / 1e6:.0f} MB/s, "
+        f"unzstd {a['decompress'] / 1e6:.0f} MB/s on {lim['cores']} cores; page cache read "
+        f"{lim['page_cache_read'] / 1e6:.0f}, write {lim['page_cache_write'] / 1e6:.0f} MB/s")
+    return lim
+
+
+def step_limits(lim, c):
+    """Seconds each Cairn step could take at best on this machine, from one limits measurement
+    and the bytes of Cairn's own run (its --json summary and the workload facts).
+
+    Every byte of data costs its hash and, when new, its compression; restore and verify cost a
+    decompression and a hash of every byte (verify also a CRC-32 of every stored byte), restore
+    a page-cache write. CPU work is spread over every core (the all-core rates), so the CPU
+    limit is the sum of each stage's bytes over its all-core rate; reading the source from the
+    page cache is overlapped with it, so a step's limit is the larger of the two."""
+    a = lim["all_cores"]
+    ratio = lim["compress_ratio"]
+    out = {}
+
+    def add(key, cpu, read=0.0):
+        out[key] = max(cpu, read)
+
+    n0 = c.get("night0")
+    if n0:
+        data, new = n0["bytesRead"], n0["bytesNew"]
+        add("night0_s", data / a["sha256"] + new / a["compress"], data / lim["page_cache_read"])
+    n1 = c.get("night1")
+    if n1:
+        data, new = n1["bytesRead"], n1["bytesNew"]
+        add("night1_s", data / a["sha256"] + new / a["compress"], data / lim["page_cache_read"])
+    data = n1["bytesRead"] if n1 else None
+    if data:
+        add("restore_s", data / a["decompress"] + data / a["sha256"] + data / (lim["page_cache_write"]))
+    if n0 and n1:
+        unique = n0["bytesNew"] + n1["bytesNew"]
+        add("verify_s", unique / a["decompress"] + unique / a["sha256"] + unique * ratio / a["crc32"])
+    cb = c.get("cbt_night1")
+    if cb:
+        data, new = cb["bytesRead"], cb["bytesNew"]
+        add("cbt_night1_s", data / a["sha256"] + new / a["compress"], data / lim["page_cache_read"])
+    return out
+
+
+def summarize_limits(limit_rounds, rounds, wl):
+    """Per Cairn round: each step's time over the limit measured in the same round; then min,
+    median and max over the rounds."""
+    by_round = {l["round"]: l for l in limit_rounds}
+    per_step = {}
+    for r in rounds:
+        if r["tool"] != "cairn" or r["round"] not in by_round:
+            continue
+        s = r["steps"]
+        c = {}
+        for key, step_name in (("night0", "night0_backup"), ("night1", "night1_backup"),
+                               ("cbt_night1", "cbt_night1_backup")):
+            j = s.get(step_name, {}).get("json")
+            if s.get(step_name, {}).get("ok") and isinstance(j, dict) and "bytesRead" in j:
+                c[key] = j
+        lims = step_limits(by_round[r["round"]], c)
+        for key, limit in lims.items():
+            t = r["metrics"].get(key)
+            if t is not None and limit > 0:
+                per_step.setdefault(key, []).append({"round": r["round"], "seconds": t,
+                                                     "limit_s": limit, "ratio": t / limit})
+    rates = {}
+    for field in ("sha256", "compress", "decompress", "crc32"):
+        for scope in ("per_core", "all_cores"):
+            vals = [l[scope][field] for l in limit_rounds]
+            rates[f"{scope}.{field}"] = {"min": min(vals), "median": statistics.median(vals),
+                                         "max": max(vals)}
+    for field in ("page_cache_read", "page_cache_write", "compress_ratio"):
+        vals = [l[field] for l in limit_rounds]
+        rates[field] = {"min": min(vals), "median": statistics.median(vals), "max": max(vals)}
+    steps = {}
+    for key, vals in per_step.items():
+        ratios_ = [v["ratio"] for v in vals]
+        times = [v["seconds"] for v in vals]
+        steps[key] = {"rounds": vals,
+                      "seconds": {"min": min(times), "median": statistics.median(times),
+                                  "max": max(times)},
+                      "limit_s_median": statistics.median(v["limit_s"] for v in vals),
+                      "ratio": {"min": min(ratios_), "median": statistics.median(ratios_),
+                                "max": max(ratios_)}}
+    return {"model": step_limits.__doc__.strip(), "rates": rates, "steps": steps,
+            "measurements": limit_rounds}
+
+
+LIMIT_GOALS = {"night0_s": 1.10, "restore_s": 1.2}
+
+
+def print_limits(limits, machine):
+    print()
+    print(f"The machine's limits on the workload's data ({machine.get('cpu_model')}, "
+          f"{machine.get('nproc')} cores; min / median / max over rounds)")
+    labels = {"per_core.sha256": "SHA-256, one core", "all_cores.sha256": "SHA-256, all cores",
+              "per_core.compress": "zstd (Cairn's setup), one core",
+              "all_cores.compress": "zstd (Cairn's setup), all cores",
+              "per_core.decompress": "zstd decompress, one core",
+              "all_cores.decompress": "zstd decompress, all cores",
+              "per_core.crc32": "CRC-32, one core", "all_cores.crc32": "CRC-32, all cores",
+              "page_cache_read": "page-cache read", "page_cache_write": "page-cache write"}
+    for key, label in labels.items():
+        v = limits["rates"][key]
+        print(f"  {label:34s} {v['min'] / 1e6:8.0f} {v['median'] / 1e6:8.0f} {v['max'] / 1e6:8.0f} MB/s")
+    v = limits["rates"]["compress_ratio"]
+    print(f"  {'compressed / plain':34s} {v['min']:8.3f} {v['median']:8.3f} {v['max']:8.3f}")
+    print()
+    print(f"{'Cairn step':24s}{'min s':>9s}{'median s':>10s}{'max s':>9s}{'limit s':>10s}"
+          f"{'ratio to limit (min/median/max)':>34s}")
+    names = {"night0_s": "night-0 backup", "night1_s": "night-1 backup", "restore_s": "restore night 1",
+             "verify_s": "verify all data", "cbt_night1_s": "qcow2 --cbt night-1"}
+    for key, label in names.items():
+        st = limits["steps"].get(key)
+        if not st:
+            continue
+        t, r = st["seconds"], st["ratio"]
+        goal = LIMIT_GOALS.get(key)
+        verdict = "" if goal is None else (f"  goal <= {goal}: " + ("PASS" if r["median"] <= goal else "FAIL"))
+        print(f"{label:24s}{t['min']:9.3f}{t['median']:10.3f}{t['max']:9.3f}{st['limit_s_median']:10.3f}"
+              f"{r['min']:12.2f}{r['median']:10.2f}{r['max']:10.2f}{verdict}")
+
+
 def main():
     ap = argparse.ArgumentParser(description="Cairn vs restic vs borg benchmark (issue 6)")
     ap.add_argument("--work", default=os.environ.get("CAIRN_BENCH_WORK",
@@ -919,7 +1144,7 @@ def main():
                     help="multiply every disk size (env CAIRN_BENCH_SCALE)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: --scale 0.0625 --rounds 1")
-    ap.add_argument("--rounds", type=int, default=int(os.environ.get("CAIRN_BENCH_ROUNDS", "3")))
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("CAIRN_BENCH_ROUNDS", "5")))
     ap.add_argument("--tools", default=",".join(ALL_TOOLS),
                     help="comma list of " + ",".join(ALL_TOOLS))
     ap.add_argument("--cairn", help="cairn binary (env CAIRN_BIN; default: swift build -c "
@@ -935,6 +1160,13 @@ def main():
     ap.add_argument("--peer-extras", action="store_true",
                     help="also run the all-zero and incompressible disks for restic/borg")
     ap.add_argument("--no-qcow2", action="store_true", help="skip Cairn's qcow2 backup")
+    ap.add_argument("--no-cbt", action="store_true",
+                    help="skip Cairn's qcow2 --cbt nights")
+    ap.add_argument("--no-limits", action="store_true",
+                    help="do not measure the machine's limits (cairn-limits)")
+    ap.add_argument("--limits-bin", default=os.environ.get("CAIRN_LIMITS_BIN"),
+                    help="cairn-limits binary (env CAIRN_LIMITS_BIN; default: swift build -c release "
+                    "--package-path Benchmarks/Micro --product cairn-limits)")
     ap.add_argument("--keep", action="store_true", help="keep repositories after each run")
     ap.add_argument("--workload-only", action="store_true")
     args = ap.parse_args()
@@ -993,11 +1225,18 @@ def main():
     versions["qemu-img"] = first_line(["qemu-img", "--version"])
     versions["mkfs.ext4"] = first_line(["mkfs.ext4", "-V"])
 
+    limits_exe = None if args.no_limits else resolve_limits(args)
+    limit_rounds = []
     rounds = []
     for rnd in range(1, args.rounds + 1):
         k = (rnd - 1) % max(1, len(order))
         this = order[k:] + order[:k]  # rotate the start so no tool always runs first
         log(f"== round {rnd}/{args.rounds}: {', '.join(this)}")
+        if limits_exe:
+            lim = measure_limits(limits_exe, wl, work)
+            if lim:
+                lim["round"] = rnd
+                limit_rounds.append(lim)
         for name in this:
             run_dir = os.path.join(work, "runs", f"round{rnd}", name)
             try:
@@ -1017,6 +1256,9 @@ def main():
     rat = ratios(med)
     goals = check_goals(med)
     print_table(med, rat, goals, order)
+    limits = summarize_limits(limit_rounds, rounds, wl) if limit_rounds and "cairn" in order else None
+    if limits:
+        print_limits(limits, machine_info(work))
     failures = [(r["round"], r["tool"], f) for r in rounds for f in r["failures"]]
     result = {
         "started": started,
@@ -1040,6 +1282,7 @@ def main():
         "medians": med,
         "minimums": medians(rounds, order, min),
         "ratios_cairn_over_peer": rat,
+        "limits": limits,
         "goals": goals,
         "failures": failures,
     }

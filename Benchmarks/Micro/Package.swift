@@ -7,6 +7,11 @@ let package = Package(
     name: "CairnMicro",
     dependencies: [.package(path: "../..")],
     targets: [
-        .executableTarget(name: "cairn-micro", dependencies: [.product(name: "CairnCore", package: "main")])
+        .executableTarget(name: "cairn-micro", dependencies: [.product(name: "CairnCore", package: "main")]),
+        // Swift 5 mode: a measuring script whose top-level buffers are shared with worker threads
+        // by design (read-only while they run).
+        .executableTarget(
+            name: "cairn-limits", dependencies: [.product(name: "CairnCore", package: "main")],
+            swiftSettings: [.swiftLanguageMode(.v5)]),
     ]
 )

@@ -14,8 +14,8 @@ struct Cairn: ParsableCommand {
         discussion: """
             Exit codes: 0 success, 1 unexpected failure, 3 repository missing or unusable, 4 not found,
             5 locked by another cairn process, 6 bad source image, 7 damaged data found, 8 output exists,
-            9 I/O error (e.g. disk full), 10 bad archive, 11 libvirt refused or failed, 13 `status`: a group is older
-            than --max-age, 64 command-line usage error,
+            9 I/O error (e.g. disk full), 10 bad archive, 11 libvirt refused or failed, 12 restore --allow-damaged
+            wrote zeros, 13 `status`: a group is older than --max-age, 64 command-line usage error,
             130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM.
             """,
         version: "0.1.0",
@@ -154,4 +154,9 @@ func parseSize(_ text: String, option: String) throws(CairnError) -> UInt64 {
 func rate(_ bytes: UInt64, _ seconds: Double) -> String {
     guard seconds > 0 else { return "-" }
     return "\(Units.formatDecimal(Double(bytes) / seconds / 1e6, places: 0)) MB/s"
+}
+
+/// "1 restore point", "2 restore points": a count with its noun in the right number.
+func counted(_ count: Int, _ singular: String, plural: String? = nil) -> String {
+    "\(count) \(count == 1 ? singular : plural ?? singular + "s")"
 }

@@ -47,7 +47,7 @@ struct ListCommand: ParsableCommand {
             if json {
                 print(try JSONCoding.encode(rows))
             } else if rows.isEmpty {
-                print(group.map { "group \($0) has no restore points" } ?? "no restore points")
+                if group == nil { print("no restore points") }
             } else {
                 let table = rows.map { r in
                     [
@@ -58,7 +58,12 @@ struct ListCommand: ParsableCommand {
                             .filter { !$0.isEmpty }.joined(separator: ", "),
                     ]
                 }
-                printTable(header: ["ID", "DISKS", "SIZE", "NEW", "STORED", "VERIFIED", ""], rows: table)
+                printTable(header: ["ID", "DISKS", "SIZE", "NEW", "STORED", "VERIFIED", "NOTES"], rows: table)
+            }
+            // A group that was named and has nothing is "not found", as for restore and prune
+            // (exit 4); an empty repository is not an error.
+            if let group, ids.isEmpty {
+                throw CairnError(.notFound, "group \(group) has no restore points")
             }
             if let first = damaged.first {
                 let more = damaged.count > 1 ? " (and \(damaged.count - 1) more damaged manifests)" : ""

@@ -47,14 +47,14 @@ struct DemoCommand: ParsableCommand {
             let second = try BackupJob(repository: repo, group: "demo", sources: [BackupSource(path: image)]).run()
             report("4. night 1 (40 scattered writes):", second)
 
-            for (label, result, expected) in [("night 0", first, night0), ("night 1", second, night1)] {
+            for (step, label, result, expected) in [(5, "night 0", first, night0), (6, "night 1", second, night1)] {
                 let out = "\(dir)/restored-\(label.replacingOccurrences(of: " ", with: "")).img"
                 let restored = try RestoreJob(
                     repository: repo, request: RestoreRequest(id: result.id, disk: nil, destination: out)
                 ).run()
                 let same = try SampleDisk.digest(of: out) == expected
                 print(
-                    "5. restored \(result.id) to \(out) in \(Units.formatDecimal(restored.seconds, places: 2)) s: \(same ? "identical to the \(label) disk" : "DIFFERENT")"
+                    "\(step). restored \(result.id) to \(out) in \(Units.formatDecimal(restored.seconds, places: 2)) s: \(same ? "identical to the \(label) disk" : "DIFFERENT")"
                 )
                 guard same else { throw CairnError(.damaged, "the restored \(label) disk differs from the original") }
             }

@@ -36,7 +36,7 @@ struct GCCommand: ParsableCommand {
             guard !quiet else { return }
             let verb = dryRun ? "would free" : "freed"
             print(
-                "gc \(verb) \(Units.formatBytes(r.bytesFreed)) (\(Units.formatBytes(r.bytesBefore)) → \(Units.formatBytes(r.bytesAfter))): \(r.chunksLive) live chunks in \(r.restorePoints) restore points, \(r.recordsDead) dead records; packs: \(r.packsKept) kept, \(r.packsRewritten) rewritten into \(r.packsWritten), \(r.packsDeleted) deleted, \(r.orphanPacksDeleted) orphans deleted; \(r.leftoversRemoved) leftovers removed; \(Units.formatDecimal(r.seconds, places: 2)) s"
+                "gc \(verb) \(Units.formatBytes(r.bytesFreed)) (\(Units.formatBytes(r.bytesBefore)) → \(Units.formatBytes(r.bytesAfter))): \(counted(r.chunksLive, "live chunk")) in \(counted(r.restorePoints, "restore point")), \(counted(r.recordsDead, "dead record")); packs: \(r.packsKept) kept, \(r.packsRewritten) rewritten into \(r.packsWritten), \(r.packsDeleted) deleted, \(r.orphanPacksDeleted) orphans deleted; \(r.leftoversRemoved) leftovers removed; \(Units.formatDecimal(r.seconds, places: 2)) s"
             )
         }
     }

@@ -32,11 +32,17 @@ struct ProtectCommand: ParsableCommand {
     @Argument(help: "GROUP@TIME or GROUP@latest.")
     var id: String
 
+    @Flag(help: "Print the result as a JSON object.")
+    var json = false
+
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             try withPointLocked(repository, id, purpose: "cairn protect") { repo, point throws(CairnError) in
                 try repo.catalog.protect(point)
-                print("protected \(point)")
+                print(
+                    json
+                        ? try JSONCoding.encode(PointChange(id: point.description, protected: true))
+                        : "protected \(point)")
             }
         }
     }
@@ -51,11 +57,17 @@ struct UnprotectCommand: ParsableCommand {
     @Argument(help: "GROUP@TIME or GROUP@latest.")
     var id: String
 
+    @Flag(help: "Print the result as a JSON object.")
+    var json = false
+
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             try withPointLocked(repository, id, purpose: "cairn unprotect") { repo, point throws(CairnError) in
                 try repo.catalog.unprotect(point)
-                print("unprotected \(point)")
+                print(
+                    json
+                        ? try JSONCoding.encode(PointChange(id: point.description, protected: false))
+                        : "unprotected \(point)")
             }
         }
     }
@@ -71,12 +83,26 @@ struct ForgetCommand: ParsableCommand {
     @Argument(help: "GROUP@TIME or GROUP@latest.")
     var id: String
 
+    @Flag(help: "Print the result as a JSON object.")
+    var json = false
+
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             try withPointLocked(repository, id, purpose: "cairn forget") { repo, point throws(CairnError) in
                 try repo.catalog.remove(point)
-                print("removed restore point \(point); run `cairn gc` to free its space")
+                print(
+                    json
+                        ? try JSONCoding.encode(PointChange(id: point.description, removed: true))
+                        : "removed restore point \(point); run `cairn gc` to free its space")
             }
         }
     }
+}
+
+/// `cairn protect|unprotect|forget --json`: the restore point and what changed. A contract for
+/// scripts; extend, do not rename.
+struct PointChange: Encodable {
+    var id: String
+    var protected: Bool?
+    var removed: Bool?
 }

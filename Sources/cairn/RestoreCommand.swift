@@ -59,8 +59,13 @@ struct RestoreCommand: ParsableCommand {
     @Flag(help: "Print nothing but warnings and errors (no progress, no summary; --json still prints).")
     var quiet = false
 
+    /// Exit status of a restore that `--allow-damaged` completed with zeros in place of damaged
+    /// data: the output is incomplete, and a script must be able to tell (restic uses 3 alike).
+    static let partialExitCode: Int32 = 12
+
     func run() throws {
         Terminal.quiet = quiet
+        var partial = false
         try runReportingErrors { () throws(CairnError) in
             if let domain {
                 try restoreDomain(domain)
@@ -121,6 +126,7 @@ struct RestoreCommand: ParsableCommand {
             }
             let result = try job.run()
             Terminal.clearProgress()
+            partial = !result.damaged.isEmpty
             for range in result.damaged {
                 Terminal.printError(
                     "cairn: damaged: wrote zeros at disk offset \(range.offset), \(range.length) bytes (chunk \(range.chunk)): \(range.reason)"
@@ -137,7 +143,13 @@ struct RestoreCommand: ParsableCommand {
                     "restored \(pointID) disk \(result.disk.name) to \(to): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written in \(Units.formatDecimal(result.seconds, places: 2)) s"
                 )
             }
+            if partial {
+                Terminal.printError(
+                    "cairn: the restore is incomplete: \(counted(result.damaged.count, "damaged range")) written as zeros (exit \(Self.partialExitCode))"
+                )
+            }
         }
+        if partial { throw ExitCode(Self.partialExitCode) }
     }
 }
 

@@ -98,7 +98,7 @@ struct VerifyCommand: ParsableCommand {
         let mb = Double(report.bytesChecked) / 1e6
         let speed = report.seconds > 0 ? Units.formatDecimal(mb / report.seconds, places: 0) : "-"
         print(
-            "\(verdict): \(report.restorePoints.count) restore points, \(report.segmentsChecked) index segments, \(report.packsChecked) packs, \(report.pagesChecked) index pages, \(report.chunksChecked) chunks (\(Units.formatBytes(report.bytesChecked)), \(report.recordsChecked) records) checked, \(report.scope == "sample" ? "sample of \(report.digestRange), " : "")\(Units.formatDecimal(report.seconds, places: 2)) s, \(speed) MB/s"
+            "\(verdict): \(counted(report.restorePoints.count, "restore point")), \(counted(report.segmentsChecked, "index segment")), \(counted(report.packsChecked, "pack")), \(counted(report.pagesChecked, "index page")), \(counted(report.chunksChecked, "chunk")) (\(Units.formatBytes(report.bytesChecked)), \(counted(report.recordsChecked, "record"))) checked, \(report.scope == "sample" ? "sample of \(report.digestRange), " : "")\(Units.formatDecimal(report.seconds, places: 2)) s, \(speed) MB/s"
         )
     }
 }

@@ -43,7 +43,7 @@ import Testing
 
         let verify = CairnProcess.run(["verify", "--repo", repo])
         #expect(verify.status == 0, "\(verify.stderr)")
-        #expect(verify.stdout.hasPrefix("intact: 1 restore points"), "\(verify.stdout)")
+        #expect(verify.stdout.hasPrefix("intact: 1 restore point,"), "\(verify.stdout)")
         #expect(verify.stderr.contains("the verdict could not be recorded"), "\(verify.stderr)")
         let json = CairnProcess.run(["verify", "--repo", repo, "--json"])
         #expect(json.status == 0, "\(json.stderr)")

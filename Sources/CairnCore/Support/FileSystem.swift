@@ -112,6 +112,21 @@ public enum FileSystem {
         return names.sorted()
     }
 
+    /// `path` made absolute against the working directory, without resolving symlinks (an
+    /// administrator's `/var/lib/libvirt/images/...` stays as written), `.` and empty components
+    /// dropped. Recorded paths are absolute so that `show` and `archive catalog` say where a
+    /// disk or volume really was, whatever directory the command ran in.
+    public static func absolutePath(_ path: String) -> String {
+        var full = path
+        if !path.hasPrefix("/") {
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            guard getcwd(&buffer, buffer.count) != nil else { return path }
+            full = String(cString: buffer) + "/" + path
+        }
+        let parts = full.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }
+        return "/" + parts.joined(separator: "/")
+    }
+
     /// Resolves symlinks and `..`; nil if the path does not exist.
     public static func realPath(_ path: String) -> String? {
         guard let resolved = realpath(path, nil) else { return nil }

@@ -1,0 +1,115 @@
+import CairnCore
+import CairnTestSupport
+import Foundation
+import Testing
+
+/// The rough edges a new administrator met (issue 17): `--json` on every command that changes
+/// something, recorded paths that say where things were, exit codes a script can tell apart.
+@Suite struct AdminCLITests {
+    let dir = TemporaryDirectory()
+    var repo: String { dir.file("repo") }
+    var image: String { dir.file("disk.img") }
+
+    init() throws {
+        var gen = TestImage(seed: 17)
+        try gen.makeImage(at: image, size: 2 << 20)
+    }
+
+    @Test func jsonOnInitProtectUnprotectForget() throws {
+        let initRun = CairnProcess.run(["init", "--repo", repo, "--block-size", "128K", "--json"])
+        #expect(initRun.status == 0, "\(initRun.stderr)")
+        let created = Fixture.json(initRun.stdout)
+        #expect(created["repository"] as? String == repo)
+        #expect(created["blockSize"] as? Int == 128 << 10)
+        #expect(created["compressionLevel"] as? Int == RepositoryConfig.defaultCompressionLevel)
+
+        let backup = CairnProcess.run(["backup", "--repo", repo, "--group", "vm", "--json", image])
+        let id = Fixture.json(backup.stdout)["id"] as! String
+
+        let protect = Fixture.json(CairnProcess.run(["protect", "--repo", repo, "vm@latest", "--json"]).stdout)
+        #expect(protect["id"] as? String == id && protect["protected"] as? Bool == true)
+        let unprotect = Fixture.json(CairnProcess.run(["unprotect", "--repo", repo, id, "--json"]).stdout)
+        #expect(unprotect["id"] as? String == id && unprotect["protected"] as? Bool == false)
+        let forget = CairnProcess.run(["forget", "--repo", repo, id, "--json"])
+        #expect(forget.status == 0, "\(forget.stderr)")
+        let forgotten = Fixture.json(forget.stdout)
+        #expect(forgotten["id"] as? String == id && forgotten["removed"] as? Bool == true)
+        #expect(Fixture.jsonArray(CairnProcess.run(["list", "--repo", repo, "--json"]).stdout).isEmpty)
+    }
+
+    @Test func jsonOnArchiveImportAndRestore() throws {
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        let backup = CairnProcess.run(["backup", "--repo", repo, "--group", "vm", "--json", image])
+        let id = Fixture.json(backup.stdout)["id"] as! String
+        let base = dir.file("offsite/a")
+        try FileManager.default.createDirectory(atPath: dir.file("offsite"), withIntermediateDirectories: true)
+        #expect(CairnProcess.run(["archive", "write", "--repo", repo, id, "--to", base]).status == 0)
+        let volume = "\(base).001"
+
+        let out = dir.file("restored.img")
+        let restore = CairnProcess.run(["archive", "restore", volume, id, "--to", out, "--json"])
+        #expect(restore.status == 0, "\(restore.stderr)")
+        let restored = Fixture.json(restore.stdout)
+        #expect(restored["id"] as? String == id && restored["disk"] as? String == "disk.img")
+        #expect(restored["to"] as? String == out && restored["format"] as? String == "raw")
+        #expect(restored["size"] as? Int == 2 << 20 && (restored["bytesRead"] as? Int ?? 0) > 0)
+        #expect((restored["problems"] as? [Any])?.isEmpty == true)
+        #expect(FileManager.default.contentsEqual(atPath: out, andPath: image))
+
+        let other = dir.file("other")
+        #expect(CairnProcess.run(["init", "--repo", other]).status == 0)
+        let imported = CairnProcess.run(["archive", "import", "--repo", other, volume, "--json"])
+        #expect(imported.status == 0, "\(imported.stderr)")
+        let summary = Fixture.json(imported.stdout)
+        #expect(summary["imported"] as? [String] == [id])
+        #expect(summary["alreadyPresent"] as? [String] == [])
+        #expect((summary["chunksStored"] as? Int ?? 0) > 0)
+        let again = Fixture.json(CairnProcess.run(["archive", "import", "--repo", other, volume, "--json"]).stdout)
+        #expect(again["imported"] as? [String] == [] && again["alreadyPresent"] as? [String] == [id])
+    }
+
+    /// `--to -` onto a terminal would dump binary into it: refused before anything is written.
+    @Test func archiveToATerminalIsRefused() throws {
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "vm", image]).status == 0)
+        // script(1) runs the command with a pseudo-terminal as its stdout.
+        let command = "\(CairnProcess.executable) archive write --repo \(repo) vm@latest --to -; echo exit=$?"
+        let run = Subprocess.run("script", ["-qec", command, "/dev/null"])
+        #expect(run.stdout.contains("exit=64"), "\(run.stdout)")
+        #expect(run.stdout.contains("stdout, which is a terminal"), "\(run.stdout)")
+        #expect(run.stdout.utf8.count < 1024, "no archive bytes reached the terminal")
+    }
+
+    /// Relative paths are recorded absolute: `show` says where the disk really was.
+    @Test func relativePathsAreRecordedAbsolute() throws {
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        let run = Subprocess.shell(
+            "cd \(dir.path) && \(CairnProcess.executable) backup --repo repo --group vm --json ./disk.img")
+        #expect(run.status == 0, "\(run.stderr)")
+        let show = CairnProcess.run(["show", "--repo", repo, "vm@latest", "--json"])
+        #expect(show.stdout.contains("\"\(image)\""), "\(show.stdout)")
+        #expect(!show.stdout.contains("./disk.img"))
+
+        let archived = Subprocess.shell(
+            "cd \(dir.path) && \(CairnProcess.executable) archive write --repo repo vm@latest --to tape1")
+        #expect(archived.status == 0, "\(archived.stderr)")
+        let catalog = Fixture.jsonArray(CairnProcess.run(["archive", "catalog", "--repo", repo, "--json"]).stdout)
+        #expect(catalog.first?["volumes"] as? [String] == [dir.file("tape1.001")], "\(catalog)")
+    }
+
+    /// A group that was named and has nothing is "not found" for list as for restore and prune.
+    @Test func listOfAnUnknownGroupExitsNotFound() throws {
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        let empty = CairnProcess.run(["list", "--repo", repo])
+        #expect(empty.status == 0 && empty.stdout.contains("no restore points"))
+        let list = CairnProcess.run(["list", "--repo", repo, "--group", "nosuch"])
+        #expect(list.status == 4, "\(list.stderr)")
+        #expect(list.stderr.contains("group nosuch has no restore points"))
+        #expect(CairnProcess.run(["prune", "--repo", repo, "--group", "nosuch", "--keep-last", "1"]).status == 4)
+        #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "vm", image]).status == 0)
+        let table = CairnProcess.run(["list", "--repo", repo])
+        #expect(table.stdout.split(separator: "\n").first?.hasSuffix("NOTES") == true, "\(table.stdout)")
+        let verify = CairnProcess.run(["verify", "--repo", repo])
+        #expect(verify.stdout.contains("1 restore point,"), "\(verify.stdout)")
+    }
+}
