@@ -136,7 +136,7 @@ struct BackupCommand: ParsableCommand {
         job.changeTracking = ChangeTrackingOptions(
             dirtyBitmap: dirtyBitmap, checkpoint: checkpoint, managed: cbt, fullEvery: fullEvery,
             sampleBlocks: cbtSample)
-        job.progress = Self.showProgress
+        job.progress = Terminal.showsProgress ? Self.showProgress : nil
         let result = try job.run()
         Terminal.clearProgress()
         if let warning = result.warning { Terminal.printError("cairn: warning: \(warning)") }
@@ -169,7 +169,7 @@ struct BackupCommand: ParsableCommand {
         job.lockWait = try repository.lockWaitSeconds()
         job.nbdTimeout = nbdTimeout
         job.settingsFiles = settingsFiles
-        job.progress = Self.showProgress
+        job.progress = Terminal.showsProgress ? Self.showProgress : nil
         let result = try job.run()
         Terminal.clearProgress()
         if let warning = result.backup.warning { Terminal.printError("cairn: warning: \(warning)") }

@@ -112,6 +112,10 @@ enum Terminal {
     /// `--quiet`: no progress line even on a terminal (set once, before the command runs).
     nonisolated(unsafe) static var quiet = false
 
+    /// Whether a progress line is shown: backup asks for progress (and walks a file image's
+    /// extents to count its allocated data) only then.
+    static var showsProgress: Bool { isInteractive && !quiet }
+
     static func printError(_ line: String) {
         var text = line
         if !text.hasSuffix("\n") { text += "\n" }

@@ -148,7 +148,10 @@ final class DiskBackup: @unchecked Sendable {
         }
 
         let tree = IndexTreeWriter(store: store, encoder: ChunkEncoder(level: store.compressionLevel))
-        let allocated = progress == nil ? image.virtualSize : allocatedBytes()
+        // An NBD export's block status is asked for in order, once, by the reader: it is not
+        // walked ahead of time, and its progress counts the virtual size.
+        let countsAllocated = progress != nil && image.info.kind != "nbd"
+        let allocated = countsAllocated ? allocatedBytes() : image.virtualSize
         var lastProgress = 0.0
         var sequence = 0
         writing: do {
@@ -167,7 +170,10 @@ final class DiskBackup: @unchecked Sendable {
                     lastProgress = clock.elapsed
                     progress(
                         BackupProgress(
-                            disk: name, bytesDone: min(allocated, allocatedWritten), bytesTotal: allocated,
+                            disk: name,
+                            bytesDone: min(
+                                allocated, countsAllocated ? allocatedWritten : writtenBlocks * UInt64(blockSize)),
+                            bytesTotal: allocated,
                             bytesNew: bytesNew, seconds: clock.elapsed, virtualSize: image.virtualSize))
                 }
             }
