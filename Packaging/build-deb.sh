@@ -62,7 +62,7 @@ done
 install -d -m 0755 "$root/etc/cairn"
 {
     echo "Cairn $version, built from the repository's own sources."
-    echo "It links zstd, OpenSSL's libcrypto and zlib from Debian; the Swift runtime is linked in."
+    echo "It links zstd, OpenSSL's libcrypto, zlib and libxml2 from Debian; the Swift runtime is linked in."
 } > "$root/usr/share/doc/cairn/copyright"
 
 # 5. Dependencies, from the ELF's NEEDED entries through Debian's shlibs (dpkg-shlibdeps).
@@ -72,7 +72,7 @@ depends=$(cd "$stage" && dpkg-shlibdeps -O -e"$root/usr/bin/cairn" 2>/dev/null |
 [ -n "$depends" ] || { echo "build-deb: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 for lib in $(objdump -p "$root/usr/bin/cairn" | awk '/NEEDED/ { print $2 }'); do
     case $lib in
-        libzstd.so.*|libcrypto.so.*|libz.so.*|libstdc++.so.*|libgcc_s.so.*|libc.so.*|libm.so.*|ld-linux*) ;;
+        libzstd.so.*|libcrypto.so.*|libz.so.*|libxml2.so.*|libstdc++.so.*|libgcc_s.so.*|libc.so.*|libm.so.*|ld-linux*) ;;
         *) echo "build-deb: unexpected shared library $lib" >&2; exit 1 ;;
     esac
 done
