@@ -49,6 +49,11 @@ struct BackupCommand: ParsableCommand {
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
+    @Flag(help: "Print nothing but warnings and errors (no progress, no summary; --json still prints): for cron.")
+    var quiet = false
+
+    @OptionGroup var metrics: MetricsOptions
+
     @Flag(
         help:
             "Read image files even while a running QEMU holds them for writing. The copy is crash-inconsistent: prefer the NBD export of `virsh backup-begin` or an external snapshot."
@@ -95,53 +100,64 @@ struct BackupCommand: ParsableCommand {
     var images: [String] = []
 
     func run() throws {
-        try runReportingErrors { () throws(CairnError) in
+        Terminal.quiet = quiet
+        try runRecordingMetrics(metrics, command: "backup", repository: repository.path, group: group ?? domain ?? "") {
+            (run: inout RunMetrics) throws(CairnError) in
+            let manifest: Manifest
             if let domain {
-                try backUpDomain(domain)
-                return
-            }
-            guard let group else { throw CairnError(.usage, "name the group with --group (or back up a --domain)") }
-            guard !images.isEmpty else { throw CairnError(.usage, "name at least one image to back up") }
-            var imageFormat: ImageFormat?
-            if let format {
-                guard let parsed = ImageFormat(rawValue: format) else {
-                    throw CairnError(.usage, "--format \(format) is not raw, qcow2 or vmdk")
-                }
-                imageFormat = parsed
-            }
-            guard nbdTimeout > 0, nbdTimeout.isFinite else {
-                throw CairnError(.usage, "--nbd-timeout must be a positive number of seconds")
-            }
-            let sources = images.map { argument in
-                var source = BackupSource(argument: argument, format: imageFormat, snapshot: snapshot)
-                if !NBDURI.looksLikeURI(source.path) { source.path = FileSystem.absolutePath(source.path) }
-                source.allowLive = allowLive
-                source.nbdTimeout = nbdTimeout
-                return source
-            }
-            let repo = try repository.open()
-            let job = BackupJob(repository: repo, group: group, sources: sources)
-            job.lockWait = try repository.lockWaitSeconds()
-            job.settingsFiles = settingsFiles
-            job.changeTracking = ChangeTrackingOptions(
-                dirtyBitmap: dirtyBitmap, checkpoint: checkpoint, managed: cbt, fullEvery: fullEvery,
-                sampleBlocks: cbtSample)
-            job.progress = Self.showProgress
-            let result = try job.run()
-            Terminal.clearProgress()
-            if let warning = result.warning { Terminal.printError("cairn: warning: \(warning)") }
-            if json {
-                print(try JSONCoding.encode(BackupSummary(result.manifest)))
+                manifest = try backUpDomain(domain)
             } else {
-                print(Self.summaryLine(result))
-                for disk in result.manifest.disks {
-                    if let line = ChangeTrackingText.line(disk) { print("  \(disk.name): \(line)") }
-                }
+                manifest = try backUpSources()
             }
+            run.bytesRead = manifest.stats.bytesRead
+            run.bytesNew = manifest.stats.bytesNew
+            run.bytesStored = manifest.stats.bytesStored
         }
     }
 
-    private func backUpDomain(_ domain: String) throws(CairnError) {
+    private func backUpSources() throws(CairnError) -> Manifest {
+        guard let group else { throw CairnError(.usage, "name the group with --group (or back up a --domain)") }
+        guard !images.isEmpty else { throw CairnError(.usage, "name at least one image to back up") }
+        var imageFormat: ImageFormat?
+        if let format {
+            guard let parsed = ImageFormat(rawValue: format) else {
+                throw CairnError(.usage, "--format \(format) is not raw, qcow2 or vmdk")
+            }
+            imageFormat = parsed
+        }
+        guard nbdTimeout > 0, nbdTimeout.isFinite else {
+            throw CairnError(.usage, "--nbd-timeout must be a positive number of seconds")
+        }
+        let sources = images.map { argument in
+            var source = BackupSource(argument: argument, format: imageFormat, snapshot: snapshot)
+            if !NBDURI.looksLikeURI(source.path) { source.path = FileSystem.absolutePath(source.path) }
+            source.allowLive = allowLive
+            source.nbdTimeout = nbdTimeout
+            return source
+        }
+        let repo = try repository.open()
+        let job = BackupJob(repository: repo, group: group, sources: sources)
+        job.lockWait = try repository.lockWaitSeconds()
+        job.settingsFiles = settingsFiles
+        job.changeTracking = ChangeTrackingOptions(
+            dirtyBitmap: dirtyBitmap, checkpoint: checkpoint, managed: cbt, fullEvery: fullEvery,
+            sampleBlocks: cbtSample)
+        job.progress = Terminal.showsProgress ? Self.showProgress : nil
+        let result = try job.run()
+        Terminal.clearProgress()
+        if let warning = result.warning { Terminal.printError("cairn: warning: \(warning)") }
+        if json {
+            print(try JSONCoding.encode(BackupSummary(result.manifest)))
+        } else if !quiet {
+            print(Self.summaryLine(result))
+            for disk in result.manifest.disks {
+                if let line = ChangeTrackingText.line(disk) { print("  \(disk.name): \(line)") }
+            }
+        }
+        return result.manifest
+    }
+
+    private func backUpDomain(_ domain: String) throws(CairnError) -> Manifest {
         guard images.isEmpty else {
             throw CairnError(.usage, "--domain backs up the domain's own disks; name no images beside it")
         }
@@ -168,19 +184,20 @@ struct BackupCommand: ParsableCommand {
         job.quiesce = quiesce
         job.fullEvery = fullEvery
         job.sampleBlocks = cbtSample
-        job.progress = Self.showProgress
+        job.progress = Terminal.showsProgress ? Self.showProgress : nil
         let result = try job.run()
         Terminal.clearProgress()
         if let warning = result.backup.warning { Terminal.printError("cairn: warning: \(warning)") }
         for warning in result.warnings { Terminal.printError("cairn: warning: \(warning)") }
         if json {
             print(try JSONCoding.encode(BackupSummary(result.backup.manifest)))
-        } else {
+        } else if !quiet {
             print("\(Self.summaryLine(result.backup)); \(Self.domainLine(result.backup.manifest.domain))")
             for disk in result.backup.manifest.disks {
                 if let line = ChangeTrackingText.line(disk) { print("  \(disk.name): \(line)") }
             }
         }
+        return result.backup.manifest
     }
 
     /// How a domain was read, for the summary line.
@@ -197,7 +214,7 @@ struct BackupCommand: ParsableCommand {
     private static let showProgress: @Sendable (BackupProgress) -> Void = { p in
         let percent = p.bytesTotal == 0 ? 100 : Int(Double(p.bytesDone) * 100 / Double(p.bytesTotal))
         Terminal.progress(
-            "\(p.disk): \(percent)% of \(Units.formatBytes(p.bytesTotal)), \(Units.formatBytes(p.bytesNew)) new, \(rate(p.bytesDone, p.seconds))"
+            "\(p.disk): \(percent)% of \(Units.formatBytes(p.bytesTotal)) allocated (\(Units.formatBytes(p.virtualSize)) disk), \(Units.formatBytes(p.bytesNew)) new, \(rate(p.bytesDone, p.seconds))"
         )
     }
 

@@ -14,7 +14,8 @@ struct Cairn: ParsableCommand {
         discussion: """
             Exit codes: 0 success, 1 unexpected failure, 3 repository missing or unusable, 4 not found,
             5 locked by another cairn process, 6 bad source image, 7 damaged data found, 8 output exists,
-            9 I/O error (e.g. disk full), 10 bad archive, 11 libvirt refused or failed, 64 command-line usage error,
+            9 I/O error (e.g. disk full), 10 bad archive, 11 libvirt refused or failed, 12 restore --allow-damaged
+            wrote zeros, 13 `status`: a group is older than --max-age, 64 command-line usage error,
             130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM.
             """,
         version: "0.1.0",
@@ -22,7 +23,7 @@ struct Cairn: ParsableCommand {
             InitCommand.self, BackupCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self,
             VerifyCommand.self, PruneCommand.self, ProtectCommand.self, UnprotectCommand.self, ForgetCommand.self,
             GCCommand.self, RebuildIndexCommand.self, RepairCommand.self, DiffCommand.self, ArchiveCommand.self,
-            ServeCommand.self, DemoCommand.self,
+            ServeCommand.self, StatusCommand.self, DemoCommand.self,
         ]
     )
 }
@@ -61,6 +62,9 @@ struct RepositoryOptions: ParsableArguments {
     func open(warnAboutDamage: Bool = true, loadIndex: Bool = true) throws(CairnError) -> Repository {
         Log.setUp(verbose: verbose)
         let repository = try Repository(path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice)
+        CairnLog.logger.info(
+            "repository opened: \(path), block size \(Units.formatBytes(UInt64(repository.config.blockSize)))"
+        )
         if warnAboutDamage {
             if let warning = repository.configHealth.warning { Terminal.printError("cairn: warning: \(warning)") }
             for segment in repository.store.damagedSegments {
@@ -71,16 +75,22 @@ struct RepositoryOptions: ParsableArguments {
     }
 }
 
+/// swift-log, set up once per process: `-v` logs what cairn does (CairnLog's points in the core:
+/// repository opened, locks taken, disks started and finished, packs committed) to stderr.
 enum Log {
-    nonisolated(unsafe) static var logger = Logger(label: "cairn")
+    nonisolated(unsafe) private static var isSetUp = false
 
     static func setUp(verbose: Bool) {
+        // LoggingSystem.bootstrap may run only once; a command may open several repositories.
+        guard !isSetUp else { return }
+        isSetUp = true
+        let level: Logger.Level = verbose ? .debug : .warning
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = verbose ? .debug : .warning
+            handler.logLevel = level
             return handler
         }
-        logger = Logger(label: "cairn")
+        CairnLog.logger.logLevel = level
     }
 }
 
@@ -129,6 +139,12 @@ enum Terminal {
 
     static let isInteractive = isatty(2) == 1
     nonisolated(unsafe) static var progressShown = false
+    /// `--quiet`: no progress line even on a terminal (set once, before the command runs).
+    nonisolated(unsafe) static var quiet = false
+
+    /// Whether a progress line is shown: backup asks for progress (and walks a file image's
+    /// extents to count its allocated data) only then.
+    static var showsProgress: Bool { isInteractive && !quiet }
 
     static func printError(_ line: String) {
         var text = line
@@ -150,7 +166,7 @@ enum Terminal {
 
     /// Rewrites the progress line on a terminal; prints nothing under cron.
     static func progress(_ line: String) {
-        guard isInteractive else { return }
+        guard isInteractive, !quiet else { return }
         writeStandardError("\r\u{1B}[K\(line)")
         progressShown = true
     }

@@ -31,8 +31,15 @@ struct PruneCommand: ParsableCommand {
     @Flag(help: "Print the decisions as JSON.")
     var json = false
 
+    @Flag(help: "Print nothing but warnings and errors: for cron.")
+    var quiet = false
+
+    @OptionGroup var metrics: MetricsOptions
+
     func run() throws {
-        try runReportingErrors { () throws(CairnError) in
+        try runRecordingMetrics(
+            metrics, command: "prune", repository: repository.path, group: group.count == 1 ? group[0] : ""
+        ) { (run: inout RunMetrics) throws(CairnError) in
             var policy = RetentionPolicy()
             for (name, value) in [
                 ("--keep-last", keepLast), ("--keep-hourly", keepHourly), ("--keep-daily", keepDaily),
@@ -62,6 +69,7 @@ struct PruneCommand: ParsableCommand {
                 print(try JSONCoding.encode(PruneSummary(dryRun: dryRun, groups: results)))
                 return
             }
+            guard !quiet else { return }
             for result in results {
                 for d in result.decisions {
                     print("\(d.keep ? "keep  " : (dryRun ? "remove" : "removed")) \(d.id)  (\(d.reason))")

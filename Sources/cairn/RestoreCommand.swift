@@ -63,11 +63,15 @@ struct RestoreCommand: ParsableCommand {
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
+    @Flag(help: "Print nothing but warnings and errors (no progress, no summary; --json still prints).")
+    var quiet = false
+
     /// Exit status of a restore that `--allow-damaged` completed with zeros in place of damaged
     /// data: the output is incomplete, and a script must be able to tell (restic uses 3 alike).
     static let partialExitCode: Int32 = 12
 
     func run() throws {
+        Terminal.quiet = quiet
         var partial = false
         try runReportingErrors { () throws(CairnError) in
             if let domain {
@@ -97,7 +101,7 @@ struct RestoreCommand: ParsableCommand {
                 guard !settingsWritten!.isEmpty else {
                     throw CairnError(.notFound, "restore point \(pointID) holds no settings files")
                 }
-                if !json { for path in settingsWritten! { print("restored settings file \(path)") } }
+                if !json && !quiet { for path in settingsWritten! { print("restored settings file \(path)") } }
             }
             guard let to else {
                 guard configTo != nil else {
@@ -141,7 +145,7 @@ struct RestoreCommand: ParsableCommand {
                     id: pointID.description, result: result, to: target.path, format: format.rawValue,
                     settings: settingsWritten)
                 summaries.append(summary)
-                if !json {
+                if !json && !quiet {
                     print(
                         "restored \(pointID) disk \(result.disk.name) to \(target.path) (\(format.rawValue)): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written in \(Units.formatDecimal(result.seconds, places: 2)) s"
                     )
@@ -220,6 +224,7 @@ extension RestoreCommand {
             print(try JSONCoding.encode(DomainRestoreSummary(id: pointID.description, result: result)))
             return
         }
+        guard !quiet else { return }
         for disk in result.disks {
             print(
                 "restored \(pointID) disk \(disk.disk.name) to \(result.paths[disk.disk.name] ?? "?"): \(Units.formatBytes(disk.disk.size)), \(Units.formatBytes(disk.bytesWritten)) of data written"

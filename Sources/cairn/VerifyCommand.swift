@@ -24,8 +24,15 @@ struct VerifyCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
+    @Flag(help: "Print nothing when everything is intact (no progress, no verdict line): for cron.")
+    var quiet = false
+
+    @OptionGroup var metrics: MetricsOptions
+
     func run() throws {
-        try runReportingErrors { () throws(CairnError) in
+        Terminal.quiet = quiet
+        try runRecordingMetrics(metrics, command: "verify", repository: repository.path) {
+            (run: inout RunMetrics) throws(CairnError) in
             let repo = try repository.open(warnAboutDamage: false)
             let verifier = RepositoryVerifier(repository: repo)
             if !ids.isEmpty {
@@ -41,6 +48,7 @@ struct VerifyCommand: ParsableCommand {
             }
             let report = try verifier.run()
             Terminal.clearProgress()
+            run.bytesRead = report.bytesChecked
             if json {
                 print(try JSONCoding.encode(report))
             } else {
@@ -84,6 +92,8 @@ struct VerifyCommand: ParsableCommand {
             }
         }
         for warning in report.warnings { Terminal.printError("warning: \(warning)") }
+        // Damage is printed above and fails the command; --quiet drops only the good news.
+        guard !(quiet && report.intact) else { return }
         let verdict = report.intact ? "intact" : "DAMAGED"
         let mb = Double(report.bytesChecked) / 1e6
         let speed = report.seconds > 0 ? Units.formatDecimal(mb / report.seconds, places: 0) : "-"

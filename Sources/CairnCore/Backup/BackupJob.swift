@@ -51,12 +51,17 @@ public struct BackupSource: Sendable {
 }
 
 /// Progress of a running backup, for the terminal's progress line.
+///
+/// `bytesDone` and `bytesTotal` count allocated data (what is not a hole or an unallocated
+/// cluster), not the virtual size, so a sparse disk's progress reaches 100%.
 public struct BackupProgress: Sendable {
     public var disk: String
     public var bytesDone: UInt64
     public var bytesTotal: UInt64
     public var bytesNew: UInt64
     public var seconds: Double
+    /// The disk's virtual size, for the progress line.
+    public var virtualSize: UInt64 = 0
 }
 
 /// What a finished backup reports.
@@ -180,6 +185,8 @@ public final class BackupJob {
                     sampleBlocks: (source.changeTracking ?? changeTracking).sampleBlocks)
                 var diskRead: UInt64 = 0
                 var entry: Manifest.DiskEntry
+                CairnLog.logger.info(
+                    "disk \(source.diskName): started, \(Units.formatBytes(image.virtualSize)) from \(source.path)")
                 do throws(CairnError) {
                     entry = try pass.run(into: &transaction)
                 } catch {
@@ -201,6 +208,9 @@ public final class BackupJob {
                 entry.bytesSkipped = pass.bytesSkipped
                 entry.cbt = disk?.record(used: pass.changes != nil, sampledBlocks: pass.sampledBlocks)
                 disks.append(entry)
+                CairnLog.logger.info(
+                    "disk \(source.diskName): finished, \(Units.formatBytes(diskRead)) read, \(Units.formatBytes(pass.bytesNew)) new, \(entry.changedBlocks) blocks changed"
+                )
                 bytesRead += diskRead
                 bytesNew += pass.bytesNew
             }

@@ -149,6 +149,10 @@ final class DiskBackup: @unchecked Sendable {
         }
 
         let tree = IndexTreeWriter(store: store, encoder: ChunkEncoder(level: store.compressionLevel))
+        // An NBD export's block status is asked for in order, once, by the reader: it is not
+        // walked ahead of time, and its progress counts the virtual size.
+        let countsAllocated = progress != nil && image.info.kind != "nbd"
+        let allocated = countsAllocated ? allocatedBytes() : image.virtualSize
         var lastProgress = 0.0
         var sequence = 0
         writing: do {
@@ -165,13 +169,21 @@ final class DiskBackup: @unchecked Sendable {
                 sequence += 1
                 if let progress, clock.elapsed - lastProgress >= 0.5 {
                     lastProgress = clock.elapsed
-                    let done = min(image.virtualSize, writtenBlocks * UInt64(blockSize))
                     progress(
                         BackupProgress(
-                            disk: name, bytesDone: done, bytesTotal: image.virtualSize, bytesNew: bytesNew,
-                            seconds: clock.elapsed))
+                            disk: name,
+                            bytesDone: min(
+                                allocated, countsAllocated ? allocatedWritten : writtenBlocks * UInt64(blockSize)),
+                            bytesTotal: allocated,
+                            bytesNew: bytesNew, seconds: clock.elapsed, virtualSize: image.virtualSize))
                 }
             }
+        }
+        if let progress, failure.first == nil {
+            progress(
+                BackupProgress(
+                    disk: name, bytesDone: allocated, bytesTotal: allocated, bytesNew: bytesNew,
+                    seconds: clock.elapsed, virtualSize: image.virtualSize))
         }
         free.close()
         toWork.close()
@@ -189,6 +201,29 @@ final class DiskBackup: @unchecked Sendable {
     }
 
     private var writtenBlocks: UInt64 = 0
+    /// Bytes of the blocks written so far that were not holes: progress counts allocated data,
+    /// so a sparse disk's progress runs to 100% instead of stalling where its data ends.
+    private var allocatedWritten: UInt64 = 0
+
+    /// The guest bytes that are not known zeros (what the progress line counts), from the
+    /// image's extents. The walk reads only metadata; on an image so fragmented that it takes
+    /// more than a second, the rest of the disk counts as allocated (an estimate, never an error).
+    private func allocatedBytes() -> UInt64 {
+        let walk = Stopwatch()
+        var position: UInt64 = 0
+        var total: UInt64 = 0
+        while position < image.virtualSize {
+            guard walk.elapsed < 1,
+                let extent = try? image.extent(at: position, maxLength: image.virtualSize - position)
+            else {
+                return total + (image.virtualSize - position)
+            }
+            let length = max(1, min(extent.length, image.virtualSize - position))
+            if !extent.isZero { total += length }
+            position += length
+        }
+        return total
+    }
 
     // MARK: Stages
 
@@ -447,6 +482,7 @@ final class DiskBackup: @unchecked Sendable {
         }
         for i in 0..<batch.count {
             try tree.append(batch.digests[i], into: &transaction)
+            if batch.sources[i] != .hole { allocatedWritten += UInt64(batch.lengths[i]) }
             switch batch.outcomes[i] {
             case .zero:
                 zeroBlocks += 1

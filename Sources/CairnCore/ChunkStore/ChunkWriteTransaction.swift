@@ -97,6 +97,7 @@ public struct ChunkWriteTransaction: ~Copyable {
         }
         // On failure the packs are kept in `finishedPacks`, so that abandoning removes them.
         try store.storage.commit(finishedPacks.map(\.object))
+        CairnLog.logger.info("packs committed: \(finishedPacks.count), with \(unflushed.count) new index entries")
         finishedPacks.removeAll()
         if !unflushed.isEmpty {
             try store.addSegment(entries: unflushed)

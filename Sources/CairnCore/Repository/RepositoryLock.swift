@@ -92,6 +92,9 @@ public final class RepositoryLock {
                     try? file.truncate(to: 0)
                     try? file.write(Array(note.utf8), at: 0)
                 }
+                CairnLog.logger.info(
+                    "lock taken: \(what), \(kind == .shared ? "shared" : "exclusive"), after \(Units.formatDecimal(deadline.elapsed, places: 1)) s"
+                )
                 return file
             }
             guard let wait, deadline.elapsed < wait else {
