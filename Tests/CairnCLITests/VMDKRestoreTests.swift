@@ -112,8 +112,9 @@ struct VMDKRestoreTests {
         _ = Self.run(["init", "--repo", repo])
         _ = Self.run(["backup", "--repo", repo, "--group", "d", image])
         let out = dir.file("out.vmdk")
+        // A raw output (its name says so) has no subformat; `out.vmdk` would be a VMDK by its name.
         let alone = CairnProcess.run([
-            "restore", "--repo", repo, "d@latest", "--to", out, "--subformat", "streamOptimized",
+            "restore", "--repo", repo, "d@latest", "--to", dir.file("out.raw"), "--subformat", "streamOptimized",
         ])
         #expect(alone.status == 64 && alone.stderr.contains("--subformat goes with --format vmdk"), "\(alone.stderr)")
         let unknown = CairnProcess.run([
