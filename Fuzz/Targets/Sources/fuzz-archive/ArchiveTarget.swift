@@ -25,9 +25,11 @@ enum ArchiveTarget {
             let archive = expand(input.rest(), repair: options & 1 != 0)
             _ = ArchiveVerifier.verify([MemoryByteSource(archive, name: "fuzz.cairn")])
             let listing = ArchiveVerifier.list([MemoryByteSource(archive, name: "fuzz.cairn")])
-            if options & 2 != 0, let point = listing.points.first {
+            if options & 2 != 0, let point = listing.points.first,
+                let selector = try? RestorePointSelector(parsing: point.id)
+            {
                 var request = ArchiveRestoreRequest(
-                    point: point.id, disk: nil, destination: "\(scratch.path)/restored.img")
+                    point: selector, disk: nil, destination: "\(scratch.path)/restored.img")
                 request.force = true
                 _ = try? ArchiveRestore(sources: [MemoryByteSource(archive, name: "fuzz.cairn")], request: request)
                     .run()

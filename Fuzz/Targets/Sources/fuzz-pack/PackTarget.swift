@@ -33,7 +33,7 @@ enum PackTarget {
             if let reader = try? PackReader(path: path, id: id) {
                 records = (try? reader.readTable()) ?? reader.scanRecords()
             }
-            guard let opened = try? repository.open(), (try? opened.store.rebuildIndex()) != nil else { return }
+            guard let opened = try? repository.open(), (try? opened.rebuildIndex(wait: nil)) != nil else { return }
 
             var disks: [FuzzRepository.Disk] = []
             for record in records where record.kind == .indexPage && disks.count < maxRestorePoints {
