@@ -56,7 +56,7 @@ enum VMDKRestoreTarget {
 }
 
 /// monolithicSparse output: writes go straight to their grains.
-final class VMDKSparseRestoreTarget: RestoreTarget, @unchecked Sendable {
+final class VMDKSparseRestoreTarget: RestoreTarget, Sendable {
     let writer: VMDKSparseWriter
     let needsZeroWrites = false
 
@@ -73,7 +73,7 @@ final class VMDKSparseRestoreTarget: RestoreTarget, @unchecked Sendable {
 
 /// streamOptimized output: writes land in a sparse scratch file; `finish` compresses its
 /// allocated grains, in order, into the stream, then renames the stream into place.
-final class VMDKStreamRestoreTarget: RestoreTarget, @unchecked Sendable {
+final class VMDKStreamRestoreTarget: RestoreTarget, Sendable {
     let path: String
     let size: UInt64
     let needsZeroWrites = false

@@ -13,6 +13,10 @@
 /// as zeros). The file is written as a temporary beside `path` and renamed into place by
 /// `finish`, after an fsync. Memory: the bitmap plus one prefix count per 512 grains, and one
 /// grain directory (4 bytes per 32 MiB of disk).
+/// `@unchecked Sendable`: restore workers call `write` from several threads at once, each at
+/// its own grains (positional `pwrite` on one `File`, itself safe to share); the one mutable
+/// field, `file`, is set only by `init` and cleared by `finish`/`discard`, which run after every
+/// worker has returned.
 final class VMDKSparseWriter: @unchecked Sendable {
     static let grainSectors: UInt64 = 128
     static let grainBytes: UInt64 = grainSectors * 512
