@@ -80,26 +80,22 @@ enum Passphrase {
     }
 
     static func fromCommand(_ command: String, option: String) throws(CairnError) -> [UInt8] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
-        let output = Pipe()
-        process.standardOutput = output
-        do {
-            try process.run()
+        let outcome: ChildProcess.Outcome
+        do throws(CairnError) {
+            outcome = try ChildProcess.run("/bin/sh", ["-c", command], maxOutput: maxLength + 1)
         } catch {
-            throw CairnError(.usage, "cannot run the \(option)", cause: "\(error)")
+            throw CairnError(.usage, "cannot run the \(option)", cause: error.description)
         }
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
+        guard outcome.status == 0 else {
+            let said = String(decoding: outcome.errorOutput, as: UTF8.self).split(whereSeparator: \.isNewline).first
             throw CairnError(
-                .usage, "the \(option) exited with status \(process.terminationStatus): no passphrase was read")
+                .usage, "the \(option) exited with status \(outcome.status): no passphrase was read",
+                cause: said.map(String.init))
         }
-        guard data.count <= maxLength else {
+        guard outcome.output.count <= maxLength else {
             throw CairnError(.usage, "the \(option) printed more than \(maxLength) bytes: that is not a passphrase")
         }
-        return try checked(trimmed([UInt8](data)), source: "the \(option)")
+        return try checked(trimmed(outcome.output), source: "the \(option)")
     }
 
     /// Asks on the controlling terminal with echo off (twice when `confirm`).
