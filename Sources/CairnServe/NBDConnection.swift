@@ -512,8 +512,8 @@ final class NBDConnection: ChannelDuplexHandler {
     }
 
     private func startRead(_ header: NBDRequestHeader, export: NBDExport) {
-        guard let context else { return }
-        let allocator = context.channel.allocator
+        guard context != nil else { return }
+        let allocator = ReplyBuffers.allocator
         let structured = self.structured
         let reader = export.reader
         let cost = Int(header.length) + NBDProtocol.structuredReplyHeaderSize + 8
