@@ -136,6 +136,8 @@ sparse = open(f"{tmp}/sparse.vmdk", "rb").read()
 put("vmdk", "descriptor-sparse", pair(descriptor("twoGbMaxExtentSparse", 'RW 512 SPARSE "extent.vmdk"'), sparse))
 put("vmdk", "descriptor-alone", b"\0" + descriptor("monolithicFlat", "RW 64 ZERO"))
 PY
+# ESXi's delta formats (vmfsSparse, SEsparse), which qemu-img cannot make: written by hand.
+python3 "$here/make-vmdk-delta-corpus.py" "$here/Corpus"
 du -sh "$here/Corpus"/* >&2
 # The NBD targets' seeds are whole protocol conversations, built from the spec.
 python3 "$here/make-nbd-corpus.py" "$here/Corpus"

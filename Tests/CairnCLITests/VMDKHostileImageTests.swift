@@ -3,8 +3,9 @@ import CairnTestSupport
 import Foundation
 import Testing
 
-/// Hostile and malformed VMDK images, made by patching real qemu-img images at test time. Each
-/// must be refused by `cairn backup` with exit 6 and one line naming the field, quickly.
+/// Hostile and malformed VMDK images, made by patching real qemu-img images (and hand-made ESXi
+/// deltas) at test time. Each must be refused by `cairn backup` with exit 6 and one line naming
+/// the field, quickly.
 @Suite("vmdk reader refuses hostile images", .timeLimit(.minutes(2)))
 struct VMDKHostileImageTests {
     struct Case: Sendable, CustomStringConvertible {
@@ -182,6 +183,188 @@ struct VMDKHostileImageTests {
         },
     ]
 
+    /// Byte offset of the first grain table of `cowd-delta.vmdk` (which holds grains 8 and 9).
+    static func cowdTable(_ directory: String) throws -> UInt64 {
+        let image = directory + "/cowd-delta.vmdk"
+        return UInt64(try F.readU32(image, at: UInt64(try F.readU32(image, at: 20)) * 512)) * 512
+    }
+
+    /// vmfsSparse (COWD) deltas: `cowd.vmdk` over the vmfs disk `esxi.vmdk`.
+    static let cowdCases: [Case] = [
+        Case(description: "COWD truncated header", image: "cowd.vmdk", expected: "header is truncated") {
+            try File.open($0 + "/cowd-delta.vmdk", .readWrite).truncate(to: 1000)
+        },
+        Case(description: "COWD bad magic", image: "cowd.vmdk", expected: "does not start with COWD") {
+            try F.patch($0 + "/cowd-delta.vmdk", at: 0, Array("CAWD".utf8))
+        },
+        Case(description: "COWD version 2", image: "cowd.vmdk", expected: "version at offset 4 is 2") {
+            try F.patchU32($0 + "/cowd-delta.vmdk", at: 4, 2)
+        },
+        Case(description: "COWD unknown flag", image: "cowd.vmdk", expected: "flags at offset 8 are 0x13") {
+            try F.patchU32($0 + "/cowd-delta.vmdk", at: 8, 0x13)
+        },
+        Case(description: "COWD marked inconsistent", image: "cowd.vmdk", expected: "inconsistent") {
+            try F.patchU32($0 + "/cowd-delta.vmdk", at: 8, 7)
+        },
+        Case(description: "COWD grain of 3 sectors", image: "cowd.vmdk", expected: "granularity at offset 16") {
+            try F.patchU32($0 + "/cowd-delta.vmdk", at: 16, 3)
+        },
+        Case(description: "COWD capacity is not the extent size", image: "cowd.vmdk", expected: "capacity is not") {
+            try F.patchU32($0 + "/cowd-delta.vmdk", at: 12, F.readU32($0 + "/cowd-delta.vmdk", at: 12) - 1)
+        },
+        Case(description: "COWD grain directory beyond EOF", image: "cowd.vmdk", expected: "rootOffset at offset 20") {
+            try F.patchU32($0 + "/cowd-delta.vmdk", at: 20, 0x7FFF_FFFF)
+        },
+        Case(description: "COWD grain directory in the header", image: "cowd.vmdk", expected: "rootOffset at offset 20")
+        {
+            try F.patchU32($0 + "/cowd-delta.vmdk", at: 20, 1)
+        },
+        Case(description: "COWD directory too short", image: "cowd.vmdk", expected: "numRootEntries at offset 24") {
+            try F.patchU32($0 + "/cowd-delta.vmdk", at: 24, 0)
+        },
+        Case(description: "COWD directory too long", image: "cowd.vmdk", expected: "numRootEntries at offset 24") {
+            try F.patchU32($0 + "/cowd-delta.vmdk", at: 24, 0xFFFF_FFFF)
+        },
+        Case(
+            description: "COWD grain table beyond EOF", image: "cowd.vmdk",
+            expected: "grain table at sector 16777215, beyond"
+        ) {
+            let image = $0 + "/cowd-delta.vmdk"
+            try F.patchU32(image, at: UInt64(try F.readU32(image, at: 20)) * 512, 0x00FF_FFFF)
+        },
+        Case(description: "COWD grain table in the header", image: "cowd.vmdk", expected: "inside the header") {
+            let image = $0 + "/cowd-delta.vmdk"
+            try F.patchU32(image, at: UInt64(try F.readU32(image, at: 20)) * 512, 2)
+        },
+        Case(description: "COWD grain beyond EOF", image: "cowd.vmdk", expected: "grain at sector 16777215, beyond") {
+            try F.patchU32($0 + "/cowd-delta.vmdk", at: try cowdTable($0) + 8 * 4, 0x00FF_FFFF)
+        },
+        Case(
+            description: "COWD grain over the directory", image: "cowd.vmdk",
+            expected: "inside the header or the grain directory"
+        ) {
+            let image = $0 + "/cowd-delta.vmdk"
+            try F.patchU32(image, at: try cowdTable($0) + 9 * 4, try F.readU32(image, at: 20))
+        },
+        Case(description: "COWD grains cut off", image: "cowd.vmdk", expected: "the file is truncated") {
+            let image = $0 + "/cowd-delta.vmdk"
+            try File.open(image, .readWrite).truncate(to: try cowdTable($0) + 16384)
+        },
+        Case(description: "COWD chain loop", image: "cowd.vmdk", expected: "makes a loop") {
+            try text($0, "cowd.vmdk", replace("parentFileNameHint=\"esxi.vmdk\"", "parentFileNameHint=\"cowd.vmdk\""))
+        },
+        Case(description: "COWD delta in a vmfs createType", image: "cowd.vmdk", expected: "cannot hold") {
+            try text($0, "cowd.vmdk", replace("createType=\"vmfsSparse\"", "createType=\"vmfs\""))
+        },
+        Case(description: "COWD extent alone", image: "cowd-delta.vmdk", expected: "back up the descriptor") { _ in },
+    ]
+
+    /// Byte offset of the grain table of `se-sesparse.vmdk` (which holds grain 2 and zero grain 3).
+    static func seTable(_ directory: String) throws -> UInt64 {
+        let image = directory + "/se-sesparse.vmdk"
+        let entry = try F.readU64(image, at: try F.readU64(image, at: 128) * 512)
+        return (try F.readU64(image, at: 144) + (entry & 0xFFFF_FFFF) * 64) * 512
+    }
+
+    /// SEsparse deltas: `se.vmdk` over the vmfs disk `esxi.vmdk`.
+    static let seSparseCases: [Case] = [
+        Case(description: "SEsparse truncated header", image: "se.vmdk", expected: "const header is truncated") {
+            try File.open($0 + "/se-sesparse.vmdk", .readWrite).truncate(to: 100)
+        },
+        Case(description: "SEsparse bad magic", image: "se.vmdk", expected: "does not start with the SEsparse magic") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 0, 0xCAFE_D00D)
+        },
+        Case(description: "SEsparse version", image: "se.vmdk", expected: "version at offset 8 is 0x300000001") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 8, 0x3_0000_0001)
+        },
+        Case(description: "SEsparse huge capacity", image: "se.vmdk", expected: "capacity at offset 16") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 16, 1 << 38)
+        },
+        Case(description: "SEsparse capacity is not the extent size", image: "se.vmdk", expected: "capacity is not") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 16, F.readU64($0 + "/se-sesparse.vmdk", at: 16) + 8)
+        },
+        Case(description: "SEsparse 8 KiB grains", image: "se.vmdk", expected: "grainSize at offset 24") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 24, 16)
+        },
+        Case(
+            description: "SEsparse grain tables of 128 sectors", image: "se.vmdk",
+            expected: "grainTableSize at offset 32"
+        ) {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 32, 128)
+        },
+        Case(description: "SEsparse flags", image: "se.vmdk", expected: "flags at offset 40") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 40, 1)
+        },
+        Case(description: "SEsparse reserved field", image: "se.vmdk", expected: "reserved field at offset 56") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 56, 1)
+        },
+        Case(description: "SEsparse header padding", image: "se.vmdk", expected: "padding from offset 208") {
+            try F.patch($0 + "/se-sesparse.vmdk", at: 300, [1])
+        },
+        Case(
+            description: "SEsparse region offset beyond any file", image: "se.vmdk",
+            expected: "grains region at offsets 192"
+        ) {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 192, 1 << 50)
+        },
+        Case(description: "SEsparse regions overlap", image: "se.vmdk", expected: "overlaps the grainDirectory region")
+        {
+            let image = $0 + "/se-sesparse.vmdk"
+            try F.patchU64(image, at: 144, try F.readU64(image, at: 128))
+        },
+        Case(description: "SEsparse region in the const header", image: "se.vmdk", expected: "after the const header") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 128, 0)
+        },
+        Case(description: "SEsparse directory too short", image: "se.vmdk", expected: "entries are needed") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 16, 1 << 32)
+            try text($0, "se.vmdk") {
+                $0.replacingOccurrences(
+                    of: #"RW [0-9]+ SESPARSE"#, with: "RW 4294967296 SESPARSE", options: .regularExpression)
+            }
+        },
+        Case(description: "SEsparse grain directory beyond EOF", image: "se.vmdk", expected: "grainDirectory at sector")
+        {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 128, 1 << 39)
+        },
+        Case(
+            description: "SEsparse volatile header magic", image: "se.vmdk",
+            expected: "volatile header at sector 1 magic"
+        ) {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 512, 0)
+        },
+        Case(description: "SEsparse dirty journal", image: "se.vmdk", expected: "journal must be replayed") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: 512 + 24, 1)
+        },
+        Case(description: "SEsparse directory entry type", image: "se.vmdk", expected: "top 32 bits") {
+            let image = $0 + "/se-sesparse.vmdk"
+            try F.patchU64(image, at: try F.readU64(image, at: 128) * 512, 0x2000_0000_0000_0000)
+        },
+        Case(
+            description: "SEsparse table beyond its region", image: "se.vmdk", expected: "beyond the grain table region"
+        ) {
+            let image = $0 + "/se-sesparse.vmdk"
+            try F.patchU64(image, at: try F.readU64(image, at: 128) * 512, 0x1000_0000_00FF_FFFF)
+        },
+        Case(description: "SEsparse grain table entry type 5", image: "se.vmdk", expected: "has type 5") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: try seTable($0) + 2 * 8, 0x5000_0000_0000_0000)
+        },
+        Case(description: "SEsparse unallocated entry with bits", image: "se.vmdk", expected: "other bits set") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: try seTable($0) + 10 * 8, 7)
+        },
+        Case(description: "SEsparse grain beyond its region", image: "se.vmdk", expected: "beyond the grain region") {
+            try F.patchU64($0 + "/se-sesparse.vmdk", at: try seTable($0) + 2 * 8, 0x3000_0000_00FF_FFFF)
+        },
+        Case(description: "SEsparse grains cut off", image: "se.vmdk", expected: "the file is truncated") {
+            let image = $0 + "/se-sesparse.vmdk"
+            try File.open(image, .readWrite).truncate(to: try seTable($0) + 32768)
+        },
+        Case(description: "SEsparse extent alone", image: "se-sesparse.vmdk", expected: "back up the descriptor") { _ in
+        },
+    ]
+
+    /// Every case: the hosted formats' and the ESXi deltas'.
+    static let allCases = cases + cowdCases + seSparseCases
+
     /// Makes the good image `image` (and what it needs) that a case starts from; small, so cheap.
     static func makeFixture(_ image: String, in directory: String) throws {
         switch image {
@@ -193,6 +376,15 @@ struct VMDKHostileImageTests {
             try makeFixture("sparse.vmdk", in: directory)
             try F.sh("qemu-img convert -O vmdk -o subformat=streamOptimized sparse.vmdk stream.vmdk", in: directory)
             try F.toVMwareStreamLayout(directory + "/stream.vmdk", directory + "/vmware.vmdk")
+        case "cowd.vmdk", "cowd-delta.vmdk", "se.vmdk", "se-sesparse.vmdk":
+            try VMDKFixtures.makeVMFSBase("esxi", size: 2 << 20, in: directory)
+            let grain = [UInt8](repeating: 0xD5, count: 512)
+            try VMDKFixtures.writeDelta(
+                .vmfsSparse, named: "cowd", sectors: 4096, grains: [8: .data(grain), 9: .data(grain)],
+                parent: "esxi.vmdk", in: directory)
+            try VMDKFixtures.writeDelta(
+                .seSparse, named: "se", sectors: 4096, grains: [2: .data(grain), 3: .zero], parent: "esxi.vmdk",
+                in: directory)
         default:  // child.vmdk over base.vmdk; deep17.vmdk is built on base.vmdk by its case
             try F.make("base.vmdk", subformat: "monolithicSparse", size: 2 << 20, in: directory)
             try F.sh("qemu-img create -q -f vmdk -b base.vmdk -F vmdk child.vmdk", in: directory)
@@ -201,18 +393,21 @@ struct VMDKHostileImageTests {
 
     @Test func fixturesAreAcceptedUnpatched() throws {
         let dir = TemporaryDirectory("cairn-vmdk-bad")
-        for image in ["sparse.vmdk", "flat.vmdk", "split.vmdk", "vmware.vmdk", "child.vmdk"] {
+        for image in ["sparse.vmdk", "flat.vmdk", "split.vmdk", "vmware.vmdk", "child.vmdk", "cowd.vmdk"] {
             try Self.makeFixture(image, in: dir.path)
         }
         let repo = dir.file("repo")
         #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
-        for image in ["sparse.vmdk", "flat.vmdk", "split.vmdk", "stream.vmdk", "vmware.vmdk", "child.vmdk"] {
+        for image in [
+            "sparse.vmdk", "flat.vmdk", "split.vmdk", "stream.vmdk", "vmware.vmdk", "child.vmdk", "cowd.vmdk",
+            "se.vmdk",
+        ] {
             let backup = CairnProcess.run(["backup", "--repo", repo, "--group", "g", dir.file(image)])
             #expect(backup.status == 0, "\(image): \(backup.stderr)")
         }
     }
 
-    @Test(arguments: cases)
+    @Test(arguments: allCases)
     func isRefusedWithOneLine(_ hostile: Case) throws {
         let dir = TemporaryDirectory("cairn-vmdk-bad")
         try Self.makeFixture(hostile.image, in: dir.path)

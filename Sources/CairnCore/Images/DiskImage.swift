@@ -86,7 +86,7 @@ public enum ImageFormat: String, Sendable, CaseIterable {
 /// Opens an image by path or NBD URI, detecting a file's format by magic unless one is forced.
 ///
 /// Detection refuses rather than guesses (see `ImageSignature`): a VHDX, VDI, LUKS, QED, VHD,
-/// Parallels, DMG, Bochs, qcow (version 1) or ESXi COWD image is refused by name, and so is a file
+/// Parallels, DMG, Bochs or qcow (version 1) image is refused by name, and so is a file
 /// whose name claims a format its bytes lack (`vm.qcow2` without qcow2's magic, a damaged header
 /// most likely). `--format raw` (`format: .raw`) reads any file as raw bytes.
 public enum DiskImageOpener {

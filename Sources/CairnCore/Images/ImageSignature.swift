@@ -9,7 +9,8 @@
 /// finds by file name.
 public enum ImageSignature: Equatable, Sendable {
     case qcow2
-    /// A hosted sparse extent (`KDMV`) or a text descriptor: read by the VMDK reader.
+    /// A hosted sparse extent (`KDMV`), a text descriptor, or an ESXi delta extent (`COWD`,
+    /// SEsparse): read by the VMDK reader.
     case vmdk
     case foreign(ForeignImageFormat)
     /// No known signature: the bytes are taken as a raw disk.
@@ -41,8 +42,9 @@ public enum ImageSignature: Equatable, Sendable {
             return .qcow2
         }
         if head.starts(with: VMDKSparseHeader.magic) || VMDKDescriptor.looksLikeDescriptor(head) { return .vmdk }
-        // ESXi's own delta format (vmfsSparse), which the VMDK reader does not read.
-        if starts("COWD") { return .foreign(.vmdk) }
+        // ESXi's snapshot delta extents (vmfsSparse, SEsparse): the VMDK reader reads them
+        // through their descriptor, and says so when given the extent alone.
+        if head.starts(with: VMDKCOWDHeader.magic) || VMDKImage.isSESparse(head) { return .vmdk }
         if starts("vhdxfile") { return .foreign(.vhdx) }
         if head.starts(with: [0x4C, 0x55, 0x4B, 0x53, 0xBA, 0xBE]) { return .foreign(.luks) }
         if head.starts(with: [0x51, 0x45, 0x44, 0x00]) { return .foreign(.qed) }
@@ -113,6 +115,8 @@ public enum ForeignImageFormat: String, Sendable, CaseIterable {
     public var name: String {
         switch self {
         case .qcow1: return "qcow (version 1)"
+        // No longer returned: COWD deltas are read through their descriptor (the case stays, as
+        // public API).
         case .vmdk: return "VMDK vmfsSparse (COWD) delta"
         case .vhdx: return "VHDX"
         case .vdi: return "VDI"

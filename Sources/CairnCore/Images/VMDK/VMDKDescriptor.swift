@@ -1,10 +1,11 @@
 /// A VMDK descriptor: the text that names a disk's extents, its content id and its parent.
 ///
-/// It is a separate small file (monolithicFlat, twoGbMax*, vmfs) or text embedded in a hosted
-/// sparse extent (monolithicSparse, streamOptimized). Parsed strictly, unlike QEMU (which finds
-/// keys with `strstr` and silently skips extent lines it does not know, shortening the disk):
-/// every line is a comment, a header key, an extent line or a `ddb.` line, each key once, or the
-/// descriptor is refused naming the line. Format: VMware "Virtual Disk Format 5.0" and
+/// It is a separate small file (monolithicFlat, twoGbMax*, vmfs, ESXi's vmfsSparse and seSparse
+/// snapshot deltas) or text embedded in a hosted sparse extent (monolithicSparse,
+/// streamOptimized). Parsed strictly, unlike QEMU (which finds keys with `strstr` and silently
+/// skips extent lines it does not know, shortening the disk): every line is a comment, a header
+/// key, an extent line or a `ddb.` line, each key once, or the descriptor is refused naming the
+/// line. Format: VMware "Virtual Disk Format 5.0" and
 /// `/work/shared/research/encryption-and-vmdk.md` B.1; docs/FORMAT.md, "VMDK sources".
 struct VMDKDescriptor: Equatable {
     /// Descriptors larger than this are refused (QEMU reads at most 1 MiB too).
@@ -14,12 +15,24 @@ struct VMDKDescriptor: Equatable {
     /// `parentCID` of a disk without a parent.
     static let noParent: UInt32 = 0xFFFF_FFFF
 
-    /// The createTypes read; others (device-backed, ESXi delta formats, custom) are refused by name.
+    /// The createTypes read; others (device-backed, raw-device, custom) are refused by name.
     static let createTypes: Set<String> = [
         "monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized",
-        "vmfs", "vmfsThin", "vmfsPreallocated", "vmfsEagerZeroedThick",
+        "vmfs", "vmfsThin", "vmfsPreallocated", "vmfsEagerZeroedThick", "vmfsSparse", "seSparse",
     ]
     static let sparseCreateTypes: Set<String> = ["monolithicSparse", "twoGbMaxExtentSparse", "streamOptimized"]
+
+    /// The extent types a descriptor of `createType` may hold: hosted sparse disks SPARSE
+    /// extents, ESXi's snapshot deltas only their own format, flat disks FLAT and VMFS ones;
+    /// any of them ZERO extents except the deltas.
+    static func extentTypes(for createType: String) -> [ExtentType] {
+        switch createType {
+        case "vmfsSparse": return [.vmfsSparse]
+        case "seSparse": return [.seSparse]
+        case _ where sparseCreateTypes.contains(createType): return [.sparse, .zero]
+        default: return [.flat, .vmfs, .zero]
+        }
+    }
 
     enum Access: String, Equatable {
         case readWrite = "RW"
@@ -31,6 +44,7 @@ struct VMDKDescriptor: Equatable {
         case vmfs = "VMFS"
         case sparse = "SPARSE"
         case vmfsSparse = "VMFSSPARSE"
+        case seSparse = "SESPARSE"
         case zero = "ZERO"
     }
 
@@ -129,7 +143,7 @@ struct VMDKDescriptor: Equatable {
         guard createTypes.contains(createType) else {
             throw bad(
                 "createType is \"\(createType)\": Cairn reads \(createTypes.sorted().joined(separator: ", ")) "
-                    + "(device-backed, raw-device and ESXi delta disks are not read)")
+                    + "(device-backed and raw-device disks are not read)")
         }
         if let encoding = header["encoding"], !["UTF-8", "utf-8", "windows-1252"].contains(encoding) {
             throw bad("encoding is \"\(encoding)\": only UTF-8 is read")
@@ -142,10 +156,9 @@ struct VMDKDescriptor: Equatable {
             throw bad("names a parentFileNameHint but parentCID is ffffffff (no parent)")
         }
         guard !extents.isEmpty else { throw bad("has no extent lines") }
-        let sparse = sparseCreateTypes.contains(createType)
+        let allowed = extentTypes(for: createType)
         for (index, extent) in extents.enumerated() {
-            let allowed: [ExtentType] = sparse ? [.sparse, .zero] : [.flat, .vmfs, .zero]
-            guard allowed.contains(extent.type) || (extent.type == .vmfsSparse && !sparse) else {
+            guard allowed.contains(extent.type) else {
                 throw bad(
                     "extent \(index + 1) is \(extent.type.rawValue), which createType \"\(createType)\" cannot hold")
             }
@@ -198,7 +211,6 @@ struct VMDKDescriptor: Equatable {
             if ["VMFSRDM", "VMFSRAW"].contains(typeWord) {
                 throw badLine("is a \(typeWord) extent: raw-device and device-backed disks are not read")
             }
-            if typeWord == "SESPARSE" { throw badLine("is a SESPARSE extent: ESXi seSparse deltas are not read yet") }
             throw badLine("has an unknown extent type \(typeWord)")
         }
         if type == .zero {

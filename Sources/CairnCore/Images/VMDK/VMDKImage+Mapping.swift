@@ -1,6 +1,7 @@
 /// The extent and grain walk: what one guest range maps to, and the `DiskImage` reads built on it.
 extension VMDKImage {
-    /// Where a run of guest bytes comes from. A run never crosses an extent or a grain.
+    /// Where a run of guest bytes comes from. A run never crosses an extent, a grain table or a
+    /// compressed grain.
     enum RunSource: Equatable {
         /// Not allocated in this layer: the parent, or zeros.
         case parent
@@ -40,13 +41,11 @@ extension VMDKImage {
         case .flat(_, let base):
             return Run(part: index, source: .data(host: base + inPart), length: toPartEnd)
         case .sparse(let extent):
-            let grainBytes = extent.header.grainBytes
-            let length = min(grainBytes - inPart % grainBytes, toPartEnd)
-            switch try extent.grain(at: inPart) {
+            let (grain, length) = try extent.run(at: inPart, limit: toPartEnd)
+            switch grain {
             case .unallocated: return Run(part: index, source: .parent, length: length)
             case .zero: return Run(part: index, source: .zero, length: length)
-            case .data(let byteOffset):
-                return Run(part: index, source: .data(host: byteOffset + inPart % grainBytes), length: length)
+            case .data(let byteOffset): return Run(part: index, source: .data(host: byteOffset), length: length)
             case .compressed(let sector): return Run(part: index, source: .compressed(sector: sector), length: length)
             }
         }
@@ -136,8 +135,10 @@ extension VMDKImage {
                     )
                 }
             case .compressed(let sector):
-                guard case .sparse(let extent) = part.storage else { preconditionFailure("compressed runs are sparse") }
-                try extent.readCompressed(into: slice(buffer, done, length), sector: sector, at: guest - part.start)
+                guard case .sparse(let extent) = part.storage, let hosted = extent as? VMDKSparseExtent else {
+                    preconditionFailure("compressed runs are in hosted sparse extents")
+                }
+                try hosted.readCompressed(into: slice(buffer, done, length), sector: sector, at: guest - part.start)
             }
             done += length
         }

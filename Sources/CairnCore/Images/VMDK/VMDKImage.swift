@@ -1,9 +1,10 @@
 /// A VMDK disk's guest view: exactly what `qemu-img convert -O raw` produces, or a refusal.
 ///
-/// Opens a text descriptor (monolithicFlat, twoGbMaxExtent*, ESXi `vmfs*` with `-flat.vmdk`) or a
-/// hosted sparse file with its embedded descriptor (monolithicSparse, streamOptimized), maps
-/// each extent (flat, sparse, zero) into the guest address space, and follows
-/// `parentFileNameHint` for grains a snapshot child does not hold. The files are opened read-only
+/// Opens a text descriptor (monolithicFlat, twoGbMaxExtent*, ESXi `vmfs*` with `-flat.vmdk`,
+/// ESXi's `vmfsSparse` and `seSparse` snapshot deltas) or a hosted sparse file with its embedded
+/// descriptor (monolithicSparse, streamOptimized), maps each extent (flat, hosted sparse, COWD,
+/// SEsparse, zero) into the guest address space, and follows `parentFileNameHint` for grains a
+/// snapshot child does not hold. The files are opened read-only
 /// and never changed. Where QEMU is lax (it skips extent lines it does not know, shortening the
 /// disk; it does not check marker LBAs or the redundant directory) this reader refuses with one
 /// `.badImage` error naming the field. Formats: docs/FORMAT.md, "VMDK sources".
@@ -19,7 +20,9 @@ public final class VMDKImage: DiskImage {
         /// Raw bytes of `file` from `base`; holes found with SEEK_DATA/SEEK_HOLE.
         case flat(file: File, base: UInt64)
         case zero
-        case sparse(VMDKSparseExtent)
+        /// A hosted sparse (`VMDKSparseExtent`), vmfsSparse (`VMDKCOWDExtent`) or SEsparse
+        /// (`VMDKSESparseExtent`) extent.
+        case sparse(any VMDKGrainTables)
     }
 
     struct Part {
@@ -39,8 +42,12 @@ public final class VMDKImage: DiskImage {
     let parentChain: [String]
 
     public var info: SourceImageInfo {
+        // A hosted sparse grain is a layout worth keeping in a qcow2 restore; ESXi's 512-byte
+        // COWD and 4 KiB SEsparse grains are not.
         let grain = parts.lazy.compactMap { part -> UInt64? in
-            if case .sparse(let extent) = part.storage { return extent.header.grainBytes }
+            if case .sparse(let extent) = part.storage, let hosted = extent as? VMDKSparseExtent {
+                return hosted.header.grainBytes
+            }
             return nil
         }.first
         return SourceImageInfo(
@@ -82,6 +89,11 @@ public final class VMDKImage: DiskImage {
                 throw bad("descriptor file is \(fileSize) bytes, more than the \(VMDKDescriptor.maxBytes) allowed")
             }
             descriptor = try VMDKDescriptor.parse(try file.readBytes(count: Int(fileSize), at: 0), source: path)
+        } else if head.starts(with: VMDKCOWDHeader.magic) || VMDKImage.isSESparse(head) {
+            let kind = head.starts(with: VMDKCOWDHeader.magic) ? "vmfsSparse (COWD)" : "SEsparse"
+            throw bad(
+                "file is an ESXi \(kind) snapshot delta extent, which holds only the changed grains: back up the descriptor that names it (\"disk-000001.vmdk\" for \"disk-000001-delta.vmdk\" or \"-sesparse.vmdk\"), which also names its parent"
+            )
         } else {
             throw bad("file starts with neither KDMV nor \"# Disk DescriptorFile\"")
         }
@@ -109,7 +121,7 @@ public final class VMDKImage: DiskImage {
                 throw bad(
                     "embedded descriptor's extent is \(descriptor.extents[0].type.rawValue), not this SPARSE file")
             }
-            try Self.checkCapacity(ownExtent, descriptor.extents[0], field: "descriptor extent 1", bad)
+            try Self.checkCapacity(ownExtent.header.capacity, descriptor.extents[0], field: "descriptor extent 1", bad)
             try Self.checkCompression(ownExtent, descriptor, field: "descriptor extent 1", bad)
             virtualSize = descriptor.extents[0].sectors * 512
             parts = [Part(start: 0, length: virtualSize, storage: .sparse(ownExtent))]
@@ -151,6 +163,14 @@ public final class VMDKImage: DiskImage {
         var parts: [Part] = []
         var start: UInt64 = 0
         var directoryEntries: UInt64 = 0
+        /// Counts an extent's grain directory entries against the image's bound.
+        func countEntries(_ entries: UInt64, _ field: String) throws(CairnError) {
+            directoryEntries += entries
+            guard directoryEntries <= maxDirectoryEntries else {
+                throw bad(
+                    "\(field): the sparse extents need more than \(maxDirectoryEntries) grain directory entries in all")
+            }
+        }
         for (index, extent) in descriptor.extents.enumerated() {
             let field = "descriptor extent \(index + 1)"
             let length = extent.sectors * 512
@@ -181,18 +201,34 @@ public final class VMDKImage: DiskImage {
                 let extentFile = try File.open(resolved, .readOnly)
                 let size = try extentFile.size()
                 let header = try VMDKSparseHeader.parse(extentFile, at: 0, fileSize: size)
-                directoryEntries += header.directoryEntries
-                guard directoryEntries <= maxDirectoryEntries else {
-                    throw bad(
-                        "\(field): the sparse extents need more than \(maxDirectoryEntries) grain directory entries in all"
-                    )
-                }
+                try countEntries(header.directoryEntries, field)
                 let sparse = try VMDKSparseExtent(file: extentFile, fileSize: size, header: header)
-                try checkCapacity(sparse, extent, field: field, bad)
+                try checkCapacity(sparse.header.capacity, extent, field: field, bad)
                 try checkCompression(sparse, descriptor, field: field, bad)
                 parts.append(Part(start: start, length: length, storage: .sparse(sparse)))
             case .vmfsSparse:
-                throw bad("\(field) is a VMFSSPARSE (COWD) delta: ESXi snapshot deltas are not read yet")
+                let extentFile = try File.open(resolved, .readOnly)
+                let size = try extentFile.size()
+                let head = try extentFile.readBytes(count: Int(min(size, 4)), at: 0)
+                guard head.starts(with: VMDKCOWDHeader.magic) else {
+                    throw bad("\(field) is VMFSSPARSE but its file \"\(name)\" does not start with COWD")
+                }
+                let header = try VMDKCOWDHeader.parse(extentFile, fileSize: size)
+                try countEntries(header.directoryEntries, field)
+                try checkCapacity(header.capacity, extent, field: field, bad)
+                let delta = try VMDKCOWDExtent(file: extentFile, fileSize: size, header: header)
+                parts.append(Part(start: start, length: length, storage: .sparse(delta)))
+            case .seSparse:
+                let extentFile = try File.open(resolved, .readOnly)
+                let size = try extentFile.size()
+                guard isSESparse(try extentFile.readBytes(count: Int(min(size, 8)), at: 0)) else {
+                    throw bad("\(field) is SESPARSE but its file \"\(name)\" does not start with the SEsparse magic")
+                }
+                let header = try VMDKSESparseHeader.parse(extentFile, fileSize: size)
+                try countEntries(header.directoryEntries, field)
+                try checkCapacity(header.capacity, extent, field: field, bad)
+                let delta = try VMDKSESparseExtent(file: extentFile, fileSize: size, header: header)
+                parts.append(Part(start: start, length: length, storage: .sparse(delta)))
             }
             start += length
         }
@@ -200,14 +236,21 @@ public final class VMDKImage: DiskImage {
 
     }
 
+    /// A sparse extent's header capacity (in sectors) must be its extent line's size: QEMU takes
+    /// the header's, which would shift every later extent.
     private static func checkCapacity(
-        _ sparse: VMDKSparseExtent, _ extent: VMDKDescriptor.Extent, field: String, _ bad: (String) -> CairnError
+        _ capacity: UInt64, _ extent: VMDKDescriptor.Extent, field: String, _ bad: (String) -> CairnError
     ) throws(CairnError) {
-        guard sparse.header.capacity == extent.sectors else {
+        guard capacity == extent.sectors else {
             throw bad(
-                "\(field) is \(extent.sectors) sectors but its sparse header's capacity is \(sparse.header.capacity): the capacity is not the extent's size"
+                "\(field) is \(extent.sectors) sectors but its sparse header's capacity is \(capacity): the capacity is not the extent's size"
             )
         }
+    }
+
+    /// True if `head` starts with SEsparse's const header magic (0xcafebabe as a little-endian u64).
+    static func isSESparse(_ head: [UInt8]) -> Bool {
+        head.starts(with: [0xBE, 0xBA, 0xFE, 0xCA, 0, 0, 0, 0])
     }
 
     private static func checkCompression(

@@ -6,19 +6,7 @@
 /// table and grain offset is checked against the file before it is read, and each compressed
 /// grain's marker must name the grain it stands for (QEMU does not check this). Where a
 /// redundant grain directory is in use, each grain table is compared with its copy when loaded.
-final class VMDKSparseExtent {
-    /// What one grain of the extent holds.
-    enum Grain: Equatable {
-        /// Not allocated here: the parent's bytes, or zeros.
-        case unallocated
-        /// An explicit zero grain (GTE 1 with the zeroed-grain flag).
-        case zero
-        /// Stored as is from this byte of the file.
-        case data(byteOffset: UInt64)
-        /// Compressed behind a marker at this sector.
-        case compressed(sector: UInt64)
-    }
-
+final class VMDKSparseExtent: VMDKGrainTables {
     let file: File
     let fileSize: UInt64
     let header: VMDKSparseHeader
@@ -28,8 +16,8 @@ final class VMDKSparseExtent {
     let redundantDirectory: [UInt32]?
     /// Whether grain tables are preceded by GT markers (VMware's stream layout).
     let tablesHaveMarkers: Bool
-    private let cache = VMDKGrainTableCache()
-    private var redundantTable = [UInt8](repeating: 0, count: VMDKGrainTableCache.tableBytes)
+    private let cache = VMDKGrainTableCache(tableBytes: Int(VMDKSparseHeader.entriesPerTable) * 4)
+    private var redundantTable = [UInt8](repeating: 0, count: Int(VMDKSparseHeader.entriesPerTable) * 4)
 
     /// One decompressed grain, reused; `decompressedGrain` says which grain it holds.
     private var grainBuffer: [UInt8] = []
@@ -131,7 +119,7 @@ final class VMDKSparseExtent {
     }
 
     private func checkTableSector(_ sector: UInt64, _ field: String) throws(CairnError) {
-        let bytes = UInt64(VMDKGrainTableCache.tableBytes)
+        let bytes = VMDKSparseHeader.entriesPerTable * 4
         guard sector >= 1, sector <= fileSize / 512, bytes <= fileSize - sector * 512 else {
             throw CairnError(
                 .badImage,
@@ -140,23 +128,27 @@ final class VMDKSparseExtent {
         }
     }
 
-    /// The grain holding extent byte `offset` (`offset` < capacity).
-    func grain(at offset: UInt64) throws(CairnError) -> Grain {
-        let grainIndex = offset / header.grainBytes
-        let tableIndex = Int(grainIndex / VMDKSparseHeader.entriesPerTable)
-        let entryIndex = Int(grainIndex % VMDKSparseHeader.entriesPerTable)
-        let tableSector = UInt64(directory[tableIndex])
-        if tableSector == 0 { return .unallocated }
-        let slot = try cache.slot(for: tableSector) { (table) throws(CairnError) in
-            try loadTable(table, tableIndex: tableIndex, sector: tableSector)
+    var grainBytes: UInt64 { header.grainBytes }
+    var entriesPerTable: UInt64 { VMDKSparseHeader.entriesPerTable }
+
+    func table(_ index: Int) throws(CairnError) -> Int? {
+        let sector = UInt64(directory[index])
+        if sector == 0 { return nil }
+        return try cache.slot(for: sector) { (table) throws(CairnError) in
+            try loadTable(table, tableIndex: index, sector: sector)
         }
-        let entry = UInt64(cache.entry(slot, entryIndex))
+    }
+
+    func grain(_ grainIndex: UInt64, inTable slot: Int) throws(CairnError) -> VMDKGrain {
+        let entryIndex = Int(grainIndex % VMDKSparseHeader.entriesPerTable)
+        let entry = UInt64(cache.entry32(slot, entryIndex))
         if entry == 0 { return .unallocated }
         if entry == 1 && header.hasZeroedGrains { return .zero }
         func bad(_ message: String) -> CairnError {
-            CairnError(
+            let tableSector = directory[Int(grainIndex / VMDKSparseHeader.entriesPerTable)]
+            return CairnError(
                 .badImage,
-                "\(file.path): vmdk grain table entry \(entryIndex) of the table at sector \(tableSector) (extent offset \(offset)) \(message)"
+                "\(file.path): vmdk grain table entry \(entryIndex) of the table at sector \(tableSector) (extent offset \(grainIndex * header.grainBytes)) \(message)"
             )
         }
         guard entry >= header.overhead else {
