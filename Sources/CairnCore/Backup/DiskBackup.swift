@@ -10,6 +10,11 @@ import Synchronization
 /// outward to whole blocks) are not read and take the previous restore point's digest; a few of
 /// them, chosen at random, are read anyway and must hash to that digest. A mismatch, or an error
 /// from the map, abandons the pass (`abandonReason`) so the caller can read the disk in full.
+///
+/// `@unchecked Sendable`: the pipeline's threads share it, each with its own fields. The reader
+/// alone uses `random` and `previousIsDamaged` (and the image and map), the writer (the thread
+/// that calls `run`) alone the counters, the workers only `let`s and `abandoned` (a `Mutex`);
+/// the pipeline's joins order them before `run` returns.
 final class DiskBackup: @unchecked Sendable {
     let store: ChunkStore
     let image: any DiskImage
@@ -83,69 +88,38 @@ final class DiskBackup: @unchecked Sendable {
     }
 
     /// Backs the disk up, storing new chunks into `transaction` (which the job commits).
+    ///
+    /// The reader (a thread of its own) fills batches in disk order, the workers hash and
+    /// compress them, and this thread, the writer, takes them back in disk order to store and
+    /// index them: one `Pipeline` over a fixed ring of `2 × workers + 2` batches.
     func run(into transaction: inout ChunkWriteTransaction) throws(CairnError) -> Manifest.DiskEntry {
         let workers = Parallelism.workers
         let capacity = max(1, Self.batchBytes / blockSize)
-        let free = WorkQueue<BlockBatch>()
-        let toWork = WorkQueue<BlockBatch>()
-        let toWrite = OrderedQueue<BlockBatch>()
-        let failure = PipelineFailure()
-        for _ in 0..<(2 * workers + 2) { free.push(BlockBatch(capacity: capacity, blockSize: blockSize)) }
-        let batchCount = AtomicCounter()
-        let finished = AtomicCounter()
-
-        @Sendable func stopAll(_ error: CairnError) {
-            failure.record(error)
-            free.close()
-            toWork.close()
-            toWrite.close()
-        }
-
-        let reader = PipelineThread(name: "cairn-read") { [self] in
-            do throws(CairnError) {
-                let previous = try base.flatMap { entry throws(CairnError) -> IndexTreeReader? in
-                    guard let root = entry.rootDigest else {
-                        throw CairnError(
-                            .damaged, "previous restore point's disk \(entry.name) has a malformed root digest")
-                    }
-                    return try IndexTreeReader(
-                        reader: ChunkReader(store: store), root: root, depth: entry.depth, blockCount: entry.blockCount)
-                }
-                var next: UInt64 = 0
-                var sequence = 0
-                while next < blockCount {
-                    try Cancellation.check()
-                    guard let batch = free.pop() else { return }
-                    try fill(batch, from: next, previous: previous)
-                    batch.sequence = sequence
-                    sequence += 1
-                    next += batch.holeBlocks > 0 ? batch.holeBlocks : UInt64(batch.count)
-                    toWork.push(batch)
-                }
-                batchCount.increment(by: sequence)
-                finished.increment()
-                toWrite.push(BlockBatch.endMarker, sequence: sequence)
-            } catch {
-                stopAll(error)
+        let batches = (0..<(2 * workers + 2)).map { _ in BlockBatch(capacity: capacity, blockSize: blockSize) }
+        let pipeline = Pipeline<BlockBatch>(name: "cairn-hash", workers: workers, delivery: .inOrder, pool: batches) {
+            [self] _ in
+            let hasher = SHA256Hasher()
+            let encoder = ChunkEncoder(level: store.compressionLevel)
+            return { [self] (batch: inout BlockBatch) throws(CairnError) in
+                try process(batch, hasher: hasher, encoder: encoder)
             }
         }
-
-        var workerThreads: [PipelineThread] = []
-        for i in 0..<workers {
-            workerThreads.append(
-                PipelineThread(name: "cairn-hash-\(i)") { [self] in
-                    let hasher = SHA256Hasher()
-                    let encoder = ChunkEncoder(level: store.compressionLevel)
-                    while let batch = toWork.pop() {
-                        do throws(CairnError) {
-                            try process(batch, hasher: hasher, encoder: encoder)
-                        } catch {
-                            stopAll(error)
-                            return
-                        }
-                        toWrite.push(batch, sequence: batch.sequence)
-                    }
-                })
+        pipeline.startSource(name: "cairn-read") { [self] (pipeline) throws(CairnError) in
+            let previous = try base.flatMap { entry throws(CairnError) -> IndexTreeReader? in
+                guard let root = entry.rootDigest else {
+                    throw CairnError(
+                        .damaged, "previous restore point's disk \(entry.name) has a malformed root digest")
+                }
+                return try IndexTreeReader(
+                    reader: ChunkReader(store: store), root: root, depth: entry.depth, blockCount: entry.blockCount)
+            }
+            var next: UInt64 = 0
+            while next < blockCount {
+                let batch = try pipeline.acquire()
+                try fill(batch, from: next, previous: previous)
+                next += batch.holeBlocks > 0 ? batch.holeBlocks : UInt64(batch.count)
+                try pipeline.submit(batch)
+            }
         }
 
         let tree = IndexTreeWriter(store: store, encoder: ChunkEncoder(level: store.compressionLevel))
@@ -154,19 +128,10 @@ final class DiskBackup: @unchecked Sendable {
         let countsAllocated = progress != nil && image.info.kind != "nbd"
         let allocated = countsAllocated ? allocatedBytes() : image.virtualSize
         var lastProgress = 0.0
-        var sequence = 0
-        writing: do {
-            while let batch = toWrite.pop(sequence: sequence) {
-                if batch === BlockBatch.endMarker { break }
-                do throws(CairnError) {
-                    try Cancellation.check()
-                    try write(batch, into: tree, transaction: &transaction)
-                } catch {
-                    stopAll(error)
-                    break writing
-                }
-                free.push(batch)
-                sequence += 1
+        do throws(CairnError) {
+            while let batch = try pipeline.next() {
+                try write(batch, into: tree, transaction: &transaction)
+                pipeline.recycle(batch)
                 if let progress, clock.elapsed - lastProgress >= 0.5 {
                     lastProgress = clock.elapsed
                     progress(
@@ -178,19 +143,16 @@ final class DiskBackup: @unchecked Sendable {
                             bytesNew: bytesNew, seconds: clock.elapsed, virtualSize: image.virtualSize))
                 }
             }
+        } catch {
+            pipeline.stop(error)
         }
-        if let progress, failure.first == nil {
+        try pipeline.finish()
+        if let progress {
             progress(
                 BackupProgress(
                     disk: name, bytesDone: allocated, bytesTotal: allocated, bytesNew: bytesNew,
                     seconds: clock.elapsed, virtualSize: image.virtualSize))
         }
-        free.close()
-        toWork.close()
-        toWrite.close()
-        reader.join()
-        for thread in workerThreads { thread.join() }
-        if let error = failure.first { throw error }
         guard writtenBlocks == blockCount else {
             throw CairnError(.io, "backup of \(name) stopped after \(writtenBlocks) of \(blockCount) blocks")
         }
@@ -502,9 +464,4 @@ final class DiskBackup: @unchecked Sendable {
         }
         writtenBlocks += UInt64(batch.count)
     }
-}
-
-extension BlockBatch {
-    /// Sent by the reader after the last batch, so the writer knows the disk is complete.
-    static let endMarker = BlockBatch(capacity: 1, blockSize: 1)
 }
