@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks/serve.sh: `cairn serve` against `cairn restore` of the same restore point (issue 11).
 #
-#   Benchmarks/serve.sh [--cairn PATH] [--size-mib 1024] [--work DIR]
+#   Benchmarks/serve.sh [--cairn PATH] [--size-mib 2048] [--disk PATH] [--work DIR]
 #
 # Builds a guest disk (ext4 filled from /usr/share with mkfs.ext4 -d: files, metadata and free
-# space, like a used guest filesystem), backs it up, and times, best of 3 after one warm-up:
+# space, like a used guest filesystem; or --disk, e.g. run.sh's Benchmarks/work/workload/*/base.raw),
+# backs it up, and times, best of 3 after one warm-up:
 #   restore   cairn restore --to out.raw
 #   convert   qemu-img convert -f raw -O raw URI out.raw          (goal: >= 0.8x restore's speed)
 #   nbdcopy   nbdcopy --connections=4 URI out.raw                 (goal: >= restore's speed)
@@ -14,13 +15,14 @@
 # libnbd-bin, e2fsprogs, fio (random reads are skipped without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cairn="" size=1024 work="Benchmarks/work/serve"
+cairn="" size=2048 work="Benchmarks/work/serve" given=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --cairn) cairn="$2"; shift 2 ;;
         --size-mib) size="$2"; shift 2 ;;
         --work) work="$2"; shift 2 ;;
-        *) sed -n '2,14p' "$0"; exit 64 ;;
+        --disk) given="$(realpath "$2")"; shift 2 ;;
+        *) sed -n '2,15p' "$0"; exit 64 ;;
     esac
 done
 if [ -z "$cairn" ]; then swift build -c release >&2; cairn="$(swift build -c release --show-bin-path)/cairn"; fi
@@ -28,9 +30,13 @@ mkdir -p "$work"
 work="$(cd "$work" && pwd)"
 disk="$work/disk.raw" repo="$work/repo" sock="$work/serve.sock"
 
-if [ ! -e "$disk" ]; then
+if [ -n "$given" ]; then
+    ln -sfn "$given" "$disk"
+    size=$(( $(stat -L -c %s "$disk") >> 20 ))
+elif [ ! -e "$disk" ]; then
     truncate -s "${size}M" "$disk"
-    mkfs.ext4 -q -F -E root_owner=0:0 -d /usr/share "$disk" 2>/dev/null || mkfs.ext4 -q -F "$disk"
+    # A disk too small for /usr/share would silently come out empty: refuse instead.
+    mkfs.ext4 -q -F -E root_owner=0:0 -d /usr/share "$disk" || { rm -f "$disk"; echo "serve.sh: /usr/share does not fit in ${size} MiB: pass a larger --size-mib" >&2; exit 1; }
 fi
 rm -f "$sock"
 if [ ! -e "$repo/config" ] || [ "$disk" -nt "$repo/config" ]; then

@@ -38,10 +38,12 @@ struct ArchiveWriteCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Argument(help: "Restore points: GROUP@TIME or GROUP@latest.")
+    @Argument(help: "Restore points: GROUP@TIME or GROUP@latest.", completion: Completions.restorePoints)
     var ids: [String]
 
-    @Option(help: "Volume base path (volumes PATH.001, …), - for stdout, or a tape device such as /dev/nst0.")
+    @Option(
+        help: "Volume base path (volumes PATH.001, …), - for stdout, or a tape device such as /dev/nst0.",
+        completion: Completions.files)
     var to: String
 
     @Option(help: "Cut the archive into volumes of at most this size (e.g. 2T, 500M).")
@@ -125,7 +127,7 @@ struct ArchiveListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list", abstract: "List the restore points in an archive (reads up to its first chunk).")
 
-    @Argument(help: "The archive's volumes in order, or - for stdin.")
+    @Argument(help: "The archive's volumes in order, or - for stdin.", completion: Completions.files)
     var volumes: [String]
 
     @Flag(help: "Print a JSON array.")
@@ -174,7 +176,7 @@ struct ArchiveVerifyCommand: ParsableCommand {
         commandName: "verify",
         abstract: "Check a whole archive in one sequential pass: blocks, records, chunks, indexes, catalog.")
 
-    @Argument(help: "The archive's volumes in order, or - for stdin.")
+    @Argument(help: "The archive's volumes in order, or - for stdin.", completion: Completions.files)
     var volumes: [String]
 
     @Flag(help: "Print the report as a JSON object.")
@@ -229,10 +231,12 @@ struct ArchiveRestoreCommand: ParsableCommand {
         abstract: "Rebuild a disk from an archive in one sequential pass, without a repository.",
         discussion: "Usage: cairn archive restore VOLUME... ID --to PATH (VOLUME - reads stdin).")
 
-    @Argument(help: "The archive's volumes in order (or -), then the restore point's id: GROUP@TIME or GROUP@latest.")
+    @Argument(
+        help: "The archive's volumes in order (or -), then the restore point's id: GROUP@TIME or GROUP@latest.",
+        completion: Completions.files)
     var arguments: [String]
 
-    @Option(help: "Output file or block device.")
+    @Option(help: "Output file or block device.", completion: Completions.files)
     var to: String
 
     @Option(help: "The disk to restore; needed when the restore point has several.")
@@ -284,7 +288,7 @@ struct ArchiveImportCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Argument(help: "The archive's volumes in order, or - for stdin.")
+    @Argument(help: "The archive's volumes in order, or - for stdin.", completion: Completions.files)
     var volumes: [String]
 
     @Flag(help: "Print the summary as a JSON object (also when some restore points were skipped).")

@@ -34,7 +34,8 @@ struct BackupCommand: ParsableCommand {
 
     @Option(
         help:
-            "Force the image format (raw, qcow2 or vmdk) instead of detecting it; raw backs up any file's bytes as they are."
+            "Force the image format (raw, qcow2 or vmdk) instead of detecting it; raw backs up any file's bytes as they are.",
+        completion: Completions.formats
     )
     var format: String?
 
@@ -96,7 +97,7 @@ struct BackupCommand: ParsableCommand {
     @Argument(
         help: ArgumentHelp(
             "Disks as [NAME=]SOURCE: SOURCE is an image file, a block device or an NBD URI (nbd+unix:///EXPORT?socket=PATH, nbd://HOST[:PORT]/EXPORT); NAME defaults to the file name or the export name.",
-            valueName: "source"))
+            valueName: "source"), completion: Completions.files)
     var images: [String] = []
 
     func run() throws {

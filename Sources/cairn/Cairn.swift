@@ -30,7 +30,9 @@ struct Cairn: ParsableCommand {
 
 /// Options every repository command shares.
 struct RepositoryOptions: ParsableArguments {
-    @Option(name: .long, help: "Repository directory (default: $CAIRN_REPO, else ./cairn-repo).")
+    @Option(
+        name: .long, help: "Repository directory (default: $CAIRN_REPO, else ./cairn-repo).",
+        completion: Completions.directories)
     var repo: String?
 
     @Option(

@@ -78,7 +78,7 @@ struct ShowCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Argument(help: "GROUP@TIME or GROUP@latest.")
+    @Argument(help: "GROUP@TIME or GROUP@latest.", completion: Completions.restorePoints)
     var id: String
 
     @Flag(help: "Print the manifest as JSON.")

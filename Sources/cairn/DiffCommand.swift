@@ -9,10 +9,10 @@ struct DiffCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Argument(help: "The older restore point (GROUP@TIME or GROUP@latest).")
+    @Argument(help: "The older restore point (GROUP@TIME or GROUP@latest).", completion: Completions.restorePoints)
     var from: String
 
-    @Argument(help: "The newer restore point.")
+    @Argument(help: "The newer restore point.", completion: Completions.restorePoints)
     var to: String
 
     @Option(help: "Differing ranges to print per disk (all are counted).")

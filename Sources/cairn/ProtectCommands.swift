@@ -7,7 +7,7 @@ struct ProtectCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Argument(help: "GROUP@TIME or GROUP@latest.")
+    @Argument(help: "GROUP@TIME or GROUP@latest.", completion: Completions.restorePoints)
     var id: String
 
     @Flag(help: "Print the result as a JSON object.")
@@ -32,7 +32,7 @@ struct UnprotectCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Argument(help: "GROUP@TIME or GROUP@latest.")
+    @Argument(help: "GROUP@TIME or GROUP@latest.", completion: Completions.restorePoints)
     var id: String
 
     @Flag(help: "Print the result as a JSON object.")
@@ -58,7 +58,7 @@ struct ForgetCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Argument(help: "GROUP@TIME or GROUP@latest.")
+    @Argument(help: "GROUP@TIME or GROUP@latest.", completion: Completions.restorePoints)
     var id: String
 
     @Flag(help: "Print the result as a JSON object.")

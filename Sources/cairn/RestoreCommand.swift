@@ -13,7 +13,7 @@ struct RestoreCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Argument(help: "GROUP@TIME or GROUP@latest.")
+    @Argument(help: "GROUP@TIME or GROUP@latest.", completion: Completions.restorePoints)
     var id: String?
 
     @Option(help: "With --at: the group to restore from.")
@@ -25,10 +25,12 @@ struct RestoreCommand: ParsableCommand {
     )
     var at: String?
 
-    @Option(help: "Output file or block device.")
+    @Option(help: "Output file or block device.", completion: Completions.files)
     var to: String?
 
-    @Option(help: "Write the restore point's settings files (domain XML, .vmx) into this directory.")
+    @Option(
+        help: "Write the restore point's settings files (domain XML, .vmx) into this directory.",
+        completion: Completions.directories)
     var configTo: String?
 
     @Option(
@@ -37,7 +39,9 @@ struct RestoreCommand: ParsableCommand {
             valueName: "id"))
     var domain: String?
 
-    @Option(help: "With --domain: the directory to write the disks and the domain XML into.")
+    @Option(
+        help: "With --domain: the directory to write the disks and the domain XML into.",
+        completion: Completions.directories)
     var toDir: String?
 
     @Option(
@@ -304,12 +308,13 @@ struct RestoreOutputOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
             "Output format: raw, qcow2 or vmdk. Default: the one the output's extension names (.raw, .img, .qcow2, .vmdk), else the format the disk was backed up from (raw onto a block device or from an NBD source)."
-        ))
+        ), completion: Completions.formats)
     var format: String?
 
     @Option(
         help:
-            "With --format vmdk: monolithicSparse (default; for vmkfstools -i on ESXi) or streamOptimized (for OVF/OVA import)."
+            "With --format vmdk: monolithicSparse (default; for vmkfstools -i on ESXi) or streamOptimized (for OVF/OVA import).",
+        completion: Completions.vmdkSubformats
     )
     var subformat: String?
 

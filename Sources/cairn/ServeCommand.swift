@@ -25,22 +25,27 @@ struct ServeCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Argument(help: "Restore points to serve: GROUP@TIME or GROUP@latest (default: every restore point).")
+    @Argument(
+        help: "Restore points to serve: GROUP@TIME or GROUP@latest (default: every restore point).",
+        completion: Completions.restorePoints)
     var ids: [String] = []
 
-    @Option(help: "Unix socket to listen on (created owner-only, 0600; must not exist).")
+    @Option(help: "Unix socket to listen on (created owner-only, 0600; must not exist).", completion: Completions.files)
     var socket: String?
 
     @Option(help: "TCP address to listen on, HOST:PORT (port 0: any free one); needs --tls-* or --insecure.")
     var listen: String?
 
-    @Option(help: "Server certificate (PEM, with SAN naming the address clients connect to) for TLS on --listen.")
+    @Option(
+        help: "Server certificate (PEM, with SAN naming the address clients connect to) for TLS on --listen.",
+        completion: Completions.files)
     var tlsCert: String?
 
-    @Option(help: "Private key (PEM) of --tls-cert.")
+    @Option(help: "Private key (PEM) of --tls-cert.", completion: Completions.files)
     var tlsKey: String?
 
-    @Option(help: "CA certificate (PEM) that every client's certificate must be signed by.")
+    @Option(
+        help: "CA certificate (PEM) that every client's certificate must be signed by.", completion: Completions.files)
     var tlsCa: String?
 
     @Flag(help: "Allow plain TCP without TLS (any host that reaches the port reads the disks).")

@@ -12,7 +12,9 @@ struct VerifyCommand: ParsableCommand {
 
     @OptionGroup var repository: RepositoryOptions
 
-    @Argument(help: "Restore points to check (GROUP@TIME, GROUP@latest); default: all, and every pack record.")
+    @Argument(
+        help: "Restore points to check (GROUP@TIME, GROUP@latest); default: all, and every pack record.",
+        completion: Completions.restorePoints)
     var ids: [String] = []
 
     @Option(

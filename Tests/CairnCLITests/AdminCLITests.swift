@@ -156,4 +156,39 @@ import Testing
         #expect(CairnProcess.run(["restore", "--repo", repo, "vm@latest", "--to", out]).status == 8)
         #expect(CairnProcess.run(["restore", "--repo", repo, "vm@latest", "--to", out, "--force"]).status == 0)
     }
+
+    /// Bash itself completes, through the script cairn generates (as the package installs it):
+    /// restore point ids from the repository the command line names, and --format's values.
+    @Test func bashCompletesRestorePointIdsAndFormats() throws {
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        let first = Fixture.json(
+            CairnProcess.run(["backup", "--repo", repo, "--group", "web", "--json", image]).stdout)
+        let second = Fixture.json(
+            CairnProcess.run(["backup", "--repo", repo, "--group", "db", "--json", image]).stdout)
+        let script = dir.file("cairn.bash")
+        let generated = CairnProcess.run(["--generate-completion-script", "bash"])
+        #expect(generated.status == 0, "\(generated.stderr)")
+        try generated.stdout.write(toFile: script, atomically: true, encoding: .utf8)
+
+        /// What bash offers for the last word of `words` (which may be empty).
+        func complete(_ words: [String]) -> [String] {
+            let quoted = words.map { "'\($0)'" }.joined(separator: " ")
+            let run = Subprocess.shell(
+                "PATH=\(URL(fileURLWithPath: CairnProcess.executable).deletingLastPathComponent().path):$PATH; "
+                    + "source \(script); COMP_WORDS=(\(quoted)); COMP_CWORD=\(words.count - 1); "
+                    + "COMP_LINE=\"${COMP_WORDS[*]}\"; COMP_POINT=${#COMP_LINE}; "
+                    + "_cairn cairn \"${COMP_WORDS[COMP_CWORD]}\" \"${COMP_WORDS[COMP_CWORD-1]}\"; printf '%s\\n' \"${COMPREPLY[@]}\""
+            )
+            return run.stdout.split(separator: "\n").map(String.init)
+        }
+        let ids = complete(["cairn", "restore", "--repo", repo, ""])
+        for expected in [first["id"] as! String, second["id"] as! String, "web@latest", "db@latest"] {
+            #expect(ids.contains(expected), "\(expected) not offered: \(ids)")
+        }
+        let web = complete(["cairn", "verify", "--repo", repo, "we"])
+        #expect(web.sorted() == [first["id"] as! String, "web@latest"].sorted(), "\(web)")
+        #expect(complete(["cairn", "restore", "--repo", repo, "vm@latest", "--format", "q"]) == ["qcow2"])
+        // No repository there: nothing offered, and no error text in the shell.
+        #expect(complete(["cairn", "restore", "--repo", dir.file("nosuch"), ""]).filter { $0.contains("@") }.isEmpty)
+    }
 }

@@ -66,14 +66,15 @@ import Testing
 
     @Test func missingOrUnreadableImage() throws {
         expectRefused(
-            ["backup", "--repo", repo, "--group", "vm", dir.file("missing.img")], status: 6, message: "does not exist")
-        // A directory opens but cannot be read as a disk.
+            ["backup", "--repo", repo, "--group", "vm", dir.file("missing.img")], status: 4, message: "does not exist")
+        // A directory is there but is no disk image.
         let folder = dir.file("folder.img")
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        expectRefused(["backup", "--repo", repo, "--group", "vm", folder], status: 9, message: "folder.img")
+        expectRefused(
+            ["backup", "--repo", repo, "--group", "vm", folder], status: 6, message: "folder.img is a directory")
         // A good image beside a missing one: nothing is committed.
         expectRefused(
-            ["backup", "--repo", repo, "--group", "vm", image, dir.file("missing.img")], status: 6,
+            ["backup", "--repo", repo, "--group", "vm", image, dir.file("missing.img")], status: 4,
             message: "missing.img")
     }
 

@@ -115,11 +115,17 @@ public enum DiskImageOpener {
             }
             return try NBDImage(uri: NBDURI(parsing: path), extraContexts: nbdContexts, timeout: nbdTimeout)
         }
+        // One rule for exit codes: a source that is not there was named wrongly (not found, as
+        // for a restore point or a group); one that is there but is no disk image is a bad image.
+        if FileSystem.isDirectory(path) {
+            throw CairnError(
+                .badImage, "\(path) is a directory, not a disk image: name an image file, a block device or an NBD URI")
+        }
         let file: File
         do {
             file = try File.open(path, .readOnly)
         } catch let error where error.code == .notFound {
-            throw CairnError(.badImage, "image \(path) does not exist")
+            throw CairnError(.notFound, "image \(path) does not exist")
         }
         if !allowLive, try file.isByteLockedByOthers(qemuWriteLockByte) {
             throw CairnError(

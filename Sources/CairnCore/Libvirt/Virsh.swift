@@ -56,58 +56,26 @@ public struct Virsh: Sendable {
         guard let executable = Self.executablePath else {
             throw CairnError(.hypervisor, "virsh is not installed (apt-get install libvirt-clients)")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["-q", "-c", uri] + arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["LC_ALL"] = "C"  // status words ("shut off", "None") are parsed
-        process.environment = environment
-        let stdout = Pipe()
-        let stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = FileHandle.nullDevice
-        do {
-            try process.run()
+        let run: ChildProcess.Outcome
+        do throws(CairnError) {
+            // Status words ("shut off", "None") are parsed: keep virsh's messages in English.
+            run = try ChildProcess.run(
+                executable, ["-q", "-c", uri] + arguments, environment: ["LC_ALL": "C"], timeout: timeout,
+                maxOutput: Self.maxOutput)
         } catch {
-            throw CairnError(.hypervisor, "cannot run \(executable)", cause: "\(error)")
+            throw CairnError(.hypervisor, "cannot run \(executable)", cause: error.cause)
         }
-        // Both pipes are drained at once so neither can fill and stall virsh.
-        let errorBytes = NSLockBox<[UInt8]>([])
-        let drained = DispatchSemaphore(value: 0)
-        let errorHandle = stderr.fileHandleForReading
-        DispatchQueue.global().async {
-            errorBytes.withLock { $0 = Self.readBounded(errorHandle) }
-            drained.signal()
-        }
-        let deadline = DispatchWorkItem { [process] in if process.isRunning { process.terminate() } }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: deadline)
-        let output = Self.readBounded(stdout.fileHandleForReading)
-        drained.wait()
-        process.waitUntilExit()
-        deadline.cancel()
-        let errorText = String(decoding: errorBytes.value, as: UTF8.self)
+        let errorText = String(decoding: run.errorOutput, as: UTF8.self)
             .split(whereSeparator: \.isNewline).map { String($0).trimmingSpaces }.filter { !$0.isEmpty }
             .joined(separator: "; ")
-        if process.terminationReason == .uncaughtSignal {
-            return Outcome(
-                status: 128 + process.terminationStatus, output: "",
-                errorText: "virsh was killed by signal \(process.terminationStatus)"
-                    + (errorText.isEmpty ? "" : ": \(errorText)"))
+        if let signal = run.signal {
+            let why =
+                run.timedOut
+                ? "virsh did not answer within \(Int(timeout)) s and was stopped"
+                : "virsh was killed by signal \(signal)"
+            return Outcome(status: run.status, output: "", errorText: why + (errorText.isEmpty ? "" : ": \(errorText)"))
         }
-        return Outcome(
-            status: process.terminationStatus, output: String(decoding: output, as: UTF8.self), errorText: errorText)
-    }
-
-    /// Reads a pipe to its end, keeping at most `maxOutput` bytes (the rest is drained).
-    private static func readBounded(_ handle: FileHandle) -> [UInt8] {
-        var bytes: [UInt8] = []
-        while true {
-            let piece = handle.availableData
-            if piece.isEmpty { break }
-            if bytes.count < maxOutput { bytes.append(contentsOf: piece.prefix(maxOutput - bytes.count)) }
-        }
-        return bytes
+        return Outcome(status: run.status, output: String(decoding: run.output, as: UTF8.self), errorText: errorText)
     }
 
     private static let executablePath: String? = {

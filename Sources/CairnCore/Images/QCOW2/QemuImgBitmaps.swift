@@ -1,5 +1,3 @@
-import Foundation
-
 /// Adds and removes persistent bitmaps with QEMU's own `qemu-img bitmap`, for checkpoints Cairn
 /// manages on offline images (`cairn backup --cbt`).
 ///
@@ -19,24 +17,16 @@ public enum QemuImgBitmaps {
     }
 
     private static func run(_ arguments: [String], what: String) throws(CairnError) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["qemu-img"] + arguments
-        let errors = Pipe()
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = errors
-        process.standardInput = FileHandle.nullDevice
-        do {
-            try process.run()
+        let outcome: ChildProcess.Outcome
+        do throws(CairnError) {
+            outcome = try ChildProcess.run("qemu-img", arguments, maxOutput: 4096)
         } catch {
-            throw CairnError(.io, "cannot run qemu-img to \(what) (is qemu-utils installed?)", cause: "\(error)")
+            throw CairnError(.io, "cannot run qemu-img to \(what) (is qemu-utils installed?)", cause: error.cause)
         }
-        let output = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
+        guard outcome.status == 0 else {
             let text =
-                String(decoding: output.prefix(2000), as: UTF8.self)
-                .split(separator: "\n").first.map(String.init) ?? "exit status \(process.terminationStatus)"
+                String(decoding: outcome.errorOutput, as: UTF8.self)
+                .split(separator: "\n").first.map(String.init) ?? "exit status \(outcome.status)"
             throw CairnError(.io, "qemu-img could not \(what)", cause: text)
         }
     }
