@@ -37,8 +37,16 @@ let package = Package(
                 "CairnCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // TLS for the NBD server, apart so that CairnServe (and the fuzz targets) link no TLS library.
+        .target(
+            name: "CairnServeTLS",
+            dependencies: [
+                "CairnCore", "CairnServe",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         .executableTarget(
@@ -46,6 +54,7 @@ let package = Package(
             dependencies: [
                 "CairnCore",
                 "CairnServe",
+                "CairnServeTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

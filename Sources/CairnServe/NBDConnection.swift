@@ -1,14 +1,13 @@
 import CairnCore
 import NIOCore
 import NIOPosix
-import NIOSSL
 
 /// One client connection: the fixed newstyle handshake, then read-only transmission.
 ///
 /// When the server requires TLS, the handshake allows only `NBD_OPT_STARTTLS` and
 /// `NBD_OPT_ABORT` until TLS is up (everything else is `NBD_REP_ERR_TLS_REQD`, spec "TLS
 /// support", FORCEDTLS); on STARTTLS the connection acknowledges in plain text, then puts a
-/// `NIOSSLServerHandler` ahead of itself in the pipeline and starts the negotiation afresh.
+/// TLS handler (`NBDTLSUpgrade`) ahead of itself in the pipeline and starts the negotiation afresh.
 ///
 /// Everything runs on the channel's event loop except repository reads, which go to the
 /// server's thread pool and come back as ready-made reply buffers. Input is parsed from one
@@ -121,8 +120,11 @@ final class NBDConnection: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         // A TLS client that hangs up without close_notify has still just gone away.
-        if let tlsError = error as? NIOSSLError, case .uncleanShutdown = tlsError { return hangUp(nil) }
-        hangUp(error is NIOSSLError ? "TLS: \(error)" : "\(error)")
+        switch server.tls?.classify(error) {
+        case .peerLeft: hangUp(nil)
+        case .failed: hangUp("TLS: \(error)")
+        case nil: hangUp("\(error)")
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -406,7 +408,7 @@ final class NBDConnection: ChannelDuplexHandler {
     private func startTLS() {
         guard let context, let tls = server.tls else { return }
         do {
-            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .before(self))
+            try tls.addServerHandler(to: context.pipeline.syncOperations, before: self)
         } catch {
             return hangUp("cannot start TLS: \(error)")
         }
@@ -512,8 +514,8 @@ final class NBDConnection: ChannelDuplexHandler {
     }
 
     private func startRead(_ header: NBDRequestHeader, export: NBDExport) {
-        guard let context else { return }
-        let allocator = context.channel.allocator
+        guard context != nil else { return }
+        let allocator = ReplyBuffers.allocator
         let structured = self.structured
         let reader = export.reader
         let cost = Int(header.length) + NBDProtocol.structuredReplyHeaderSize + 8

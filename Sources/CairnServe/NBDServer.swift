@@ -39,13 +39,12 @@ public final class NBDServer: Sendable {
     /// the CA signed before it sees anything but `NBD_REP_ERR_TLS_REQD`.
     public static func start(
         exports: NBDExportList, address: NBDListenAddress, limits: NBDServerLimits = NBDServerLimits(),
-        tls: NBDTLSCredentials? = nil, readThreads: Int, log: @escaping @Sendable (String) -> Void
+        tls: (any NBDTLSUpgrade)? = nil, readThreads: Int, log: @escaping @Sendable (String) -> Void
     ) throws(CairnError) -> NBDServer {
-        let sslContext = try tls?.makeContext()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let pool = NIOThreadPool(numberOfThreads: max(1, readThreads))
         pool.start()
-        let context = NBDServerContext(exports: exports, threadPool: pool, limits: limits, tls: sslContext, log: log)
+        let context = NBDServerContext(exports: exports, threadPool: pool, limits: limits, tls: tls, log: log)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 128)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -1,7 +1,6 @@
 import CairnCore
 import NIOCore
 import NIOPosix
-import NIOSSL
 import Synchronization
 
 /// Limits that keep one client from costing the server more than its share.
@@ -38,14 +37,14 @@ final class NBDServerContext: Sendable {
     let threadPool: NIOThreadPool
     let limits: NBDServerLimits
     /// Set when every client must start TLS (`NBD_OPT_STARTTLS`) before any other option.
-    let tls: NIOSSLContext?
+    let tls: (any NBDTLSUpgrade)?
     let log: @Sendable (String) -> Void
     private let connections = Mutex<[ObjectIdentifier: Channel]>([:])
     private let counter = Atomic<Int>(0)
     let stopping = Atomic<Bool>(false)
 
     init(
-        exports: NBDExportList, threadPool: NIOThreadPool, limits: NBDServerLimits, tls: NIOSSLContext?,
+        exports: NBDExportList, threadPool: NIOThreadPool, limits: NBDServerLimits, tls: (any NBDTLSUpgrade)?,
         log: @escaping @Sendable (String) -> Void
     ) {
         self.exports = exports

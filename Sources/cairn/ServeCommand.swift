@@ -1,6 +1,7 @@
 import ArgumentParser
 import CairnCore
 import CairnServe
+import CairnServeTLS
 import Dispatch
 
 #if canImport(Glibc)
@@ -66,7 +67,7 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let address = try listenAddress()
-            let tls = try tlsCredentials(address)
+            let tls = try tlsCredentials(address)?.makeUpgrade()
             guard (1...3600).contains(handshakeTimeout) else {
                 throw CairnError(.usage, "--handshake-timeout \(handshakeTimeout) is not between 1 and 3600 seconds")
             }

@@ -103,6 +103,32 @@ import Testing
         #expect((summary["disks"] as? [[String: Any]])?.first?["name"] as? String == "d0")
     }
 
+    /// A server that allows several connections (NBD_FLAG_CAN_MULTI_CONN) is read over several at
+    /// once, as nbdkit's log filter shows; one that does not (qemu-nbd's default, above) over one.
+    @Test func multiConnServerIsReadOverSeveralConnections() throws {
+        let dir = TemporaryDirectory("cairn-nbd")
+        let qcow = dir.file("guest.qcow2")
+        try QemuTools.check("qemu-img", ["create", "-q", "-f", "qcow2", qcow, "64M"])
+        try QemuTools.check("qemu-io", ["-f", "qcow2", "-c", "write -P 0x41 0 48M", qcow])
+        let image = dir.file("guest.raw")
+        try QemuTools.check("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", qcow, image])
+        let socket = dir.file("nbdkit.sock")
+        let log = dir.file("nbdkit.log")
+        let server = try BackgroundServer(
+            "nbdkit", ["-f", "-U", socket, "--filter=log", "file", image, "logfile=\(log)"], socket: socket)
+        defer { server.stop() }
+        let repo = Self.initRepository(dir)
+        let backup = CairnProcess.run(["backup", "--repo", repo, "--group", "m", "--json", "d=\(server.uri())"])
+        #expect(backup.status == 0, "\(backup.stderr)")
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        let reading = Set(
+            lines.filter { $0.contains(" Read id=") }.compactMap { line in
+                line.split(separator: " ").first { $0.hasPrefix("connection=") }
+            })
+        #expect(reading.count >= 2, "reads came over \(reading.sorted())")
+        #expect(try Self.restoredDigest(repo, "m@latest", in: dir) == QemuTools.fileDigest(image))
+    }
+
     /// nbdkit with features taken away: the backup still restores bit-identical.
     @Test(arguments: [
         (["--no-sr"], [String](), true),
@@ -204,8 +230,11 @@ import Testing
         ])
         #expect(Date().timeIntervalSince(started) < 10)
         #expect(backup.status == 9, "\(backup.stderr)")
+        // nbdkit allows several connections, so the workers read at once: whichever read stalls
+        // first is named, at its offset, in one line.
         #expect(
-            backup.stderr.contains("stopped answering") && backup.stderr.contains("at offset 0"), "\(backup.stderr)")
+            backup.stderr.contains("stopped answering") && backup.stderr.contains("at offset "), "\(backup.stderr)")
+        #expect(backup.stderr.split(separator: "\n").count == 1, "\(backup.stderr)")
         #expect(Self.pointCount(repo, group: "k") == 0)
     }
 

@@ -253,7 +253,7 @@ public final class DiskReader: Sendable {
             () throws(CairnError) -> CachedRecord in
             if location.frameOffset == nil {
                 let plain = try worker.reader.read(digest, at: location)
-                return CachedRecord(copyingProved: plain, digest: digest)
+                return CachedRecord(copyingProved: plain, digest: digest, cache: cache)
             }
             let members = { worker.reader.lastFrameMembers.map { ($0.offset, $0.rawLength, $0.digest) } }
             // Decompress straight into what becomes the cache entry when the frame is big
@@ -271,7 +271,7 @@ public final class DiskReader: Sendable {
                     owning: scratch, count: plain.count, members: members(), hasher: worker.hasher, recycleTo: cache)
             }
             defer { cache.recycle(scratch) }
-            return CachedRecord(copying: plain, members: members(), hasher: worker.hasher)
+            return CachedRecord(copying: plain, members: members(), hasher: worker.hasher, cache: cache)
         }
         let start = Int(location.frameOffset ?? 0)
         guard let member = record.member(at: start), member.digest == digest,

@@ -39,31 +39,16 @@ public final class RecordCache: Sendable {
 
     private let state = Mutex(State())
 
-    /// A frame-sized buffer no entry uses any more, kept for the next load.
-    struct SpareBuffer: @unchecked Sendable {
-        // Unchecked: a buffer parked here belongs to no one until it is taken back out.
-        let buffer: UnsafeMutableRawBufferPointer
-    }
-
-    /// Frame buffers of evicted entries: reused instead of freed, so a steady stream of misses
-    /// allocates nothing and the heap does not fragment into the gaps of freed 2 MiB blocks.
-    private let spares = Mutex<[SpareBuffer]>([])
-    static let maxSpares = 4
+    /// Frame buffers of evicted entries, reused instead of freed: a steady stream of misses then
+    /// decompresses into warm memory (fresh pages cost a fault and a zeroing each) and the heap
+    /// does not fragment into the gaps of freed 2 MiB blocks. Four frames' worth at most.
+    let buffers = BufferPool(capacity: 4 * PackFormat.maxFrameBytes)
 
     /// A buffer of `PackFormat.maxFrameBytes` to decompress a frame into.
-    func takeFrameBuffer() -> UnsafeMutableRawBufferPointer {
-        spares.withLock { $0.popLast()?.buffer } ?? .allocate(byteCount: PackFormat.maxFrameBytes, alignment: 64)
-    }
+    func takeFrameBuffer() -> UnsafeMutableRawBufferPointer { buffers.take(PackFormat.maxFrameBytes) }
 
-    /// Takes back a buffer from `takeFrameBuffer` (or an entry's): parked, or freed if enough are.
-    func recycle(_ buffer: UnsafeMutableRawBufferPointer) {
-        let parked = spares.withLock { list -> Bool in
-            guard list.count < Self.maxSpares else { return false }
-            list.append(SpareBuffer(buffer: buffer))
-            return true
-        }
-        if !parked { buffer.deallocate() }
-    }
+    /// Takes back a buffer from `takeFrameBuffer` (or an entry's).
+    func recycle(_ buffer: UnsafeMutableRawBufferPointer) { buffers.give(buffer) }
 
     public init(capacity: Int) {
         self.capacity = max(capacity, PackFormat.maxFrameBytes)
@@ -168,16 +153,15 @@ final class CachedRecord: @unchecked Sendable {
     let members: [Member]
 
     /// Copies `plain` and proves each of `members` (offset, length, digest) against its digest.
-    init(copying plain: UnsafeRawBufferPointer, members list: [(Int, Int, ChunkDigest)], hasher: SHA256Hasher) {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(plain.count, 1), alignment: 64)
-        if plain.count > 0 { buffer.baseAddress!.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
-        bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<plain.count])
-        cost = buffer.count
-        owner = nil
+    init(
+        copying plain: UnsafeRawBufferPointer, members list: [(Int, Int, ChunkDigest)], hasher: SHA256Hasher,
+        cache: RecordCache
+    ) {
+        (bytes, cost, owner) = Self.copy(plain, into: cache)
         members = Self.prove(bytes, list, hasher)
     }
 
-    /// Takes ownership of `buffer` (allocated with `allocate`), whose first `count` bytes are
+    /// Takes ownership of `buffer` (from `cache.takeFrameBuffer`), whose first `count` bytes are
     /// a frame's plain bytes, and proves each member.
     init(
         owning buffer: UnsafeMutableRawBufferPointer, count: Int, members list: [(Int, Int, ChunkDigest)],
@@ -187,6 +171,18 @@ final class CachedRecord: @unchecked Sendable {
         cost = buffer.count
         owner = cache
         members = Self.prove(bytes, list, hasher)
+    }
+
+    /// `plain` copied: into a pooled buffer when it is large (given back when the entry goes),
+    /// else into an allocation of its own size (a pooled one would round small ones up a lot).
+    private static func copy(
+        _ plain: UnsafeRawBufferPointer, into cache: RecordCache
+    ) -> (UnsafeRawBufferPointer, Int, RecordCache?) {
+        let pooled = plain.count >= BufferPool.granularity
+        let buffer =
+            pooled ? cache.buffers.take(plain.count) : .allocate(byteCount: max(plain.count, 1), alignment: 64)
+        if plain.count > 0 { buffer.baseAddress!.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
+        return (UnsafeRawBufferPointer(rebasing: buffer[0..<plain.count]), buffer.count, pooled ? cache : nil)
     }
 
     private static func prove(
@@ -204,12 +200,8 @@ final class CachedRecord: @unchecked Sendable {
     }
 
     /// A chunk already proved by its reader: kept without hashing again.
-    init(copyingProved plain: UnsafeRawBufferPointer, digest: ChunkDigest) {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(plain.count, 1), alignment: 64)
-        if plain.count > 0 { buffer.baseAddress!.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
-        bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<plain.count])
-        cost = buffer.count
-        owner = nil
+    init(copyingProved plain: UnsafeRawBufferPointer, digest: ChunkDigest, cache: RecordCache) {
+        (bytes, cost, owner) = Self.copy(plain, into: cache)
         members = [Member(offset: 0, length: plain.count, digest: digest, intact: true)]
     }
 

@@ -24,7 +24,51 @@ public final class ZstdCompressor {
         }
     }
 
-    deinit { ZSTD_freeCCtx(context) }
+    deinit {
+        ZSTD_freeCCtx(context)
+        if let probeContext { ZSTD_freeCCtx(probeContext) }
+        probeScratch.deallocate()
+    }
+
+    // MARK: The incompressibility probe
+
+    /// Inputs at least this long are probed before they are compressed.
+    public static let probeMinimum = 256 << 10
+    /// The probe compresses this many pieces of `probePiece` bytes, spread evenly over the input.
+    static let probePieces = 8
+    static let probePiece = 4096
+    /// Pieces that shrink by less than this, all together, mark the input incompressible.
+    static let probeThreshold = 0.97
+
+    private var probeContext: OpaquePointer?
+    private let probeScratch = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: ZSTD_compressBound(ZstdCompressor.probePiece), alignment: 16)
+
+    /// Whether compressing `source` is likely to pay: false when evenly spread samples of it do
+    /// not shrink (already compressed or encrypted guest data), so the caller stores it as is.
+    ///
+    /// Compressing incompressible data costs zstd as much as compressing text, for nothing:
+    /// measured on the benchmark's random disk, 1 GiB took 1.8 s to back up, almost all of it
+    /// zstd finding nothing. Eight 4 KiB samples at level 1 cost about 1.5% of compressing a
+    /// 2 MiB frame. Inputs shorter than `probeMinimum` are not probed (true).
+    public func worthCompressing(_ source: UnsafeRawBufferPointer) -> Bool {
+        guard source.count >= Self.probeMinimum, let base = source.baseAddress else { return true }
+        if probeContext == nil {
+            guard let made = ZSTD_createCCtx() else { return true }
+            ZSTD_CCtx_setParameter(made, ZSTD_c_compressionLevel, 1)
+            ZSTD_CCtx_setParameter(made, ZSTD_c_checksumFlag, 0)
+            probeContext = made
+        }
+        let stride = (source.count - Self.probePiece) / (Self.probePieces - 1)
+        var compressed = 0
+        for i in 0..<Self.probePieces {
+            let n = ZSTD_compress2(
+                probeContext, probeScratch.baseAddress, probeScratch.count, base + i * stride, Self.probePiece)
+            if ZSTD_isError(n) != 0 { return true }
+            compressed += n
+        }
+        return Double(compressed) < Self.probeThreshold * Double(Self.probePieces * Self.probePiece)
+    }
 
     /// The most bytes compressing `count` bytes can produce.
     public static func bound(_ count: Int) -> Int { ZSTD_compressBound(count) }

@@ -1,3 +1,5 @@
+import Dispatch
+
 /// A disk read from an NBD export (`qemu-nbd`, `qemu-storage-daemon`, libvirt's pull-mode backup
 /// export, `nbdkit`), seen by the backup as any other `DiskImage`.
 ///
@@ -5,6 +7,12 @@
 /// `base:allocation` selected, extents the server reports as reading zeros (`NBD_STATE_ZERO`,
 /// holes included) are skipped without being read, as qcow2's unallocated and zero clusters
 /// are; a server without structured replies or block status is read in full.
+///
+/// When the server allows several connections to one export (`NBD_FLAG_CAN_MULTI_CONN`: QEMU's
+/// read-only exports, `qemu-nbd --shared=N`), the backup's workers read at once, each over a
+/// connection of its own, so the server's copies and the client's hashing overlap; the first
+/// connection keeps asking for block status. Without the flag a second connection may never be
+/// answered (`qemu-nbd`'s default admits one client), so everything goes over the one.
 public final class NBDImage: DiskImage {
     public let client: NBDClient
     public var virtualSize: UInt64 { client.size }
@@ -19,8 +27,26 @@ public final class NBDImage: DiskImage {
     /// How much one block status request asks about (servers may answer less).
     static let statusSpan: UInt64 = 1 << 32
 
-    public init(client: NBDClient) {
+    /// Connections at most beside the first, for concurrent reads.
+    static let maxReaders = 4
+
+    /// How reader connections negotiate; nil when they are not to be opened.
+    private let readerConfiguration: NBDClient.Configuration?
+    /// Idle reader connections; `readerSlots` lets at most `maxReaders` be in use (or opening).
+    private let readers = NSLockBox<[NBDClient]>([])
+    private let readerSlots = DispatchSemaphore(value: NBDImage.maxReaders)
+
+    public var supportsConcurrentReads: Bool {
+        readerConfiguration != nil && client.transmissionFlags.contains(.canMultiConn)
+    }
+
+    public convenience init(client: NBDClient) {
+        self.init(client: client, readerConfiguration: nil)
+    }
+
+    private init(client: NBDClient, readerConfiguration: NBDClient.Configuration?) {
         self.client = client
+        self.readerConfiguration = readerConfiguration
         if client.contexts[NBDMetaContext.baseAllocation] != nil {
             allocation = NBDStatusCursor(context: NBDMetaContext.baseAllocation)
         }
@@ -32,7 +58,9 @@ public final class NBDImage: DiskImage {
     ) throws(CairnError) {
         let configuration = NBDClient.Configuration(
             metaContexts: [NBDMetaContext.baseAllocation] + extraContexts, timeout: timeout)
-        self.init(client: try NBDClient(uri: uri, configuration: configuration))
+        self.init(
+            client: try NBDClient(uri: uri, configuration: configuration),
+            readerConfiguration: NBDClient.Configuration(metaContexts: [], timeout: timeout))
     }
 
     public func extent(at offset: UInt64, maxLength: UInt64) throws(CairnError) -> ImageExtent {
@@ -59,6 +87,29 @@ public final class NBDImage: DiskImage {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError) {
-        try client.read(into: buffer, at: offset)
+        guard supportsConcurrentReads else { return try client.read(into: buffer, at: offset) }
+        readerSlots.wait()
+        defer { readerSlots.signal() }
+        let reader: NBDClient
+        if let idle = readers.withLock({ $0.popLast() }) {
+            reader = idle
+        } else {
+            reader = try openReader()
+        }
+        try reader.read(into: buffer, at: offset)
+        // A connection that failed is dead (NBDClient's rule): only a good one goes back.
+        readers.withLock { $0.append(reader) }
+    }
+
+    /// A new reader connection, checked to see the same export.
+    private func openReader() throws(CairnError) -> NBDClient {
+        let reader = try NBDClient(uri: client.uri, configuration: readerConfiguration!)
+        guard reader.size == client.size else {
+            throw CairnError(
+                .badImage,
+                "NBD server \(client.uri): a second connection to the export reports \(reader.size) bytes, the first \(client.size)"
+            )
+        }
+        return reader
     }
 }

@@ -22,7 +22,8 @@ protocol RecordCodec: AnyObject {
     ) throws(CairnError) -> UnsafeRawBufferPointer
 }
 
-/// The codec of every repository today: zstd when it makes the record smaller, else as is.
+/// The codec of every repository today: zstd when it makes the record smaller, else as is; a
+/// large record whose samples do not shrink is stored as is without trying (`worthCompressing`).
 final class ZstdRecordCodec: RecordCodec {
     private let compressor: ZstdCompressor?
     private let decompressor = ZstdDecompressor()
@@ -38,7 +39,7 @@ final class ZstdRecordCodec: RecordCodec {
         _ plain: UnsafeRawBufferPointer, into stored: UnsafeMutableRawBufferPointer
     ) -> (compression: ChunkCompression, count: Int) {
         guard let compressor else { preconditionFailure("a decoding codec was asked to encode") }
-        if let n = compressor.compress(plain, into: stored) { return (.zstd, n) }
+        if compressor.worthCompressing(plain), let n = compressor.compress(plain, into: stored) { return (.zstd, n) }
         if plain.count > 0 { stored.baseAddress!.copyMemory(from: plain.baseAddress!, byteCount: plain.count) }
         return (.none, plain.count)
     }

@@ -1,4 +1,6 @@
 import CairnCore
+import CairnServe
+import NIOCore
 import NIOSSL
 
 /// The server's TLS identity and the CA its clients' certificates must chain to.
@@ -21,7 +23,12 @@ public struct NBDTLSCredentials: Sendable {
         self.caPath = caPath
     }
 
-    /// Loads the files into one context every connection shares; names the file that is wrong.
+    /// Loads the files into the TLS set-up every connection of a server shares; names the file
+    /// that is wrong.
+    public func makeUpgrade() throws(CairnError) -> any NBDTLSUpgrade {
+        NIOSSLUpgrade(context: try makeContext())
+    }
+
     func makeContext() throws(CairnError) -> NIOSSLContext {
         let chain: [NIOSSLCertificate]
         do {
@@ -59,5 +66,23 @@ public struct NBDTLSCredentials: Sendable {
                 .usage, "cannot set up TLS with --tls-cert \(certificatePath) and --tls-key \(keyPath)",
                 cause: "\(error) (does the key belong to the certificate?)")
         }
+    }
+}
+
+/// STARTTLS through swift-nio-ssl: one context (certificates, CA, TLS 1.2 or later) for every
+/// connection.
+struct NIOSSLUpgrade: NBDTLSUpgrade {
+    let context: NIOSSLContext
+
+    func addServerHandler(
+        to pipeline: ChannelPipeline.SynchronousOperations, before handler: any ChannelHandler
+    ) throws {
+        try pipeline.addHandler(NIOSSLServerHandler(context: context), position: .before(handler))
+    }
+
+    func classify(_ error: any Error) -> NBDTLSFailure? {
+        guard let tlsError = error as? NIOSSLError else { return nil }
+        if case .uncleanShutdown = tlsError { return .peerLeft }
+        return .failed
     }
 }
