@@ -255,13 +255,19 @@ struct ArchiveRestoreCommand: ParsableCommand {
             guard arguments.count >= 2 else {
                 throw CairnError(.usage, "give the archive's volumes (or -) and then the restore point id")
             }
-            let (outputFormat, cluster) = try output.parsed()
+            _ = try output.parsed()  // a bad --format or --cluster-size fails before the archive is read
             let id = try RestorePointSelector(parsing: arguments.last!)
             var request = ArchiveRestoreRequest(point: id, disk: disk, destination: to)
-            request.format = outputFormat
             request.force = force
-            request.clusterSize = cluster
-            request.vmdkSubformat = try output.vmdkSubformat(for: outputFormat)
+            // As `cairn restore`: --format, else the destination's extension, else the format the
+            // disk was backed up from (raw onto a block device).
+            let output = output
+            let destination = to
+            request.chooseOutput = { disk throws(CairnError) in
+                let (format, cluster) = try output.resolved(for: disk, destination: destination)
+                return RestoreOutputChoice(
+                    format: format, clusterSize: cluster, vmdkSubformat: try output.vmdkSubformat(for: format))
+            }
             let restore = ArchiveRestore(sources: try openVolumes(Array(arguments.dropLast())), request: request)
             restore.progress = { read, written, seconds in
                 Terminal.progress(
@@ -272,11 +278,11 @@ struct ArchiveRestoreCommand: ParsableCommand {
             Terminal.clearProgress()
             printProblems(result.problems)
             if json {
-                print(try JSONCoding.encode(ArchiveRestoreSummary(result, to: to, format: outputFormat.rawValue)))
+                print(try JSONCoding.encode(ArchiveRestoreSummary(result, to: to, format: result.format.rawValue)))
                 return
             }
             print(
-                "restored \(result.id) disk \(result.disk.name) to \(to): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written, \(Units.formatBytes(result.bytesRead)) of archive read in \(Units.formatDecimal(result.seconds, places: 2)) s"
+                "restored \(result.id) disk \(result.disk.name) to \(to) (\(result.format.rawValue)): \(Units.formatBytes(result.disk.size)), \(Units.formatBytes(result.bytesWritten)) of data written, \(Units.formatBytes(result.bytesRead)) of archive read in \(Units.formatDecimal(result.seconds, places: 2)) s"
             )
         }
     }

@@ -15,15 +15,15 @@ struct Cairn: ParsableCommand {
             Exit codes: 0 success, 1 unexpected failure, 3 repository missing or unusable, 4 not found,
             5 locked by another cairn process, 6 bad source image, 7 damaged data found, 8 output exists,
             9 I/O error (e.g. disk full), 10 bad archive, 11 libvirt refused or failed, 12 restore --allow-damaged
-            wrote zeros, 13 `status`: a group is older than --max-age, 64 command-line usage error,
-            130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM.
+            wrote zeros, 13 `status`: a group is older than --max-age, 14 the passphrase opens none of the keys,
+            64 command-line usage error, 130 stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM.
             """,
         version: "0.1.0",
         subcommands: [
             InitCommand.self, BackupCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self,
             VerifyCommand.self, PruneCommand.self, ProtectCommand.self, UnprotectCommand.self, ForgetCommand.self,
             GCCommand.self, RebuildIndexCommand.self, RepairCommand.self, DiffCommand.self, ArchiveCommand.self,
-            ServeCommand.self, StatusCommand.self, DemoCommand.self,
+            ServeCommand.self, StatusCommand.self, KeyCommand.self, DemoCommand.self,
         ]
     )
 }

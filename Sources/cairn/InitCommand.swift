@@ -15,23 +15,38 @@ struct InitCommand: ParsableCommand {
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
+    // Hidden until the encrypted data path lands (issue 14): this Cairn's data commands refuse
+    // the repository it makes, by its `encryption` feature, so no repository is half encrypted.
+    @Flag(help: ArgumentHelp("Encrypt the repository (a passphrase is asked for).", visibility: .hidden))
+    var encryption = false
+
+    @OptionGroup(visibility: .hidden) var passphrase: PassphraseOptions
+
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let size = try parseSize(blockSize, option: "--block-size")
             guard size <= UInt64(Int.max) else { throw CairnError(.usage, "--block-size \(blockSize) is too large") }
+            var key: NewKey?
+            if encryption { key = NewKey(passphrase: try passphrase.newPassphrase()) }
             let config = try Repository.create(
-                at: repository.path, blockSize: Int(size), compressionLevel: compressionLevel)
+                at: repository.path, blockSize: Int(size), compressionLevel: compressionLevel, encryption: key)
             if json {
                 print(
                     try JSONCoding.encode(
                         InitSummary(
                             repository: repository.path, blockSize: config.blockSize,
-                            compressionLevel: config.compressionLevel)))
+                            compressionLevel: config.compressionLevel, encrypted: encryption ? true : nil,
+                            keyFingerprint: config.encryption?.fingerprint)))
                 return
             }
             print(
-                "created repository \(repository.path) (block size \(Units.formatBytes(UInt64(config.blockSize))), zstd level \(config.compressionLevel))"
+                "created \(encryption ? "encrypted " : "")repository \(repository.path) (block size \(Units.formatBytes(UInt64(config.blockSize))), zstd level \(config.compressionLevel))"
             )
+            if encryption {
+                Terminal.printError(
+                    "cairn: keep the passphrase, and a copy of the key (`cairn key export --paper`), apart from the repository: without them no one can read these backups"
+                )
+            }
         }
     }
 }
@@ -41,4 +56,8 @@ struct InitSummary: Encodable {
     var repository: String
     var blockSize: Int
     var compressionLevel: Int
+    /// Present (true) for an encrypted repository.
+    var encrypted: Bool?
+    /// The master key's fingerprint, for an encrypted repository.
+    var keyFingerprint: String?
 }

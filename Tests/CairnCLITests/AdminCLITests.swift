@@ -157,6 +157,30 @@ import Testing
         #expect(CairnProcess.run(["restore", "--repo", repo, "vm@latest", "--to", out, "--force"]).status == 0)
     }
 
+    /// `archive restore` chooses the output as `restore` does, from the disk read out of the archive.
+    @Test func archiveRestoreDefaultsToTheSourceFormat() throws {
+        #expect(CairnProcess.run(["init", "--repo", repo]).status == 0)
+        let qcow2 = dir.file("root.qcow2")
+        _ = try QemuTools.check("qemu-img", ["create", "-q", "-f", "qcow2", "-o", "cluster_size=128K", qcow2, "8M"])
+        _ = try QemuTools.check("qemu-io", ["-c", "write -P 0x5a 1M 3M", qcow2])
+        #expect(CairnProcess.run(["backup", "--repo", repo, "--group", "vm", qcow2]).status == 0)
+        let base = dir.file("tape")
+        #expect(CairnProcess.run(["archive", "write", "--repo", repo, "vm@latest", "--to", base]).status == 0)
+
+        let plain = dir.file("from-tape")  // no extension: the recorded qcow2, with its cluster size
+        let restore = CairnProcess.run(["archive", "restore", "\(base).001", "vm@latest", "--to", plain, "--json"])
+        #expect(restore.status == 0, "\(restore.stderr)")
+        #expect(Fixture.json(restore.stdout)["format"] as? String == "qcow2", "\(restore.stdout)")
+        let info = try QemuTools.check("qemu-img", ["info", "--output=json", plain])
+        #expect(info.contains("\"format\": \"qcow2\"") && info.contains("\"cluster-size\": 131072"), "\(info)")
+        #expect(try QemuTools.check("qemu-img", ["compare", qcow2, plain]).contains("identical"))
+        let raw = dir.file("from-tape.img")  // the extension names raw
+        let named = CairnProcess.run(["archive", "restore", "\(base).001", "vm@latest", "--to", raw])
+        #expect(named.status == 0 && named.stdout.contains("(raw)"), "\(named.stdout)\(named.stderr)")
+        #expect(
+            try QemuTools.check("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", raw, qcow2]).contains("identical"))
+    }
+
     /// Bash itself completes, through the script cairn generates (as the package installs it):
     /// restore point ids from the repository the command line names, and --format's values.
     @Test func bashCompletesRestorePointIdsAndFormats() throws {

@@ -17,6 +17,10 @@ public struct ArchiveRestoreRequest: Sendable {
     /// The kind of VMDK written when `format` is `.vmdk`.
     public var vmdkSubformat: VMDKSubformat = .monolithicSparse
     public var force = false
+    /// Chooses the output once the disk is known (read from the archive's manifest): its format,
+    /// qcow2 cluster size and VMDK kind, as `cairn restore` chooses from the recorded source
+    /// format. When set, it overrides the three fields above.
+    public var chooseOutput: (@Sendable (Manifest.DiskEntry) throws(CairnError) -> RestoreOutputChoice)?
 
     public init(point: RestorePointSelector, disk: String?, destination: String) {
         self.point = point
@@ -25,9 +29,24 @@ public struct ArchiveRestoreRequest: Sendable {
     }
 }
 
+/// The output a restore writes: its format, the qcow2 cluster size, and the VMDK kind.
+public struct RestoreOutputChoice: Sendable {
+    public var format: RestoreFormat
+    public var clusterSize: UInt64
+    public var vmdkSubformat: VMDKSubformat
+
+    public init(format: RestoreFormat, clusterSize: UInt64, vmdkSubformat: VMDKSubformat) {
+        self.format = format
+        self.clusterSize = clusterSize
+        self.vmdkSubformat = vmdkSubformat
+    }
+}
+
 public struct ArchiveRestoreResult: Sendable {
     public var id: String
     public var disk: Manifest.DiskEntry
+    /// The format written (chosen by `chooseOutput` when the request has it).
+    public var format: RestoreFormat
     public var bytesWritten: UInt64
     public var bytesRead: UInt64
     public var seconds: Double
@@ -143,7 +162,7 @@ public final class ArchiveRestore {
         var workers: ArchiveChunkWorkers?
         var lastProgress = 0.0
         let zero = ZeroBlock.digest
-        let request = request
+        var request = request
         let progress = progress
         defer {
             // The callbacks capture the scanner and the table: release them, and the temporary files.
@@ -161,6 +180,11 @@ public final class ArchiveRestore {
             guard let id = manifest.restorePointID, selector.admits(id) else { return }
             if let current = chosen?.restorePointID, id <= current { return }
             let selected = try RestoreJob.selectDisk(manifest, request.disk)
+            if let choose = request.chooseOutput {
+                let choice = try choose(selected)
+                (request.format, request.clusterSize, request.vmdkSubformat) =
+                    (choice.format, choice.clusterSize, choice.vmdkSubformat)
+            }
             try checkRestoreDestination(request.destination, force: request.force, allowDevice: request.format == .raw)
             chosen = manifest
             targetPoint = index
@@ -293,7 +317,7 @@ public final class ArchiveRestore {
         var all = problems
         if let fatal { all.append(ArchiveProblem(location: nil, message: fatal.message, code: fatal.code)) }
         return ArchiveRestoreResult(
-            id: point.id, disk: disk, bytesWritten: UInt64(finalPlan.written.current),
+            id: point.id, disk: disk, format: request.format, bytesWritten: UInt64(finalPlan.written.current),
             bytesRead: scanner.blocks.bytesRead,
             seconds: clock.elapsed, problems: all)
     }

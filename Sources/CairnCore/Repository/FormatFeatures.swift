@@ -11,15 +11,24 @@ public enum FormatFeature {
     /// `framed` entries and in version-2 index segments with their offset in the frame.
     public static let frames = "frames"
 
+    /// An encrypted repository: keyed chunk ids, sealed records and metadata, key files in
+    /// `keys/` (docs/FORMAT.md, "Encryption").
+    public static let encryption = "encryption"
+
     /// What this Cairn reads.
     public static let known: Set<String> = [frames]
+
+    /// What this Cairn knows only well enough to manage keys (`cairn key`, `init --encryption`):
+    /// its data commands refuse such a repository by the feature's name, as an older Cairn does,
+    /// until the encrypted data path is part of it. So no repository is ever half encrypted.
+    public static let keysOnly: Set<String> = [encryption]
 
     /// What this Cairn may write, so what it marks every config and label it writes with.
     public static let written: [String] = [frames]
 
     /// The first feature in `features` this Cairn does not know, if any.
-    static func unknown(in features: [String]) -> String? {
-        features.first { !known.contains($0) }
+    static func unknown(in features: [String], alsoKnown: Set<String> = []) -> String? {
+        features.first { !known.contains($0) && !alsoKnown.contains($0) }
     }
 
     /// The one-line refusal of a repository or archive (`what`) that lists `feature`.

@@ -17,9 +17,12 @@ public final class Repository: Sendable {
 
     /// Creates a new, empty repository at `path` (which must be missing or an empty directory).
     @discardableResult
-    public static func create(at path: String, blockSize: Int, compressionLevel: Int) throws(CairnError)
-        -> RepositoryConfig
-    {
+    ///
+    /// With `encryption`, the repository is encrypted: a new master key is wrapped under the
+    /// given passphrase into `keys/`, and the config declares the `encryption` feature.
+    public static func create(
+        at path: String, blockSize: Int, compressionLevel: Int, encryption: NewKey? = nil
+    ) throws(CairnError) -> RepositoryConfig {
         try RepositoryConfig.validate(blockSize: blockSize)
         guard (1...19).contains(compressionLevel) else {
             throw CairnError(.usage, "compression level \(compressionLevel) is not between 1 and 19")
@@ -43,7 +46,17 @@ public final class Repository: Sendable {
         for sub in ["packs", "index", "points", "locks"] {
             try FileSystem.createDirectories("\(path)/\(sub)")
         }
-        let config = RepositoryConfig.new(blockSize: blockSize, compressionLevel: compressionLevel)
+        var config = RepositoryConfig.new(blockSize: blockSize, compressionLevel: compressionLevel)
+        if let encryption {
+            // The key file first: a config that declares encryption always has a key beside it.
+            let master = MasterKey.generate(repositoryID: Hex.decode(config.id, count: 16)!)
+            let file = try KeyFile.wrap(
+                master, repositoryID: config.id, passphrase: encryption.passphrase, parameters: encryption.parameters,
+                hint: encryption.hint)
+            try KeyDirectory.write(file, into: "\(path)/\(KeyDirectory.directoryName)")
+            config.features = (config.features ?? []) + [FormatFeature.encryption]
+            config.encryption = .current(fingerprint: master.fingerprintHex)
+        }
         try config.write(repository: path)
         try FileSystem.syncDirectory(parent)
         return config
@@ -90,14 +103,16 @@ public final class Repository: Sendable {
 
     /// Reads `config`, falling back to its copy when `config` is damaged (never when it is of
     /// an unknown version: a newer Cairn wrote it, and the copy may be older).
-    static func readConfig(_ path: String) throws(CairnError) -> (RepositoryConfig, ConfigHealth) {
+    static func readConfig(
+        _ path: String, alsoKnown: Set<String> = []
+    ) throws(CairnError) -> (RepositoryConfig, ConfigHealth) {
         let copyPath = "\(path)/\(RepositoryConfig.copyName)"
         var health = ConfigHealth()
         let copy: RepositoryConfig?
         var copyError: CairnError?
         if FileSystem.exists(copyPath) {
             do throws(CairnError) {
-                copy = try RepositoryConfig.read(file: copyPath)
+                copy = try RepositoryConfig.read(file: copyPath, alsoKnown: alsoKnown)
             } catch {
                 copy = nil
                 copyError = error
@@ -110,7 +125,7 @@ public final class Repository: Sendable {
             guard FileSystem.exists("\(path)/config") else {
                 throw CairnError(.damaged, "the repository config \(path)/config is missing")
             }
-            primary = try RepositoryConfig.read(file: "\(path)/config")
+            primary = try RepositoryConfig.read(file: "\(path)/config", alsoKnown: alsoKnown)
         } catch  where error.code == .damaged {
             guard let copy else {
                 let also = copyError.map { " Its copy is damaged too: \($0.message)." } ?? ""

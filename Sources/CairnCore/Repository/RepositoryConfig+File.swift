@@ -37,7 +37,7 @@ extension RepositoryConfig {
     /// Damage (bad JSON, a checksum that does not match, a missing field, an impossible value)
     /// throws `.damaged`; a file that is not a Cairn config at all, or one of an unknown format
     /// version, throws `.repository`. Every message names the file and the field.
-    static func read(file path: String) throws(CairnError) -> RepositoryConfig {
+    static func read(file path: String, alsoKnown: Set<String> = []) throws(CairnError) -> RepositoryConfig {
         let bytes = try FileSystem.readAll(path, limit: 1 << 20)
         let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
         guard let object else {
@@ -77,7 +77,7 @@ extension RepositoryConfig {
                 throw CairnError(
                     .damaged, "the repository config \(path) is damaged: its features field is not a list of names")
             }
-            if let feature = FormatFeature.unknown(in: features) {
+            if let feature = FormatFeature.unknown(in: features, alsoKnown: alsoKnown) {
                 throw FormatFeature.refusal(
                     "repository \(FileSystem.directoryName(path))", feature: feature, code: .repository)
             }

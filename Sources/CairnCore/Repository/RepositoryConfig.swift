@@ -19,6 +19,9 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
     /// Absent in configs written before the list existed, which are marked on their first write
     /// (`Repository+Features.swift`).
     public var features: [String]?
+    /// Set in an encrypted repository (feature `encryption`): how it is encrypted and which
+    /// master key its key files must wrap. Absent in an unencrypted one.
+    public var encryption: EncryptionSettings?
     /// `sha256:HEX` of the file's bytes with this field's HEX as zeros; absent in configs
     /// written before it existed (`RepositoryConfig+File.swift`).
     public var checksum: String?
@@ -47,6 +50,20 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
         a.checksum = nil
         b.checksum = nil
         return a == b
+    }
+
+    /// How an encrypted repository is encrypted (docs/FORMAT.md, "Encryption").
+    public struct EncryptionSettings: Codable, Sendable, Equatable {
+        /// The record and metadata AEAD: `aes-256-gcm`.
+        public var cipher: String
+        /// How chunk ids are made: `hmac-sha256` (keyed with the id key).
+        public var chunkIDs: String
+        /// The master key's fingerprint (`MasterKey.fingerprint`, hex): every key file must carry it.
+        public var fingerprint: String
+
+        public static func current(fingerprint: String) -> EncryptionSettings {
+            EncryptionSettings(cipher: KeyFile.cipherName, chunkIDs: "hmac-sha256", fingerprint: fingerprint)
+        }
     }
 
     public static func validate(blockSize: Int) throws(CairnError) {

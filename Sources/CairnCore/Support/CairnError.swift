@@ -32,6 +32,8 @@ public struct CairnError: Error, CustomStringConvertible, Sendable, Equatable {
         case interrupted
         /// The hypervisor (libvirt, through `virsh`) refused or failed an operation.
         case hypervisor
+        /// The passphrase given opens none of an encrypted repository's or archive's keys.
+        case passphrase
     }
 
     public var code: Code
@@ -101,6 +103,7 @@ public struct CairnError: Error, CustomStringConvertible, Sendable, Equatable {
         case .badArchive: return 10
         case .interrupted: return 128 + (Cancellation.signal ?? SIGINT)
         case .hypervisor: return 11
+        case .passphrase: return 14
         }
     }
 

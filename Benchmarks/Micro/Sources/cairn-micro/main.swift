@@ -77,6 +77,40 @@ for kind in ["text", "binary", "random"] {
         }
         zeros.deallocate()
         measure("crc32", bytes: total) { for i in 0..<blocks { _ = CRC32.checksum(block(i)) } }
+
+        // Encryption at rest (issue 14): keyed ids replace SHA-256; records are sealed in place,
+        // a 2 MiB frame or a single 64 KiB block at a time, as the record codec would.
+        let mac = HMACSHA256(key: .random())
+        measure("hmac-sha256 id", bytes: total) { for i in 0..<blocks { _ = mac.authenticate(block(i)) } }
+        let cipher = AESGCM()
+        let key = SecretKey.random()
+        let nonce = [UInt8](repeating: 0, count: AESGCM.nonceSize)
+        let sealed = UnsafeMutableRawBufferPointer.allocate(byteCount: total + AESGCM.tagSize, alignment: 64)
+        defer { sealed.deallocate() }
+        nonce.withUnsafeBytes { n in
+            for frame in [2 << 20, blockSize] {
+                let per = frame / blockSize
+                let label = frame == blockSize ? "64 KiB records" : "2 MiB records"
+                measure("aes-256-gcm seal (\(label))", bytes: total) {
+                    for i in stride(from: 0, to: blocks, by: per) {
+                        let plain = UnsafeRawBufferPointer(rebasing: data[(i * blockSize)..<((i + per) * blockSize)])
+                        cipher.seal(
+                            plain, key: key, nonce: n, aad: UnsafeRawBufferPointer(rebasing: data[0..<64]),
+                            into: UnsafeMutableRawBufferPointer(rebasing: sealed[0..<(frame + AESGCM.tagSize)]))
+                    }
+                }
+                let opened = UnsafeMutableRawBufferPointer.allocate(byteCount: frame, alignment: 64)
+                defer { opened.deallocate() }
+                measure("aes-256-gcm open (\(label))", bytes: total) {
+                    for _ in stride(from: 0, to: blocks, by: per) {
+                        precondition(
+                            cipher.open(
+                                UnsafeRawBufferPointer(rebasing: sealed[0..<(frame + AESGCM.tagSize)]), key: key,
+                                nonce: n, aad: UnsafeRawBufferPointer(rebasing: data[0..<64]), into: opened))
+                    }
+                }
+            }
+        }
     }
 
     let out = UnsafeMutableRawBufferPointer.allocate(byteCount: ZstdCompressor.bound(blockSize), alignment: 64)

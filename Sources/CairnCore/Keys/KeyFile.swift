@@ -1,0 +1,159 @@
+import Foundation
+
+/// One passphrase's copy of the master key: a file in the repository's `keys/` directory, and
+/// in every archive label (docs/FORMAT.md, "Key files").
+///
+/// The passphrase is stretched by scrypt with the file's own salt into a key-encrypting key,
+/// which seals the 32-byte master key with AES-256-GCM. The associated data binds the seal to
+/// everything that decides how to open it, so that no field can be swapped or downgraded
+/// unnoticed:
+///
+///     "cairn-key-v1" (12) | repository id (16) | key id (8) | N (u64 LE) | r (u32 LE) |
+///     p (u32 LE) | salt (32) | fingerprint (16)                                  = 100 bytes
+///
+/// `created` and `hint` are for people and are not authenticated.
+public struct KeyFile: Codable, Sendable, Equatable {
+    /// Always `cairn-key`.
+    public var format: String
+    public var version: Int
+    /// The repository's id (config `id`, 32 hex digits).
+    public var repository: String
+    /// 16 hex digits; also the file's name in `keys/`.
+    public var id: String
+    public var created: String
+    /// Whose passphrase this is, in the words of whoever added it ("laptop", "offsite safe").
+    public var hint: String?
+    public var kdf: KDF
+    /// Always `aes-256-gcm`.
+    public var cipher: String
+    /// 12 bytes in hex.
+    public var nonce: String
+    /// The sealed master key, 32 bytes and the 16-byte tag, in hex.
+    public var wrapped: String
+    /// The master key's fingerprint (`MasterKey.fingerprint`), in hex.
+    public var fingerprint: String
+
+    public struct KDF: Codable, Sendable, Equatable {
+        /// Always `scrypt`.
+        public var name: String
+        public var n: UInt64
+        public var r: UInt32
+        public var p: UInt32
+        /// 32 bytes in hex.
+        public var salt: String
+
+        var parameters: ScryptParameters { ScryptParameters(n: n, r: r, p: p) }
+    }
+
+    public static let formatName = "cairn-key"
+    public static let currentVersion = 1
+    public static let cipherName = "aes-256-gcm"
+    static let saltSize = 32
+    static let idSize = 8
+    static let aadPrefix = Array("cairn-key-v1".utf8)
+    /// Far above any real key file (about 600 bytes): the limit on what is read.
+    static let maxFileSize = 64 << 10
+
+    /// `master` wrapped under `passphrase` for the repository `repositoryID` (hex).
+    /// `salt`, `nonce` and `id` are random unless given (the worked example in docs/FORMAT.md).
+    static func wrap(
+        _ master: MasterKey, repositoryID: String, passphrase: [UInt8], parameters: ScryptParameters = .standard,
+        hint: String? = nil, salt: [UInt8] = SecureRandom.bytes(KeyFile.saltSize),
+        nonce: [UInt8] = SecureRandom.bytes(AESGCM.nonceSize), id: [UInt8] = SecureRandom.bytes(KeyFile.idSize)
+    ) throws(CairnError) -> KeyFile {
+        var file = KeyFile(
+            format: formatName, version: currentVersion, repository: repositoryID,
+            id: Hex.encode(id), created: Timestamp.now().description, hint: hint,
+            kdf: KDF(name: "scrypt", n: parameters.n, r: parameters.r, p: parameters.p, salt: Hex.encode(salt)),
+            cipher: cipherName, nonce: Hex.encode(nonce), wrapped: "", fingerprint: master.fingerprintHex)
+        let kek = try file.keyEncryptingKey(passphrase)
+        let aad = try file.associatedData()
+        file.wrapped = Hex.encode(AESGCM().seal(master.master.bytes, key: kek, nonce: nonce, aad: aad))
+        return file
+    }
+
+    /// The master key, or nil if `passphrase` is not this file's (or the file was altered: the
+    /// two look the same, by design). Throws only for a file that cannot be tried at all.
+    func unwrap(_ passphrase: [UInt8]) throws(CairnError) -> MasterKey? {
+        let aad = try associatedData()
+        let kek = try keyEncryptingKey(passphrase)
+        guard let nonce = Hex.decode(self.nonce, count: AESGCM.nonceSize),
+            let sealed = Hex.decode(self.wrapped, count: SecretKey.byteCount + AESGCM.tagSize),
+            let repositoryID = Hex.decode(self.repository, count: 16),
+            let plain = AESGCM().open(sealed, key: kek, nonce: nonce, aad: aad)
+        else { return nil }
+        let master = MasterKey(master: SecretKey(bytes: plain), repositoryID: repositoryID)
+        // The fingerprint is in the associated data, so this holds for every file Cairn wrote.
+        guard master.fingerprintHex == fingerprint.lowercased() else { return nil }
+        return master
+    }
+
+    /// The key-encrypting key: scrypt of the passphrase with this file's salt and parameters.
+    private func keyEncryptingKey(_ passphrase: [UInt8]) throws(CairnError) -> SecretKey {
+        guard let salt = Hex.decode(kdf.salt, count: Self.saltSize) else {
+            throw CairnError(.damaged, "key file \(id) is damaged: its salt is not 32 bytes of hex")
+        }
+        var derived = try Scrypt.derive(
+            passphrase: passphrase, salt: salt, parameters: kdf.parameters, count: SecretKey.byteCount)
+        defer { for i in derived.indices { derived[i] = 0 } }
+        return SecretKey(bytes: derived)
+    }
+
+    /// The 100 bytes the seal authenticates (see the type's documentation).
+    func associatedData() throws(CairnError) -> [UInt8] {
+        guard let repositoryID = Hex.decode(repository, count: 16), let keyID = Hex.decode(id, count: Self.idSize),
+            let salt = Hex.decode(kdf.salt, count: Self.saltSize),
+            let fingerprintBytes = Hex.decode(fingerprint, count: 16)
+        else { throw CairnError(.damaged, "key file \(id) is damaged: an id, salt or fingerprint is malformed") }
+        var writer = ByteWriter(capacity: 100)
+        writer.append(Self.aadPrefix)
+        writer.append(repositoryID)
+        writer.append(keyID)
+        writer.le(kdf.n)
+        writer.le(kdf.r)
+        writer.le(kdf.p)
+        writer.append(salt)
+        writer.append(fingerprintBytes)
+        return writer.bytes
+    }
+
+    /// The file's bytes: pretty JSON with sorted keys and a final newline.
+    func fileBytes() throws(CairnError) -> [UInt8] {
+        Array((try JSONCoding.encode(self, pretty: true) + "\n").utf8)
+    }
+
+    /// Reads and checks a key file's bytes; `name` ("keys/ID", or a path) is used in messages.
+    /// Anything malformed is `.damaged`; a key file of an unknown version is `.repository`.
+    public static func parse(_ bytes: [UInt8], name: String) throws(CairnError) -> KeyFile {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+            throw CairnError(.damaged, "key file \(name) is damaged: it is not a JSON object (truncated?)")
+        }
+        guard object["format"] as? String == formatName else {
+            throw CairnError(.damaged, "\(name) is not a Cairn key file")
+        }
+        guard let version = object["version"] as? Int, version == currentVersion else {
+            throw CairnError(
+                .repository,
+                "key file \(name) has version \(object["version"].map { "\($0)" } ?? "none"); this Cairn reads version \(currentVersion)"
+            )
+        }
+        let file = try JSONCoding.decode(KeyFile.self, from: bytes, what: "key file \(name)")
+        guard file.kdf.name == "scrypt", file.cipher == cipherName else {
+            throw CairnError(
+                .damaged,
+                "key file \(name) names kdf \(file.kdf.name) and cipher \(file.cipher); Cairn writes scrypt and \(cipherName)"
+            )
+        }
+        if let problem = file.kdf.parameters.problem {
+            throw CairnError(.damaged, "key file \(name) is refused: \(problem)")
+        }
+        guard Hex.decode(file.repository, count: 16) != nil, Hex.decode(file.id, count: idSize) != nil,
+            Hex.decode(file.kdf.salt, count: saltSize) != nil, Hex.decode(file.nonce, count: AESGCM.nonceSize) != nil,
+            Hex.decode(file.wrapped, count: SecretKey.byteCount + AESGCM.tagSize) != nil,
+            Hex.decode(file.fingerprint, count: 16) != nil
+        else {
+            throw CairnError(.damaged, "key file \(name) is damaged: a hex field has the wrong length")
+        }
+        return file
+    }
+}

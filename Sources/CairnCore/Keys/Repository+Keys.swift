@@ -1,0 +1,80 @@
+/// A passphrase and how to wrap the master key under it (`init --encryption`, `key add`).
+public struct NewKey: Sendable {
+    public var passphrase: [UInt8]
+    public var parameters: ScryptParameters
+    public var hint: String?
+
+    public init(passphrase: [UInt8], parameters: ScryptParameters = .standard, hint: String? = nil) {
+        self.passphrase = passphrase
+        self.parameters = parameters
+        self.hint = hint
+    }
+}
+
+/// The keys of an encrypted repository, opened without its chunk store: what `cairn key` needs.
+///
+/// Reads the config as `Repository` does (falling back to its copy), accepting the
+/// `encryption` feature that data commands of this Cairn refuse (`FormatFeature.keysOnly`).
+public struct RepositoryKeys: Sendable {
+    public let path: String
+    public let config: RepositoryConfig
+    public let directory: KeyDirectory
+
+    public init(path: String) throws(CairnError) {
+        guard FileSystem.exists("\(path)/config") || FileSystem.exists("\(path)/\(RepositoryConfig.copyName)") else {
+            throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
+        }
+        self.path = path
+        (config, _) = try Repository.readConfig(path, alsoKnown: FormatFeature.keysOnly)
+        guard let encryption = config.encryption, config.features?.contains(FormatFeature.encryption) == true else {
+            throw CairnError(
+                .usage,
+                "repository \(path) is not encrypted: it has no keys (create one with `cairn init --encryption`)")
+        }
+        directory = KeyDirectory(repositoryPath: path, repositoryID: config.id, fingerprint: encryption.fingerprint)
+    }
+
+    /// The master key `passphrase` opens (`.passphrase` if none).
+    public func unlock(_ passphrase: [UInt8]) throws(CairnError) -> (key: MasterKey, file: KeyFile) {
+        try directory.unlock(passphrase)
+    }
+
+    /// Wraps `master` (opened by `unlock`) under a new passphrase; returns the new file.
+    public func add(_ new: NewKey, master: MasterKey) throws(CairnError) -> KeyFile {
+        let file = try KeyFile.wrap(
+            master, repositoryID: config.id, passphrase: new.passphrase, parameters: new.parameters, hint: new.hint)
+        try directory.add(file)
+        return file
+    }
+
+    /// Adds a key file made elsewhere (an export, a paper copy) after checking that it belongs
+    /// here and that `passphrase` opens it.
+    public func importKey(_ file: KeyFile, passphrase: [UInt8]) throws(CairnError) {
+        if let problem = directory.problem(with: file, name: nil) { throw CairnError(.usage, problem) }
+        guard try file.unwrap(passphrase) != nil else {
+            throw CairnError(.passphrase, "the passphrase does not open key file \(file.id)")
+        }
+        if FileSystem.exists("\(directory.path)/\(file.id)") {
+            throw CairnError(.exists, "repository \(path) has key \(file.id) already")
+        }
+        try directory.add(file)
+    }
+
+    /// Removes key `id`. `opened` is the key file the caller's passphrase opened, which must be
+    /// another: whoever removes a key proves the repository stays open to them.
+    public func remove(id: String, opened: KeyFile) throws(CairnError) {
+        guard opened.id != id else {
+            throw CairnError(
+                .usage, "the passphrase given opens key \(id) itself: give the passphrase of a key that stays")
+        }
+        try directory.remove(id: id)
+    }
+}
+
+extension RepositoryKeys {
+    /// Takes the repository's locks for a change to `keys/` (docs/INTEGRITY.md, "Locks"):
+    /// shared to add a key, exclusive to remove one, so two removals never race past the last.
+    public func lock(_ scope: LockScope, purpose: String, wait: Double?) throws(CairnError) -> RepositoryLock {
+        try RepositoryLock.acquire(root: path, scope: scope, purpose: purpose, wait: wait, onWait: nil)
+    }
+}
