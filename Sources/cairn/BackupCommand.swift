@@ -131,7 +131,6 @@ struct BackupCommand: ParsableCommand {
         }
         let sources = images.map { argument in
             var source = BackupSource(argument: argument, format: imageFormat, snapshot: snapshot)
-            if !NBDURI.looksLikeURI(source.path) { source.path = FileSystem.absolutePath(source.path) }
             source.allowLive = allowLive
             source.nbdTimeout = nbdTimeout
             return source

@@ -6,7 +6,13 @@
 /// and big enough for the largest record, a frame record included), so memory does not grow with
 /// the archive and reading overlaps decompression, hashing and writing. Damaged records are
 /// collected as problems, with the chunks they carried; any other error stops the pass.
-final class ArchiveChunkWorkers: @unchecked Sendable {
+///
+/// One `Pipeline` with `.recycle` delivery: the scanner's thread fills batches and submits them,
+/// the workers decode and hand over their chunks and give the batches back.
+final class ArchiveChunkWorkers {
+    /// `@unchecked Sendable`: it owns a raw buffer and moves between threads only through the
+    /// `Pipeline` (whose lock orders each hand-off); one thread at a time holds it, the scanner's
+    /// while it fills it, then one worker.
     final class Batch: @unchecked Sendable {
         let bytes: UnsafeMutableRawBufferPointer
         var used = 0
@@ -37,59 +43,54 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
     typealias Handler = @Sendable (ChunkDigest, UnsafeRawBufferPointer, ArchiveLocation) throws(CairnError) -> Void
 
     let capacity: Int
-    private let batchCount: Int
-    private let free = WorkQueue<Batch>()
-    private let work = WorkQueue<Batch>()
-    private let failure = PipelineFailure()
-    private let damage = NSLockBox<[Damage]>([])
-    private var threads: [PipelineThread] = []
+    private let pipeline: Pipeline<Batch>
+    private let damage: NSLockBox<[Damage]>
     private var current: Batch?
     private var finished = false
 
     init(chunkBlockSize: Int, handle: @escaping Handler) {
-        capacity = max(
+        let capacity = max(
             2 << 20, RecordHeader.size + ZstdCompressor.bound(max(chunkBlockSize, IndexTree.pageBytes)),
             RecordHeader.size + ChunkReader.maxFramePayload)
+        self.capacity = capacity
         let maxChunk = max(chunkBlockSize, IndexTree.pageBytes)
         let workers = Parallelism.workers
-        batchCount = workers * 3
-        for _ in 0..<batchCount { free.push(Batch(capacity: capacity)) }
-        for i in 0..<workers {
-            threads.append(
-                PipelineThread(name: "cairn-archive-\(i)") { [free, work, failure, damage] in
-                    let decoder = RecordDecoder(outputBytes: max(maxChunk, PackFormat.maxFrameBytes))
-                    while let batch = work.pop() {
-                        for record in batch.records {
-                            let body = UnsafeRawBufferPointer(
-                                rebasing: batch.bytes[record.offset..<record.offset + record.length])
-                            do throws(CairnError) {
-                                // Checked when submitted; this finds its header and members again.
-                                let encoded = try EncodedRecord(
-                                    checking: body, checkCRC: false, maxChunk: maxChunk, malformed: .badArchive)
-                                let plain = try decoder.openProved(encoded)
-                                for member in encoded.members {
-                                    try handle(member.digest, RecordDecoder.chunk(member, in: plain), record.location)
-                                }
-                            } catch let error where error.code == .damaged {
-                                damage.withLock {
-                                    $0.append(
-                                        Damage(
-                                            problem: ArchiveProblem(
-                                                location: record.location, message: error.message, code: .damaged),
-                                            chunks: Array(batch.chunks[record.chunks])))
-                                }
-                            } catch {
-                                failure.record(error)
-                                free.close()
-                                work.close()
-                            }
+        let damage = NSLockBox<[Damage]>([])
+        self.damage = damage
+        pipeline = Pipeline<Batch>(
+            name: "cairn-archive", workers: workers, delivery: .recycle,
+            pool: (0..<(workers * 3)).map { _ in Batch(capacity: capacity) },
+            interruptedMessage: "stopped before the end of the archive"
+        ) { _ in
+            let decoder = RecordDecoder(outputBytes: max(maxChunk, PackFormat.maxFrameBytes))
+            return { (batch: inout Batch) throws(CairnError) in
+                defer {
+                    batch.used = 0
+                    batch.records.removeAll(keepingCapacity: true)
+                    batch.chunks.removeAll(keepingCapacity: true)
+                }
+                for record in batch.records {
+                    let body = UnsafeRawBufferPointer(
+                        rebasing: batch.bytes[record.offset..<record.offset + record.length])
+                    do throws(CairnError) {
+                        // Checked when submitted; this finds its header and members again.
+                        let encoded = try EncodedRecord(
+                            checking: body, checkCRC: false, maxChunk: maxChunk, malformed: .badArchive)
+                        let plain = try decoder.openProved(encoded)
+                        for member in encoded.members {
+                            try handle(member.digest, RecordDecoder.chunk(member, in: plain), record.location)
                         }
-                        batch.used = 0
-                        batch.records.removeAll(keepingCapacity: true)
-                        batch.chunks.removeAll(keepingCapacity: true)
-                        free.push(batch)
+                    } catch let error where error.code == .damaged {
+                        damage.withLock {
+                            $0.append(
+                                Damage(
+                                    problem: ArchiveProblem(
+                                        location: record.location, message: error.message, code: .damaged),
+                                    chunks: Array(batch.chunks[record.chunks])))
+                        }
                     }
-                })
+                }
+            }
         }
     }
 
@@ -98,13 +99,15 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
     /// Copies one chunk record (already checked) and the chunks it carries into the current batch.
     func submit(_ record: EncodedRecord, location: ArchiveLocation, chunks: [ArrivingChunk]) throws(CairnError) {
         let body = record.bytes
-        if let error = failure.first { throw error }
-        if let batch = current, batch.used + body.count > capacity { flush() }
-        if current == nil {
-            guard let batch = free.pop() else { throw failure.first ?? CairnError(.io, "the chunk workers stopped") }
+        if let error = pipeline.error { throw error }
+        if let batch = current, batch.used + body.count > capacity { try flush() }
+        let batch: Batch
+        if let current {
+            batch = current
+        } else {
+            batch = try pipeline.acquire()
             current = batch
         }
-        let batch = current!
         (batch.bytes.baseAddress! + batch.used).copyMemory(from: body.baseAddress!, byteCount: body.count)
         let first = batch.chunks.count
         batch.chunks.append(contentsOf: chunks)
@@ -114,31 +117,30 @@ final class ArchiveChunkWorkers: @unchecked Sendable {
         batch.used += body.count
     }
 
-    private func flush() {
+    private func flush() throws(CairnError) {
         guard let batch = current else { return }
         current = nil
-        if batch.records.isEmpty { free.push(batch) } else { work.push(batch) }
+        if batch.records.isEmpty { pipeline.recycle(batch) } else { try pipeline.submit(batch) }
     }
 
     /// Waits for every submitted chunk; returns the damaged ones.
     func finish() throws(CairnError) -> [Damage] {
-        flush()
-        if failure.first == nil {
-            var returned: [Batch] = []
-            while returned.count < batchCount, let batch = free.pop() { returned.append(batch) }
-            for batch in returned { free.push(batch) }
+        do throws(CairnError) {
+            try flush()
+        } catch {
+            pipeline.stop(error)
         }
-        stop()
-        if let error = failure.first { throw error }
+        finished = true
+        try pipeline.finish()
         return damage.value
     }
 
-    /// Stops the workers (after `finish`, or when the pass failed).
+    /// Stops the workers (after `finish`, or when the pass failed): what is in flight is dropped.
     func stop() {
         guard !finished else { return }
         finished = true
-        work.close()
-        free.close()
-        for thread in threads { thread.join() }
+        current = nil
+        pipeline.stop(CairnError(.io, "the archive's chunk workers were stopped"))
+        try? pipeline.finish()
     }
 }

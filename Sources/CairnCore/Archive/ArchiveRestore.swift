@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -66,13 +68,18 @@ public final class ArchiveRestore {
     public let request: ArchiveRestoreRequest
     public var progress: (@Sendable (_ bytesRead: UInt64, _ bytesWritten: UInt64, _ seconds: Double) -> Void)?
 
-    /// What the workers share once the disk's digests are all known: read-only but for the flags.
-    final class Plan: @unchecked Sendable {
+    /// What the workers share once the disk's digests are all known: read-only but for the
+    /// record of which blocks were written.
+    ///
+    /// A chunk may arrive twice (in two records, or a frame and a record of its own) and two
+    /// workers may then hand over the same digest at once: each block is claimed under a lock
+    /// before it is written, so it is written, and counted in `written`, once.
+    final class Plan: Sendable {
         let table: BlockDigestTable
         /// Blocks that need a chunk (all others are zero).
         let nonZero: ClusterBitmap
-        /// One flag per block, each set by whichever worker writes that block.
-        let restored: UnsafeMutableBufferPointer<Bool>
+        /// The blocks written (or being written), each claimed by the one worker that writes it.
+        private let restored: Mutex<ClusterBitmap>
         let target: any RestoreTarget
         let size: UInt64
         let blockSize: UInt64
@@ -83,18 +90,15 @@ public final class ArchiveRestore {
         ) {
             self.table = table
             self.nonZero = nonZero
-            restored = .allocate(capacity: max(1, Int(nonZero.clusterCount)))
-            restored.initialize(repeating: false)
+            restored = Mutex(ClusterBitmap(clusterCount: nonZero.clusterCount))
             self.target = target
             self.size = size
             self.blockSize = blockSize
         }
 
-        deinit { restored.deallocate() }
-
         func contains(_ digest: ChunkDigest) -> Bool { !table.range(of: digest).isEmpty }
 
-        /// Writes a chunk at every block that needs it.
+        /// Writes a chunk at every block that needs it and no other worker has claimed.
         func write(_ digest: ChunkDigest, _ plain: UnsafeRawBufferPointer) throws(CairnError) {
             for i in table.range(of: digest) {
                 let block = table.block(at: i)
@@ -105,23 +109,32 @@ public final class ArchiveRestore {
                         .damaged,
                         "chunk \(digest) holds \(plain.count) bytes where the disk needs \(length) at offset \(offset)")
                 }
-                if !restored[Int(block)] {
-                    try target.write(plain, atGuestOffset: offset)
-                    written.increment(by: length)
-                    restored[Int(block)] = true
-                }
+                guard claim(block) else { continue }
+                try target.write(plain, atGuestOffset: offset)
+                written.increment(by: length)
+            }
+        }
+
+        /// Marks `block` as restored; false if it already was (another worker writes it).
+        private func claim(_ block: UInt64) -> Bool {
+            restored.withLock { restored in
+                guard !restored.contains(block) else { return false }
+                restored.set(block)
+                return true
             }
         }
 
         /// The first non-zero block no chunk arrived for, and how many there are.
         var missing: (first: UInt64, count: Int)? {
-            var first: UInt64?
-            var count = 0
-            for block in 0..<nonZero.clusterCount where nonZero.contains(block) && !restored[Int(block)] {
-                if first == nil { first = block }
-                count += 1
+            restored.withLock { restored -> (first: UInt64, count: Int)? in
+                var first: UInt64?
+                var count = 0
+                for block in 0..<nonZero.clusterCount where nonZero.contains(block) && !restored.contains(block) {
+                    if first == nil { first = block }
+                    count += 1
+                }
+                return first.map { (first: $0, count: count) }
             }
-            return first.map { ($0, count) }
         }
     }
 
@@ -324,11 +337,7 @@ public final class ArchiveRestore {
         _ target: any RestoreTarget, _ disk: Manifest.DiskEntry, block: UInt64, blockSize: UInt64
     ) throws(CairnError) {
         let offset = block * blockSize
-        let zeros = [UInt8](repeating: 0, count: Int(min(blockSize, disk.size - offset)))
-        var failure: CairnError?
-        zeros.withUnsafeBytes { raw in
-            do throws(CairnError) { try target.write(raw, atGuestOffset: offset) } catch { failure = error }
-        }
-        if let failure { throw failure }
+        let zeros = WorkerBuffer(byteCount: Int(min(blockSize, disk.size - offset)), zeroed: true)
+        try target.write(UnsafeRawBufferPointer(zeros.bytes), atGuestOffset: offset)
     }
 }

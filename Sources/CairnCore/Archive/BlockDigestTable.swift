@@ -9,6 +9,9 @@
 /// beyond that, sorted runs are written to files and merged into one sorted file that is searched
 /// through a memory map. Heap memory is at most `runLimit` × 40 bytes (40 MiB by default) however
 /// large the disk; a 1 TiB disk of data puts about 640 MiB in a temporary file instead.
+///
+/// `@unchecked Sendable`: it holds a memory map (`MappedFile`) and is filled and finished by one
+/// thread; only after `finish()` do the archive restore's workers share it, and then only read it.
 final class BlockDigestTable: @unchecked Sendable {
     static let entrySize = 40
     let directory: String

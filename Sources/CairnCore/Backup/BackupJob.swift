@@ -2,8 +2,8 @@ import Foundation
 
 /// One image to back up, and the name its disk gets in the restore point.
 public struct BackupSource: Sendable {
-    /// An image path, or an NBD URI (`nbd://…`, `nbd+unix://…`).
-    public var path: String
+    /// Where the disk's bytes come from (a file, a block device, an NBD export).
+    public var source: any DiskSource
     public var diskName: String
     public var format: ImageFormat?
     public var snapshot: String?
@@ -15,20 +15,34 @@ public struct BackupSource: Sendable {
     /// export bitmap after the disk, and a raw disk has none.
     public var changeTracking: ChangeTrackingOptions?
 
-    public init(path: String, diskName: String? = nil, format: ImageFormat? = nil, snapshot: String? = nil) {
-        self.path = path
-        self.diskName = diskName ?? Self.defaultDiskName(path)
+    /// The source as the restore point records it: an absolute path, or an NBD URI.
+    public var path: String { source.location }
+
+    public init(
+        source: any DiskSource, diskName: String? = nil, format: ImageFormat? = nil, snapshot: String? = nil
+    ) {
+        self.source = source
+        self.diskName = diskName ?? source.defaultDiskName
         self.format = format
         self.snapshot = snapshot
     }
 
+    /// An image path (made absolute) or an NBD URI (`nbd://…`, `nbd+unix://…`).
+    public init(path: String, diskName: String? = nil, format: ImageFormat? = nil, snapshot: String? = nil) {
+        self.init(source: DiskSources.source(for: path), diskName: diskName, format: format, snapshot: snapshot)
+    }
+
     /// A file's base name, or an NBD URI's export name (`nbd` for the default export "").
     public static func defaultDiskName(_ path: String) -> String {
-        guard NBDURI.looksLikeURI(path), let uri = try? NBDURI(parsing: path) else {
-            return FileSystem.baseName(path)
-        }
-        let name = FileSystem.baseName(uri.exportName)
-        return name.isEmpty ? "nbd" : name
+        DiskSources.source(for: path).defaultDiskName
+    }
+
+    /// Opens the source for this backup; `nbdContexts` adds a dirty bitmap's context.
+    func open(nbdContexts: [String] = []) throws(CairnError) -> any DiskImage {
+        try source.open(
+            DiskOpenOptions(
+                format: format, snapshot: snapshot, allowLive: allowLive, nbdTimeout: nbdTimeout,
+                nbdContexts: nbdContexts))
     }
 
     /// Reads a command-line source, `[NAME=]SOURCE`.
@@ -158,10 +172,7 @@ public final class BackupJob {
         for (index, source) in sources.enumerated() {
             let options = source.changeTracking ?? changeTracking
             let exported = options.exportBitmap ?? options.dirtyBitmap
-            let image = try DiskImageOpener.open(
-                source.path, format: source.format, snapshot: source.snapshot, allowLive: source.allowLive,
-                nbdTimeout: source.nbdTimeout,
-                nbdContexts: exported.map { [NBDDirtyBitmap.context(forBitmap: $0)] } ?? [])
+            let image = try source.open(nbdContexts: exported.map { [NBDDirtyBitmap.context(forBitmap: $0)] } ?? [])
             tracking[index]?.attach(image)
             images.append((source, image))
         }

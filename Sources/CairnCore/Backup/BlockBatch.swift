@@ -4,6 +4,10 @@
 /// `digests`, `outcomes` and the records (new blocks, compressed together in frames), the
 /// writer consumes them. A batch whose blocks
 /// all lie in a hole carries no data at all and may cover far more blocks than its capacity.
+///
+/// `@unchecked Sendable`: it owns raw buffers and moves between threads only through a
+/// `Pipeline`, whose lock orders each hand-off, and one stage at a time holds it (the reader, one
+/// worker, then the writer); no two threads ever touch a batch at once.
 final class BlockBatch: @unchecked Sendable {
     enum Outcome: UInt8 {
         /// All zero: recorded as the zero digest, never stored.
@@ -34,7 +38,6 @@ final class BlockBatch: @unchecked Sendable {
     /// plus each frame's member list.
     let records: UnsafeMutableRawBufferPointer
 
-    var sequence = 0
     var firstBlock: UInt64 = 0
     var count = 0
     /// When non-zero, the batch is `holeBlocks` all-zero blocks and the per-block arrays are unused.

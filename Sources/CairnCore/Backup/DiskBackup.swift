@@ -6,10 +6,16 @@ import Synchronization
 /// Memory is a fixed number of batches whatever the disk's size. Holes and unallocated ranges
 /// travel as data-less batches, so a sparse 8 GiB disk costs a few digests, not 8 GiB of reads.
 ///
-/// With a trusted `ChangedBlockMap`, blocks it marks clean (wholly: dirty ranges are rounded
-/// outward to whole blocks) are not read and take the previous restore point's digest; a few of
+/// With a trusted `ChangedBlockMap`, the reader asks for extents through a `ChangeTrackedImage`:
+/// blocks wholly inside its `.unchanged` extents (dirty ranges are rounded outward to whole
+/// blocks) are not read and take the previous restore point's digest; a few of
 /// them, chosen at random, are read anyway and must hash to that digest. A mismatch, or an error
 /// from the map, abandons the pass (`abandonReason`) so the caller can read the disk in full.
+///
+/// `@unchecked Sendable`: the pipeline's threads share it, each with its own fields. The reader
+/// alone uses `random` and `previousIsDamaged` (and the image and map), the writer (the thread
+/// that calls `run`) alone the counters, the workers only `let`s and `abandoned` (a `Mutex`);
+/// the pipeline's joins order them before `run` returns.
 final class DiskBackup: @unchecked Sendable {
     let store: ChunkStore
     let image: any DiskImage
@@ -23,6 +29,10 @@ final class DiskBackup: @unchecked Sendable {
     let readInWorkers: Bool
     /// Trusted changes since `base`; nil reads every allocated block.
     let changes: (any ChangedBlockMap)?
+    /// The image seen through `changes` (extents that are `.unchanged`), when there is a map.
+    private let tracked: ChangeTrackedImage?
+    /// Where the reader asks for extents: `tracked`, or the image itself.
+    private let extents: any DiskImage
     /// Chance (out of 2^32) that a clean block is read and checked against its previous digest.
     let sampleThreshold: UInt64
     private var random: UInt64
@@ -59,6 +69,8 @@ final class DiskBackup: @unchecked Sendable {
         blockCount = (image.virtualSize + UInt64(store.blockSize) - 1) / UInt64(store.blockSize)
         readInWorkers = image.supportsConcurrentReads
         self.changes = base == nil ? nil : changes
+        tracked = self.changes.map { ChangeTrackedImage(image, changes: $0) }
+        extents = tracked ?? image
         // Aim for `sampleBlocks` checks among the blocks that held data last time.
         let candidates = base.map { $0.blockCount - min($0.blockCount, $0.zeroBlocks) } ?? 0
         if sampleBlocks <= 0 || candidates == 0 {
@@ -83,69 +95,38 @@ final class DiskBackup: @unchecked Sendable {
     }
 
     /// Backs the disk up, storing new chunks into `transaction` (which the job commits).
+    ///
+    /// The reader (a thread of its own) fills batches in disk order, the workers hash and
+    /// compress them, and this thread, the writer, takes them back in disk order to store and
+    /// index them: one `Pipeline` over a fixed ring of `2 × workers + 2` batches.
     func run(into transaction: inout ChunkWriteTransaction) throws(CairnError) -> Manifest.DiskEntry {
         let workers = Parallelism.workers
         let capacity = max(1, Self.batchBytes / blockSize)
-        let free = WorkQueue<BlockBatch>()
-        let toWork = WorkQueue<BlockBatch>()
-        let toWrite = OrderedQueue<BlockBatch>()
-        let failure = PipelineFailure()
-        for _ in 0..<(2 * workers + 2) { free.push(BlockBatch(capacity: capacity, blockSize: blockSize)) }
-        let batchCount = AtomicCounter()
-        let finished = AtomicCounter()
-
-        @Sendable func stopAll(_ error: CairnError) {
-            failure.record(error)
-            free.close()
-            toWork.close()
-            toWrite.close()
-        }
-
-        let reader = PipelineThread(name: "cairn-read") { [self] in
-            do throws(CairnError) {
-                let previous = try base.flatMap { entry throws(CairnError) -> IndexTreeReader? in
-                    guard let root = entry.rootDigest else {
-                        throw CairnError(
-                            .damaged, "previous restore point's disk \(entry.name) has a malformed root digest")
-                    }
-                    return try IndexTreeReader(
-                        reader: ChunkReader(store: store), root: root, depth: entry.depth, blockCount: entry.blockCount)
-                }
-                var next: UInt64 = 0
-                var sequence = 0
-                while next < blockCount {
-                    try Cancellation.check()
-                    guard let batch = free.pop() else { return }
-                    try fill(batch, from: next, previous: previous)
-                    batch.sequence = sequence
-                    sequence += 1
-                    next += batch.holeBlocks > 0 ? batch.holeBlocks : UInt64(batch.count)
-                    toWork.push(batch)
-                }
-                batchCount.increment(by: sequence)
-                finished.increment()
-                toWrite.push(BlockBatch.endMarker, sequence: sequence)
-            } catch {
-                stopAll(error)
+        let batches = (0..<(2 * workers + 2)).map { _ in BlockBatch(capacity: capacity, blockSize: blockSize) }
+        let pipeline = Pipeline<BlockBatch>(name: "cairn-hash", workers: workers, delivery: .inOrder, pool: batches) {
+            [self] _ in
+            let hasher = SHA256Hasher()
+            let encoder = ChunkEncoder(level: store.compressionLevel)
+            return { [self] (batch: inout BlockBatch) throws(CairnError) in
+                try process(batch, hasher: hasher, encoder: encoder)
             }
         }
-
-        var workerThreads: [PipelineThread] = []
-        for i in 0..<workers {
-            workerThreads.append(
-                PipelineThread(name: "cairn-hash-\(i)") { [self] in
-                    let hasher = SHA256Hasher()
-                    let encoder = ChunkEncoder(level: store.compressionLevel)
-                    while let batch = toWork.pop() {
-                        do throws(CairnError) {
-                            try process(batch, hasher: hasher, encoder: encoder)
-                        } catch {
-                            stopAll(error)
-                            return
-                        }
-                        toWrite.push(batch, sequence: batch.sequence)
-                    }
-                })
+        pipeline.startSource(name: "cairn-read") { [self] (pipeline) throws(CairnError) in
+            let previous = try base.flatMap { entry throws(CairnError) -> IndexTreeReader? in
+                guard let root = entry.rootDigest else {
+                    throw CairnError(
+                        .damaged, "previous restore point's disk \(entry.name) has a malformed root digest")
+                }
+                return try IndexTreeReader(
+                    reader: ChunkReader(store: store), root: root, depth: entry.depth, blockCount: entry.blockCount)
+            }
+            var next: UInt64 = 0
+            while next < blockCount {
+                let batch = try pipeline.acquire()
+                try fill(batch, from: next, previous: previous)
+                next += batch.holeBlocks > 0 ? batch.holeBlocks : UInt64(batch.count)
+                try pipeline.submit(batch)
+            }
         }
 
         let tree = IndexTreeWriter(store: store, encoder: ChunkEncoder(level: store.compressionLevel))
@@ -154,19 +135,10 @@ final class DiskBackup: @unchecked Sendable {
         let countsAllocated = progress != nil && image.info.kind != "nbd"
         let allocated = countsAllocated ? allocatedBytes() : image.virtualSize
         var lastProgress = 0.0
-        var sequence = 0
-        writing: do {
-            while let batch = toWrite.pop(sequence: sequence) {
-                if batch === BlockBatch.endMarker { break }
-                do throws(CairnError) {
-                    try Cancellation.check()
-                    try write(batch, into: tree, transaction: &transaction)
-                } catch {
-                    stopAll(error)
-                    break writing
-                }
-                free.push(batch)
-                sequence += 1
+        do throws(CairnError) {
+            while let batch = try pipeline.next() {
+                try write(batch, into: tree, transaction: &transaction)
+                pipeline.recycle(batch)
                 if let progress, clock.elapsed - lastProgress >= 0.5 {
                     lastProgress = clock.elapsed
                     progress(
@@ -178,19 +150,16 @@ final class DiskBackup: @unchecked Sendable {
                             bytesNew: bytesNew, seconds: clock.elapsed, virtualSize: image.virtualSize))
                 }
             }
+        } catch {
+            pipeline.stop(error)
         }
-        if let progress, failure.first == nil {
+        try pipeline.finish()
+        if let progress {
             progress(
                 BackupProgress(
                     disk: name, bytesDone: allocated, bytesTotal: allocated, bytesNew: bytesNew,
                     seconds: clock.elapsed, virtualSize: image.virtualSize))
         }
-        free.close()
-        toWork.close()
-        toWrite.close()
-        reader.join()
-        for thread in workerThreads { thread.join() }
-        if let error = failure.first { throw error }
         guard writtenBlocks == blockCount else {
             throw CairnError(.io, "backup of \(name) stopped after \(writtenBlocks) of \(blockCount) blocks")
         }
@@ -242,8 +211,20 @@ final class DiskBackup: @unchecked Sendable {
         }
     }
 
-    /// Reader stage: decides which blocks lie in holes, reads the rest, and lines up the previous
-    /// restore point's digests for the same blocks.
+    /// The extent at `offset`, through the change map when there is one; an error from the map
+    /// gives the map up (`abandon`).
+    private func extent(at offset: UInt64, maxLength: UInt64) throws(CairnError) -> ImageExtent {
+        do {
+            return try extents.extent(at: offset, maxLength: maxLength)
+        } catch {
+            guard let tracked, let failure = tracked.takeMapFailure() else { throw error }
+            throw abandon("reading \(tracked.changes.description) failed: \(failure.message)")
+        }
+    }
+
+    /// Reader stage: decides which blocks lie in holes, which are unchanged since the base (a
+    /// trusted map calls them clean), reads the rest, and lines up the previous restore point's
+    /// digests for the same blocks.
     private func fill(_ batch: BlockBatch, from first: UInt64, previous: IndexTreeReader?) throws(CairnError) {
         let bs = UInt64(blockSize)
         let start = first * bs
@@ -256,9 +237,9 @@ final class DiskBackup: @unchecked Sendable {
         // image about a long run of data walks its L2 entries to the run's end, which per batch
         // would make a big data extent cost quadratic time.
         let batchSpan = bs * UInt64(batch.capacity)
-        var head = try image.extent(at: start, maxLength: batchSpan)
+        var head = try extent(at: start, maxLength: batchSpan)
         if head.isZero && head.length >= batchSpan {
-            head = try image.extent(at: start, maxLength: Self.maxHoleBlocks * bs)
+            head = try extent(at: start, maxLength: Self.maxHoleBlocks * bs)
         }
         if head.isZero && head.length >= batchSpan {
             var blocks = head.length / bs
@@ -277,26 +258,51 @@ final class DiskBackup: @unchecked Sendable {
             batch.sources[i] = .hole
             batch.isSample[i] = false
         }
-        // Mark blocks that touch data.
+        // Blocks that touch data are read; blocks wholly inside one run of unchanged extents are
+        // unchanged (for now: below, only if the base has a digest the repository trusts); a
+        // block that an unchanged run only partly covers is read.
         var position = start
+        var unchangedFrom: UInt64?
+        func closeUnchanged(at runEnd: UInt64) {
+            guard let from = unchangedFrom else { return }
+            unchangedFrom = nil
+            let a = Int((from - start) / bs)
+            let b = Int((runEnd - 1 - start) / bs)
+            for i in a...min(b, count - 1) {
+                let blockStart = start + UInt64(i) * bs
+                let whole = blockStart >= from && blockStart + UInt64(batch.lengths[i]) <= runEnd
+                if whole && batch.sources[i] == .hole {
+                    batch.sources[i] = .unchanged
+                } else {
+                    batch.sources[i] = .data
+                }
+            }
+        }
         // The first extent is the one already asked for: reuse it, cut to this batch.
-        var known: ImageExtent? = ImageExtent(length: min(head.length, end - start), isZero: head.isZero)
+        var known: ImageExtent? = ImageExtent(length: min(head.length, end - start), state: head.state)
         while position < end {
             let extent: ImageExtent
             if let first = known {
                 extent = first
                 known = nil
             } else {
-                extent = try image.extent(at: position, maxLength: end - position)
+                extent = try self.extent(at: position, maxLength: end - position)
             }
             let extentEnd = position + max(1, extent.length)
-            if !extent.isZero {
+            switch extent.state {
+            case .zero:
+                closeUnchanged(at: position)
+            case .data:
+                closeUnchanged(at: position)
                 let a = Int((position - start) / bs)
                 let b = Int((extentEnd - 1 - start) / bs)
                 for i in a...min(b, count - 1) { batch.sources[i] = .data }
+            case .unchanged:
+                if unchangedFrom == nil { unchangedFrom = position }
             }
             position = extentEnd
         }
+        closeUnchanged(at: end)
         for k in 0..<count {
             if let previous, let digest = previousDigest(previous) {
                 batch.previous[k] = digest
@@ -305,53 +311,18 @@ final class DiskBackup: @unchecked Sendable {
                 batch.hasPrevious[k] = false
             }
         }
-        if let changes {
-            do {
-                try markUnchanged(batch, start: start, end: end, changes: changes)
-            } catch {
-                throw abandon("reading \(changes.description) failed: \(error.message)")
+        // An unchanged block takes the base's digest only if the repository still trusts it; a
+        // random few are read anyway and must hash to it.
+        for i in 0..<count where batch.sources[i] == .unchanged {
+            if !batch.hasPrevious[i] || store.isDistrusted(batch.previous[i]) {
+                batch.sources[i] = .data
+            } else if sampleThreshold > 0 && nextRandom() >> 32 < sampleThreshold {
+                batch.sources[i] = .data
+                batch.isSample[i] = true
             }
         }
         batch.needsRead = true
         if !readInWorkers { try readData(batch) }
-    }
-
-    /// Marks the data blocks that lie wholly in clean ranges as unchanged (or, for a random few,
-    /// as samples to check), when the previous restore point has a digest for them that the
-    /// repository still trusts.
-    private func markUnchanged(
-        _ batch: BlockBatch, start: UInt64, end: UInt64, changes: any ChangedBlockMap
-    ) throws(CairnError) {
-        let bs = UInt64(blockSize)
-        var position = start
-        var cleanFrom: UInt64?
-        while position <= end {
-            var extent = ChangeExtent(length: 0, isDirty: true)
-            if position < end {
-                extent = try changes.changes(at: position, maxLength: end - position)
-                extent.length = max(1, min(extent.length, end - position))
-            }
-            if !extent.isDirty {
-                if cleanFrom == nil { cleanFrom = position }
-            } else if let from = cleanFrom {
-                // Blocks wholly inside [from, position); the disk's last block may end at `end`.
-                let first = Int((from - start + bs - 1) / bs)
-                let last = position == end ? batch.count : Int((position - start) / bs)
-                if first < last {
-                    for i in first..<last where batch.sources[i] == .data && batch.hasPrevious[i] {
-                        guard !store.isDistrusted(batch.previous[i]) else { continue }
-                        if sampleThreshold > 0 && nextRandom() >> 32 < sampleThreshold {
-                            batch.isSample[i] = true
-                        } else {
-                            batch.sources[i] = .unchanged
-                        }
-                    }
-                }
-                cleanFrom = nil
-            }
-            if position == end { break }
-            position += extent.length
-        }
     }
 
     /// Reads the batch's data blocks, one `pread` per run of consecutive data blocks.
@@ -502,9 +473,4 @@ final class DiskBackup: @unchecked Sendable {
         }
         writtenBlocks += UInt64(batch.count)
     }
-}
-
-extension BlockBatch {
-    /// Sent by the reader after the last batch, so the writer knows the disk is complete.
-    static let endMarker = BlockBatch(capacity: 1, blockSize: 1)
 }

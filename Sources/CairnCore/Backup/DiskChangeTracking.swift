@@ -64,9 +64,9 @@ final class DiskChangeTracking {
         }
         if previousDamaged { return "the previous restore point \(previousID) was found damaged by cairn verify" }
         if source.snapshot != nil { return "an internal snapshot is read (--snapshot), which bitmaps do not track" }
-        // An NBD export's URI names a socket that may be new each night (libvirt's pull mode):
-        // the disk's name and the recorded checkpoint identify it, not the path.
-        if base.source.path != source.path && !(base.source.kind == "nbd" && NBDURI.looksLikeURI(source.path)) {
+        // The source decides (an NBD export's URI names a socket that may be new each night, so
+        // the disk's name and the recorded checkpoint identify it, not the path).
+        if !source.source.isSameDisk(as: base.source) {
             return
                 "the previous restore point read disk \(source.diskName) from \(base.source.path), not \(source.path)"
         }
@@ -95,7 +95,7 @@ final class DiskChangeTracking {
         do {
             // A probe of the headers: the writer's lock is checked below, and the backup's own
             // open refuses a live image unless --allow-live.
-            image = try DiskImageOpener.open(source.path, format: source.format, allowLive: true)
+            image = try source.source.open(DiskOpenOptions(format: source.format, allowLive: true))
         } catch {
             return  // The backup's own open reports it.
         }
@@ -214,7 +214,7 @@ final class DiskChangeTracking {
         let prefix = Self.managedPrefix(group: group)
         let stale: [String]
         do {
-            guard let image = try DiskImageOpener.open(source.path, format: .qcow2) as? QCOW2Image,
+            guard let image = try source.source.open(DiskOpenOptions(format: .qcow2)) as? QCOW2Image,
                 let directory = try image.bitmapDirectory()
             else { return }
             stale = directory.entries.map(\.name).filter { $0.hasPrefix(prefix) && $0 != started }

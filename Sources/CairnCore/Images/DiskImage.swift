@@ -12,7 +12,8 @@ public protocol DiskImage: AnyObject {
 
     /// Describes the guest range starting at `offset`: how long it runs (at least 1 byte, at most
     /// `maxLength`, never past `virtualSize`) and whether it is known to read as zeros, in which
-    /// case the backup skips it without reading (holes, unallocated or zero clusters).
+    /// case the backup skips it without reading (holes, unallocated or zero clusters), or, through
+    /// a `ChangeTrackedImage`, known unchanged since the base restore point.
     func extent(at offset: UInt64, maxLength: UInt64) throws(CairnError) -> ImageExtent
 
     /// Reads exactly `buffer.count` guest bytes starting at `offset` (`offset + count <= virtualSize`).
@@ -27,15 +28,30 @@ extension DiskImage {
     public var supportsConcurrentReads: Bool { false }
 }
 
-/// A run of guest bytes with one allocation state.
+/// A run of guest bytes with one state: data to read, known zeros, or unchanged since the base.
 public struct ImageExtent: Sendable, Equatable {
+    public enum State: UInt8, Sendable {
+        /// Must be read.
+        case data
+        /// Reads as zeros without being read (holes, unallocated or zero clusters).
+        case zero
+        /// Reads as it did at the base restore point (a trusted dirty bitmap calls it clean): its
+        /// blocks take the base's digests without being read. Only a `ChangeTrackedImage` says so.
+        case unchanged
+    }
+
     public var length: UInt64
+    public var state: State
     /// True if the range reads as zeros without needing to be read.
-    public var isZero: Bool
+    public var isZero: Bool { state == .zero }
+
+    public init(length: UInt64, state: State) {
+        self.length = length
+        self.state = state
+    }
 
     public init(length: UInt64, isZero: Bool) {
-        self.length = length
-        self.isZero = isZero
+        self.init(length: length, state: isZero ? .zero : .data)
     }
 }
 
@@ -96,7 +112,8 @@ public enum DiskImageOpener {
     /// (`RAW_LOCK_PERM_BASE` 100 + bit 1, `BLK_PERM_WRITE`; QEMU `block/file-posix.c`).
     public static let qemuWriteLockByte: UInt64 = 101
 
-    /// Opens `path`: an NBD URI (`nbd://`, `nbd+unix://`) or an image file or block device.
+    /// Opens `path`: an NBD URI (`nbd://`, `nbd+unix://`) or an image file or block device, as
+    /// given (a backup opens its sources through `DiskSource`, which records absolute paths).
     ///
     /// A file that a running QEMU holds for writing is refused unless `allowLive`: its bytes
     /// change while they are read, so the copy would be crash-inconsistent at best.
@@ -105,16 +122,30 @@ public enum DiskImageOpener {
         nbdTimeout: Double = NBDClient.Configuration.defaultTimeout, nbdContexts: [String] = []
     ) throws(CairnError) -> any DiskImage {
         if NBDURI.looksLikeURI(path) {
-            if let snapshot {
-                throw CairnError(.usage, "\(path) is an NBD export: it has no snapshot \"\(snapshot)\"")
-            }
-            if let format, format != .raw {
-                throw CairnError(
-                    .usage, "\(path) is an NBD export: the server already decodes the image, so it reads as raw",
-                    remedy: .readAsRaw)
-            }
-            return try NBDImage(uri: NBDURI(parsing: path), extraContexts: nbdContexts, timeout: nbdTimeout)
+            return try openNBD(path, format: format, snapshot: snapshot, timeout: nbdTimeout, contexts: nbdContexts)
         }
+        return try openFile(path, format: format, snapshot: snapshot, allowLive: allowLive)
+    }
+
+    /// Connects to the NBD export `uri`; an export has no snapshots and always reads as raw.
+    static func openNBD(
+        _ uri: String, format: ImageFormat?, snapshot: String?, timeout: Double, contexts: [String]
+    ) throws(CairnError) -> any DiskImage {
+        if let snapshot {
+            throw CairnError(.usage, "\(uri) is an NBD export: it has no snapshot \"\(snapshot)\"")
+        }
+        if let format, format != .raw {
+            throw CairnError(
+                .usage, "\(uri) is an NBD export: the server already decodes the image, so it reads as raw",
+                remedy: .readAsRaw)
+        }
+        return try NBDImage(uri: NBDURI(parsing: uri), extraContexts: contexts, timeout: timeout)
+    }
+
+    /// Opens an image file or block device, detecting its format by magic unless one is forced.
+    static func openFile(
+        _ path: String, format: ImageFormat?, snapshot: String?, allowLive: Bool
+    ) throws(CairnError) -> any DiskImage {
         // One rule for exit codes: a source that is not there was named wrongly (not found, as
         // for a restore point or a group); one that is there but is no disk image is a bad image.
         if FileSystem.isDirectory(path) {

@@ -1,5 +1,5 @@
 /// A disk's blocks as its index tree lists them, walked in parallel batches.
-final class DiskWalk: @unchecked Sendable {
+final class DiskWalk: Sendable {
     let store: ChunkStore
     let root: ChunkDigest
     let depth: Int
@@ -45,7 +45,9 @@ final class DiskWalk: @unchecked Sendable {
         }
     }
 
-    final class DigestBatch: @unchecked Sendable {
+    /// A run of the tree's digests for one worker (a value: moved through the pipeline, its
+    /// array reused while it is the only copy).
+    struct DigestBatch: Sendable {
         var first: UInt64 = 0
         var count = 0
         var digests: [ChunkDigest]
@@ -55,113 +57,99 @@ final class DiskWalk: @unchecked Sendable {
     }
 
     /// Restores every non-zero block into `target`. Returns bytes written and damaged ranges.
+    ///
+    /// This thread walks the tree and fills batches; the workers of a `.recycle` pipeline read,
+    /// prove and write them, in any order, and give the batches back.
     func restore(
         into target: any RestoreTarget, allowDamaged: Bool, progress: (@Sendable (RestoreProgress) -> Void)?,
         clock: Stopwatch
     ) throws(CairnError) -> (UInt64, [DamagedRange]) {
         let workers = Parallelism.workers
         let capacity = max(16, (4 << 20) / blockSize)
-        let free = WorkQueue<DigestBatch>()
-        let work = WorkQueue<DigestBatch>()
-        let failure = PipelineFailure()
         let written = AtomicCounter()
         let damagedLock = NSLockBox<[DamagedRange]>([])
-        for _ in 0..<(workers * 3) { free.push(DigestBatch(capacity: capacity)) }
         let zero = ZeroBlock.digest
         let bs = UInt64(blockSize)
-
-        var threads: [PipelineThread] = []
-        for i in 0..<workers {
-            threads.append(
-                PipelineThread(name: "cairn-restore-\(i)") { [self] in
-                    let reader = ChunkReader(store: store)
-                    reader.checksRecordCRC = false
-                    let zeros = UnsafeMutableRawBufferPointer.allocate(
-                        byteCount: target.needsZeroWrites ? blockSize : 0, alignment: 4096)
-                    zeros.initializeMemory(as: UInt8.self, repeating: 0)
-                    defer { zeros.deallocate() }
-                    var run = WriteRun()
-                    func flush() throws(CairnError) {
-                        guard let bytes = run.bytes else { return }
-                        try target.write(bytes, atGuestOffset: run.offset)
-                        written.increment(by: bytes.count)
-                        run = WriteRun()
-                    }
-                    while let batch = work.pop() {
-                        do throws(CairnError) {
-                            for k in 0..<batch.count {
-                                let block = batch.first + UInt64(k)
-                                let offset = block * bs
-                                let length = Int(min(bs, size - offset))
-                                let digest = batch.digests[k]
-                                if digest == zero {
-                                    try flush()
-                                    if target.needsZeroWrites {
-                                        try target.write(
-                                            UnsafeRawBufferPointer(rebasing: zeros[0..<length]), atGuestOffset: offset)
-                                        written.increment(by: length)
-                                    }
-                                    continue
-                                }
-                                do throws(CairnError) {
-                                    guard let location = store.lookup(digest) else {
-                                        throw store.missingChunk(digest)
-                                    }
-                                    // Reading another record reuses the buffer the run points into.
-                                    if !reader.holdsFrame(of: location) { try flush() }
-                                    let bytes = try reader.read(digest, at: location)
-                                    guard bytes.count == length else {
-                                        throw CairnError(
-                                            .damaged,
-                                            "chunk \(digest) holds \(bytes.count) bytes where the disk needs \(length)")
-                                    }
-                                    if !run.extend(with: bytes, at: offset) {
-                                        try flush()
-                                        run = WriteRun(bytes: bytes, offset: offset)
-                                    }
-                                } catch let error where error.code == .damaged {
-                                    try flush()
-                                    guard allowDamaged else {
-                                        throw CairnError(
-                                            .damaged,
-                                            "cannot restore disk offset \(offset) (block \(block)): \(error.message)",
-                                            cause: error.cause)
-                                    }
-                                    damagedLock.withLock {
-                                        $0.append(
-                                            DamagedRange(
-                                                offset: offset, length: UInt64(length), chunk: digest.hex,
-                                                reason: error.message))
-                                    }
-                                    if target.needsZeroWrites {
-                                        try target.write(
-                                            UnsafeRawBufferPointer(rebasing: zeros[0..<length]), atGuestOffset: offset)
-                                    }
-                                }
-                            }
-                            try flush()
-                        } catch {
-                            run = WriteRun()
-                            failure.record(error)
-                            free.close()
-                            work.close()
+        let pipeline = Pipeline<DigestBatch>(
+            name: "cairn-restore", workers: workers, delivery: .recycle,
+            pool: (0..<(workers * 3)).map { _ in DigestBatch(capacity: capacity) },
+            interruptedMessage: "restore incomplete"
+        ) { [self] _ in
+            let reader = ChunkReader(store: store)
+            reader.checksRecordCRC = false
+            let zeroBuffer = WorkerBuffer(
+                byteCount: target.needsZeroWrites ? blockSize : 0, alignment: 4096, zeroed: true)
+            var run = WriteRun()
+            func flush() throws(CairnError) {
+                guard let bytes = run.bytes else { return }
+                let offset = run.offset
+                run = WriteRun()
+                try target.write(bytes, atGuestOffset: offset)
+                written.increment(by: bytes.count)
+            }
+            func writeZeros(_ length: Int, at offset: UInt64) throws(CairnError) {
+                try target.write(
+                    UnsafeRawBufferPointer(rebasing: zeroBuffer.bytes[0..<length]), atGuestOffset: offset)
+            }
+            return { [self] (batch: inout DigestBatch) throws(CairnError) in
+                defer { run = WriteRun() }
+                for k in 0..<batch.count {
+                    let block = batch.first + UInt64(k)
+                    let offset = block * bs
+                    let length = Int(min(bs, size - offset))
+                    let digest = batch.digests[k]
+                    if digest == zero {
+                        try flush()
+                        if target.needsZeroWrites {
+                            try writeZeros(length, at: offset)
+                            written.increment(by: length)
                         }
-                        free.push(batch)
+                        continue
                     }
-                })
+                    do throws(CairnError) {
+                        guard let location = store.lookup(digest) else { throw store.missingChunk(digest) }
+                        // Reading another record reuses the buffer the run points into.
+                        if !reader.holdsFrame(of: location) { try flush() }
+                        let bytes = try reader.read(digest, at: location)
+                        guard bytes.count == length else {
+                            throw CairnError(
+                                .damaged, "chunk \(digest) holds \(bytes.count) bytes where the disk needs \(length)")
+                        }
+                        if !run.extend(with: bytes, at: offset) {
+                            try flush()
+                            run = WriteRun(bytes: bytes, offset: offset)
+                        }
+                    } catch let error where error.code == .damaged {
+                        try flush()
+                        guard allowDamaged else {
+                            throw CairnError(
+                                .damaged, "cannot restore disk offset \(offset) (block \(block)): \(error.message)",
+                                cause: error.cause)
+                        }
+                        damagedLock.withLock {
+                            $0.append(
+                                DamagedRange(
+                                    offset: offset, length: UInt64(length), chunk: digest.hex, reason: error.message))
+                        }
+                        if target.needsZeroWrites { try writeZeros(length, at: offset) }
+                    }
+                }
+                try flush()
+            }
         }
 
-        var walkError: CairnError?
+        // The walker's own errors (a damaged index) are told apart from the workers'.
+        var walkFailedFirst = false
         do throws(CairnError) {
             let tree = try makeReader()
             var next: UInt64 = 0
             var lastProgress = 0.0
             outer: while next < blockCount {
-                try Cancellation.check("restore incomplete")
-                guard let batch = free.pop() else { break }
+                var batch = try pipeline.acquire()
                 batch.first = next
                 batch.count = 0
                 var nonZero = false
+                var ended = false
                 while batch.count < capacity && next < blockCount {
                     if !target.needsZeroWrites, try tree.atZeroLeafPage() {
                         // 1,024 zero blocks: nothing to write; close this batch here.
@@ -171,38 +159,35 @@ final class DiskWalk: @unchecked Sendable {
                         batch.first = next
                         continue
                     }
-                    guard let digest = try tree.next() else { break outer }
+                    guard let digest = try tree.next() else {
+                        ended = true
+                        break
+                    }
                     batch.digests[batch.count] = digest
                     if digest != zero { nonZero = true }
                     batch.count += 1
                     next += 1
                 }
-                if nonZero || target.needsZeroWrites { work.push(batch) } else { free.push(batch) }
+                if nonZero || target.needsZeroWrites { try pipeline.submit(batch) } else { pipeline.recycle(batch) }
+                if ended { break outer }
                 if let progress, clock.elapsed - lastProgress >= 0.5 {
                     lastProgress = clock.elapsed
                     progress(RestoreProgress(bytesDone: min(size, next * bs), bytesTotal: size, seconds: clock.elapsed))
                 }
             }
-            if next != blockCount && failure.first == nil {
+            if next != blockCount {
                 throw CairnError(.damaged, "index tree \(root) ends after \(next) of \(blockCount) blocks")
             }
         } catch {
-            walkError = error
+            walkFailedFirst = pipeline.stop(error)
         }
-        // Drain: wait until every batch is back in the free pool, then stop the workers.
-        if walkError == nil && failure.first == nil {
-            var returned: [DigestBatch] = []
-            while returned.count < workers * 3, let batch = free.pop() { returned.append(batch) }
-            for batch in returned { free.push(batch) }
-        }
-        work.close()
-        free.close()
-        for thread in threads { thread.join() }
-        if let error = failure.first ?? walkError {
-            if allowDamaged, let walkError, walkError.code == .damaged {
+        do throws(CairnError) {
+            try pipeline.finish()
+        } catch {
+            if allowDamaged, walkFailedFirst, error.code == .damaged {
                 throw CairnError(
                     .damaged,
-                    "the index of this disk is damaged; nothing after that point can be restored: \(walkError.message)")
+                    "the index of this disk is damaged; nothing after that point can be restored: \(error.message)")
             }
             throw error
         }

@@ -3,7 +3,7 @@
 /// The allocation must be known before the first write (the writer lays out every table up
 /// front), so the disk's index tree is walked once to mark clusters touched by non-zero blocks;
 /// that pass reads only index pages. Memory: one bit per guest cluster.
-final class QCOW2RestoreTarget: RestoreTarget, @unchecked Sendable {
+final class QCOW2RestoreTarget: RestoreTarget {
     let writer: QCOW2Writer
     let needsZeroWrites = false
 

@@ -12,6 +12,9 @@
 /// is what `qemu-img check` expects of an image without snapshots.
 ///
 /// Memory: the bitmap (one bit per guest cluster) plus one prefix count per 512 guest clusters.
+///
+/// `@unchecked Sendable`: after `init` only `file` changes (to nil, in `finish`, once the restore's
+/// workers are joined); the workers' `write`s are `pwrite`s at offsets computed from immutable tables.
 public final class QCOW2Writer: @unchecked Sendable {
     /// Clusters per rank block: prefix counts are kept per 8 bitmap words.
     private static let rankBlock: UInt64 = 512

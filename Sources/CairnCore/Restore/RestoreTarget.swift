@@ -26,7 +26,7 @@ func checkRestoreDestination(_ path: String, force: Bool, allowDevice: Bool) thr
 }
 
 /// A raw image file (sparse: zero blocks stay holes) or a block device.
-final class RawRestoreTarget: RestoreTarget, @unchecked Sendable {
+final class RawRestoreTarget: RestoreTarget {
     let file: File
     let path: String
     let needsZeroWrites: Bool

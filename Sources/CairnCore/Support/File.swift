@@ -11,6 +11,10 @@ import SystemPackage
 ///
 /// This is the only place that talks to the kernel about files: pread/pwrite loops, SEEK_DATA,
 /// fsync, flock and hole punching. It owns its descriptor and closes it when released.
+///
+/// `@unchecked Sendable`: it wraps a C file descriptor (swift-system's `FileDescriptor` is not
+/// `Sendable`); every property is immutable, the calls threads share (`pread`/`pwrite` at explicit
+/// offsets, `fsync`, `sync_file_range`) are safe on one descriptor, and it is closed only in `deinit`.
 public final class File: @unchecked Sendable {
     /// Linux's SEEK_DATA and SEEK_HOLE, which Glibc only exports under _GNU_SOURCE.
     private let seekData: Int32 = 3

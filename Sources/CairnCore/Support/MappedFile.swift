@@ -8,6 +8,9 @@ import SystemPackage
 ///
 /// Chunk index segments are searched in place through the page cache: their size on disk does
 /// not become heap memory, and the kernel keeps only the pages that lookups touch.
+///
+/// `@unchecked Sendable`: it wraps an `mmap` pointer; the mapping is read-only, never changes and
+/// is unmapped only in `deinit`, so any number of threads may read it at once.
 public final class MappedFile: @unchecked Sendable {
     let path: String
     let count: Int

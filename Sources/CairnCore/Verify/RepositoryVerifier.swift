@@ -142,14 +142,14 @@ public final class RepositoryVerifier {
 
     // MARK: Chunks
 
-    private enum Check: UInt8 {
+    private enum Check: UInt8, Sendable {
         /// CRC only: nobody checked here needs it, or an index page already re-hashed by the walk.
         case crc
         /// CRC, decompression and SHA-256.
         case full
     }
 
-    private struct WorkUnit {
+    private struct WorkUnit: Sendable {
         var pack: PackID
         var records: [(PackRecord, Check)]
     }
@@ -221,7 +221,7 @@ public final class RepositoryVerifier {
             if !current.records.isEmpty { units.append(current) }
         }
 
-        let failures = runUnits(units, total: total)
+        let failures = try runUnits(units, total: total)
         try Cancellation.check("nothing recorded")
         for f in failures {
             let location = f.record.location(in: f.pack)
@@ -251,9 +251,8 @@ public final class RepositoryVerifier {
         }
     }
 
-    /// Checks the planned records on every core.
-    private func runUnits(_ units: [WorkUnit], total: Int) -> [RecordFailure] {
-        let next = AtomicCounter()
+    /// Checks the planned records on every core (a `.discard` pipeline over the units).
+    private func runUnits(_ units: [WorkUnit], total: Int) throws(CairnError) -> [RecordFailure] {
         let done = AtomicCounter()
         let bytes = AtomicCounter()
         let full = AtomicCounter()
@@ -262,16 +261,14 @@ public final class RepositoryVerifier {
         let progress = self.progress
         let clock = self.clock
         let workers = min(Parallelism.workers, max(1, units.count))
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        let pipeline = Pipeline<WorkUnit>(
+            name: "cairn-verify", workers: workers, delivery: .discard, capacity: 2 * workers,
+            interruptedMessage: "nothing recorded"
+        ) { worker in
             let reader = ChunkReader(store: store)
-            let buffer = UnsafeMutableRawBufferPointer.allocate(
-                byteCount: PackFormat.recordHeaderSize + ZstdCompressor.bound(reader.maxChunk), alignment: 64)
-            defer { buffer.deallocate() }
+            let buffer = WorkerBuffer(byteCount: PackFormat.recordHeaderSize + ZstdCompressor.bound(reader.maxChunk))
             var lastProgress = 0.0
-            while true {
-                let i = next.increment() - 1
-                guard i < units.count, !Cancellation.isRequested else { break }
-                let unit = units[i]
+            return { (unit: inout WorkUnit) throws(CairnError) in
                 for (record, check) in unit.records {
                     let location = record.location(in: unit.pack)
                     do throws(CairnError) {
@@ -284,13 +281,13 @@ public final class RepositoryVerifier {
                             bytes.increment(by: plain.count)
                             full.increment()
                         case .crc:
-                            guard PackFormat.recordHeaderSize + Int(record.storedLength) <= buffer.count else {
+                            guard PackFormat.recordHeaderSize + Int(record.storedLength) <= buffer.bytes.count else {
                                 throw CairnError(
                                     .damaged, "record claims \(record.storedLength) stored bytes, more than any chunk")
                             }
                             _ = try store.packReader(unit.pack).readRecord(
                                 at: record.offset, storedLength: Int(record.storedLength), expected: record.digest,
-                                into: buffer)
+                                into: buffer.bytes)
                         }
                     } catch {
                         failures.withLock {
@@ -309,6 +306,12 @@ public final class RepositoryVerifier {
                 }
             }
         }
+        do throws(CairnError) {
+            for unit in units { try pipeline.submit(unit) }
+        } catch {
+            pipeline.stop(error)
+        }
+        try pipeline.finish()
         report.recordsChecked += total
         report.chunksChecked += full.current
         report.bytesChecked += UInt64(bytes.current)
