@@ -36,7 +36,13 @@ install -D -m 0755 "$bin" "$root/usr/bin/cairn"
 strip --strip-debug "$root/usr/bin/cairn"
 
 # 2. The man page, generated from the argument parser.
-swift package plugin generate-manual --authors "The Cairn authors" >&2
+# Dated by the last commit (or SOURCE_DATE_EPOCH), not the build day: the same sources make the same page.
+if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
+    manual_date=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)
+else
+    manual_date=$(git log -1 --format=%cs 2>/dev/null || date -u +%Y-%m-%d)
+fi
+swift package plugin generate-manual --authors "The Cairn authors" --date "$manual_date" >&2
 page=$(find .build/plugins/GenerateManual/outputs -name cairn.1 | head -1)
 [ -s "$page" ] || { echo "build-deb: generate-manual made no cairn.1" >&2; exit 1; }
 install -D -m 0644 "$page" "$root/usr/share/man/man1/cairn.1"
