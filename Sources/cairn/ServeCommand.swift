@@ -111,7 +111,9 @@ struct ServeCommand: ParsableCommand {
             limits.handshakeTimeout = Int64(handshakeTimeout)
             let server = try NBDServer.start(
                 exports: NBDExportList(exports), address: address, limits: limits, tls: tls,
-                readThreads: ProcessInfoCores.count,
+                // Twice the cores: a thread that waits for a frame another thread is loading
+                // (nbdcopy's many requests into one frame) must not leave a core idle.
+                readThreads: max(4, 2 * ProcessInfoCores.count),
                 log: { line in Terminal.printError("cairn serve: \(line)") })
             let stopped = DispatchSemaphore(value: 0)
             var sources: [DispatchSourceSignal] = []
