@@ -111,6 +111,12 @@ final class DiskBackup: @unchecked Sendable {
                 try process(batch, hasher: hasher, encoder: encoder)
             }
         }
+        // The extents are walked for the progress total before the reader starts: an image is
+        // used from one thread at a time (`DiskImage`), and the reader asks it for extents too.
+        // An NBD export's block status is asked for in order, once, by the reader: it is not
+        // walked ahead of time, and its progress counts the virtual size.
+        let countsAllocated = progress != nil && image.info.kind != "nbd"
+        let allocated = countsAllocated ? allocatedBytes() : image.virtualSize
         pipeline.startSource(name: "cairn-read") { [self] (pipeline) throws(CairnError) in
             let previous = try base.flatMap { entry throws(CairnError) -> IndexTreeReader? in
                 guard let root = entry.rootDigest else {
@@ -130,10 +136,6 @@ final class DiskBackup: @unchecked Sendable {
         }
 
         let tree = IndexTreeWriter(store: store, encoder: ChunkEncoder(level: store.compressionLevel))
-        // An NBD export's block status is asked for in order, once, by the reader: it is not
-        // walked ahead of time, and its progress counts the virtual size.
-        let countsAllocated = progress != nil && image.info.kind != "nbd"
-        let allocated = countsAllocated ? allocatedBytes() : image.virtualSize
         var lastProgress = 0.0
         do throws(CairnError) {
             while let batch = try pipeline.next() {
