@@ -16,7 +16,7 @@ public final class MappedFile: @unchecked Sendable {
     let count: Int
     private let base: UnsafeMutableRawPointer?
 
-    init(path: String) throws(CairnError) {
+    public init(path: String) throws(CairnError) {
         self.path = path
         let file = try File.open(path, .readOnly)
         let size = try file.size()

@@ -1,0 +1,234 @@
+import CairnCore
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A repository in an S3 bucket, under a key prefix: `RepositoryStorage` on PUT, conditional PUT,
+/// ranged GET, HEAD, ListObjectsV2 and DELETE (docs/ARCHITECTURE.md, "Storage").
+///
+/// What the local directory does with temporary names, fsync and rename, S3 does by itself: a
+/// PUT is atomic (readers see the old object or the new one, never part of one) and durable
+/// when it is answered. So a staged object is written to an unlinked local scratch file (never
+/// visible, never left behind by a crash: `removeLeftovers` has nothing to find), hashed as it is
+/// appended, and `commit` PUTs the batch with several in flight, each signed with its SHA-256 so
+/// the store checks what it received. A create-only publish is `If-None-Match: *`.
+public struct S3Storage: RepositoryStorage {
+    public let client: S3Client
+    public let bucket: String
+    /// The keys' common prefix in the bucket: empty, or ending in `/`.
+    public let prefix: String
+    /// Where staged objects and mapped copies are kept while in use (unlinked at once).
+    public let scratchDirectory: String
+    /// PUTs in flight during a commit (each holds its object in memory while it is sent).
+    public let uploadsInFlight: Int
+
+    /// Largest object read whole into memory (a pack is about 32 MiB; an index segment less).
+    static let maxObjectRead = 1 << 30
+
+    public init(
+        client: S3Client, bucket: String, prefix: String = "", scratchDirectory: String = "/var/tmp",
+        uploadsInFlight: Int = 4
+    ) {
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.isEmpty || prefix.hasSuffix("/") ? prefix : prefix + "/"
+        self.scratchDirectory = scratchDirectory
+        self.uploadsInFlight = max(1, uploadsInFlight)
+    }
+
+    public var location: String { "s3://\(bucket)/\(prefix)" }
+
+    func objectKey(_ key: String) -> String { prefix + key }
+
+    public func stage(_ key: String) throws(CairnError) -> any StagedObject {
+        try S3StagedObject(key: key, scratch: try scratchFile("stage"))
+    }
+
+    public func commit(_ objects: [any StagedObject]) throws(CairnError) {
+        let staged = objects.map(Self.s3)
+        var next = 0
+        while next < staged.count {
+            let batch = staged[next..<min(staged.count, next + uploadsInFlight)]
+            next = batch.endIndex
+            // Start the batch, then wait for each; the client retries a failed one on its own.
+            var pending: [(S3StagedObject, S3Client.Pending)] = []
+            for object in batch {
+                let body = try object.contents()
+                let request = client.putRequest(
+                    bucket: bucket, key: objectKey(object.key), body: body, payloadHash: object.payloadHash,
+                    createOnly: false)
+                pending.append((object, try client.start(request)))
+            }
+            var failure: CairnError?
+            for (object, request) in pending {
+                do throws(CairnError) {
+                    try client.checkPut(try client.finish(request), bucket: bucket, key: objectKey(object.key))
+                } catch {
+                    if failure == nil { failure = error }
+                }
+            }
+            if let failure { throw failure }
+        }
+    }
+
+    public func abandon(_ object: any StagedObject) {
+        Self.s3(object).discard()
+    }
+
+    public func publish(_ bytes: [UInt8], as key: String, _ mode: PublishMode) throws(CairnError) {
+        do throws(CairnError) {
+            try client.put(bucket: bucket, key: objectKey(key), body: bytes, createOnly: mode == .createOnly)
+        } catch let error where error.code == .exists {
+            // A lost reply to a PUT that the store did carry out is retried and then refused: the
+            // object holding exactly these bytes is this publish, not a rival's.
+            if let there = try? client.get(bucket: bucket, key: objectKey(key), limit: bytes.count + 1),
+                there == bytes
+            {
+                return
+            }
+            throw CairnError(.exists, "\(key) exists already in \(location)")
+        }
+    }
+
+    public func open(_ key: String) throws(CairnError) -> any StoredObject {
+        guard let size = try client.head(bucket: bucket, key: objectKey(key)) else {
+            throw CairnError(.notFound, "\(key) does not exist in \(location)")
+        }
+        return S3StoredObject(client: client, bucket: bucket, key: objectKey(key), size: size)
+    }
+
+    /// Downloads the object to an unlinked scratch file and maps that: the mapping outlives the
+    /// name, so nothing is left behind. (A per-host cache of immutable segments comes later.)
+    public func map(_ key: String) throws(CairnError) -> MappedFile {
+        let bytes = try client.get(bucket: bucket, key: objectKey(key), limit: Self.maxObjectRead)
+        let path = try scratchFile("map")
+        defer { try? FileSystem.remove(path) }
+        let file = try File.open(path, .createNew)
+        try file.write(bytes, at: 0)
+        return try MappedFile(path: path)
+    }
+
+    public func list(prefix listed: String) throws(CairnError) -> [String] {
+        try client.list(bucket: bucket, prefix: objectKey(listed)).map { String($0.key.dropFirst(prefix.utf8.count)) }
+            .sorted()
+    }
+
+    public func delete(_ keys: [String]) throws(CairnError) {
+        var next = 0
+        while next < keys.count {
+            let batch = keys[next..<min(keys.count, next + uploadsInFlight)]
+            next = batch.endIndex
+            var pending: [(String, S3Client.Pending)] = []
+            for key in batch {
+                pending.append((key, try client.start(client.deleteRequest(bucket: bucket, key: objectKey(key)))))
+            }
+            var failure: CairnError?
+            for (key, request) in pending {
+                do throws(CairnError) {
+                    try client.checkDelete(try client.finish(request), bucket: bucket, key: objectKey(key))
+                } catch {
+                    if failure == nil { failure = error }
+                }
+            }
+            if let failure { throw failure }
+        }
+    }
+
+    /// Whether the key exists; a store that cannot be asked counts as "no" (the caller's next
+    /// read or write then reports why).
+    public func exists(_ key: String) -> Bool {
+        ((try? client.head(bucket: bucket, key: objectKey(key))) ?? nil) != nil
+    }
+
+    /// Nothing staged persists: scratch files are unlinked when made, and an unfinished PUT
+    /// leaves no object.
+    public func removeLeftovers(dryRun: Bool) -> Int { 0 }
+
+    private func scratchFile(_ kind: String) throws(CairnError) -> String {
+        try FileSystem.createDirectories(scratchDirectory)
+        return "\(scratchDirectory)/.cairn-s3-\(kind)-\(getpid())-\(ScratchCounter.next())"
+    }
+
+    private static func s3(_ object: any StagedObject) -> S3StagedObject {
+        guard let staged = object as? S3StagedObject else {
+            preconditionFailure("an object staged by another storage was given to S3Storage")
+        }
+        return staged
+    }
+}
+
+/// Unique scratch names within the process.
+enum ScratchCounter {
+    private static let value = Atomic<Int>(0)
+    static func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).newValue }
+}
+
+/// An object being written: an unlinked scratch file, hashed as it grows.
+final class S3StagedObject: StagedObject {
+    let key: String
+    private let file: File
+    private let hasher = SHA256Hasher()
+    private(set) var size: UInt64 = 0
+    private var hash: String?
+
+    init(key: String, scratch path: String) throws(CairnError) {
+        self.key = key
+        file = try File.open(path, .createNew)
+        try FileSystem.remove(path)  // the descriptor keeps it; a crash leaves nothing
+        hasher.start()
+    }
+
+    func append(_ bytes: UnsafeRawBufferPointer) throws(CairnError) {
+        precondition(hash == nil, "append to a sealed object \(key)")
+        try file.write(bytes, at: size)
+        hasher.update(bytes)
+        size += UInt64(bytes.count)
+    }
+
+    func seal() {
+        if hash == nil { hash = hasher.finish().hex }
+    }
+
+    /// The hex SHA-256 of everything appended (sealing the object if it was not).
+    var payloadHash: String {
+        seal()
+        return hash!
+    }
+
+    func contents() throws(CairnError) -> [UInt8] {
+        try file.readBytes(count: Int(size), at: 0)
+    }
+
+    func discard() {
+        try? file.truncate(to: 0)
+    }
+}
+
+/// A committed object, read by ranged GETs.
+struct S3StoredObject: StoredObject {
+    let client: S3Client
+    let bucket: String
+    let key: String
+    let size: UInt64
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError) -> Int {
+        let bytes = try readBytes(count: buffer.count, at: offset)
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        return bytes.count
+    }
+
+    func readBytes(count: Int, at offset: UInt64) throws(CairnError) -> [UInt8] {
+        guard offset < size, count > 0 else { return [] }
+        let end = min(size, offset + UInt64(count))
+        let bytes = try client.get(bucket: bucket, key: key, range: offset..<end, limit: Int(end - offset))
+        guard bytes.count == Int(end - offset) else {
+            throw CairnError(
+                .io,
+                "GET s3://\(bucket)/\(key): \(bytes.count) bytes came for \(end - offset) at offset \(offset): "
+                    + "the object changed or the store is broken")
+        }
+        return bytes
+    }
+}
