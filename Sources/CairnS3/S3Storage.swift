@@ -23,19 +23,22 @@ public struct S3Storage: RepositoryStorage {
     public let scratchDirectory: String
     /// PUTs in flight during a commit (each holds its object in memory while it is sent).
     public let uploadsInFlight: Int
+    /// Bytes fetched at least by a read of an opened object (`S3StoredObject`); 0 reads exactly.
+    public let readAhead: Int
 
     /// Largest object read whole into memory (a pack is about 32 MiB; an index segment less).
     static let maxObjectRead = 1 << 30
 
     public init(
         client: S3Client, bucket: String, prefix: String = "", scratchDirectory: String = "/var/tmp",
-        uploadsInFlight: Int = 4
+        uploadsInFlight: Int = 4, readAhead: Int = 256 << 10
     ) {
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.isEmpty || prefix.hasSuffix("/") ? prefix : prefix + "/"
         self.scratchDirectory = scratchDirectory
         self.uploadsInFlight = max(1, uploadsInFlight)
+        self.readAhead = max(0, readAhead)
     }
 
     public var location: String { "s3://\(bucket)/\(prefix)" }
@@ -96,7 +99,7 @@ public struct S3Storage: RepositoryStorage {
         guard let size = try client.head(bucket: bucket, key: objectKey(key)) else {
             throw CairnError(.notFound, "\(key) does not exist in \(location)")
         }
-        return S3StoredObject(client: client, bucket: bucket, key: objectKey(key), size: size)
+        return S3StoredObject(client: client, bucket: bucket, key: objectKey(key), size: size, readAhead: readAhead)
     }
 
     /// Downloads the object to an unlinked scratch file and maps that: the mapping outlives the
@@ -207,11 +210,25 @@ final class S3StagedObject: StagedObject {
 }
 
 /// A committed object, read by ranged GETs.
-struct S3StoredObject: StoredObject {
+///
+/// A read smaller than `readAhead` fetches `readAhead` bytes and keeps them, so the next reads
+/// of neighbouring records (a pack is read in record order by restore and verify) cost no
+/// request. One window per object, shared by the threads that read it.
+final class S3StoredObject: StoredObject {
     let client: S3Client
     let bucket: String
     let key: String
     let size: UInt64
+    let readAhead: Int
+    private let window = Mutex<(start: UInt64, bytes: [UInt8])>((0, []))
+
+    init(client: S3Client, bucket: String, key: String, size: UInt64, readAhead: Int) {
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.size = size
+        self.readAhead = readAhead
+    }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError) -> Int {
         let bytes = try readBytes(count: buffer.count, at: offset)
@@ -222,11 +239,26 @@ struct S3StoredObject: StoredObject {
     func readBytes(count: Int, at offset: UInt64) throws(CairnError) -> [UInt8] {
         guard offset < size, count > 0 else { return [] }
         let end = min(size, offset + UInt64(count))
-        let bytes = try client.get(bucket: bucket, key: key, range: offset..<end, limit: Int(end - offset))
-        guard bytes.count == Int(end - offset) else {
+        let cached: [UInt8]? = window.withLock { window in
+            guard offset >= window.start, end <= window.start + UInt64(window.bytes.count) else { return nil }
+            return Array(window.bytes[Int(offset - window.start)..<Int(end - window.start)])
+        }
+        if let cached { return cached }
+        let fetchEnd = end - offset < UInt64(readAhead) ? min(size, offset + UInt64(readAhead)) : end
+        let bytes = try fetch(offset..<fetchEnd)
+        if fetchEnd > end {
+            window.withLock { $0 = (offset, bytes) }
+            return Array(bytes[0..<Int(end - offset)])
+        }
+        return bytes
+    }
+
+    private func fetch(_ range: Range<UInt64>) throws(CairnError) -> [UInt8] {
+        let bytes = try client.get(bucket: bucket, key: key, range: range, limit: range.count)
+        guard bytes.count == range.count else {
             throw CairnError(
                 .io,
-                "GET s3://\(bucket)/\(key): \(bytes.count) bytes came for \(end - offset) at offset \(offset): "
+                "GET s3://\(bucket)/\(key): \(bytes.count) bytes came for \(range.count) at offset \(range.lowerBound): "
                     + "the object changed or the store is broken")
         }
         return bytes

@@ -30,7 +30,7 @@ struct RadosGatewayTests {
         #expect(try client.get(bucket: S3TestStore.bucket, key: key, limit: 10) == winners.map { UInt8($0) })
     }
 
-    /// A listing longer than one page (1,000 keys) comes whole, in order, through continuation
+    /// A listing longer than one page (at most 1,000 keys) comes whole, in order, through continuation
     /// tokens; a neighbouring prefix is not listed.
     @Test func listingFollowsContinuationTokens() throws {
         let client = try S3TestStore.client()
@@ -52,7 +52,8 @@ struct RadosGatewayTests {
         }
         try storage.publish([2], as: "pointsX", .replace)
         let page = try client.listPage(bucket: S3TestStore.bucket, prefix: prefix + "points/", continuation: nil)
-        #expect(page.keys.count == 1000 && page.continuation != nil)
+        // At most 1,000 keys a page; RGW may send fewer (922 was seen), so only the whole counts.
+        #expect(page.keys.count <= 1000 && page.continuation != nil, "first page: \(page.keys.count) keys")
         #expect(try storage.list(prefix: "points/") == keys)
         #expect(try storage.list(prefix: "points").count == keys.count + 1)
     }
