@@ -1,5 +1,7 @@
 import CairnCore
 import CairnS3
+import CairnTestSupport
+import Foundation
 import Testing
 
 /// S3 behaviour the repository relies on, checked on the real radosgw (Tests/ceph/start-ceph.sh).
@@ -90,5 +92,83 @@ struct RadosGatewayTests {
             _ = try client.listPage(bucket: S3TestStore.bucket, prefix: "", continuation: nil)
         }
         #expect(listing?.message.contains("SignatureDoesNotMatch") == true)
+    }
+
+    /// radosgw stopped and started again in the middle of a commit: with the gateway down a
+    /// request fails with one clear line; a commit under way retries until the gateway is back,
+    /// and then the object is there whole.
+    @Test func aGatewayRestartIsRetriedThrough() throws {
+        guard let dir = S3TestStore.environment["CAIRN_TEST_CEPH_DIR"] else {
+            if S3TestStore.inCI { throw S3TestStore.Missing() }
+            print(
+                "gateway restart test skipped: CAIRN_TEST_CEPH_DIR is not set (the env file of start-ceph.sh sets it)")
+            return
+        }
+        let client = try S3TestStore.client {
+            $0.attempts = 40
+            $0.firstBackoff = 0.1
+            $0.maxBackoff = 0.5
+        }
+        let once = try S3TestStore.client { $0.attempts = 1 }
+        let storage = S3Storage(client: client, bucket: S3TestStore.bucket, prefix: S3TestStore.uniquePrefix("restart"))
+        defer { try? storage.delete(["packs/aa/restart.pack"]) }
+        var gen = TestImage(seed: 11)
+        let bytes = gen.randomBytes(3 << 20)
+        let object = try storage.stage("packs/aa/restart.pack")
+        try object.append(bytes)
+        object.seal()
+
+        try Self.rgwCtl("stop", dir)
+        let down = #expect(throws: CairnError.self) { _ = try once.head(bucket: S3TestStore.bucket, key: "x") }
+        #expect(down?.description.contains("failed 1 times") == true, "\(down?.description ?? "")")
+        #expect(down?.description.contains("\n") == false)
+
+        // The commit runs on its own thread; its outcome is written before `done` is signalled
+        // and read after the wait.
+        let run = CommitRun(storage: storage, object: object)
+        Thread { run.go() }.start()
+        usleep(500_000)  // not asserted: only makes it likely that the commit's first tries fail
+        try Self.rgwCtl("start", dir)
+        run.done.wait()
+        #expect(run.error == nil, "\(run.error?.description ?? "")")
+        #expect(try storage.read("packs/aa/restart.pack", count: bytes.count + 1, at: 0) == bytes)
+    }
+
+    static func rgwCtl(_ command: String, _ dir: String) throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../ceph/rgw-ctl.sh").standardized.path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [script, command, dir]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw HostileServerError(message: "rgw-ctl.sh \(command) \(dir) failed")
+        }
+    }
+}
+
+/// A commit on another thread. `@unchecked Sendable`: the staged object is used by that thread
+/// only, and `error` is written before `done` is signalled and read after the wait.
+final class CommitRun: @unchecked Sendable {
+    let storage: S3Storage
+    let object: any StagedObject
+    let done = DispatchSemaphore(value: 0)
+    var error: CairnError?
+
+    init(storage: S3Storage, object: any StagedObject) {
+        self.storage = storage
+        self.object = object
+    }
+
+    func go() {
+        do throws(CairnError) {
+            try storage.commit([object])
+        } catch {
+            self.error = error
+        }
+        done.signal()
     }
 }

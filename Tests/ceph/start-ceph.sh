@@ -6,7 +6,8 @@
 #
 # Installs nothing (the packages: ceph-mon ceph-mgr ceph-osd radosgw ceph-common). Runs as root,
 # without systemd. On success it writes DIR/env (shell `export` lines: CAIRN_TEST_S3_ENDPOINT,
-# CAIRN_TEST_S3_ACCESS_KEY, CAIRN_TEST_S3_SECRET_KEY, CAIRN_TEST_S3_REGION), prints the same
+# CAIRN_TEST_S3_ACCESS_KEY, CAIRN_TEST_S3_SECRET_KEY, CAIRN_TEST_S3_REGION, and
+# CAIRN_TEST_CEPH_DIR for rgw-ctl.sh), prints the same
 # lines, then the elapsed time and each daemon's RSS, and exits 0. Exit 2 with a reason when it
 # cannot start; what it did start is stopped again. `stop-ceph.sh DIR` ends the daemons.
 #
@@ -22,6 +23,12 @@
 # - memstore: the fastest OSD; data lives in RAM (about twice its size), 4 GiB reported.
 set -uo pipefail
 unset CEPH_ARGS CEPH_CONF
+# The daemons must keep no descriptor of the caller's: a test runner that waits for this script
+# through a pipe would otherwise wait as long as they run.
+for fd in /proc/$$/fd/*; do
+    n=${fd##*/}
+    [ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-" 2>/dev/null
+done
 
 dir=${1:-}
 rgw_port=${2:-17480}
@@ -174,6 +181,7 @@ export CAIRN_TEST_S3_ENDPOINT=$endpoint
 export CAIRN_TEST_S3_ACCESS_KEY=$access_key
 export CAIRN_TEST_S3_SECRET_KEY=$secret_key
 export CAIRN_TEST_S3_REGION=us-east-1
+export CAIRN_TEST_CEPH_DIR=$dir
 ENV
 cat "$dir/env"
 echo "start-ceph: S3 answers at $endpoint after $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }") s"
