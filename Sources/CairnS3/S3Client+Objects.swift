@@ -1,4 +1,4 @@
-import CairnCore
+public import CairnCore
 import NIOHTTP1
 
 /// The object calls, each a `Request` and the statuses it expects.

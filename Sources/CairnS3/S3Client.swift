@@ -1,7 +1,7 @@
 import AsyncHTTPClient
-import CairnCore
+public import CairnCore
 import NIOCore
-import NIOHTTP1
+public import NIOHTTP1
 
 #if canImport(Glibc)
     import Glibc

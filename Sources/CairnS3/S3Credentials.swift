@@ -1,4 +1,4 @@
-import CairnCore
+public import CairnCore
 
 /// An S3 access key and its secret. The secret never prints (`description` names the key id only).
 public struct S3Credentials: Sendable, CustomStringConvertible {

@@ -1,4 +1,4 @@
-import CairnCore
+public import CairnCore
 
 /// Where an S3 store answers: `http://127.0.0.1:7480` or `https://s3.example.net`. Requests are
 /// path-style (`/BUCKET/KEY`), which RGW serves without `rgw_dns_name` (object-store.md §2).

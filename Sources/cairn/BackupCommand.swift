@@ -135,6 +135,7 @@ struct BackupCommand: ParsableCommand {
             source.nbdTimeout = nbdTimeout
             return source
         }
+        try validateChangeTrackingFlags()
         let repo = try repository.open()
         let job = BackupJob(repository: repo, group: group, sources: sources)
         job.lockWait = try repository.lockWaitSeconds()
@@ -155,6 +156,20 @@ struct BackupCommand: ParsableCommand {
             }
         }
         return result.manifest
+    }
+
+    /// The change-tracking flags that cannot go together, named as the administrator typed them
+    /// (the library checks the same rules in its own words).
+    private func validateChangeTrackingFlags() throws(CairnError) {
+        if cbt && (dirtyBitmap != nil || checkpoint != nil) {
+            throw CairnError(
+                .usage, "--cbt manages its own bitmaps: leave out --dirty-bitmap and --checkpoint, or leave out --cbt")
+        }
+        if let fullEvery, fullEvery < 1 { throw CairnError(.usage, "--full-every must be at least 1") }
+        if fullEvery != nil && !cbt && dirtyBitmap == nil && checkpoint == nil {
+            throw CairnError(.usage, "--full-every needs --cbt or --dirty-bitmap")
+        }
+        guard cbtSample >= 0 else { throw CairnError(.usage, "--cbt-sample must be 0 or more") }
     }
 
     private func backUpDomain(_ domain: String) throws(CairnError) -> Manifest {
@@ -227,9 +242,9 @@ struct BackupCommand: ParsableCommand {
 
 /// `cairn backup --json`: a contract for scripts; extend, do not rename.
 struct BackupSummary: Encodable {
-    var id: String
+    var id: RestorePointID
     var group: String
-    var time: String
+    var time: Timestamp
     var bytesRead: UInt64
     var bytesNew: UInt64
     var bytesStored: UInt64
@@ -244,8 +259,7 @@ struct BackupSummary: Encodable {
         var size: UInt64
         var changedBlocks: UInt64
         var zeroBlocks: UInt64
-        /// `file` or `nbd`.
-        var sourceKind: String?
+        var sourceKind: DiskSourceKind?
         var bytesRead: UInt64?
         var bytesSkipped: UInt64?
         /// Present when changed-block tracking was asked for: `used`, `bitmap`, `started`, `reason`.
