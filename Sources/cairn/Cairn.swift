@@ -60,10 +60,13 @@ struct RepositoryOptions: ParsableArguments {
     }
 
     /// Opens the repository; damaged index segments are named on stderr (the command goes on:
-    /// it fails only if it needs a chunk that only they name). Verify reports them itself.
+    /// it fails only if it needs a chunk that only they name). Verify reports them itself. An
+    /// encrypted repository's passphrase comes from `$CAIRN_PASSWORD_FILE`, else a prompt.
     func open(warnAboutDamage: Bool = true, loadIndex: Bool = true) throws(CairnError) -> Repository {
         Log.setUp(verbose: verbose)
-        let repository = try Repository(path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice)
+        let repository = try Repository(
+            path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice,
+            passphrase: { () throws(CairnError) in try Passphrase.forRepository() })
         CairnLog.logger.info(
             "repository opened: \(path), block size \(Units.formatBytes(UInt64(repository.config.blockSize)))"
         )
