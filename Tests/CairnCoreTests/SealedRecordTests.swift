@@ -10,7 +10,8 @@ import Testing
 @Suite struct SealedRecordTests {
     /// The worked example's keys (docs/FORMAT.md, "Key files").
     static let keys = MasterKey(
-        master: SecretKey(bytes: Array(0..<32)), repositoryID: Hex.decode("00112233445566778899aabbccddeeff", count: 16)!)
+        master: SecretKey(bytes: Array(0..<32)),
+        repositoryID: Hex.decode("00112233445566778899aabbccddeeff", count: 16)!)
 
     func openssl(_ arguments: [String], input: [UInt8]) -> String {
         let outcome = Subprocess.run("openssl", arguments, stdin: Data(input))
@@ -124,7 +125,9 @@ import Testing
         var relabelled = record
         relabelled[0] ^= 1
         let error = opens(resealed(relabelled))
-        #expect(error?.code == .damaged && error?.message.contains("fails authentication") == true, "\(String(describing: error))")
+        #expect(
+            error?.code == .damaged && error?.message.contains("fails authentication") == true,
+            "\(String(describing: error))")
         var rekinded = record
         rekinded[40] = ChunkKind.indexPage.rawValue
         #expect(opens(resealed(rekinded))?.code == .damaged)
@@ -149,7 +152,7 @@ import Testing
             p.copyBytes(from: bytes)
             return p
         }
-        defer { pointers.forEach { $0.deallocate() } }
+        defer { for pointer in pointers { pointer.deallocate() } }
         let record = slot.withUnsafeMutableBytes { out in
             Array(encoder.encodeFrame(count: 3, into: out) { (UnsafeRawBufferPointer(pointers[$0]), ids[$0]) }.bytes)
         }

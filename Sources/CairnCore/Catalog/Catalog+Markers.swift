@@ -40,7 +40,8 @@ extension Catalog {
 
     func recordVerification(_ record: VerificationRecord, of id: RestorePointID) throws(CairnError) {
         let text = try JSONCoding.encode(record, pretty: true) + "\n"
-        try FileSystem.writeAtomically(stored(Array(text.utf8), id, suffix: Self.verifySuffix), to: verificationPath(of: id))
+        try FileSystem.writeAtomically(
+            stored(Array(text.utf8), id, suffix: Self.verifySuffix), to: verificationPath(of: id))
     }
 
     /// Removes one restore point: the manifest first (the restore point is gone the moment it

@@ -38,7 +38,8 @@ final class ChunkEncoder {
     func encode(
         _ chunk: UnsafeRawBufferPointer, digest: ChunkDigest, kind: ChunkKind, into slot: UnsafeMutableRawBufferPointer
     ) -> EncodedRecord {
-        let binding = RecordBinding(digest: digest, rawLength: chunk.count, kind: kind, memberList: .init(start: nil, count: 0))
+        let binding = RecordBinding(
+            digest: digest, rawLength: chunk.count, kind: kind, memberList: .init(start: nil, count: 0))
         let (compression, stored) = codec.seal(
             chunk, binding: binding, into: UnsafeMutableRawBufferPointer(rebasing: slot[RecordHeader.size...]))
         let header = RecordHeader(

@@ -66,7 +66,8 @@ final class SealedRecordCodec: RecordCodec {
         cipher.seal(
             UnsafeRawBufferPointer(rebasing: body[0..<count]), key: key, nonce: UnsafeRawBufferPointer(nonce),
             aad: associated,
-            into: UnsafeMutableRawBufferPointer(rebasing: stored[Self.saltSize..<(Self.saltSize + count + AESGCM.tagSize)]))
+            into: UnsafeMutableRawBufferPointer(
+                rebasing: stored[Self.saltSize..<(Self.saltSize + count + AESGCM.tagSize)]))
         return (compression, count + Self.overhead)
     }
 

@@ -267,7 +267,8 @@ public final class RepositoryVerifier {
         ) { worker in
             let reader = ChunkReader(store: store)
             let buffer = WorkerBuffer(
-                byteCount: PackFormat.recordHeaderSize + ZstdCompressor.bound(reader.maxChunk) + SealedRecordCodec.overhead)
+                byteCount: PackFormat.recordHeaderSize + ZstdCompressor.bound(reader.maxChunk)
+                    + SealedRecordCodec.overhead)
             var lastProgress = 0.0
             return { (unit: inout WorkUnit) throws(CairnError) in
                 for (record, check) in unit.records {
