@@ -1,9 +1,16 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 import PackageDescription
+
+/// Every module is written with `any` spelled out for existentials and with internal imports,
+/// so a dependency appears in a module's interface only where it says `public import`.
+let strictness: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .treatWarning("ExistentialAny", as: .error),
+]
 
 let package = Package(
     name: "Cairn",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "cairn", targets: ["cairn"]),
         .library(name: "CairnCore", targets: ["CairnCore"]),
@@ -29,7 +36,8 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
-            ]
+            ],
+            swiftSettings: strictness
         ),
         .target(
             name: "CairnServe",
@@ -38,7 +46,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: strictness
         ),
         // TLS for the NBD server, apart so that CairnServe (and the fuzz targets) link no TLS library.
         .target(
@@ -47,7 +56,8 @@ let package = Package(
                 "CairnCore", "CairnServe",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            ]
+            ],
+            swiftSettings: strictness
         ),
         .executableTarget(
             name: "cairn",
@@ -57,14 +67,18 @@ let package = Package(
                 "CairnServeTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: strictness
         ),
         .target(
             name: "CairnTestSupport",
             dependencies: ["CairnCore"],
-            path: "Tests/CairnTestSupport"
+            path: "Tests/CairnTestSupport",
+            swiftSettings: strictness
         ),
-        .testTarget(name: "CairnCoreTests", dependencies: ["CairnCore", "CairnTestSupport"]),
-        .testTarget(name: "CairnCLITests", dependencies: ["CairnCore", "CairnTestSupport"]),
+        .testTarget(
+            name: "CairnCoreTests", dependencies: ["CairnCore", "CairnTestSupport"], swiftSettings: strictness),
+        .testTarget(
+            name: "CairnCLITests", dependencies: ["CairnCore", "CairnTestSupport"], swiftSettings: strictness),
     ]
 )

@@ -118,7 +118,7 @@ final class NBDConnection: ChannelDuplexHandler {
         context.flush()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A TLS client that hangs up without close_notify has still just gone away.
         switch server.tls?.classify(error) {
         case .peerLeft: hangUp(nil)

@@ -1,4 +1,4 @@
-import CairnCore
+public import CairnCore
 
 /// One disk of one restore point, as an NBD export.
 ///

@@ -1,4 +1,4 @@
-import CairnCore
+public import CairnCore
 import NIOCore
 import NIOPosix
 
@@ -28,7 +28,7 @@ public enum NBDListenAddress: Sendable, CustomStringConvertible {
 public final class NBDServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let context: NBDServerContext
-    private let channel: Channel
+    private let channel: any Channel
     public let address: NBDListenAddress
     /// The port actually bound (for `--listen HOST:0`).
     public let boundPort: Int?
@@ -60,7 +60,7 @@ public final class NBDServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(NBDConnection(server: context, number: number))
                 }
             }
-        let channel: Channel
+        let channel: any Channel
         do {
             switch address {
             case .unix(let path):
@@ -81,7 +81,7 @@ public final class NBDServer: Sendable {
     }
 
     private init(
-        group: MultiThreadedEventLoopGroup, context: NBDServerContext, channel: Channel, address: NBDListenAddress
+        group: MultiThreadedEventLoopGroup, context: NBDServerContext, channel: any Channel, address: NBDListenAddress
     ) {
         self.group = group
         self.context = context

@@ -39,7 +39,7 @@ final class NBDServerContext: Sendable {
     /// Set when every client must start TLS (`NBD_OPT_STARTTLS`) before any other option.
     let tls: (any NBDTLSUpgrade)?
     let log: @Sendable (String) -> Void
-    private let connections = Mutex<[ObjectIdentifier: Channel]>([:])
+    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
     private let counter = Atomic<Int>(0)
     let stopping = Atomic<Bool>(false)
 
@@ -55,7 +55,7 @@ final class NBDServerContext: Sendable {
     }
 
     /// Registers a new connection; returns its number, or nil if the server is full or stopping.
-    func admit(_ channel: Channel) -> Int? {
+    func admit(_ channel: any Channel) -> Int? {
         let admitted = connections.withLock { live -> Bool in
             guard !stopping.load(ordering: .relaxed), live.count < limits.maxConnections else { return false }
             live[ObjectIdentifier(channel)] = channel
@@ -65,11 +65,11 @@ final class NBDServerContext: Sendable {
         return counter.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
-    func remove(_ channel: Channel) {
+    func remove(_ channel: any Channel) {
         _ = connections.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 
-    var live: [Channel] { connections.withLock { Array($0.values) } }
+    var live: [any Channel] { connections.withLock { Array($0.values) } }
 }
 
 /// Tells a connection the server is stopping: finish the replies in flight, then close.

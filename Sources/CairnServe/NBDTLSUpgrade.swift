@@ -1,4 +1,4 @@
-import NIOCore
+public import NIOCore
 
 /// What a connection needs of a TLS library for `NBD_OPT_STARTTLS`.
 ///

@@ -1,5 +1,5 @@
-import CairnCore
-import CairnServe
+public import CairnCore
+public import CairnServe
 import NIOCore
 import NIOSSL
 

@@ -135,6 +135,7 @@ struct BackupCommand: ParsableCommand {
             source.nbdTimeout = nbdTimeout
             return source
         }
+        try validateChangeTrackingFlags()
         let repo = try repository.open()
         let job = BackupJob(repository: repo, group: group, sources: sources)
         job.lockWait = try repository.lockWaitSeconds()
@@ -155,6 +156,20 @@ struct BackupCommand: ParsableCommand {
             }
         }
         return result.manifest
+    }
+
+    /// The change-tracking flags that cannot go together, named as the administrator typed them
+    /// (the library checks the same rules in its own words).
+    private func validateChangeTrackingFlags() throws(CairnError) {
+        if cbt && (dirtyBitmap != nil || checkpoint != nil) {
+            throw CairnError(
+                .usage, "--cbt manages its own bitmaps: leave out --dirty-bitmap and --checkpoint, or leave out --cbt")
+        }
+        if let fullEvery, fullEvery < 1 { throw CairnError(.usage, "--full-every must be at least 1") }
+        if fullEvery != nil && !cbt && dirtyBitmap == nil && checkpoint == nil {
+            throw CairnError(.usage, "--full-every needs --cbt or --dirty-bitmap")
+        }
+        guard cbtSample >= 0 else { throw CairnError(.usage, "--cbt-sample must be 0 or more") }
     }
 
     private func backUpDomain(_ domain: String) throws(CairnError) -> Manifest {

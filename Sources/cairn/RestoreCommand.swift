@@ -211,6 +211,9 @@ extension RestoreCommand {
                 .usage, "--domain names the restore point and restores every disk: give it with --to-dir only")
         }
         guard let toDir else { throw CairnError(.usage, "name the directory to restore the domain into with --to-dir") }
+        if let define, !GroupName.isValid(define) {
+            throw CairnError(.usage, "--define \(define) is not a plain name (letters, digits, -, _, .)")
+        }
         let repo = try repository.open()
         let pointID = try repo.catalog.resolve(domain.contains("@") ? domain : "\(domain)@latest")
         var job = DomainRestore(repository: repo)

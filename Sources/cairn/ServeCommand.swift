@@ -117,7 +117,7 @@ struct ServeCommand: ParsableCommand {
                 readThreads: max(4, 2 * ProcessInfoCores.count),
                 log: { line in Terminal.printError("cairn serve: \(line)") })
             let stopped = DispatchSemaphore(value: 0)
-            var sources: [DispatchSourceSignal] = []
+            var sources: [any DispatchSourceSignal] = []
             for number in [SIGTERM, SIGINT] {
                 signal(number, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: number, queue: .global())

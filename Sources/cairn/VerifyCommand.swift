@@ -35,6 +35,9 @@ struct VerifyCommand: ParsableCommand {
         Terminal.quiet = quiet
         try runRecordingMetrics(metrics, command: "verify", repository: repository.path) {
             (run: inout RunMetrics) throws(CairnError) in
+            if let sample, !(sample > 0 && sample <= 100) {
+                throw CairnError(.usage, "--sample \(sample) is not a percentage above 0 and at most 100")
+            }
             let repo = try repository.open(warnAboutDamage: false)
             let verifier = RepositoryVerifier(repository: repo)
             if !ids.isEmpty {

@@ -29,6 +29,25 @@ import Testing
         #expect(TestImage.snapshotTree(repo) == before, "the repository changed", sourceLocation: sourceLocation)
     }
 
+    /// Flags that cannot go together are named as typed; the library's own checks use words of
+    /// its own, so these messages come from the command line layer.
+    @Test func conflictingFlagsAreNamed() {
+        expectRefused(
+            ["backup", "--repo", repo, "--group", "vm", "--cbt", "--dirty-bitmap", "b1", image], status: 64,
+            message: "--cbt manages its own bitmaps")
+        expectRefused(
+            ["backup", "--repo", repo, "--group", "vm", "--full-every", "3", image], status: 64,
+            message: "--full-every needs --cbt or --dirty-bitmap")
+        expectRefused(
+            ["backup", "--repo", repo, "--group", "vm", "--cbt", "--cbt-sample=-1", image], status: 64,
+            message: "--cbt-sample must be 0 or more")
+        expectRefused(
+            ["verify", "--repo", repo, "--sample", "150"], status: 64, message: "--sample 150.0 is not a percentage")
+        expectRefused(
+            ["restore", "--repo", repo, "--domain", "vm", "--to-dir", dir.file("d"), "--define", "a/b"], status: 64,
+            message: "--define a/b is not a plain name")
+    }
+
     @Test func missingRepository() {
         expectRefused(
             ["backup", "--repo", dir.file("nope"), "--group", "vm", image], status: 3, message: "does not exist")

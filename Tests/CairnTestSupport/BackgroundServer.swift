@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A server process a test starts (`qemu-nbd`, `nbdkit`, `qemu-storage-daemon`) and always stops:
 /// it runs in the foreground of a `Process`, is waited for until its socket exists, and is

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Runs the `cairn` binary built beside the tests, as an administrator's shell would.
 public enum CairnProcess {

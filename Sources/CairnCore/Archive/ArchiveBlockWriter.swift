@@ -93,11 +93,8 @@ final class ArchiveBlockWriter {
     }
 
     func appendRecord(_ type: ArchiveRecordType, bytes: [UInt8], manifest: Manifest? = nil) throws(CairnError) {
-        var failure: CairnError?
-        bytes.withUnsafeBytes { raw in
-            do throws(CairnError) { try appendRecord(type, parts: [raw], manifest: manifest) } catch { failure = error }
+        try bytes.withBytesThrowing { raw throws(CairnError) in try appendRecord(type, parts: [raw], manifest: manifest)
         }
-        if let failure { throw failure }
     }
 
     private func append(_ bytes: UnsafeRawBufferPointer) throws(CairnError) {

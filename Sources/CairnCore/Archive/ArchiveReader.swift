@@ -160,14 +160,7 @@ final class ArchiveBlockReader {
             if buffer == nil {
                 // The first block: its header tells the block size.
                 var head = [UInt8](repeating: 0, count: ArchiveFormat.blockHeaderSize)
-                var failure: CairnError?
-                let n = head.withUnsafeMutableBytes { raw -> Int in
-                    do throws(CairnError) { return try source.read(into: raw) } catch {
-                        failure = error
-                        return 0
-                    }
-                }
-                if let failure { throw failure }
+                let n = try head.withMutableBytesThrowing { raw throws(CairnError) in try source.read(into: raw) }
                 if n == 0 {
                     sourceIndex += 1
                     continue

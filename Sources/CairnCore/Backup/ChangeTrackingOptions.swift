@@ -38,17 +38,22 @@ public struct ChangeTrackingOptions: Sendable, Equatable {
     /// True if any change tracking was asked for (otherwise the manifest records none).
     public var isRequested: Bool { dirtyBitmap != nil || checkpoint != nil || managed || unavailable != nil }
 
-    /// Refuses combinations that cannot mean anything.
+    /// Refuses combinations that cannot mean anything. The words are the library's; `cairn backup`
+    /// checks its flags first and names them.
     public func validate() throws(CairnError) {
         if managed && (dirtyBitmap != nil || checkpoint != nil) {
             throw CairnError(
-                .usage, "--cbt manages its own bitmaps: leave out --dirty-bitmap and --checkpoint, or leave out --cbt")
+                .usage, "managed checkpoints choose their own bitmaps: name no dirty bitmap or checkpoint beside them")
         }
-        if let fullEvery, fullEvery < 1 { throw CairnError(.usage, "--full-every must be at least 1") }
+        if let fullEvery, fullEvery < 1 {
+            throw CairnError(.usage, "a full read every \(fullEvery) nights is not possible: use 1 or more")
+        }
         if fullEvery != nil && !isRequested {
-            throw CairnError(.usage, "--full-every needs --cbt or --dirty-bitmap")
+            throw CairnError(
+                .usage,
+                "a full read every N nights needs changed-block tracking (managed checkpoints or a dirty bitmap)")
         }
-        guard sampleBlocks >= 0 else { throw CairnError(.usage, "--cbt-sample must be 0 or more") }
+        guard sampleBlocks >= 0 else { throw CairnError(.usage, "the clean blocks sampled per disk must be 0 or more") }
         for name in [dirtyBitmap, checkpoint, exportBitmap].compactMap({ $0 }) {
             guard !name.isEmpty, name.utf8.count <= QCOW2BitmapDirectory.maxNameLength, !name.contains("\0") else {
                 throw CairnError(.usage, "bitmap name \"\(name)\" must be 1 to 1023 bytes without NUL")

@@ -92,21 +92,14 @@ final class IndexTreeWriter {
     private func storePage(_ page: [UInt8], into transaction: inout ChunkWriteTransaction) throws(CairnError)
         -> ChunkDigest
     {
-        var failure: CairnError?
-        let digest = page.withUnsafeBytes { raw -> ChunkDigest in
+        try page.withBytesThrowing { raw throws(CairnError) -> ChunkDigest in
             let digest = hasher.digest(raw)
             if !store.contains(digest) {
                 let record = encoder.encode(raw, digest: digest, kind: .indexPage, into: slot)
-                do throws(CairnError) {
-                    if try transaction.store(record: record).chunks > 0 {
-                        pagesStored += 1
-                    }
-                } catch { failure = error }
+                if try transaction.store(record: record).chunks > 0 { pagesStored += 1 }
             }
             return digest
         }
-        if let failure { throw failure }
-        return digest
     }
 
     /// Flushes partial pages upward and returns the root page's digest and the tree's depth

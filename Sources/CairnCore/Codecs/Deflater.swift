@@ -32,9 +32,7 @@ final class Deflater {
         _ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer
     ) throws(CairnError) -> Int {
         deflateReset(stream)
-        guard let output = destination.baseAddress else {
-            throw CairnError(.usage, "deflate was given no output buffer")
-        }
+        guard let output = destination.baseAddress else { preconditionFailure("deflate was given no output buffer") }
         let input = source.baseAddress ?? UnsafeRawPointer(output)
         stream.pointee.next_in = UnsafeMutablePointer(mutating: input.assumingMemoryBound(to: Bytef.self))
         stream.pointee.avail_in = uInt(source.count)

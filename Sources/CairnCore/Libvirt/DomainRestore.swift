@@ -36,7 +36,8 @@ public struct DomainRestore {
         }
         if let newName {
             guard GroupName.isValid(newName) else {
-                throw CairnError(.usage, "--define \(newName) is not a plain name (letters, digits, -, _, .)")
+                throw CairnError(
+                    .usage, "the new domain name \(newName) is not a plain name (letters, digits, -, _, .)")
             }
         }
         let name = newName ?? domain.name

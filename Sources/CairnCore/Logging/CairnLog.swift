@@ -1,4 +1,4 @@
-import Logging
+public import Logging
 
 /// The core's one swift-log logger: what `cairn -v` prints to stderr.
 ///

@@ -1,4 +1,4 @@
-import SystemPackage
+public import SystemPackage
 
 /// A blocking NBD client for reading one export: the fixed newstyle handshake, structured replies,
 /// metadata contexts (`base:allocation`, `qemu:dirty-bitmap:NAME`), and pipelined reads.

@@ -91,7 +91,7 @@ public final class QCOW2Writer: @unchecked Sendable {
 
     /// Writes guest bytes at a guest offset. Every cluster the range touches must be set in `allocated`.
     public func write(_ bytes: UnsafeRawBufferPointer, atGuestOffset offset: UInt64) throws(CairnError) {
-        guard let file else { throw CairnError(.usage, "\(path): write after finish") }
+        guard let file else { preconditionFailure("a qcow2 writer was written to after finish") }
         let count = UInt64(bytes.count)
         guard offset <= virtualSize, count <= virtualSize - offset else {
             throw CairnError(

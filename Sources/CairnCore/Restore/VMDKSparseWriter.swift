@@ -43,9 +43,7 @@ final class VMDKSparseWriter: @unchecked Sendable {
             )
         }
         let grains = (capacity + Self.grainSectors - 1) / Self.grainSectors
-        guard allocated.clusterCount == grains else {
-            throw CairnError(.usage, "grain bitmap covers \(allocated.clusterCount) grains, the disk has \(grains)")
-        }
+        precondition(allocated.clusterCount == grains, "the grain bitmap is sized for another disk")
         let fileName = FileSystem.baseName(path)
         try VMDKSparseWriter.checkFileName(fileName)
         self.path = path
@@ -126,7 +124,7 @@ final class VMDKSparseWriter: @unchecked Sendable {
 
     /// Writes guest bytes at a guest offset. Every grain the range touches must be set.
     func write(_ bytes: UnsafeRawBufferPointer, atGuestOffset offset: UInt64) throws(CairnError) {
-        guard let file else { throw CairnError(.usage, "\(path): write after finish") }
+        guard let file else { preconditionFailure("a VMDK writer was written to after finish") }
         let count = UInt64(bytes.count)
         guard offset <= virtualSize, count <= virtualSize - offset else {
             throw CairnError(

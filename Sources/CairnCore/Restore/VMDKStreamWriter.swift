@@ -82,9 +82,9 @@ final class VMDKStreamWriter {
     /// padded past the disk's end. An all-zero grain is left out (it reads as zeros).
     func append(grain: UInt64, _ bytes: UnsafeRawBufferPointer) throws(CairnError) {
         precondition(bytes.count == Int(Self.grainBytes), "a stream grain is 64 KiB")
-        guard grain >= nextGrain, grain * Self.grainSectors < capacity else {
-            throw CairnError(.usage, "\(path): grain \(grain) appended out of order or past the disk's end")
-        }
+        // The restore walk appends grains in order within the disk: anything else is a bug here.
+        precondition(
+            grain >= nextGrain && grain * Self.grainSectors < capacity, "grain appended out of order or past the end")
         nextGrain = grain + 1
         if Self.isZero(bytes) { return }
         let index = Int(grain / VMDKSparseHeader.entriesPerTable)

@@ -88,11 +88,7 @@ public protocol StagedObject: AnyObject {
 
 extension StagedObject {
     public func append(_ bytes: [UInt8]) throws(CairnError) {
-        var failure: CairnError?
-        bytes.withUnsafeBytes { raw in
-            do throws(CairnError) { try append(raw) } catch { failure = error }
-        }
-        if let failure { throw failure }
+        try bytes.withBytesThrowing { raw throws(CairnError) in try append(raw) }
     }
 }
 

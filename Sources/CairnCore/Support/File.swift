@@ -1,5 +1,5 @@
 import CLinux
-import SystemPackage
+public import SystemPackage
 
 #if canImport(Glibc)
     import Glibc
@@ -122,14 +122,7 @@ public final class File: @unchecked Sendable {
 
     public func readBytes(count: Int, at offset: UInt64) throws(CairnError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
-        var failure: CairnError?
-        let n = bytes.withUnsafeMutableBytes { raw -> Int in
-            do throws(CairnError) { return try read(into: raw, at: offset) } catch {
-                failure = error
-                return 0
-            }
-        }
-        if let failure { throw failure }
+        let n = try bytes.withMutableBytesThrowing { raw throws(CairnError) in try read(into: raw, at: offset) }
         bytes.removeLast(count - n)
         return bytes
     }
@@ -149,11 +142,7 @@ public final class File: @unchecked Sendable {
     }
 
     public func write(_ bytes: [UInt8], at offset: UInt64) throws(CairnError) {
-        var failure: CairnError?
-        bytes.withUnsafeBytes { raw in
-            do throws(CairnError) { try write(raw, at: offset) } catch { failure = error }
-        }
-        if let failure { throw failure }
+        try bytes.withBytesThrowing { raw throws(CairnError) in try write(raw, at: offset) }
     }
 
     /// Writes all bytes at the current position (pipes, stdout, tape devices).

@@ -48,7 +48,7 @@ public final class RepositoryVerifier {
         var slice = DigestSlice.whole
         if let samplePercent {
             guard samplePercent > 0, samplePercent <= 100 else {
-                throw CairnError(.usage, "--sample \(samplePercent) is not a percentage above 0 and at most 100")
+                throw CairnError(.usage, "a sample of \(samplePercent)% is not a percentage above 0 and at most 100")
             }
             slice = DigestSlice(start: SamplePosition.load(root: repository.path), percent: samplePercent)
             report.scope = "sample"

@@ -32,36 +32,24 @@ extension QCOW2Image {
         }
         if clusterBuffer.count != Int(clusterSize) { clusterBuffer = [UInt8](repeating: 0, count: Int(clusterSize)) }
 
-        var failure: CairnError?
-        let produced = compressedBuffer.withUnsafeMutableBytes { compressed -> Int in
-            let input = UnsafeMutableRawBufferPointer(rebasing: compressed[0..<Int(available)])
-            do throws(CairnError) {
-                let n = try file.read(into: input, at: offset)
+        let produced: Int
+        do throws(CairnError) {
+            produced = try compressedBuffer.withMutableBytesThrowing { compressed throws(CairnError) -> Int in
+                let input = UnsafeRawBufferPointer(rebasing: compressed[0..<Int(available)])
+                let n = try file.read(into: UnsafeMutableRawBufferPointer(mutating: input), at: offset)
                 guard n == input.count else {
                     throw bad("file shrank while it was read: \(what) ends early")
                 }
-                var inner: CairnError?
-                let produced = clusterBuffer.withUnsafeMutableBytes { output -> Int in
-                    do throws(CairnError) {
-                        switch header.compressionType {
-                        case .deflate: return try inflater.inflate(UnsafeRawBufferPointer(input), into: output)
-                        case .zstd: return try zstd.decompressStream(UnsafeRawBufferPointer(input), into: output)
-                        }
-                    } catch {
-                        inner = error
-                        return 0
+                return try clusterBuffer.withMutableBytesThrowing { output throws(CairnError) -> Int in
+                    switch header.compressionType {
+                    case .deflate: return try inflater.inflate(input, into: output)
+                    case .zstd: return try zstd.decompressStream(input, into: output)
                     }
                 }
-                if let inner { throw inner }
-                return produced
-            } catch {
-                failure = error
-                return 0
             }
-        }
-        if let failure {
-            if failure.code == .badImage && failure.message.hasPrefix(file.path) { throw failure }
-            throw bad("\(what) does not decompress (\(header.compressionType)): \(failure.cause ?? failure.message)")
+        } catch {
+            if error.code == .badImage && error.message.hasPrefix(file.path) { throw error }
+            throw bad("\(what) does not decompress (\(header.compressionType)): \(error.cause ?? error.message)")
         }
         guard produced == Int(clusterSize) else {
             throw bad("\(what) inflates to \(produced) bytes, not the cluster size \(clusterSize)")

@@ -39,11 +39,7 @@ final class QCOW2L2Cache {
         }
         // Mark the slot empty until the load succeeds, so a failed read is never served later.
         offsets[slot] = UInt64.max
-        var failure: CairnError?
-        tables[slot].withUnsafeMutableBytes { raw in
-            do throws(CairnError) { try load(raw) } catch { failure = error }
-        }
-        if let failure { throw failure }
+        try tables[slot].withMutableBytesThrowing { raw throws(CairnError) in try load(raw) }
         offsets[slot] = offset
         lastUse[slot] = clock
         return slot

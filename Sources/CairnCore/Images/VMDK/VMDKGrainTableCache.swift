@@ -41,11 +41,7 @@ final class VMDKGrainTableCache {
             sectors[slot] = UInt64.max
         }
         // The slot stays unnamed until the load succeeds, so a failed read is never served later.
-        var failure: CairnError?
-        tables[slot].withUnsafeMutableBytes { raw in
-            do throws(CairnError) { try load(raw) } catch { failure = error }
-        }
-        if let failure { throw failure }
+        try tables[slot].withMutableBytesThrowing { raw throws(CairnError) in try load(raw) }
         sectors[slot] = sector
         slots[sector] = slot
         lastUse[slot] = clock

@@ -249,20 +249,3 @@ final class VMDKSparseExtent: VMDKGrainTables {
         }
     }
 }
-
-extension [UInt8] {
-    /// `withUnsafeMutableBytes` for a body with typed throws (the standard one rethrows `any Error`).
-    fileprivate mutating func withMutableBytesThrowing<R>(
-        _ body: (UnsafeMutableRawBufferPointer) throws(CairnError) -> R
-    ) throws(CairnError) -> R {
-        var failure: CairnError?
-        let result = withUnsafeMutableBytes { raw -> R? in
-            do throws(CairnError) { return try body(raw) } catch {
-                failure = error
-                return nil
-            }
-        }
-        if let failure { throw failure }
-        return result!
-    }
-}
