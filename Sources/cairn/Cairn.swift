@@ -43,6 +43,10 @@ struct RepositoryOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Log what cairn does to stderr.")
     var verbose = false
 
+    /// Where an encrypted repository's passphrase comes from (`--password-command`, else
+    /// `$CAIRN_PASSWORD_FILE`, else a prompt); hidden while encryption is (issue 14).
+    @OptionGroup(visibility: .hidden) var passphraseSource: PassphraseOptions
+
     static let defaultRepository = "cairn-repo"
 
     var path: String {
@@ -61,12 +65,12 @@ struct RepositoryOptions: ParsableArguments {
 
     /// Opens the repository; damaged index segments are named on stderr (the command goes on:
     /// it fails only if it needs a chunk that only they name). Verify reports them itself. An
-    /// encrypted repository's passphrase comes from `$CAIRN_PASSWORD_FILE`, else a prompt.
+    /// encrypted repository's passphrase comes from `passphraseSource`, asked only for one.
     func open(warnAboutDamage: Bool = true, loadIndex: Bool = true) throws(CairnError) -> Repository {
         Log.setUp(verbose: verbose)
         let repository = try Repository(
             path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice,
-            passphrase: { () throws(CairnError) in try Passphrase.forRepository() })
+            passphrase: { () throws(CairnError) in try passphraseSource.passphrase() })
         CairnLog.logger.info(
             "repository opened: \(path), block size \(Units.formatBytes(UInt64(repository.config.blockSize)))"
         )

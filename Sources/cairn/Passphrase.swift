@@ -79,13 +79,6 @@ enum Passphrase {
         return try checked(trimmed(bytes), source: "the passphrase file \(path)")
     }
 
-    /// The passphrase that opens an encrypted repository for a data command (backup, restore,
-    /// verify, …): `$CAIRN_PASSWORD_FILE`, else a prompt on the terminal.
-    static func forRepository() throws(CairnError) -> [UInt8] {
-        if let file = environment("CAIRN_PASSWORD_FILE") { return try fromFile(file, what: "$CAIRN_PASSWORD_FILE") }
-        return try prompt("Passphrase: ", confirm: false, otherwise: "set CAIRN_PASSWORD_FILE")
-    }
-
     static func fromCommand(_ command: String, option: String) throws(CairnError) -> [UInt8] {
         let outcome: ChildProcess.Outcome
         do throws(CairnError) {
@@ -106,13 +99,12 @@ enum Passphrase {
     }
 
     /// Asks on the controlling terminal with echo off (twice when `confirm`).
-    /// `otherwise` says what to do when there is no terminal: the sources this command has.
-    static func prompt(
-        _ question: String, confirm: Bool, otherwise: String = "set CAIRN_PASSWORD_FILE or pass --password-command"
-    ) throws(CairnError) -> [UInt8] {
+    static func prompt(_ question: String, confirm: Bool) throws(CairnError) -> [UInt8] {
         let fd = open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
-            throw CairnError(.usage, "no passphrase: \(otherwise) (there is no terminal to ask on)")
+            throw CairnError(
+                .usage,
+                "no passphrase: set CAIRN_PASSWORD_FILE or pass --password-command (there is no terminal to ask on)")
         }
         defer { close(fd) }
         let first = try readHidden(fd, question)

@@ -154,6 +154,10 @@ import Testing
         }
         #expect(TestImage.snapshotTree(repo) == before)
         #expect(!FileManager.default.fileExists(atPath: dir.file("out.raw")))
+        // --password-command comes before $CAIRN_PASSWORD_FILE, for data commands too.
+        let listed = run(
+            ["list", "--repo", repo, "--password-command", "cat '\(dir.file("pass"))'"], password: "wrong")
+        #expect(listed.status == 0 && listed.stdout.contains(Self.group), "\(listed.stderr)")
     }
 
     @Test func archivesAndServeStillRefuseByTheFeatureName() throws {
