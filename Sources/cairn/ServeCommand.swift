@@ -79,7 +79,6 @@ struct ServeCommand: ParsableCommand {
             // Cache frames and large replies: mapped on their own, so freed ones leave the process.
             HeapTuning.mapAllocations(ofAtLeast: 512 << 10)
             let repo = try repository.open()
-            try repo.refuseEncrypted("serve")
             let lock = try repo.lock(.shared, purpose: "cairn serve", wait: try repository.lockWaitSeconds())
             defer { _ = lock }
             var points: [RestorePointID] = []

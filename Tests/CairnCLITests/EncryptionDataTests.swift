@@ -160,11 +160,29 @@ import Testing
         #expect(listed.status == 0 && listed.stdout.contains(Self.group), "\(listed.stderr)")
     }
 
-    @Test func archivesAndServeStillRefuseByTheFeatureName() throws {
+    @Test func archivesStillRefuseByTheFeatureName() throws {
         backup()
         let write = run(["archive", "write", "--repo", repo, "\(Self.group)@latest", "--to", dir.file("arc")])
         #expect(write.status == 3 && write.stderr.contains("'encryption'"), "\(write.stderr)")
-        let serve = run(["serve", "--repo", repo, "--socket", dir.file("nbd.sock"), "\(Self.group)@latest"])
-        #expect(serve.status == 3 && serve.stderr.contains("'encryption'"), "\(serve.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.file("arc.001")))
+    }
+
+    @Test func serveExportsTheDiskAndRefusesADamagedBlock() throws {
+        backup()
+        let environment = ["CAIRN_PASSWORD_FILE": dir.file("pass")]
+        do {
+            let server = try ServeProcess(repo: repo, directory: dir.path, environment: environment)
+            let compare = try QemuTools.run("qemu-img", ["compare", "-f", "raw", "-F", "raw", image, server.uri])
+            #expect(compare.status == 0, "\(compare.standardOutput)\(compare.standardError)")
+            _ = server.stop()
+        }
+        let pack = try #require(Fixture.files(under: repo, suffix: ".pack").first)
+        try Fixture.flip(pack, at: Fixture.fileSize(pack) / 2)
+        try? FileManager.default.removeItem(atPath: dir.file("serve.sock"))
+        let server = try ServeProcess(repo: repo, directory: dir.path, environment: environment)
+        let copy = dir.file("copy.raw")
+        let convert = try QemuTools.run("qemu-img", ["convert", "-f", "raw", "-O", "raw", server.uri, copy])
+        #expect(convert.status != 0, "a block that fails authentication is never sent")
+        _ = server.stop()
     }
 }

@@ -33,7 +33,6 @@ public final class DiskReader: Sendable {
     public init(repository: Repository, id: RestorePointID, disk: Manifest.DiskEntry, cache: RecordCache)
         throws(CairnError)
     {
-        try repository.refuseEncrypted("serve")
         guard let root = disk.rootDigest else {
             throw CairnError(.damaged, "restore point \(id) has a malformed root digest for disk \(disk.name)")
         }

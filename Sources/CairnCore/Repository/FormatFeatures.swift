@@ -16,7 +16,7 @@ public enum FormatFeature {
     public static let encryption = "encryption"
 
     /// What this Cairn reads. An encrypted repository opens only with its passphrase
-    /// (`Repository.init`); the operations that do not handle one yet (archives, `serve`)
+    /// (`Repository.init`); the operations that do not handle one yet (archive write and import)
     /// refuse it by the feature's name (`Repository.refuseEncrypted`).
     public static let known: Set<String> = [frames, encryption]
 

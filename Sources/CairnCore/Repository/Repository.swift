@@ -114,7 +114,8 @@ public final class Repository: Sendable {
     }
 
     /// Refuses an encrypted repository for an operation this Cairn does not do on one yet
-    /// (archives, `serve`), by the feature's name, as a Cairn without encryption would.
+    /// (`archive write`, `archive import`), by the feature's name, as a Cairn without
+    /// encryption would.
     public func refuseEncrypted(_ operation: String) throws(CairnError) {
         guard store.isEncrypted else { return }
         throw CairnError(
