@@ -160,6 +160,29 @@ import Testing
         #expect(listed.status == 0 && listed.stdout.contains(Self.group), "\(listed.stderr)")
     }
 
+    /// Half of every frame dies: gc compresses and seals the live members again as new frames,
+    /// which verify and restore must open.
+    @Test func gcResealsFramesWhoseMembersDied() throws {
+        backup()
+        let file = try File.open(image, .readWrite)
+        var gen = TestImage(seed: 3)
+        for offset in stride(from: UInt64(0), to: 8 << 20, by: 128 << 10) {
+            try file.write(gen.randomBytes(64 << 10), at: offset)
+        }
+        sleep(1)
+        backup()
+        #expect(run(["prune", "--repo", repo, "--keep-last", "1"]).status == 0)
+        let collected = run(["gc", "--repo", repo])
+        #expect(
+            collected.status == 0 && collected.stdout.contains(" rewritten into ")
+                && !collected.stdout.contains(" 0 rewritten into "), "\(collected.stdout)")
+        let verified = run(["verify", "--repo", repo])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+        let out = dir.file("out.raw")
+        #expect(run(["restore", "--repo", repo, "\(Self.group)@latest", "--to", out]).status == 0)
+        #expect(try TestImage.sha256(of: out) == TestImage.sha256(of: image))
+    }
+
     @Test func archivesStillRefuseByTheFeatureName() throws {
         backup()
         let write = run(["archive", "write", "--repo", repo, "\(Self.group)@latest", "--to", dir.file("arc")])
