@@ -242,9 +242,9 @@ struct BackupCommand: ParsableCommand {
 
 /// `cairn backup --json`: a contract for scripts; extend, do not rename.
 struct BackupSummary: Encodable {
-    var id: String
+    var id: RestorePointID
     var group: String
-    var time: String
+    var time: Timestamp
     var bytesRead: UInt64
     var bytesNew: UInt64
     var bytesStored: UInt64
@@ -259,8 +259,7 @@ struct BackupSummary: Encodable {
         var size: UInt64
         var changedBlocks: UInt64
         var zeroBlocks: UInt64
-        /// `file` or `nbd`.
-        var sourceKind: String?
+        var sourceKind: DiskSourceKind?
         var bytesRead: UInt64?
         var bytesSkipped: UInt64?
         /// Present when changed-block tracking was asked for: `used`, `bitmap`, `started`, `reason`.

@@ -137,8 +137,12 @@ enum Terminal {
     /// A stored UTC time (`2026-12-01T14:33:50Z`) as a person at a terminal reads it: in local
     /// time per `TZ`, with its offset. Piped output, ids and `--json` stay UTC.
     static func humanTime(_ text: String) -> String {
-        guard outputIsInteractive, let time = Timestamp(parsing: text) else { return text }
-        return time.localDescription
+        guard let time = Timestamp(parsing: text) else { return text }
+        return humanTime(time)
+    }
+
+    static func humanTime(_ time: Timestamp) -> String {
+        outputIsInteractive ? time.localDescription : time.description
     }
     /// Says once, on stderr, that a command waits for another process's lock (`--lock-wait`).
     static let lockWaitNotice: LockWaitObserver = { line in

@@ -51,7 +51,7 @@ struct ListCommand: ParsableCommand {
             } else {
                 let table = rows.map { r in
                     [
-                        r.id, r.damaged == nil ? r.disks.map(\.name).joined(separator: ",") : "?",
+                        r.id.description, r.damaged == nil ? r.disks.map(\.name).joined(separator: ",") : "?",
                         Units.formatBytes(r.size), Units.formatBytes(r.bytesNew), Units.formatBytes(r.bytesStored),
                         r.verified.map { "\($0.result) \(Terminal.humanTime($0.time))" } ?? "never",
                         [r.protected ? "protected" : "", r.damaged == nil ? "" : "MANIFEST DAMAGED"]
@@ -102,11 +102,11 @@ struct ShowCommand: ParsableCommand {
             print("  time:        \(Terminal.humanTime(manifest.time))")
             print("  written by:  \(manifest.tool)")
             print("  block size:  \(Units.formatBytes(UInt64(manifest.blockSize)))")
-            print("  walked from: \(manifest.previous ?? "(none: first backup of the group)")")
+            print("  walked from: \(manifest.previous?.description ?? "(none: first backup of the group)")")
             print("  protected:   \(protected ? "yes (prune keeps it, forget refuses it)" : "no")")
             if let v = verification {
                 let scope =
-                    v.scope == "sample"
+                    v.scope == .sample
                     ? "sample of \(Units.formatDecimal(v.samplePercent ?? 0, places: 1))% of chunks" : "every chunk"
                 print(
                     "  verified:    \(v.result) at \(Terminal.humanTime(v.time)) (\(scope), \(v.chunksChecked) blocks checked)"
@@ -145,9 +145,9 @@ struct ShowCommand: ParsableCommand {
 
 /// One row of `cairn list --json`: a contract for scripts; extend, do not rename.
 struct PointSummary: Encodable {
-    var id: String
+    var id: RestorePointID
     var group: String
-    var time: String
+    var time: Timestamp
     var size: UInt64
     var bytesNew: UInt64
     var bytesStored: UInt64
@@ -161,11 +161,9 @@ struct PointSummary: Encodable {
     var damaged: String?
 
     struct Verified: Encodable {
-        var time: String
-        /// `intact` or `damaged`.
-        var result: String
-        /// `full` or `sample`.
-        var scope: String
+        var time: Timestamp
+        var result: VerificationResult
+        var scope: VerificationScope
         var samplePercent: Double?
 
         init(_ r: VerificationRecord) {
@@ -179,7 +177,7 @@ struct PointSummary: Encodable {
     struct Disk: Encodable {
         var name: String
         var size: UInt64
-        var format: String
+        var format: ImageFormat
     }
 
     init(_ m: Manifest) {
@@ -193,9 +191,9 @@ struct PointSummary: Encodable {
     }
 
     init(unreadable id: RestorePointID, problem: String) {
-        self.id = id.description
+        self.id = id
         group = id.group
-        time = id.time.description
+        time = id.time
         size = 0
         bytesNew = 0
         bytesStored = 0

@@ -192,7 +192,7 @@ extension RestoreCommand {
         for entry in disks {
             var name = entry.name.split(separator: "/").last.map(String.init) ?? entry.name
             if !name.contains(".") {
-                name += "." + (RestoreFormat(rawValue: entry.source.format) ?? .raw).rawValue
+                name += "." + (RestoreFormat(rawValue: entry.source.format.rawValue) ?? .raw).rawValue
             }
             guard seen.insert(name).inserted else {
                 throw CairnError(
@@ -336,7 +336,7 @@ struct RestoreOutputOptions: ParsableArguments {
         var st = stat()
         let device = stat(destination, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK
         return try resolved(
-            recordedFormat: disk.source.kind == "nbd" ? nil : disk.source.format,
+            recordedFormat: disk.source.kind == .nbd ? nil : disk.source.format,
             recordedCluster: disk.source.clusterSize, blockDevice: device,
             namedFormat: Self.formatNamed(by: destination))
     }
@@ -350,7 +350,7 @@ struct RestoreOutputOptions: ParsableArguments {
     }
 
     private func resolved(
-        recordedFormat: String?, recordedCluster: UInt64?, blockDevice: Bool, namedFormat: RestoreFormat?
+        recordedFormat: ImageFormat?, recordedCluster: UInt64?, blockDevice: Bool, namedFormat: RestoreFormat?
     ) throws(CairnError) -> (RestoreFormat, UInt64) {
         let outputFormat: RestoreFormat
         if let format {
@@ -365,7 +365,7 @@ struct RestoreOutputOptions: ParsableArguments {
         } else if let namedFormat {
             outputFormat = namedFormat
         } else {
-            outputFormat = recordedFormat.flatMap(RestoreFormat.init(rawValue:)) ?? .raw
+            outputFormat = recordedFormat.flatMap { RestoreFormat(rawValue: $0.rawValue) } ?? .raw
         }
         guard let clusterSize else {
             let recorded = recordedCluster ?? 0

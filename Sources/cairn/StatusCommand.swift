@@ -65,10 +65,10 @@ struct StatusCommand: ParsableCommand {
                 Terminal.printError("cairn: group \(g.group): \(g.problems.joined(separator: "; "))")
                 stale = true
             }
-            if let damaged = groups.first(where: { $0.verified?.result == "damaged" }) {
+            if let damaged = groups.first(where: { $0.verified?.result == .damaged }) {
                 throw CairnError(
                     .damaged,
-                    "the last verify of group \(damaged.group) found damage (\(damaged.verified?.id ?? "?")): run `cairn verify`, then see README, \"Verify, prune, gc\""
+                    "the last verify of group \(damaged.group) found damage (\(damaged.verified?.id.description ?? "?")): run `cairn verify`, then see README, \"Verify, prune, gc\""
                 )
             }
         }
@@ -170,13 +170,11 @@ struct GroupStatus: Encodable {
 
     struct Verified: Encodable {
         /// The restore point the record belongs to.
-        var id: String
-        var time: String
+        var id: RestorePointID
+        var time: Timestamp
         var ageSeconds: Int64
-        /// `intact` or `damaged`.
-        var result: String
-        /// `full` or `sample`.
-        var scope: String
+        var result: VerificationResult
+        var scope: VerificationScope
     }
 
     init(_ name: String, ids: [RestorePointID], catalog: Catalog, now: Timestamp) throws(CairnError) {
@@ -186,11 +184,10 @@ struct GroupStatus: Encodable {
         for id in ids {
             // A damaged manifest counts nothing here; `list` and `verify` name it.
             if let manifest = try? catalog.manifest(id) { bytesStored += manifest.stats.bytesStored }
-            if let record = catalog.verification(of: id), let time = Timestamp(parsing: record.time),
-                verified.map({ Timestamp(parsing: $0.time).map { time > $0 } ?? true }) ?? true
-            {
+            if let record = catalog.verification(of: id), verified.map({ record.time > $0.time }) ?? true {
+                let time = record.time
                 verified = Verified(
-                    id: id.description, time: record.time, ageSeconds: now.seconds - time.seconds,
+                    id: id, time: record.time, ageSeconds: now.seconds - time.seconds,
                     result: record.result, scope: record.scope)
             }
         }

@@ -63,7 +63,7 @@ struct VerifyCommand: ParsableCommand {
                 Terminal.printError("cairn: warning: the verdict could not be recorded: \(failure)")
             }
             if !report.intact {
-                let points = report.restorePoints.filter { $0.result != "intact" }.count
+                let points = report.restorePoints.filter { $0.result != .intact }.count
                 throw CairnError(
                     .damaged,
                     "verify found damage: \(report.damagedChunks.count) damaged chunk(s), \(points) damaged restore point(s), \(report.problems.count) other problem(s)"
@@ -88,7 +88,7 @@ struct VerifyCommand: ParsableCommand {
             }
         }
         // Every damaged restore point is named, also when no chunk is to blame (a damaged manifest).
-        for point in report.restorePoints where point.result != "intact" {
+        for point in report.restorePoints where point.result != .intact {
             for problem in point.problems.prefix(8) {
                 Terminal.printError("damaged: restore point \(point.id): \(problem)")
             }
@@ -103,7 +103,7 @@ struct VerifyCommand: ParsableCommand {
         let mb = Double(report.bytesChecked) / 1e6
         let speed = report.seconds > 0 ? Units.formatDecimal(mb / report.seconds, places: 0) : "-"
         print(
-            "\(verdict): \(counted(report.restorePoints.count, "restore point")), \(counted(report.segmentsChecked, "index segment")), \(counted(report.packsChecked, "pack")), \(counted(report.pagesChecked, "index page")), \(counted(report.chunksChecked, "chunk")) (\(Units.formatBytes(report.bytesChecked)), \(counted(report.recordsChecked, "record"))) checked, \(report.scope == "sample" ? "sample of \(report.digestRange), " : "")\(Units.formatDecimal(report.seconds, places: 2)) s, \(speed) MB/s"
+            "\(verdict): \(counted(report.restorePoints.count, "restore point")), \(counted(report.segmentsChecked, "index segment")), \(counted(report.packsChecked, "pack")), \(counted(report.pagesChecked, "index page")), \(counted(report.chunksChecked, "chunk")) (\(Units.formatBytes(report.bytesChecked)), \(counted(report.recordsChecked, "record"))) checked, \(report.scope == .sample ? "sample of \(report.digestRange), " : "")\(Units.formatDecimal(report.seconds, places: 2)) s, \(speed) MB/s"
         )
     }
 }

@@ -219,7 +219,7 @@ struct ChangeTrackingTests {
             _, repo, previous in
             let id = try #require(RestorePointID(parsing: previous))
             let record = VerificationRecord(
-                time: "\(id.time)", result: "damaged", scope: "full", samplePercent: nil, chunksChecked: 1,
+                time: id.time, result: .damaged, scope: .full, samplePercent: nil, chunksChecked: 1,
                 damagedChunks: 1, problems: ["test"])
             let text = try JSONCoding.encode(record)
             try text.write(toFile: "\(repo)/points/\(id.group)/\(id.time).verify", atomically: true, encoding: .utf8)

@@ -190,7 +190,7 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         let manifest = try fixture.repository.catalog.manifest(fixture.ids[0])
         for disk in manifest.disks {
             let walk = DiskWalk(
-                store: fixture.repository.store, root: disk.rootDigest!, depth: disk.depth, blockCount: disk.blockCount,
+                store: fixture.repository.store, root: disk.root, depth: disk.depth, blockCount: disk.blockCount,
                 size: disk.size)
             try walk.forEachBlock { (_, d) throws(CairnError) in if d != ZeroBlock.digest { distinct.insert(d) } }
         }
@@ -292,7 +292,7 @@ func reseal(_ volume: inout [UInt8], block: Int, blockSize: Int) {
         let manifest = try fixture.repository.catalog.manifest(fixture.ids[1])
         let disk = manifest.disks[0]
         let tree = try IndexTreeReader(
-            reader: ChunkReader(store: fixture.repository.store), root: try #require(disk.rootDigest),
+            reader: ChunkReader(store: fixture.repository.store), root: disk.root,
             depth: disk.depth, blockCount: disk.blockCount)
         var bDigests = Set<ChunkDigest>()
         while let digest = try tree.next() { bDigests.insert(digest) }

@@ -14,9 +14,9 @@ struct DiskSourceTests {
         #expect(source.location == "\(cwd)/images/vm1.qcow2")
         #expect(source.defaultDiskName == "vm1.qcow2")
         #expect(BackupSource(path: "images/vm1.qcow2").path == "\(cwd)/images/vm1.qcow2")
-        let recorded = SourceImageInfo(format: "qcow2", path: "\(cwd)/images/vm1.qcow2", virtualSize: 1)
+        let recorded = SourceImageInfo(format: .qcow2, path: "\(cwd)/images/vm1.qcow2", virtualSize: 1)
         #expect(source.isSameDisk(as: recorded))
-        #expect(!source.isSameDisk(as: SourceImageInfo(format: "qcow2", path: "/elsewhere/vm1.qcow2", virtualSize: 1)))
+        #expect(!source.isSameDisk(as: SourceImageInfo(format: .qcow2, path: "/elsewhere/vm1.qcow2", virtualSize: 1)))
     }
 
     @Test func anNBDExportIsTheSameDiskWhateverItsSocket() {
@@ -26,9 +26,9 @@ struct DiskSourceTests {
         #expect(source.defaultDiskName == "vda")
         #expect(DiskSources.source(for: "nbd://h/").defaultDiskName == "nbd")
         let before = SourceImageInfo(
-            format: "raw", path: "nbd+unix:///vda?socket=/run/old.sock", virtualSize: 1, kind: "nbd")
+            format: .raw, path: "nbd+unix:///vda?socket=/run/old.sock", virtualSize: 1, kind: .nbd)
         #expect(source.isSameDisk(as: before))
-        #expect(!source.isSameDisk(as: SourceImageInfo(format: "raw", path: "/var/vda.img", virtualSize: 1)))
+        #expect(!source.isSameDisk(as: SourceImageInfo(format: .raw, path: "/var/vda.img", virtualSize: 1)))
     }
 
     @Test func aMalformedURIFailsWhenOpened() {

@@ -374,12 +374,13 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
 @Suite struct ManifestTests {
     @Test func checksumCatchesAnyEdit() throws {
         let manifest = Manifest(
-            format: 1, id: "vm@2026-11-26T03:00:00Z", group: "vm", time: "2026-11-26T03:00:00Z", tool: "cairn test",
+            format: 1, id: RestorePointID(parsing: "vm@2026-11-26T03:00:00Z")!, group: "vm",
+            time: Timestamp(parsing: "2026-11-26T03:00:00Z")!, tool: "cairn test",
             repository: "r", blockSize: 65536,
             disks: [
                 .init(
-                    name: "d.img", size: 100, blockCount: 1, root: ZeroBlock.digest.hex, depth: 1, zeroBlocks: 1,
-                    changedBlocks: 0, source: SourceImageInfo(format: "raw", path: "/d.img", virtualSize: 100))
+                    name: "d.img", size: 100, blockCount: 1, root: ZeroBlock.digest, depth: 1, zeroBlocks: 1,
+                    changedBlocks: 0, source: SourceImageInfo(format: .raw, path: "/d.img", virtualSize: 100))
             ],
             stats: .init(bytesRead: 0, bytesNew: 0, bytesStored: 0, chunksNew: 0, seconds: 0.5), previous: nil)
         let bytes = try manifest.encoded()
@@ -401,7 +402,7 @@ func makeRepository(_ dir: TemporaryDirectory, blockSize: Int = 65536) throws ->
         try file.write([UInt8](repeating: 7, count: 1 << 20), at: 8 << 20)
         let image = try DiskImageOpener.open(path)
         #expect(image.virtualSize == 16 << 20)
-        #expect(image.info.format == "raw")
+        #expect(image.info.format == .raw)
         let head = try image.extent(at: 0, maxLength: 16 << 20)
         #expect(head.isZero && head.length == 8 << 20)
         let data = try image.extent(at: 8 << 20, maxLength: 16 << 20)

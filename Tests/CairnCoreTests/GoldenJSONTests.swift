@@ -79,7 +79,7 @@ import Testing
         let decoded = try Self.manifests.map { name, text in try Manifest.decode(Array(text.utf8), path: name) }
         #expect(decoded.contains { $0.settings?.isEmpty == false })
         #expect(decoded.contains { $0.disks.contains { $0.cbt?.used == true } })
-        #expect(decoded.contains { $0.disks.contains { $0.source.kind == "nbd" } })
+        #expect(decoded.contains { $0.disks.contains { $0.source.kind == .nbd } })
         #expect(decoded.contains { $0.previous != nil })
     }
 

@@ -14,7 +14,7 @@ struct QCOW2ImageTests {
         let path = QCOW2Fixtures.path(entry.name)
         let image = try DiskImageOpener.open(path, snapshot: entry.snapshot)
         #expect(image.virtualSize == entry.virtualSize)
-        #expect(image.info.format == "qcow2")
+        #expect(image.info.format == .qcow2)
         #expect(image.info.snapshot == entry.snapshot)
         let digest = try QCOW2Fixtures.guestDigest(image)
         #expect(digest == entry.digest)

@@ -25,7 +25,7 @@ import Testing
         #expect(decisions.count == 10)
         #expect(decisions.prefix(3).allSatisfy { $0.keep && $0.reason == "keep-last 3" })
         #expect(decisions.dropFirst(3).allSatisfy { !$0.keep })
-        #expect(decisions.first?.id == "vm@2026-11-26T03:00:00Z", "newest first")
+        #expect(decisions.first?.id.description == "vm@2026-11-26T03:00:00Z", "newest first")
     }
 
     @Test func periodCountsAddUpAsInPBS() {
@@ -34,7 +34,7 @@ import Testing
         policy.keepWeekly = 4
         let decisions = policy.apply(to: Self.daily(60), protected: [])
         let kept = decisions.filter(\.keep)
-        #expect(kept.count == 11, "7 daily + 4 weekly, none shared: \(kept.map(\.id))")
+        #expect(kept.count == 11, "7 daily + 4 weekly, none shared: \(kept.map(\.id.description))")
         #expect(kept.filter { $0.reason.hasPrefix("keep-daily") }.count == 7)
         let weekly = kept.filter { $0.reason.hasPrefix("keep-weekly") }
         #expect(weekly.count == 4)
@@ -46,16 +46,16 @@ import Testing
                 "keep-weekly week of 2026-10-19",
             ])
         // The newest point of each week stands for it (Sunday).
-        #expect(weekly.first?.id == "vm@2026-11-15T03:00:00Z")
+        #expect(weekly.first?.id.description == "vm@2026-11-15T03:00:00Z")
     }
 
     @Test func newestOfEachPeriodStandsForIt() {
         var policy = RetentionPolicy()
         policy.keepDaily = 3
         let decisions = policy.apply(to: Self.daily(5, perDay: 2), protected: [])
-        let kept = decisions.filter(\.keep).map(\.id)
+        let kept = decisions.filter(\.keep).map(\.id.description)
         #expect(kept == ["vm@2026-11-26T03:00:00Z", "vm@2026-11-25T03:00:00Z", "vm@2026-11-24T03:00:00Z"])
-        let sameDay = decisions.first { $0.id == "vm@2026-11-26T02:00:00Z" }!
+        let sameDay = decisions.first { $0.id.description == "vm@2026-11-26T02:00:00Z" }!
         #expect(!sameDay.keep && sameDay.reason.contains("2026-11-26"))
     }
 
@@ -67,9 +67,11 @@ import Testing
         let old = points[5]
         let decisions = policy.apply(to: points, protected: [protectedID, old])
         #expect(decisions.filter(\.keep).count == 4)
-        #expect(decisions.first { $0.id == old.description }?.reason == "protected")
+        #expect(decisions.first { $0.id.description == old.description }?.reason == "protected")
         #expect(
-            decisions.filter { $0.reason == "keep-last 2" }.map(\.id) == [points[1].description, points[2].description])
+            decisions.filter { $0.reason == "keep-last 2" }.map(\.id.description) == [
+                points[1].description, points[2].description,
+            ])
     }
 
     @Test func keepWithinIsRelativeToTheNewest() {
@@ -87,7 +89,7 @@ import Testing
         let decisions = policy.apply(to: Self.daily(400), protected: [])
         let kept = decisions.filter(\.keep)
         #expect(kept.map(\.reason) == ["keep-monthly 2026-11", "keep-monthly 2026-10", "keep-yearly 2025"])
-        #expect(kept.last?.id == "vm@2025-12-31T03:00:00Z")
+        #expect(kept.last?.id.description == "vm@2025-12-31T03:00:00Z")
     }
 
     @Test func emptyPolicyIsRecognised() {

@@ -32,7 +32,7 @@ struct VMDKImageTests {
         try VMDKFixtures.make(
             "d.vmdk", subformat: "twoGbMaxExtentSparse", zeroedGrain: zeroedGrain, size: size, in: dir.path)
         let image = try DiskImageOpener.open(dir.file("d.vmdk"))
-        #expect(image.info.format == "vmdk")
+        #expect(image.info.format == .vmdk)
         #expect(image.virtualSize == size)
         var ranges: [Range<UInt64>] = []
         var offset: UInt64 = 0

@@ -33,9 +33,7 @@ public final class DiskReader: Sendable {
     public init(repository: Repository, id: RestorePointID, disk: Manifest.DiskEntry, cache: RecordCache)
         throws(CairnError)
     {
-        guard let root = disk.rootDigest else {
-            throw CairnError(.damaged, "restore point \(id) has a malformed root digest for disk \(disk.name)")
-        }
+        let root = disk.root
         var capacity: UInt64 = 1
         for _ in 0..<max(disk.depth, 1) {
             capacity =

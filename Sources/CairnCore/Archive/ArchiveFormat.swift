@@ -279,7 +279,7 @@ public struct ArchivePointEntry: Codable, Sendable, Equatable {
     }
 
     init(_ manifest: Manifest, volume: Int) {
-        id = manifest.id
+        id = manifest.id.description
         self.volume = volume
         disks = manifest.disks.map { Disk(name: $0.name, size: $0.size, blockCount: $0.blockCount) }
     }

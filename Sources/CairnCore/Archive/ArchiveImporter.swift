@@ -88,27 +88,24 @@ public final class ArchiveImporter {
             }
             reportPoints.append(
                 ArchiveReport.Point(
-                    id: m.id, volume: point.location.volume,
+                    id: m.id.description, volume: point.location.volume,
                     disks: m.disks.map {
                         ArchivePointEntry.Disk(name: $0.name, size: $0.size, blockCount: $0.blockCount)
                     },
                     intact: problem == nil, problem: problem))
             if let problem {
-                skipped.append((m.id, problem))
+                skipped.append((m.id.description, problem))
                 continue
             }
-            guard let id = m.restorePointID else {
-                skipped.append((m.id, "its id is not a valid restore point id"))
-                continue
-            }
+            let id = m.id
             if repository.catalog.exists(id) {
-                present.append(m.id)
+                present.append(m.id.description)
                 continue
             }
             let groupLock = try repository.lock(.group(id.group), purpose: "cairn archive import", wait: lockWait)
             try repository.catalog.write(m, id: id)
             _ = groupLock
-            imported.append(m.id)
+            imported.append(m.id.description)
         }
         let blocks = scanner.blocks
         let report = ArchiveReport(

@@ -177,8 +177,9 @@ public final class ArchiveRestore {
 
         scanner.onManifest = { (index, manifest, _) throws(CairnError) in
             // Every manifest and index precedes every chunk, so the newest is known in time.
-            guard let id = manifest.restorePointID, selector.admits(id) else { return }
-            if let current = chosen?.restorePointID, id <= current { return }
+            let id = manifest.id
+            guard selector.admits(id) else { return }
+            if let current = chosen?.id, id <= current { return }
             let selected = try RestoreJob.selectDisk(manifest, request.disk)
             if let choose = request.chooseOutput {
                 let choice = try choose(selected)
@@ -275,7 +276,7 @@ public final class ArchiveRestore {
         }
         guard let target, let disk, let point = chosen else {
             if let fatal { throw fatal }
-            let ids = scanner.points.map(\.manifest.id)
+            let ids = scanner.points.map(\.manifest.id.description)
             throw CairnError(
                 .notFound,
                 "restore point \(request.point) is not in the archive (it holds \(ids.isEmpty ? "no restore points" : ids.joined(separator: ", ")))"
@@ -317,7 +318,8 @@ public final class ArchiveRestore {
         var all = problems
         if let fatal { all.append(ArchiveProblem(location: nil, message: fatal.message, code: fatal.code)) }
         return ArchiveRestoreResult(
-            id: point.id, disk: disk, format: request.format, bytesWritten: UInt64(finalPlan.written.current),
+            id: point.id.description, disk: disk, format: request.format,
+            bytesWritten: UInt64(finalPlan.written.current),
             bytesRead: scanner.blocks.bytesRead,
             seconds: clock.elapsed, problems: all)
     }

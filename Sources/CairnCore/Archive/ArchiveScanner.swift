@@ -168,8 +168,9 @@ final class ArchiveScanner {
             expected = nil
             return
         }
-        guard let root = disks[disk].rootDigest, (1...8).contains(disks[disk].depth) else {
-            failTree("disk \(disks[disk].name) has a malformed root or depth")
+        let root = disks[disk].root
+        guard (1...8).contains(disks[disk].depth) else {
+            failTree("disk \(disks[disk].name) has a malformed depth")
             return
         }
         expected = (root, 0)
@@ -324,7 +325,7 @@ final class ArchiveScanner {
     /// "needed by vm1@…, vm2@…" for a points mask.
     func describe(_ mask: UInt64) -> String {
         guard mask != 0 else { return "" }
-        let ids = points.indices.filter { mask & Self.pointBit($0) != 0 }.map { points[$0].manifest.id }
+        let ids = points.indices.filter { mask & Self.pointBit($0) != 0 }.map { points[$0].manifest.id.description }
         return "; needed by \(ids.joined(separator: ", "))"
     }
 

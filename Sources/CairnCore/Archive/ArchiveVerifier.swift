@@ -88,7 +88,7 @@ public enum ArchiveVerifier {
                 problem = "the archive ends before its data"
             }
             return ArchiveReport.Point(
-                id: p.manifest.id, volume: p.location.volume,
+                id: p.manifest.id.description, volume: p.location.volume,
                 disks: p.manifest.disks.map {
                     ArchivePointEntry.Disk(name: $0.name, size: $0.size, blockCount: $0.blockCount)
                 },
@@ -139,7 +139,7 @@ public enum ArchiveVerifier {
                 .badArchive)
         }
         let listed = last.points.map(\.id)
-        let seen = scanner.points.map(\.manifest.id)
+        let seen = scanner.points.map(\.manifest.id.description)
         if blocks.problems.isEmpty && listed != seen {
             blocks.report(
                 nil,

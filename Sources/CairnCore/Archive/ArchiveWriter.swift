@@ -58,9 +58,6 @@ public final class ArchiveWriter {
                 throw CairnError(
                     .damaged, "restore point \(id) has block size \(manifest.blockSize), not the repository's")
             }
-            for disk in manifest.disks where disk.rootDigest == nil {
-                throw CairnError(.damaged, "restore point \(id) has a malformed root digest for disk \(disk.name)")
-            }
             let bytes = try FileSystem.readAll(path, limit: ArchiveFormat.maxManifestBody)
             manifests.append((manifest, bytes))
         }
@@ -86,7 +83,7 @@ public final class ArchiveWriter {
                 try blocks.appendRecord(.manifest, bytes: bytes, manifest: manifest)
                 for disk in manifest.disks {
                     pages += try writeTree(
-                        disk.rootDigest!, level: 0, depth: disk.depth, reader: reader, blocks: blocks)
+                        disk.root, level: 0, depth: disk.depth, reader: reader, blocks: blocks)
                 }
             }
             // 2. Chunks, each once (frame records aside), in order of first need.
@@ -107,7 +104,7 @@ public final class ArchiveWriter {
                 }
                 for disk in manifest.disks {
                     let walk = DiskWalk(
-                        store: repository.store, root: disk.rootDigest!, depth: disk.depth, blockCount: disk.blockCount,
+                        store: repository.store, root: disk.root, depth: disk.depth, blockCount: disk.blockCount,
                         size: disk.size)
                     try walk.forEachBlock { (_, digest) throws(CairnError) in
                         done += UInt64(repository.store.blockSize)

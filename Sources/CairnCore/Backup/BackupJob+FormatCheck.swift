@@ -23,7 +23,7 @@ extension BackupJob {
             let now = image.info.format
             guard before != now else { continue }
             let why =
-                now == "raw"
+                now == .raw
                 ? "its qcow2 header may be damaged; if it was really converted to raw"
                 : "a guest can write a \(now) header into its own raw disk; if it was really converted to \(now)"
             throw CairnError(

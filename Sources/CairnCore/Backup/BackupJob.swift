@@ -146,7 +146,7 @@ public final class BackupJob {
         let previous = try previousID.map { id throws(CairnError) in try catalog.manifest(id) }
         let id = try RestorePointID.next(in: group, after: previousID)
         let time = id.time
-        let previousDamaged = previousID.map { catalog.verification(of: $0)?.result == "damaged" } ?? false
+        let previousDamaged = previousID.map { catalog.verification(of: $0)?.result == .damaged } ?? false
         func base(of source: BackupSource) -> Manifest.DiskEntry? {
             guard let previous, previous.blockSize == repository.config.blockSize else { return nil }
             return previous.disk(named: source.diskName)
@@ -214,7 +214,7 @@ public final class BackupJob {
                     entry = try pass.run(into: &transaction)
                 }
                 diskRead += pass.bytesRead
-                entry.sourceKind = image.info.kind ?? "file"
+                entry.sourceKind = image.info.kind ?? .file
                 entry.bytesRead = diskRead
                 entry.bytesSkipped = pass.bytesSkipped
                 entry.cbt = disk?.record(used: pass.changes != nil, sampledBlocks: pass.sampledBlocks)
@@ -240,13 +240,13 @@ public final class BackupJob {
             throw error
         }
         let manifest = Manifest(
-            format: Manifest.currentFormat, id: id.description, group: group, time: time.description,
+            format: Manifest.currentFormat, id: id, group: group, time: time,
             tool: Self.toolVersion, repository: repository.config.id, blockSize: repository.config.blockSize,
             disks: disks,
             stats: .init(
                 bytesRead: bytesRead, bytesNew: bytesNew, bytesStored: bytesStored, chunksNew: chunksNew,
                 seconds: clock.elapsed),
-            previous: previousID?.description, settings: settings.isEmpty ? nil : settings, domain: domain)
+            previous: previousID, settings: settings.isEmpty ? nil : settings, domain: domain)
         try catalog.write(manifest, id: id)
         // Only now may the bitmaps the new restore point no longer needs go.
         var notes: [String] = []

@@ -115,16 +115,13 @@ final class DiskBackup: @unchecked Sendable {
         // used from one thread at a time (`DiskImage`), and the reader asks it for extents too.
         // An NBD export's block status is asked for in order, once, by the reader: it is not
         // walked ahead of time, and its progress counts the virtual size.
-        let countsAllocated = progress != nil && image.info.kind != "nbd"
+        let countsAllocated = progress != nil && image.info.kind != .nbd
         let allocated = countsAllocated ? allocatedBytes() : image.virtualSize
         pipeline.startSource(name: "cairn-read") { [self] (pipeline) throws(CairnError) in
             let previous = try base.flatMap { entry throws(CairnError) -> IndexTreeReader? in
-                guard let root = entry.rootDigest else {
-                    throw CairnError(
-                        .damaged, "previous restore point's disk \(entry.name) has a malformed root digest")
-                }
                 return try IndexTreeReader(
-                    reader: ChunkReader(store: store), root: root, depth: entry.depth, blockCount: entry.blockCount)
+                    reader: ChunkReader(store: store), root: entry.root, depth: entry.depth,
+                    blockCount: entry.blockCount)
             }
             var next: UInt64 = 0
             while next < blockCount {
@@ -167,7 +164,7 @@ final class DiskBackup: @unchecked Sendable {
         }
         let (root, depth) = try tree.finish(into: &transaction)
         return Manifest.DiskEntry(
-            name: name, size: image.virtualSize, blockCount: blockCount, root: root.hex, depth: depth,
+            name: name, size: image.virtualSize, blockCount: blockCount, root: root, depth: depth,
             zeroBlocks: zeroBlocks, changedBlocks: changedBlocks, source: image.info)
     }
 

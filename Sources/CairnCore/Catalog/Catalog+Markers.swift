@@ -72,14 +72,25 @@ extension Catalog {
     }
 }
 
+/// What verify concluded about a restore point.
+public enum VerificationResult: String, Codable, Sendable {
+    case intact, damaged
+}
+
+/// How much verify checked.
+public enum VerificationScope: String, Codable, Sendable {
+    /// Every chunk.
+    case full
+    /// Metadata and the chunks in a share of the digest space (`cairn verify --sample`).
+    case sample
+}
+
 /// What `cairn verify` proved about one restore point, stored as `points/GROUP/TIME.verify`.
 public struct VerificationRecord: Codable, Sendable, Equatable {
     /// When the verification finished.
-    public var time: String
-    /// `intact` or `damaged`.
-    public var result: String
-    /// `full` (every chunk) or `sample` (metadata and a share of the chunks).
-    public var scope: String
+    public var time: Timestamp
+    public var result: VerificationResult
+    public var scope: VerificationScope
     /// For a sample: the share of the digest space checked, in percent.
     public var samplePercent: Double?
     /// Chunks of this restore point whose data was checked in this run.
@@ -90,7 +101,9 @@ public struct VerificationRecord: Codable, Sendable, Equatable {
     public var problems: [String]
 
     public init(
-        time: String, result: String, scope: String, samplePercent: Double?, chunksChecked: Int, damagedChunks: Int,
+        time: Timestamp, result: VerificationResult, scope: VerificationScope, samplePercent: Double?,
+        chunksChecked: Int,
+        damagedChunks: Int,
         problems: [String]
     ) {
         self.time = time

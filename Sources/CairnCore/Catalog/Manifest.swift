@@ -6,9 +6,9 @@ public struct Manifest: Codable, Sendable, Equatable {
     public static let currentFormat = 1
 
     public var format: Int
-    public var id: String
+    public var id: RestorePointID
     public var group: String
-    public var time: String
+    public var time: Timestamp
     /// The Cairn that wrote it (`cairn 0.1.0`).
     public var tool: String
     /// The repository's id, so an imported restore point can be told from a native one.
@@ -18,7 +18,7 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var stats: BackupStats
     /// The restore point whose index the backup walked beside; informational only: this restore
     /// point does not depend on it.
-    public var previous: String?
+    public var previous: RestorePointID?
     /// The VM's settings files kept with the restore point (absent when none were given).
     public var settings: [SettingsFile]?
     /// For `cairn backup --domain`: the libvirt domain the disks belong to (absent otherwise).
@@ -31,7 +31,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var size: UInt64
         public var blockCount: UInt64
         /// Digest of the index tree's root page.
-        public var root: String
+        public var root: ChunkDigest
         public var depth: Int
         /// Blocks that are all zero (holes, unallocated clusters or zero data).
         public var zeroBlocks: UInt64
@@ -40,15 +40,13 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var source: SourceImageInfo
         /// How the disk was read: `file` (an image file or device) or `nbd` (an NBD export).
         /// Absent in manifests written before changed-block tracking.
-        public var sourceKind: String? = nil
+        public var sourceKind: DiskSourceKind? = nil
         /// Bytes read from this disk.
         public var bytesRead: UInt64? = nil
         /// Bytes of this disk that a trusted dirty bitmap marked clean, so they were not read.
         public var bytesSkipped: UInt64? = nil
         /// Changed-block tracking, when it was asked for.
         public var cbt: ChangeTracking? = nil
-
-        public var rootDigest: ChunkDigest? { ChunkDigest(hex: root) }
     }
 
     /// What changed-block tracking did for one disk (docs/FORMAT.md, "Changed-block tracking").
@@ -90,8 +88,6 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var chunksNew: Int
         public var seconds: Double
     }
-
-    public var restorePointID: RestorePointID? { RestorePointID(parsing: id) }
 
     public func disk(named name: String) -> DiskEntry? { disks.first { $0.name == name } }
 

@@ -87,7 +87,6 @@ public final class ChunkStore: Sendable {
 
     /// A snapshot of the index as this process knows it now.
     public var index: ChunkIndex { current.withLock { $0 } }
-    public var segmentNames: [String] { index.segments.map(\.name) }
     public var indexSegments: [IndexSegment] { index.segments }
     /// Segment files that could not be opened; empty in a healthy repository.
     public var damagedSegments: [DamagedSegment] { index.damaged }

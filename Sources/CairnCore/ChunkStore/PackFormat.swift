@@ -19,10 +19,6 @@ public enum PackFormat {
     /// Plain bytes a frame record may hold (2 MiB). zstd finds far more matches in 2 MiB than in
     /// one 64 KiB block: 5% less stored at level 1, 11% with level 2 tuned (docs/ARCHITECTURE.md).
     public static let maxFrameBytes = 2 << 20
-    /// Member count (4) at the start of a frame record's payload (`RecordMembers`).
-    public static let frameCountSize = RecordMembers.countSize
-    /// Digest (32) + raw length (4) + kind (1) + reserved (3), per member of a frame record.
-    public static let frameMemberSize = RecordMembers.entrySize
     /// Most members a frame may list: a whole frame of 4 KiB blocks.
     public static let maxFrameMembers = maxFrameBytes / 4096
 

@@ -44,8 +44,8 @@ public struct RestorePointDiff: Sendable, Encodable {
     public init(repository: Repository, from a: RestorePointID, to b: RestorePointID) throws(CairnError) {
         let first = try repository.catalog.manifest(a)
         let second = try repository.catalog.manifest(b)
-        from = first.id
-        to = second.id
+        from = first.id.description
+        to = second.id.description
         disks = []
         settings = []
         let store = repository.store
@@ -128,9 +128,7 @@ struct IndexTreeComparison {
     func compare(
         _ a: Manifest.DiskEntry, _ b: Manifest.DiskEntry, into ranges: inout RangeCollector
     ) throws(CairnError) {
-        guard let rootA = a.rootDigest, let rootB = b.rootDigest else {
-            throw CairnError(.damaged, "disk \(a.name) has a malformed index root")
-        }
+        let (rootA, rootB) = (a.root, b.root)
         let common = min(a.size, b.size)
         let commonBlocks = min(a.blockCount, b.blockCount)
         if a.depth == b.depth {

@@ -247,9 +247,9 @@ public final class GarbageCollector {
             }
             for disk in manifest.disks {
                 do throws(CairnError) {
-                    guard let root = disk.rootDigest else { throw CairnError(.damaged, "malformed root digest") }
                     let reader = try IndexTreeReader(
-                        reader: ChunkReader(store: store), root: root, depth: disk.depth, blockCount: disk.blockCount)
+                        reader: ChunkReader(store: store), root: disk.root, depth: disk.depth,
+                        blockCount: disk.blockCount)
                     reader.onPage = { if slice.contains($0) { live.insert($0) } }
                     while let digest = try reader.next() {
                         if digest != zero && slice.contains(digest) { live.insert(digest) }

@@ -57,8 +57,7 @@ public struct ImageExtent: Sendable, Equatable {
 
 /// The source image's format facts, kept in the restore point's manifest.
 public struct SourceImageInfo: Codable, Sendable, Equatable {
-    /// `raw`, `qcow2` or `vmdk`.
-    public var format: String
+    public var format: ImageFormat
     /// The path the image was read from, as given.
     public var path: String
     public var virtualSize: UInt64
@@ -72,13 +71,14 @@ public struct SourceImageInfo: Codable, Sendable, Equatable {
     public var backingChain: [String]?
     /// Where the bytes came from: `nbd` for an NBD export (`path` is then its URI); absent for a
     /// file or block device (and in restore points written before NBD sources existed).
-    public var kind: String?
+    public var kind: DiskSourceKind?
     /// vmdk only: the descriptor's createType (`monolithicSparse`, `vmfs`, ...).
     public var vmdkCreateType: String?
 
     public init(
-        format: String, path: String, virtualSize: UInt64, clusterSize: UInt64? = nil, qcow2Version: UInt32? = nil,
-        snapshot: String? = nil, backingChain: [String]? = nil, kind: String? = nil, vmdkCreateType: String? = nil
+        format: ImageFormat, path: String, virtualSize: UInt64, clusterSize: UInt64? = nil, qcow2Version: UInt32? = nil,
+        snapshot: String? = nil, backingChain: [String]? = nil, kind: DiskSourceKind? = nil,
+        vmdkCreateType: String? = nil
     ) {
         self.format = format
         self.path = path
@@ -93,7 +93,15 @@ public struct SourceImageInfo: Codable, Sendable, Equatable {
 }
 
 /// The image formats Cairn reads.
-public enum ImageFormat: String, Sendable, CaseIterable {
+/// How a disk was read, as manifests record it (`sourceKind`, `source.kind`).
+public enum DiskSourceKind: String, Codable, Sendable, CaseIterable {
+    /// An image file or a block device.
+    case file
+    /// An NBD export.
+    case nbd
+}
+
+public enum ImageFormat: String, Codable, Sendable, CaseIterable {
     case raw
     case qcow2
     case vmdk

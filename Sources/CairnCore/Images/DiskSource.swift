@@ -89,7 +89,7 @@ public struct NBDDiskSource: DiskSource {
 
     /// An export's URI names a socket that may be new each night (libvirt's pull mode): any
     /// export recorded under the same disk name counts, and the recorded checkpoint decides.
-    public func isSameDisk(as recorded: SourceImageInfo) -> Bool { recorded.kind == "nbd" || recorded.path == uri }
+    public func isSameDisk(as recorded: SourceImageInfo) -> Bool { recorded.kind == .nbd || recorded.path == uri }
 
     public func open(_ options: DiskOpenOptions) throws(CairnError) -> any DiskImage {
         try DiskImageOpener.openNBD(

@@ -5,7 +5,7 @@
 public final class RawImage: DiskImage {
     public let file: File
     public let virtualSize: UInt64
-    public var info: SourceImageInfo { SourceImageInfo(format: "raw", path: file.path, virtualSize: virtualSize) }
+    public var info: SourceImageInfo { SourceImageInfo(format: .raw, path: file.path, virtualSize: virtualSize) }
     private let canSeekHoles: Bool
     public var supportsConcurrentReads: Bool { true }
 

@@ -17,10 +17,8 @@ public final class NBDImage: DiskImage {
     public let client: NBDClient
     public var virtualSize: UInt64 { client.size }
     public var info: SourceImageInfo {
-        SourceImageInfo(format: "raw", path: client.uri.text, virtualSize: client.size, kind: "nbd")
+        SourceImageInfo(format: .raw, path: client.uri.text, virtualSize: client.size, kind: .nbd)
     }
-    /// True if the server reports allocation (`base:allocation`), so zero extents are skipped.
-    public var hasAllocationMap: Bool { allocation != nil }
 
     private var allocation: NBDStatusCursor?
 

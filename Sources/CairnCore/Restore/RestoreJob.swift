@@ -78,9 +78,7 @@ public final class RestoreJob {
         defer { _ = lock }
         let manifest = try repository.catalog.manifest(request.id)
         let disk = try Self.selectDisk(manifest, request.disk)
-        guard let root = disk.rootDigest else {
-            throw CairnError(.damaged, "restore point \(request.id) has a malformed root digest for disk \(disk.name)")
-        }
+        let root = disk.root
         guard manifest.blockSize == repository.store.blockSize else {
             throw CairnError(
                 .damaged, "restore point \(request.id) has block size \(manifest.blockSize), not the repository's")

@@ -52,8 +52,7 @@ public final class Pruner {
             var removed = 0
             if !dryRun {
                 for d in decisions where !d.keep {
-                    guard let id = RestorePointID(parsing: d.id) else { continue }
-                    try catalog.remove(id)
+                    try catalog.remove(d.id)
                     removed += 1
                 }
             } else {

@@ -28,7 +28,7 @@ public struct RetentionPolicy: Sendable, Equatable {
 
     /// The decision for one restore point and the rule that made it.
     public struct Decision: Sendable, Equatable, Codable {
-        public var id: String
+        public var id: RestorePointID
         public var keep: Bool
         /// `protected`, `keep-within 7d`, `keep-last`, `keep-daily 2026-11-26`, or `no rule keeps it`.
         public var reason: String
@@ -104,7 +104,7 @@ public struct RetentionPolicy: Sendable, Equatable {
         }
         return list.map { id in
             let r = reason[id] ?? (false, "no rule keeps it")
-            return Decision(id: id.description, keep: r.keep, reason: r.why)
+            return Decision(id: id, keep: r.keep, reason: r.why)
         }
     }
 

@@ -75,7 +75,4 @@ public enum Cancellation {
     static func interrupted(_ what: String) -> CairnError {
         CairnError(.interrupted, "interrupted by \(signalName), \(what)")
     }
-
-    /// For tests (in-process): forgets a recorded signal.
-    static func reset() { received.store(0, ordering: .relaxed) }
 }

@@ -176,11 +176,4 @@ public enum FileSystem {
         defer { free(resolved) }
         return String(cString: resolved)
     }
-
-    /// Free bytes on the filesystem holding `path`.
-    public static func freeSpace(_ path: String) -> UInt64? {
-        var st = statvfs()
-        guard statvfs(path, &st) == 0 else { return nil }
-        return UInt64(st.f_bavail) * UInt64(st.f_frsize)
-    }
 }

@@ -35,7 +35,7 @@ public final class RepositoryVerifier {
     public init(repository: Repository) {
         self.repository = repository
         report = VerifyReport(
-            intact: true, scope: "full", samplePercent: nil, digestRange: DigestSlice.whole.description)
+            intact: true, scope: .full, samplePercent: nil, digestRange: DigestSlice.whole.description)
     }
 
     public func run() throws(CairnError) -> VerifyReport {
@@ -51,7 +51,7 @@ public final class RepositoryVerifier {
                 throw CairnError(.usage, "a sample of \(samplePercent)% is not a percentage above 0 and at most 100")
             }
             slice = DigestSlice(start: SamplePosition.load(root: repository.path), percent: samplePercent)
-            report.scope = "sample"
+            report.scope = .sample
             report.samplePercent = samplePercent
             report.digestRange = slice.description
         }
@@ -331,11 +331,8 @@ public final class RepositoryVerifier {
         var lastPage: ChunkDigest?
         var block: UInt64 = 0
         do throws(CairnError) {
-            guard let root = disk.rootDigest else {
-                throw CairnError(.damaged, "disk \(disk.name) has a malformed root digest")
-            }
             let reader = try IndexTreeReader(
-                reader: ChunkReader(store: store), root: root, depth: disk.depth, blockCount: disk.blockCount)
+                reader: ChunkReader(store: store), root: disk.root, depth: disk.depth, blockCount: disk.blockCount)
             var pagesSeen = 0
             reader.onPage = { digest in
                 lastPage = digest
@@ -438,17 +435,17 @@ public final class RepositoryVerifier {
     }
 
     private func finish(selected: [RestorePointID]) {
-        let now = Timestamp.now().description
+        let now = Timestamp.now()
         let selectedSet = Set(selected)
         for id in selected {
             var problems = pointProblems[id] ?? []
             // Deduplicate (a damaged page is reported by the walk and by naming).
             var seen = Set<String>()
             problems = problems.filter { seen.insert($0).inserted }
-            let result = problems.isEmpty ? "intact" : "damaged"
+            let result: VerificationResult = problems.isEmpty ? .intact : .damaged
             let blocks = blocksChecked[id] ?? 0
             report.restorePoints.append(
-                VerifyReport.PointResult(id: id.description, result: result, blocksChecked: blocks, problems: problems))
+                VerifyReport.PointResult(id: id, result: result, blocksChecked: blocks, problems: problems))
             let record = VerificationRecord(
                 time: now, result: result, scope: report.scope, samplePercent: report.samplePercent,
                 chunksChecked: blocks,
@@ -478,6 +475,6 @@ public final class RepositoryVerifier {
             recording { () throws(CairnError) in try list.save(root: repository.path) }
         }
         report.intact =
-            report.problems.isEmpty && damaged.isEmpty && report.restorePoints.allSatisfy { $0.result == "intact" }
+            report.problems.isEmpty && damaged.isEmpty && report.restorePoints.allSatisfy { $0.result == .intact }
     }
 }

@@ -2,8 +2,7 @@
 public struct VerifyReport: Codable, Sendable {
     /// True when everything checked is intact.
     public var intact: Bool
-    /// `full` or `sample`.
-    public var scope: String
+    public var scope: VerificationScope
     public var samplePercent: Double?
     /// The slice of the digest space whose chunks were checked (`all digests` for a full run).
     public var digestRange: String
@@ -30,9 +29,8 @@ public struct VerifyReport: Codable, Sendable {
     public var recordingFailure: String?
 
     public struct PointResult: Codable, Sendable {
-        public var id: String
-        /// `intact` or `damaged`.
-        public var result: String
+        public var id: RestorePointID
+        public var result: VerificationResult
         public var blocksChecked: Int
         public var problems: [String]
     }

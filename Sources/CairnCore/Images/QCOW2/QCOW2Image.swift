@@ -46,7 +46,7 @@ public final class QCOW2Image: DiskImage {
 
     public var info: SourceImageInfo {
         SourceImageInfo(
-            format: "qcow2", path: file.path, virtualSize: virtualSize, clusterSize: clusterSize,
+            format: .qcow2, path: file.path, virtualSize: virtualSize, clusterSize: clusterSize,
             qcow2Version: header.version, snapshot: snapshotName, backingChain: backingChain)
     }
 

@@ -51,7 +51,7 @@ public final class VMDKImage: DiskImage {
             return nil
         }.first
         return SourceImageInfo(
-            format: "vmdk", path: path, virtualSize: virtualSize, clusterSize: grain,
+            format: .vmdk, path: path, virtualSize: virtualSize, clusterSize: grain,
             backingChain: parentChain.isEmpty ? nil : parentChain, vmdkCreateType: descriptor?.createType)
     }
 
