@@ -6,24 +6,9 @@ struct ProtectCommand: ParsableCommand {
         commandName: "protect", abstract: "Protect a restore point: prune never removes it and forget refuses it.")
 
     @OptionGroup var repository: RepositoryOptions
+    @OptionGroup var target: ProtectionTarget
 
-    @Argument(help: "GROUP@TIME or GROUP@latest.", completion: Completions.restorePoints)
-    var id: String
-
-    @Flag(help: "Print the result as a JSON object.")
-    var json = false
-
-    func run() throws {
-        try runReportingErrors { () throws(CairnError) in
-            let repo = try repository.open()
-            let point = try repo.catalog.resolve(id)
-            try repo.protect(point, wait: try repository.lockWaitSeconds())
-            print(
-                json
-                    ? try JSONCoding.encode(PointChange(id: point.description, protected: true))
-                    : "protected \(point)")
-        }
-    }
+    func run() throws { try target.setProtection(true, in: repository) }
 }
 
 struct UnprotectCommand: ParsableCommand {
@@ -31,22 +16,33 @@ struct UnprotectCommand: ParsableCommand {
         commandName: "unprotect", abstract: "Remove a restore point's protection.")
 
     @OptionGroup var repository: RepositoryOptions
+    @OptionGroup var target: ProtectionTarget
 
+    func run() throws { try target.setProtection(false, in: repository) }
+}
+
+/// What `protect` and `unprotect` share: the restore point, `--json`, and the change itself.
+struct ProtectionTarget: ParsableArguments {
     @Argument(help: "GROUP@TIME or GROUP@latest.", completion: Completions.restorePoints)
     var id: String
 
     @Flag(help: "Print the result as a JSON object.")
     var json = false
 
-    func run() throws {
+    func setProtection(_ protected: Bool, in repository: RepositoryOptions) throws {
         try runReportingErrors { () throws(CairnError) in
             let repo = try repository.open()
             let point = try repo.catalog.resolve(id)
-            try repo.unprotect(point, wait: try repository.lockWaitSeconds())
+            let wait = try repository.lockWaitSeconds()
+            if protected {
+                try repo.protect(point, wait: wait)
+            } else {
+                try repo.unprotect(point, wait: wait)
+            }
             print(
                 json
-                    ? try JSONCoding.encode(PointChange(id: point.description, protected: false))
-                    : "unprotected \(point)")
+                    ? try JSONCoding.encode(PointChange(id: point.description, protected: protected))
+                    : "\(protected ? "protected" : "unprotected") \(point)")
         }
     }
 }
