@@ -1,6 +1,7 @@
 import ArgumentParser
 import CairnCore
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -43,6 +44,10 @@ struct RepositoryOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Log what cairn does to stderr.")
     var verbose = false
 
+    /// Where an encrypted repository's passphrase comes from (`--password-command`, else
+    /// `$CAIRN_PASSWORD_FILE`, else a prompt); hidden while encryption is (issue 14).
+    @OptionGroup(visibility: .hidden) var passphraseSource: PassphraseOptions
+
     static let defaultRepository = "cairn-repo"
 
     var path: String {
@@ -60,10 +65,13 @@ struct RepositoryOptions: ParsableArguments {
     }
 
     /// Opens the repository; damaged index segments are named on stderr (the command goes on:
-    /// it fails only if it needs a chunk that only they name). Verify reports them itself.
+    /// it fails only if it needs a chunk that only they name). Verify reports them itself. An
+    /// encrypted repository's passphrase comes from `passphraseSource`, asked only for one.
     func open(warnAboutDamage: Bool = true, loadIndex: Bool = true) throws(CairnError) -> Repository {
         Log.setUp(verbose: verbose)
-        let repository = try Repository(path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice)
+        let repository = try Repository(
+            path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice,
+            passphrase: { () throws(CairnError) in try passphraseSource.passphrase() })
         CairnLog.logger.info(
             "repository opened: \(path), block size \(Units.formatBytes(UInt64(repository.config.blockSize)))"
         )
@@ -80,12 +88,11 @@ struct RepositoryOptions: ParsableArguments {
 /// swift-log, set up once per process: `-v` logs what cairn does (CairnLog's points in the core:
 /// repository opened, locks taken, disks started and finished, packs committed) to stderr.
 enum Log {
-    nonisolated(unsafe) private static var isSetUp = false
+    private static let isSetUp = Atomic<Bool>(false)
 
     static func setUp(verbose: Bool) {
         // LoggingSystem.bootstrap may run only once; a command may open several repositories.
-        guard !isSetUp else { return }
-        isSetUp = true
+        guard !isSetUp.exchange(true, ordering: .relaxed) else { return }
         let level: Logger.Level = verbose ? .debug : .warning
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -144,9 +151,14 @@ enum Terminal {
     }
 
     static let isInteractive = isatty(2) == 1
-    nonisolated(unsafe) static var progressShown = false
+    /// Whether the last thing on stderr is a progress line (progress comes from worker threads).
+    private static let progressShown = Atomic<Bool>(false)
+    private static let quietFlag = Atomic<Bool>(false)
     /// `--quiet`: no progress line even on a terminal (set once, before the command runs).
-    nonisolated(unsafe) static var quiet = false
+    static var quiet: Bool {
+        get { quietFlag.load(ordering: .relaxed) }
+        set { quietFlag.store(newValue, ordering: .relaxed) }
+    }
 
     /// Whether a progress line is shown: backup asks for progress (and walks a file image's
     /// extents to count its allocated data) only then.
@@ -174,13 +186,12 @@ enum Terminal {
     static func progress(_ line: String) {
         guard isInteractive, !quiet else { return }
         writeStandardError("\r\u{1B}[K\(line)")
-        progressShown = true
+        progressShown.store(true, ordering: .relaxed)
     }
 
     static func clearProgress() {
-        guard progressShown else { return }
+        guard progressShown.exchange(false, ordering: .relaxed) else { return }
         writeStandardError("\r\u{1B}[K")
-        progressShown = false
     }
 }
 

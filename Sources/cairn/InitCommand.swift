@@ -20,14 +20,12 @@ struct InitCommand: ParsableCommand {
     @Flag(help: ArgumentHelp("Encrypt the repository (a passphrase is asked for).", visibility: .hidden))
     var encryption = false
 
-    @OptionGroup(visibility: .hidden) var passphrase: PassphraseOptions
-
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let size = try parseSize(blockSize, option: "--block-size")
             guard size <= UInt64(Int.max) else { throw CairnError(.usage, "--block-size \(blockSize) is too large") }
             var key: NewKey?
-            if encryption { key = NewKey(passphrase: try passphrase.newPassphrase()) }
+            if encryption { key = NewKey(passphrase: try repository.passphraseSource.newPassphrase()) }
             let config = try Repository.create(
                 at: repository.path, blockSize: Int(size), compressionLevel: compressionLevel, encryption: key)
             if json {

@@ -83,7 +83,6 @@ struct KeyAddCommand: ParsableCommand {
         abstract: "Add a passphrase: wrap the master key (opened by an existing passphrase) under a new one.")
 
     @OptionGroup var repository: RepositoryOptions
-    @OptionGroup var current: PassphraseOptions
     @OptionGroup var new: NewPassphraseOptions
 
     @Option(help: "A note saying whose passphrase this is (stored in the clear).")
@@ -93,7 +92,7 @@ struct KeyAddCommand: ParsableCommand {
         try runReportingErrors { () throws(CairnError) in
             let keys = try RepositoryKeys(path: repository.path)
             // The passphrase is tried before anything is locked or written: a wrong one touches nothing.
-            let (master, _) = try keys.unlock(try current.passphrase())
+            let (master, _) = try keys.unlock(try repository.passphraseSource.passphrase())
             let newPassphrase = try new.passphrase()
             let lock = try keys.lock(.shared, purpose: "cairn key add", wait: try repository.lockWaitSeconds())
             defer { withExtendedLifetime(lock) {} }
@@ -109,7 +108,6 @@ struct KeyRemoveCommand: ParsableCommand {
         abstract: "Remove a passphrase's key file (never the last; the passphrase given must open another key).")
 
     @OptionGroup var repository: RepositoryOptions
-    @OptionGroup var passphrase: PassphraseOptions
 
     @Argument(help: "The key's id (see `cairn key list`).")
     var id: String
@@ -117,7 +115,7 @@ struct KeyRemoveCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let keys = try RepositoryKeys(path: repository.path)
-            let (_, opened) = try keys.unlock(try passphrase.passphrase())
+            let (_, opened) = try keys.unlock(try repository.passphraseSource.passphrase())
             let lock = try keys.lock(.exclusive, purpose: "cairn key remove", wait: try repository.lockWaitSeconds())
             defer { withExtendedLifetime(lock) {} }
             try keys.remove(id: id, opened: opened)
@@ -193,7 +191,6 @@ struct KeyImportCommand: ParsableCommand {
         discussion: "The key's own passphrase must open it (so a mistyped paper key is caught now, not in need).")
 
     @OptionGroup var repository: RepositoryOptions
-    @OptionGroup var passphrase: PassphraseOptions
 
     @Argument(help: "The exported key file, or a text file with the paper key's numbered lines.")
     var file: String
@@ -209,7 +206,7 @@ struct KeyImportCommand: ParsableCommand {
             } else {
                 key = try PaperKey.parse(text, created: Timestamp.now().description)
             }
-            let secret = try passphrase.passphrase()
+            let secret = try repository.passphraseSource.passphrase()
             let lock = try keys.lock(.shared, purpose: "cairn key import", wait: try repository.lockWaitSeconds())
             defer { withExtendedLifetime(lock) {} }
             try keys.importKey(key, passphrase: secret)

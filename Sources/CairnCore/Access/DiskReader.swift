@@ -21,9 +21,10 @@ public final class DiskReader: Sendable {
     /// A chunk reader and a hasher, used by one thread at a time.
     final class Worker {
         let reader: ChunkReader
-        let hasher = SHA256Hasher()
+        let hasher: ChunkHasher
         init(store: ChunkStore) {
             reader = ChunkReader(store: store)
+            hasher = store.makeHasher()
             // The SHA-256 of every chunk proves its bytes; the record CRC would only add a pass.
             reader.checksRecordCRC = false
         }
@@ -192,7 +193,7 @@ public final class DiskReader: Sendable {
         default: break
         }
         let digest = try pageDigest(level: disk.depth - 1, page: page, worker: worker)
-        if disk.depth > 1 && digest == IndexTreeReader.zeroLeafPage {
+        if disk.depth > 1 && digest == store.zeroLeafPage {
             leaf = .zero(page)
         } else {
             let (record, start, count) = try indexPage(digest, worker: worker)

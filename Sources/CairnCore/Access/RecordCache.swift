@@ -154,7 +154,7 @@ final class CachedRecord: @unchecked Sendable {
 
     /// Copies `plain` and proves each of `members` (offset, length, digest) against its digest.
     init(
-        copying plain: UnsafeRawBufferPointer, members list: [(Int, Int, ChunkDigest)], hasher: SHA256Hasher,
+        copying plain: UnsafeRawBufferPointer, members list: [(Int, Int, ChunkDigest)], hasher: ChunkHasher,
         cache: RecordCache
     ) {
         (bytes, cost, owner) = Self.copy(plain, into: cache)
@@ -165,7 +165,7 @@ final class CachedRecord: @unchecked Sendable {
     /// a frame's plain bytes, and proves each member.
     init(
         owning buffer: UnsafeMutableRawBufferPointer, count: Int, members list: [(Int, Int, ChunkDigest)],
-        hasher: SHA256Hasher, recycleTo cache: RecordCache
+        hasher: ChunkHasher, recycleTo cache: RecordCache
     ) {
         bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
         cost = buffer.count
@@ -186,7 +186,7 @@ final class CachedRecord: @unchecked Sendable {
     }
 
     private static func prove(
-        _ bytes: UnsafeRawBufferPointer, _ list: [(Int, Int, ChunkDigest)], _ hasher: SHA256Hasher
+        _ bytes: UnsafeRawBufferPointer, _ list: [(Int, Int, ChunkDigest)], _ hasher: ChunkHasher
     ) -> [Member] {
         var members: [Member] = []
         members.reserveCapacity(list.count)

@@ -27,6 +27,7 @@ public final class ArchiveImporter {
     }
 
     public func run() throws(CairnError) -> ArchiveImportResult {
+        try repository.refuseEncrypted("archive import")
         let clock = Stopwatch()
         let lock = try repository.lock(.shared, purpose: "cairn archive import", wait: lockWait)
         defer { _ = lock }

@@ -42,6 +42,7 @@ public final class ArchiveWriter {
     }
 
     public func run() throws(CairnError) -> ArchiveWriteResult {
+        try repository.refuseEncrypted("archive write")
         let clock = Stopwatch()
         try ArchiveFormat.validate(blockSize: blockSize)
         guard !ids.isEmpty else { throw CairnError(.usage, "name at least one restore point to archive") }

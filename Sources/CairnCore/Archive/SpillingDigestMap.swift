@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -60,7 +62,11 @@ final class SpillingDigestMap {
 
     /// Entries kept in memory by maps made without an explicit limit (tests lower it to make
     /// every path spill; results do not depend on it).
-    nonisolated(unsafe) static var defaultMemoryLimit = 1 << 19
+    static var defaultMemoryLimit: Int {
+        get { defaultLimit.load(ordering: .relaxed) }
+        set { defaultLimit.store(newValue, ordering: .relaxed) }
+    }
+    private static let defaultLimit = Atomic<Int>(1 << 19)
 
     /// `directory` holds the spilled runs (removed when the map goes away).
     init(directory: String, memoryLimit: Int = SpillingDigestMap.defaultMemoryLimit) {

@@ -105,8 +105,8 @@ final class DiskBackup: @unchecked Sendable {
         let batches = (0..<(2 * workers + 2)).map { _ in BlockBatch(capacity: capacity, blockSize: blockSize) }
         let pipeline = Pipeline<BlockBatch>(name: "cairn-hash", workers: workers, delivery: .inOrder, pool: batches) {
             [self] _ in
-            let hasher = SHA256Hasher()
-            let encoder = ChunkEncoder(level: store.compressionLevel)
+            let hasher = store.makeHasher()
+            let encoder = store.makeEncoder()
             return { [self] (batch: inout BlockBatch) throws(CairnError) in
                 try process(batch, hasher: hasher, encoder: encoder)
             }
@@ -132,7 +132,7 @@ final class DiskBackup: @unchecked Sendable {
             }
         }
 
-        let tree = IndexTreeWriter(store: store, encoder: ChunkEncoder(level: store.compressionLevel))
+        let tree = IndexTreeWriter(store: store, encoder: store.makeEncoder())
         var lastProgress = 0.0
         do throws(CairnError) {
             while let batch = try pipeline.next() {
@@ -352,12 +352,12 @@ final class DiskBackup: @unchecked Sendable {
         }
     }
 
-    /// Worker stage: zero check, SHA-256, compare with the previous digest, compress what is new.
+    /// Worker stage: zero check, chunk id (SHA-256 or keyed), compare with the previous digest, compress what is new.
     ///
     /// New blocks that fall in the same aligned 2 MiB window of the disk are compressed together
     /// as one frame record, far smaller than blocks compressed alone; restore, which reads the
     /// disk in order, still decompresses each frame once.
-    private func process(_ batch: BlockBatch, hasher: SHA256Hasher, encoder: ChunkEncoder) throws(CairnError) {
+    private func process(_ batch: BlockBatch, hasher: ChunkHasher, encoder: ChunkEncoder) throws(CairnError) {
         guard batch.holeBlocks == 0 else { return }
         try readData(batch)
         let zero = ZeroBlock.digest

@@ -32,13 +32,16 @@ extension Catalog {
 
     /// The last recorded verification of a restore point, if any (an unreadable record counts as none).
     public func verification(of id: RestorePointID) -> VerificationRecord? {
-        guard let bytes = try? FileSystem.readAll(verificationPath(of: id), limit: 1 << 20) else { return nil }
+        guard let stored = try? FileSystem.readAll(verificationPath(of: id), limit: 1 << 20),
+            let bytes = try? plain(stored, id, suffix: Self.verifySuffix)
+        else { return nil }
         return try? JSONCoding.decode(VerificationRecord.self, from: bytes, what: "verification record")
     }
 
     func recordVerification(_ record: VerificationRecord, of id: RestorePointID) throws(CairnError) {
         let text = try JSONCoding.encode(record, pretty: true) + "\n"
-        try FileSystem.writeAtomically(Array(text.utf8), to: verificationPath(of: id))
+        try FileSystem.writeAtomically(
+            stored(Array(text.utf8), id, suffix: Self.verifySuffix), to: verificationPath(of: id))
     }
 
     /// Removes one restore point: the manifest first (the restore point is gone the moment it

@@ -36,8 +36,9 @@ extension SettingsFile {
                 .usage, "settings file \(path) is \(size) bytes; settings files are kept up to \(maxSize) bytes")
         }
         let bytes = try FileSystem.readAll(path, limit: maxSize)
-        let hasher = SHA256Hasher()
-        let encoder = ChunkEncoder(level: store.compressionLevel)
+        let hasher = store.makeHasher()
+        let wholeFile = SHA256Hasher()
+        let encoder = store.makeEncoder()
         let blockSize = store.blockSize
         let slot = UnsafeMutableRawBufferPointer.allocate(
             byteCount: ChunkEncoder.slotSize(rawLength: blockSize), alignment: 64)
@@ -58,7 +59,7 @@ extension SettingsFile {
             offset = end
         }
         return SettingsFile(
-            name: FileSystem.baseName(path), size: UInt64(bytes.count), digest: hasher.digest(bytes).hex,
+            name: FileSystem.baseName(path), size: UInt64(bytes.count), digest: wholeFile.digest(bytes).hex,
             chunks: chunks)
     }
 

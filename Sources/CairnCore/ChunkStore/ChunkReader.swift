@@ -6,7 +6,7 @@
 /// record codec (`EncodedRecord`, `RecordDecoder`) that the archive readers use too.
 public final class ChunkReader {
     let store: ChunkStore
-    private let decoder = RecordDecoder()
+    private let decoder: RecordDecoder
     let recordBuffer: UnsafeMutableRawBufferPointer
     private let output: UnsafeMutableRawBufferPointer
     let maxChunk: Int
@@ -26,12 +26,14 @@ public final class ChunkReader {
     /// The largest frame record payload: a full member list and a whole frame that did not compress.
     static let maxFramePayload =
         RecordMembers.countSize + PackFormat.maxFrameMembers * RecordMembers.entrySize
-        + ZstdCompressor.bound(PackFormat.maxFrameBytes)
+        + ZstdCompressor.bound(PackFormat.maxFrameBytes) + SealedRecordCodec.overhead
 
     init(store: ChunkStore) {
         self.store = store
+        decoder = store.makeDecoder()
         maxChunk = max(store.blockSize, IndexTree.pageBytes)
-        recordBuffer = .allocate(byteCount: RecordHeader.size + ZstdCompressor.bound(maxChunk), alignment: 64)
+        recordBuffer = .allocate(
+            byteCount: RecordHeader.size + ZstdCompressor.bound(maxChunk) + SealedRecordCodec.overhead, alignment: 64)
         output = .allocate(byteCount: maxChunk, alignment: 64)
     }
 

@@ -18,6 +18,12 @@ public final class ChunkStore: Sendable {
     public let blockSize: Int
     let compressionLevel: Int32
     let packTargetSize: UInt64
+    /// An encrypted repository's keys (nil: unencrypted). They choose the kind of chunk id and
+    /// the record codec, once for the store: the factories below are the only way to either.
+    let keys: MasterKey?
+    /// The digest of a full leaf page of zero blocks under this store's ids: restore and serve
+    /// skip such pages without reading them.
+    let zeroLeafPage: ChunkDigest
 
     /// The index as this process knows it; swapped whole, never changed in place.
     private let current: Mutex<ChunkIndex>
@@ -38,8 +44,12 @@ public final class ChunkStore: Sendable {
     /// damaged segment would otherwise stop the repository from opening.
     init(
         storage: LocalDirectoryStorage, blockSize: Int, compressionLevel: Int32, packTargetSize: UInt64,
-        loadIndex: Bool = true
+        loadIndex: Bool = true, keys: MasterKey? = nil
     ) throws(CairnError) {
+        self.keys = keys
+        var page: [UInt8] = []
+        for _ in 0..<IndexTree.fanout { withUnsafeBytes(of: ZeroBlock.digest) { page.append(contentsOf: $0) } }
+        zeroLeafPage = ChunkHasher(idKey: keys?.idKey).digest(page)
         self.root = storage.root
         self.storage = storage
         self.blockSize = blockSize
@@ -47,6 +57,26 @@ public final class ChunkStore: Sendable {
         self.packTargetSize = packTargetSize
         current = Mutex(loadIndex ? try ChunkIndex.load(from: storage) : ChunkIndex())
         distrusted = DamagedChunkList.load(root: storage.root).locations
+    }
+
+    /// Whether chunk ids are keyed and records sealed.
+    public var isEncrypted: Bool { keys != nil }
+
+    /// A hasher that names chunks as this store does (one per worker).
+    func makeHasher() -> ChunkHasher { ChunkHasher(idKey: keys?.idKey) }
+
+    /// The record codec of this store: sealing when encrypted; `level` nil for one that only opens.
+    func makeCodec(level: Int32?) -> any RecordCodec {
+        if let keys { return SealedRecordCodec(dataKey: keys.dataKey, level: level) }
+        return ZstdRecordCodec(level: level)
+    }
+
+    /// An encoder at the store's compression level, sealing when encrypted (one per worker).
+    func makeEncoder() -> ChunkEncoder { ChunkEncoder(codec: makeCodec(level: compressionLevel)) }
+
+    /// A decoder that opens and proves this store's records (one per worker).
+    func makeDecoder(outputBytes: Int = 0) -> RecordDecoder {
+        RecordDecoder(codec: makeCodec(level: nil), hasher: makeHasher(), outputBytes: outputBytes)
     }
 
     /// Replaces this process's view of the index with what the storage holds now.

@@ -14,7 +14,7 @@ public enum IndexTree {
 final class IndexTreeWriter {
     private let store: ChunkStore
     private let encoder: ChunkEncoder
-    private let hasher = SHA256Hasher()
+    private let hasher: ChunkHasher
     private var levels: [[UInt8]] = [[]]
     private var emitted: [Int] = [0]
     private var slot: UnsafeMutableRawBufferPointer
@@ -23,6 +23,7 @@ final class IndexTreeWriter {
     init(store: ChunkStore, encoder: ChunkEncoder) {
         self.store = store
         self.encoder = encoder
+        hasher = store.makeHasher()
         slot = .allocate(byteCount: ChunkEncoder.slotSize(rawLength: IndexTree.pageBytes), alignment: 64)
         levels[0].reserveCapacity(IndexTree.pageBytes)
     }
@@ -141,13 +142,6 @@ final class IndexTreeReader {
     /// Called with every page digest as it is loaded (verify and gc use it to mark pages).
     var onPage: ((ChunkDigest) -> Void)?
 
-    /// Digest of a full leaf page of zero blocks: lets restore skip 1,024 empty blocks at a time.
-    static let zeroLeafPage: ChunkDigest = {
-        var page: [UInt8] = []
-        for _ in 0..<IndexTree.fanout { withUnsafeBytes(of: ZeroBlock.digest) { page.append(contentsOf: $0) } }
-        return SHA256Hasher().digest(page)
-    }()
-
     init(reader: ChunkReader, root: ChunkDigest, depth: Int, blockCount: UInt64) throws(CairnError) {
         var capacity: UInt64 = 1
         for _ in 0..<max(depth, 1) {
@@ -223,7 +217,7 @@ final class IndexTreeReader {
         let fanout = UInt64(IndexTree.fanout)
         guard produced % fanout == 0, produced + fanout <= blockCount else { return false }
         if depth == 1 { return false }
-        return try childDigest(level: depth - 1, page: produced / fanout) == Self.zeroLeafPage
+        return try childDigest(level: depth - 1, page: produced / fanout) == reader.store.zeroLeafPage
     }
 
     private func truncated() -> CairnError {

@@ -17,6 +17,12 @@ public struct SecretKey: Sendable, CustomStringConvertible, CustomDebugStringCon
         withUnsafeMutableBytes(of: &words) { $0.copyBytes(from: bytes) }
     }
 
+    /// The 32 bytes of an HMAC-SHA256 output, as a key: a per-record key derived without
+    /// allocating (`SealedRecordCodec`).
+    init(macOutput: ChunkDigest) {
+        words = (macOutput.w0, macOutput.w1, macOutput.w2, macOutput.w3)
+    }
+
     /// 32 bytes from OpenSSL's random generator.
     public static func random() -> SecretKey { SecretKey(bytes: SecureRandom.bytes(byteCount)) }
 

@@ -395,7 +395,7 @@ struct PackRewriter {
     private mutating func recompress(_ members: [PackRecord], in pack: PackID) throws(CairnError) -> [UInt8]? {
         let reader = chunkReader ?? ChunkReader(store: store)
         chunkReader = reader
-        let encoder = self.encoder ?? ChunkEncoder(level: store.compressionLevel)
+        let encoder = self.encoder ?? store.makeEncoder()
         self.encoder = encoder
         var parts: [(bytes: UnsafeRawBufferPointer, digest: ChunkDigest)] = []
         for member in members {

@@ -1,4 +1,5 @@
 public import Logging
+import Synchronization
 
 /// The core's one swift-log logger: what `cairn -v` prints to stderr.
 ///
@@ -7,9 +8,15 @@ public import Logging
 /// before the command runs and before any thread reads it) only warnings pass, so library users
 /// and tests are not flooded.
 public enum CairnLog {
-    nonisolated(unsafe) public static var logger: Logger = {
-        var logger = Logger(label: "cairn")
-        logger.logLevel = .warning
-        return logger
-    }()
+    public static var logger: Logger {
+        get { shared.withLock { $0 } }
+        set { shared.withLock { $0 = newValue } }
+    }
+
+    private static let shared = Mutex<Logger>(
+        {
+            var logger = Logger(label: "cairn")
+            logger.logLevel = .warning
+            return logger
+        }())
 }

@@ -14,27 +14,34 @@ final class ChunkEncoder {
         codec = ZstdRecordCodec(level: level)
     }
 
+    /// An encoder whose records are sealed by `codec` (`ChunkStore.makeEncoder()`).
+    init(codec: any RecordCodec) {
+        self.codec = codec
+    }
+
     deinit {
         gatherBuffer?.deallocate()
     }
 
-    /// Bytes a record slot needs for a chunk of `rawLength` bytes.
+    /// Bytes a record slot needs for a chunk of `rawLength` bytes, sealed or not.
     static func slotSize(rawLength: Int) -> Int {
-        RecordHeader.size + max(rawLength, ZstdCompressor.bound(rawLength))
+        RecordHeader.size + max(rawLength, ZstdCompressor.bound(rawLength)) + SealedRecordCodec.overhead
     }
 
     /// Bytes a frame record of `members` members and `rawLength` plain bytes may need.
     static func frameSlotSize(members: Int, rawLength: Int) -> Int {
         RecordHeader.size + RecordMembers.countSize + members * RecordMembers.entrySize
-            + max(rawLength, ZstdCompressor.bound(rawLength))
+            + max(rawLength, ZstdCompressor.bound(rawLength)) + SealedRecordCodec.overhead
     }
 
     /// Encodes `chunk` into `slot` (at least `slotSize`).
     func encode(
         _ chunk: UnsafeRawBufferPointer, digest: ChunkDigest, kind: ChunkKind, into slot: UnsafeMutableRawBufferPointer
     ) -> EncodedRecord {
+        let binding = RecordBinding(
+            digest: digest, rawLength: chunk.count, kind: kind, memberList: .init(start: nil, count: 0))
         let (compression, stored) = codec.seal(
-            chunk, into: UnsafeMutableRawBufferPointer(rebasing: slot[RecordHeader.size...]))
+            chunk, binding: binding, into: UnsafeMutableRawBufferPointer(rebasing: slot[RecordHeader.size...]))
         let header = RecordHeader(
             digest: digest, storedLength: stored, rawLength: chunk.count, kind: kind, compression: compression)
         return seal(slot, header, listLength: 0)
@@ -84,10 +91,12 @@ final class ChunkEncoder {
             source = UnsafeRawBufferPointer(rebasing: gather[0..<total])
         }
         let listBytes = UnsafeRawBufferPointer(rebasing: slot[list..<(list + listLength)])
+        let listDigest = hasher.digest(listBytes)
+        let binding = RecordBinding(digest: listDigest, rawLength: total, kind: .frame, memberList: listBytes)
         let (compression, stored) = codec.seal(
-            source, into: UnsafeMutableRawBufferPointer(rebasing: slot[(list + listLength)...]))
+            source, binding: binding, into: UnsafeMutableRawBufferPointer(rebasing: slot[(list + listLength)...]))
         let header = RecordHeader(
-            digest: hasher.digest(listBytes), storedLength: listLength + stored, rawLength: total, kind: .frame,
+            digest: listDigest, storedLength: listLength + stored, rawLength: total, kind: .frame,
             compression: compression)
         return seal(slot, header, listLength: listLength)
     }

@@ -1,5 +1,16 @@
+/// What a record says about itself outside its stored data: its header fields and a frame's
+/// member list. A sealing codec binds them to the sealed bytes (associated data), so a record
+/// moved under another digest, or relabelled, does not open; `ZstdRecordCodec` ignores them.
+struct RecordBinding {
+    var digest: ChunkDigest
+    var rawLength: Int
+    var kind: ChunkKind
+    /// A frame's member list (count and entries); empty for a record of one chunk.
+    var memberList: UnsafeRawBufferPointer
+}
+
 /// How a record's plain bytes become its stored bytes and back: the seam where compression
-/// plugs in today and encryption (issue 14) next.
+/// and encryption plug in (`ZstdRecordCodec`, `SealedRecordCodec`).
 ///
 /// The encoder and the decoder own one codec each, for their whole life, and hand it raw
 /// buffers only: a codec must not allocate per record. The compression byte of the record
@@ -11,14 +22,15 @@ protocol RecordCodec: AnyObject {
     /// Writes the stored form of `plain` into `stored` (at least `storedBound(plain.count)`
     /// bytes); returns how it was stored and how many bytes it wrote.
     func seal(
-        _ plain: UnsafeRawBufferPointer, into stored: UnsafeMutableRawBufferPointer
+        _ plain: UnsafeRawBufferPointer, binding: RecordBinding, into stored: UnsafeMutableRawBufferPointer
     ) -> (compression: ChunkCompression, count: Int)
 
     /// The plain bytes of `stored`: written into `output`, which is exactly the record's raw
     /// length, or `stored` itself if it is stored as is. Throws a `.damaged` error whose message
     /// is a predicate ("does not decompress"); the decoder puts the record's name in front.
     func open(
-        _ stored: UnsafeRawBufferPointer, _ compression: ChunkCompression, into output: UnsafeMutableRawBufferPointer
+        _ stored: UnsafeRawBufferPointer, _ compression: ChunkCompression, binding: RecordBinding,
+        into output: UnsafeMutableRawBufferPointer
     ) throws(CairnError) -> UnsafeRawBufferPointer
 }
 
@@ -36,6 +48,13 @@ final class ZstdRecordCodec: RecordCodec {
     func storedBound(_ rawLength: Int) -> Int { max(rawLength, ZstdCompressor.bound(rawLength)) }
 
     func seal(
+        _ plain: UnsafeRawBufferPointer, binding: RecordBinding, into stored: UnsafeMutableRawBufferPointer
+    ) -> (compression: ChunkCompression, count: Int) {
+        compress(plain, into: stored)
+    }
+
+    /// zstd when it helps, else the bytes as they are.
+    func compress(
         _ plain: UnsafeRawBufferPointer, into stored: UnsafeMutableRawBufferPointer
     ) -> (compression: ChunkCompression, count: Int) {
         guard let compressor else { preconditionFailure("a decoding codec was asked to encode") }
@@ -45,6 +64,14 @@ final class ZstdRecordCodec: RecordCodec {
     }
 
     func open(
+        _ stored: UnsafeRawBufferPointer, _ compression: ChunkCompression, binding: RecordBinding,
+        into output: UnsafeMutableRawBufferPointer
+    ) throws(CairnError) -> UnsafeRawBufferPointer {
+        try decompress(stored, compression, into: output)
+    }
+
+    /// Undoes `compress`.
+    func decompress(
         _ stored: UnsafeRawBufferPointer, _ compression: ChunkCompression, into output: UnsafeMutableRawBufferPointer
     ) throws(CairnError) -> UnsafeRawBufferPointer {
         switch compression {

@@ -1,17 +1,22 @@
-/// Opens checked records: a frame's member list against its digest, the codec (decompression
-/// today, decryption next), the plain length, and the SHA-256 of the chunks. Restore, verify,
+/// Opens checked records: a frame's member list against its digest, the codec (decryption and
+/// decompression), the plain length, and the id of each chunk (SHA-256, or the keyed id of an
+/// encrypted repository, recomputed from the plain bytes). Restore, verify,
 /// gc, `cairn serve` (through `ChunkReader`) and the archive readers all decode through it.
 /// One per worker: it owns its codec and hasher and allocates nothing per record.
 final class RecordDecoder {
     private let codec: any RecordCodec
-    private let hasher = SHA256Hasher()
+    /// Proves chunks: the repository's kind of id.
+    private let hasher: ChunkHasher
+    /// Checks a frame's member list, whose digest is always its plain SHA-256.
+    private let listHasher = SHA256Hasher()
     /// Where `openProved(_:place:)` writes plain bytes, for callers without buffers of their own.
     private let output: UnsafeMutableRawBufferPointer?
 
     /// `outputBytes`: room for the plain bytes of the largest record the caller will open with
     /// `openProved(_:place:)` (0 when it always passes its own buffer).
-    init(codec: any RecordCodec = ZstdRecordCodec(), outputBytes: Int = 0) {
+    init(codec: any RecordCodec = ZstdRecordCodec(), hasher: ChunkHasher = ChunkHasher(), outputBytes: Int = 0) {
         self.codec = codec
+        self.hasher = hasher
         output = outputBytes > 0 ? .allocate(byteCount: outputBytes, alignment: 64) : nil
     }
 
@@ -25,15 +30,17 @@ final class RecordDecoder {
     ) throws(CairnError) -> UnsafeRawBufferPointer {
         let header = record.header
         // The header's digest names the member list: a damaged list is caught even unread by CRC.
-        if header.isFrame, hasher.digest(record.memberList) != header.digest {
+        if header.isFrame, listHasher.digest(record.memberList) != header.digest {
             throw CairnError(.damaged, "the member list of the frame record\(place()) does not match its digest")
         }
         guard header.rawLength <= output.count else {
             throw CairnError(.damaged, "\(EncodedRecord.subject(header))\(place()) claims \(header.rawLength) bytes")
         }
         do throws(CairnError) {
+            let binding = RecordBinding(
+                digest: header.digest, rawLength: header.rawLength, kind: header.kind, memberList: record.memberList)
             return try codec.open(
-                record.data, header.compression,
+                record.data, header.compression, binding: binding,
                 into: UnsafeMutableRawBufferPointer(rebasing: output[0..<header.rawLength]))
         } catch {
             throw CairnError(

@@ -15,13 +15,14 @@ public enum FormatFeature {
     /// `keys/` (docs/FORMAT.md, "Encryption").
     public static let encryption = "encryption"
 
-    /// What this Cairn reads.
-    public static let known: Set<String> = [frames]
+    /// What this Cairn reads. An encrypted repository opens only with its passphrase
+    /// (`Repository.init`); the operations that do not handle one yet (archive write and import)
+    /// refuse it by the feature's name (`Repository.refuseEncrypted`).
+    public static let known: Set<String> = [frames, encryption]
 
-    /// What this Cairn knows only well enough to manage keys (`cairn key`, `init --encryption`):
-    /// its data commands refuse such a repository by the feature's name, as an older Cairn does,
-    /// until the encrypted data path is part of it. So no repository is ever half encrypted.
-    public static let keysOnly: Set<String> = [encryption]
+    /// What `cairn key` accepts beyond `known`: nothing more today (it was `encryption` while
+    /// only keys were implemented).
+    public static let keysOnly: Set<String> = []
 
     /// What this Cairn may write, so what it marks every config and label it writes with.
     public static let written: [String] = [frames]

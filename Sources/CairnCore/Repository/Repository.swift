@@ -63,7 +63,13 @@ public final class Repository: Sendable {
     }
 
     /// Opens the repository. `loadIndex: false` skips the chunk index (for `rebuild-index`).
-    public init(path: String, loadIndex: Bool = true, onLockWait: LockWaitObserver? = nil) throws(CairnError) {
+    ///
+    /// An encrypted repository is opened only with a passphrase that opens one of its key files
+    /// (`passphrase` is asked only then); without one it is refused, never read as plain.
+    public init(
+        path: String, loadIndex: Bool = true, onLockWait: LockWaitObserver? = nil,
+        passphrase: (() throws(CairnError) -> [UInt8])? = nil
+    ) throws(CairnError) {
         self.path = path
         storage = LocalDirectoryStorage(root: path)
         self.onLockWait = onLockWait
@@ -78,10 +84,44 @@ public final class Repository: Sendable {
             throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
         }
         (config, configHealth) = try Self.readConfig(path)
+        let keys = try Self.unlock(path, config, passphrase)
         store = try ChunkStore(
             storage: storage, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),
-            packTargetSize: UInt64(config.packSize), loadIndex: loadIndex)
-        catalog = Catalog(root: "\(path)/points")
+            packTargetSize: UInt64(config.packSize), loadIndex: loadIndex, keys: keys)
+        catalog = Catalog(root: "\(path)/points", seal: keys.map(MetadataSeal.init))
+    }
+
+    /// The keys of an encrypted repository, opened by `passphrase`; nil for an unencrypted one.
+    /// Nothing is written or locked before this succeeds, so a wrong passphrase touches nothing.
+    static func unlock(
+        _ path: String, _ config: RepositoryConfig, _ passphrase: (() throws(CairnError) -> [UInt8])?
+    ) throws(CairnError) -> MasterKey? {
+        let declared = config.features?.contains(FormatFeature.encryption) == true
+        guard declared || config.encryption != nil else { return nil }
+        guard declared, let encryption = config.encryption,
+            encryption.cipher == KeyFile.cipherName, encryption.chunkIDs == "hmac-sha256"
+        else {
+            throw CairnError(
+                .repository,
+                "repository \(path) uses the format feature '\(FormatFeature.encryption)' with settings this Cairn does not know (or without any): its config was made by another Cairn or is damaged"
+            )
+        }
+        guard let passphrase else {
+            throw CairnError(.repository, "repository \(path) is encrypted: its passphrase is needed to open it")
+        }
+        let directory = KeyDirectory(repositoryPath: path, repositoryID: config.id, fingerprint: encryption.fingerprint)
+        return try directory.unlock(try passphrase()).key
+    }
+
+    /// Refuses an encrypted repository for an operation this Cairn does not do on one yet
+    /// (`archive write`, `archive import`), by the feature's name, as a Cairn without
+    /// encryption would.
+    public func refuseEncrypted(_ operation: String) throws(CairnError) {
+        guard store.isEncrypted else { return }
+        throw CairnError(
+            .repository,
+            "repository \(path) uses the format feature '\(FormatFeature.encryption)', which \(operation) of this Cairn does not support yet"
+        )
     }
 
     /// Takes the locks `scope` needs, waiting up to `wait` seconds for each (nil: fail at once).

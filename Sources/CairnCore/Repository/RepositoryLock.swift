@@ -59,9 +59,11 @@ public final class RepositoryLock {
             precondition(GroupName.isValid(group), "a group lock for an unchecked group name")
             let shared = try take(
                 repositoryFile, .shared, what: "repository \(root)", purpose: purpose, wait: wait, onWait: onWait)
+            // The note leaves the group out: the file's name carries it, and an encrypted
+            // repository's files hold no group name in their bytes.
             let exclusive = try take(
-                "\(root)/locks/group.\(group).lock", .exclusive, what: "group \(group)",
-                purpose: "\(purpose) of group \(group)", wait: wait, onWait: onWait)
+                "\(root)/locks/group.\(group).lock", .exclusive, what: "group \(group)", purpose: purpose, wait: wait,
+                onWait: onWait)
             return RepositoryLock(files: [shared, exclusive])
         }
     }

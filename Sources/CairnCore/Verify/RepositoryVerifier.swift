@@ -63,7 +63,7 @@ public final class RepositoryVerifier {
         for id in selected {
             do throws(CairnError) {
                 let path = catalog.path(of: id)
-                let manifest = try Manifest.decodeStrictly(try FileSystem.readAll(path, limit: 16 << 20), path: path)
+                let manifest = try Manifest.decodeStrictly(try catalog.manifestBytes(id), path: path)
                 guard manifest.blockSize == store.blockSize else {
                     throw CairnError(
                         .damaged,
@@ -266,7 +266,9 @@ public final class RepositoryVerifier {
             interruptedMessage: "nothing recorded"
         ) { worker in
             let reader = ChunkReader(store: store)
-            let buffer = WorkerBuffer(byteCount: PackFormat.recordHeaderSize + ZstdCompressor.bound(reader.maxChunk))
+            let buffer = WorkerBuffer(
+                byteCount: PackFormat.recordHeaderSize + ZstdCompressor.bound(reader.maxChunk)
+                    + SealedRecordCodec.overhead)
             var lastProgress = 0.0
             return { (unit: inout WorkUnit) throws(CairnError) in
                 for (record, check) in unit.records {

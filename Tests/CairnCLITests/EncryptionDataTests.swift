@@ -1,0 +1,211 @@
+import CairnCore
+import CairnTestSupport
+import Foundation
+import Testing
+
+/// The encrypted data path (issue 14, step 3): keyed chunk ids, sealed records and sealed
+/// manifests, exercised through the `cairn` binary against `init --encryption` repositories.
+@Suite struct EncryptionDataTests {
+    let dir = TemporaryDirectory()
+    var repo: String { dir.file("repo") }
+    static let group = "marker-vm-group"
+    static let diskName = "marker-disk-name.img"
+    var image: String { dir.file(Self.diskName) }
+    /// 1 MiB of seeded random bytes: incompressible, so an unencrypted pack holds them verbatim.
+    let marker: [UInt8]
+
+    init() throws {
+        try "data passphrase\n".write(toFile: dir.file("pass"), atomically: true, encoding: .utf8)
+        try "not it\n".write(toFile: dir.file("wrong"), atomically: true, encoding: .utf8)
+        var gen = TestImage(seed: 1414)
+        marker = gen.randomBytes(1 << 20)
+        try gen.makeImage(at: image, size: 8 << 20, extent: 128 << 10, stride: 1 << 20)
+        let file = try FileHandle(forWritingTo: URL(fileURLWithPath: image))
+        try file.seek(toOffset: 3 << 20)
+        file.write(Data(marker))
+        try file.close()
+        let created = run(["init", "--repo", repo, "--encryption"])
+        #expect(created.status == 0, "\(created.stderr)")
+    }
+
+    /// `cairn ARGS` with `$CAIRN_PASSWORD_FILE` set to the file `password`.
+    @discardableResult
+    func run(_ arguments: [String], password: String = "pass") -> CairnProcess.Outcome {
+        CairnProcess.run(arguments, environment: ["CAIRN_PASSWORD_FILE": dir.file(password)])
+    }
+
+    func backup(_ repository: String? = nil) {
+        let outcome = run(["backup", "--repo", repository ?? repo, "--group", Self.group, image])
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+    }
+
+    /// Every file under `root` (locks included) that contains `needle`.
+    static func files(under root: String, containing needle: [UInt8]) -> [String] {
+        let target = Data(needle)
+        var found: [String] = []
+        guard let walk = FileManager.default.enumerator(atPath: root) else { return [] }
+        while let name = walk.nextObject() as? String {
+            var isDirectory: ObjCBool = false
+            let path = "\(root)/\(name)"
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
+                let bytes = FileManager.default.contents(atPath: path)
+            else { continue }
+            if bytes.range(of: target) != nil { found.append(name) }
+        }
+        return found
+    }
+
+    /// Pieces of the marker and the names a backup knows, each searched for in every file.
+    var needles: [(String, [UInt8])] {
+        [
+            ("marker start", Array(marker[0..<64])), ("marker middle", Array(marker[(512 << 10)..<((512 << 10) + 64)])),
+            ("marker end", Array(marker[(marker.count - 64)...])), ("group name", Array(Self.group.utf8)),
+            ("disk name", Array(Self.diskName.utf8)),
+        ]
+    }
+
+    @Test func theMarkerAndTheNamesAppearInNoFileOfAnEncryptedRepository() throws {
+        backup()
+        #expect(run(["verify", "--repo", repo]).status == 0)
+        for (what, needle) in needles {
+            #expect(Self.files(under: repo, containing: needle).isEmpty, "\(what) found in the encrypted repository")
+        }
+        // The same backup into an unencrypted repository holds them: the search can fail.
+        let plain = dir.file("plain")
+        #expect(run(["init", "--repo", plain]).status == 0)
+        backup(plain)
+        for (what, needle) in needles {
+            #expect(!Self.files(under: plain, containing: needle).isEmpty, "\(what) not found in the plain repository")
+        }
+    }
+
+    @Test func backupIncrementalRestoreRawAndQCOW2AndVerify() throws {
+        backup()
+        var gen = TestImage(seed: 99)
+        try gen.scatterWrites(at: image, count: 5)
+        sleep(1)
+        backup()
+        let listed = run(["list", "--repo", repo, "--json"])
+        #expect(listed.status == 0 && listed.stdout.contains(Self.group), "\(listed.stderr)")
+        let verified = run(["verify", "--repo", repo])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+        for format in ["raw", "qcow2"] {
+            let out = dir.file("out.\(format)")
+            let restored = run(["restore", "--repo", repo, "\(Self.group)@latest", "--to", out, "--format", format])
+            #expect(restored.status == 0, "\(format): \(restored.stderr)")
+            let compare = try QemuTools.run("qemu-img", ["compare", "-f", "raw", "-F", format, image, out])
+            #expect(compare.status == 0, "\(format): \(compare.standardOutput)\(compare.standardError)")
+        }
+        // The incremental stored only what changed: a second unchanged backup adds no pack.
+        let packs = Fixture.files(under: repo, suffix: ".pack").count
+        sleep(1)
+        backup()
+        #expect(Fixture.files(under: repo, suffix: ".pack").count == packs)
+        // prune, gc and rebuild-index work on it too, and it still restores and verifies.
+        let pruned = run(["prune", "--repo", repo, "--keep-last", "1"])
+        #expect(pruned.status == 0, "\(pruned.stderr)")
+        let collected = run(["gc", "--repo", repo])
+        #expect(collected.status == 0, "\(collected.stderr)")
+        let rebuilt = run(["rebuild-index", "--repo", repo])
+        #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
+        #expect(run(["verify", "--repo", repo]).status == 0)
+        let again = dir.file("again.raw")
+        #expect(run(["restore", "--repo", repo, "\(Self.group)@latest", "--to", again]).status == 0)
+        #expect(try TestImage.sha256(of: again) == TestImage.sha256(of: image))
+    }
+
+    @Test func aFlippedByteInAPackIsNamedByVerifyAndStopsRestore() throws {
+        backup()
+        let pack = try #require(Fixture.files(under: repo, suffix: ".pack").first)
+        // Inside the marker's record: far from the pack's header and table.
+        try Fixture.flip(pack, at: Fixture.fileSize(pack) / 2)
+        let verified = run(["verify", "--repo", repo])
+        #expect(verified.status == 7, "\(verified.stdout)\(verified.stderr)")
+        #expect((verified.stdout + verified.stderr).contains("\(Self.group)@"), "\(verified.stdout)\(verified.stderr)")
+        let restored = run(["restore", "--repo", repo, "\(Self.group)@latest", "--to", dir.file("out.raw")])
+        #expect(restored.status == 7, "\(restored.stderr)")
+    }
+
+    @Test func aManifestSwappedBetweenTwoRestorePointsIsDetected() throws {
+        backup()
+        sleep(1)
+        backup()
+        let manifests = Fixture.files(under: repo, suffix: ".manifest").sorted()
+        #expect(manifests.count == 2)
+        let first = try Data(contentsOf: URL(fileURLWithPath: manifests[0]))
+        try Data(contentsOf: URL(fileURLWithPath: manifests[1])).write(to: URL(fileURLWithPath: manifests[0]))
+        try first.write(to: URL(fileURLWithPath: manifests[1]))
+        let verified = run(["verify", "--repo", repo])
+        #expect(verified.status == 7, "\(verified.stdout)\(verified.stderr)")
+        let restored = run(["restore", "--repo", repo, "\(Self.group)@latest", "--to", dir.file("out.raw")])
+        #expect(restored.status == 7 && restored.stderr.contains("fails authentication"), "\(restored.stderr)")
+    }
+
+    @Test func aWrongPassphraseExits14AndTouchesNothing() throws {
+        backup()
+        let before = TestImage.snapshotTree(repo)
+        for arguments in [
+            ["backup", "--group", Self.group, image], ["list"], ["verify"], ["gc"], ["prune", "--keep-last", "1"],
+            ["rebuild-index"], ["restore", "\(Self.group)@latest", "--to", dir.file("out.raw")],
+        ] {
+            let outcome = run([arguments[0], "--repo", repo] + arguments.dropFirst(), password: "wrong")
+            #expect(outcome.status == 14, "\(arguments): \(outcome.stderr)")
+            #expect(!outcome.stderr.trimmingCharacters(in: .whitespacesAndNewlines).contains("\n"), "\(outcome.stderr)")
+        }
+        #expect(TestImage.snapshotTree(repo) == before)
+        #expect(!FileManager.default.fileExists(atPath: dir.file("out.raw")))
+        // --password-command comes before $CAIRN_PASSWORD_FILE, for data commands too.
+        let listed = run(
+            ["list", "--repo", repo, "--password-command", "cat '\(dir.file("pass"))'"], password: "wrong")
+        #expect(listed.status == 0 && listed.stdout.contains(Self.group), "\(listed.stderr)")
+    }
+
+    /// Half of every frame dies: gc compresses and seals the live members again as new frames,
+    /// which verify and restore must open.
+    @Test func gcResealsFramesWhoseMembersDied() throws {
+        backup()
+        let file = try File.open(image, .readWrite)
+        var gen = TestImage(seed: 3)
+        for offset in stride(from: UInt64(0), to: 8 << 20, by: 128 << 10) {
+            try file.write(gen.randomBytes(64 << 10), at: offset)
+        }
+        sleep(1)
+        backup()
+        #expect(run(["prune", "--repo", repo, "--keep-last", "1"]).status == 0)
+        let collected = run(["gc", "--repo", repo])
+        #expect(
+            collected.status == 0 && collected.stdout.contains(" rewritten into ")
+                && !collected.stdout.contains(" 0 rewritten into "), "\(collected.stdout)")
+        let verified = run(["verify", "--repo", repo])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+        let out = dir.file("out.raw")
+        #expect(run(["restore", "--repo", repo, "\(Self.group)@latest", "--to", out]).status == 0)
+        #expect(try TestImage.sha256(of: out) == TestImage.sha256(of: image))
+    }
+
+    @Test func archivesStillRefuseByTheFeatureName() throws {
+        backup()
+        let write = run(["archive", "write", "--repo", repo, "\(Self.group)@latest", "--to", dir.file("arc")])
+        #expect(write.status == 3 && write.stderr.contains("'encryption'"), "\(write.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.file("arc.001")))
+    }
+
+    @Test func serveExportsTheDiskAndRefusesADamagedBlock() throws {
+        backup()
+        let environment = ["CAIRN_PASSWORD_FILE": dir.file("pass")]
+        do {
+            let server = try ServeProcess(repo: repo, directory: dir.path, environment: environment)
+            let compare = try QemuTools.run("qemu-img", ["compare", "-f", "raw", "-F", "raw", image, server.uri])
+            #expect(compare.status == 0, "\(compare.standardOutput)\(compare.standardError)")
+            _ = server.stop()
+        }
+        let pack = try #require(Fixture.files(under: repo, suffix: ".pack").first)
+        try Fixture.flip(pack, at: Fixture.fileSize(pack) / 2)
+        try? FileManager.default.removeItem(atPath: dir.file("serve.sock"))
+        let server = try ServeProcess(repo: repo, directory: dir.path, environment: environment)
+        let copy = dir.file("copy.raw")
+        let convert = try QemuTools.run("qemu-img", ["convert", "-f", "raw", "-O", "raw", server.uri, copy])
+        #expect(convert.status != 0, "a block that fails authentication is never sent")
+        _ = server.stop()
+    }
+}
