@@ -136,6 +136,14 @@ sparse = open(f"{tmp}/sparse.vmdk", "rb").read()
 put("vmdk", "descriptor-sparse", pair(descriptor("twoGbMaxExtentSparse", 'RW 512 SPARSE "extent.vmdk"'), sparse))
 put("vmdk", "descriptor-alone", b"\0" + descriptor("monolithicFlat", "RW 64 ZERO"))
 PY
+# Key files: a real one of an encrypted repository (byte 0 = 0) and its paper form (byte 0 = 1).
+printf 'corpus passphrase\n' > "$tmp/pass"
+CAIRN_PASSWORD_FILE="$tmp/pass" "$cairn" init --repo "$tmp/crypt" --encryption >/dev/null
+key="$(ls "$tmp/crypt/keys" | head -1)"
+mkdir -p "$here/Corpus/keyfile"
+{ printf '\0'; cat "$tmp/crypt/keys/$key"; } > "$here/Corpus/keyfile/key-file"
+{ printf '\1'; CAIRN_PASSWORD_FILE="$tmp/pass" "$cairn" key export --repo "$tmp/crypt" "$key" --paper; } \
+    > "$here/Corpus/keyfile/paper-key"
 # ESXi's delta formats (vmfsSparse, SEsparse), which qemu-img cannot make: written by hand.
 python3 "$here/make-vmdk-delta-corpus.py" "$here/Corpus"
 du -sh "$here/Corpus"/* >&2

@@ -19,6 +19,9 @@ public enum PackFormat {
     /// Plain bytes a frame record may hold (2 MiB). zstd finds far more matches in 2 MiB than in
     /// one 64 KiB block: 5% less stored at level 1, 11% with level 2 tuned (docs/ARCHITECTURE.md).
     public static let maxFrameBytes = 2 << 20
+    /// Digest (32) + raw length (4) + kind (1) + reserved (3), per member of a frame record
+    /// (`RecordMembers`; public for readers outside the module, the pack fuzz target among them).
+    public static let frameMemberSize = RecordMembers.entrySize
     /// Most members a frame may list: a whole frame of 4 KiB blocks.
     public static let maxFrameMembers = maxFrameBytes / 4096
 

@@ -118,7 +118,7 @@ public struct KeyFile: Codable, Sendable, Equatable {
     }
 
     /// The file's bytes: pretty JSON with sorted keys and a final newline.
-    func fileBytes() throws(CairnError) -> [UInt8] {
+    public func fileBytes() throws(CairnError) -> [UInt8] {
         Array((try JSONCoding.encode(self, pretty: true) + "\n").utf8)
     }
 

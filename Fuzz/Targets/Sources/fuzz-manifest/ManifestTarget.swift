@@ -28,9 +28,9 @@ enum ManifestTarget {
             for id in (try? catalog.allPoints()) ?? [] {
                 guard let decoded = try? catalog.manifest(id) else { continue }
                 _ = decoded.totalSize
-                _ = decoded.restorePointID
+                _ = decoded.id
                 for disk in decoded.disks.prefix(maxDisks) {
-                    _ = disk.rootDigest
+                    _ = disk.root
                     var request = RestoreRequest(id: id, disk: disk.name, destination: "\(scratch.path)/restored.img")
                     request.force = true
                     request.allowDamaged = options & 2 != 0
