@@ -1,5 +1,3 @@
-import CairnCore
-
 /// The small, strict XML reader for S3's replies (`ListBucketResult`, `Error`, `DeleteResult`).
 ///
 /// A reply comes from the network and may be hostile or broken, so the reader is bounded: the
@@ -7,29 +5,32 @@ import CairnCore
 /// and there are no entities beyond XML's five and character references (a `<!DOCTYPE` is refused,
 /// so nothing expands). Attributes are skipped (S3 replies carry only `xmlns`). Anything else it
 /// cannot read is a one-line `CairnError` naming the reply and the byte offset.
-struct S3XML {
+///
+/// It lives in the core, apart from the HTTP client (`CairnS3`), so that the fuzz targets reach
+/// it without building a TLS library.
+public struct S3XML {
     /// An element: its name (without a namespace prefix), its text and its child elements.
-    struct Element {
-        var name: String
-        var text = ""
-        var children: [Element] = []
+    public struct Element: Sendable {
+        public var name: String
+        public var text = ""
+        public var children: [Element] = []
 
         /// The first child called `name`.
-        func child(_ name: String) -> Element? { children.first { $0.name == name } }
+        public func child(_ name: String) -> Element? { children.first { $0.name == name } }
         /// Every child called `name`.
-        func children(_ name: String) -> [Element] { children.filter { $0.name == name } }
+        public func children(_ name: String) -> [Element] { children.filter { $0.name == name } }
         /// The text of the first child called `name`.
-        func text(of name: String) -> String? { child(name)?.text }
+        public func text(of name: String) -> String? { child(name)?.text }
     }
 
-    static let maxDepth = 32
+    public static let maxDepth = 32
 
     private let bytes: [UInt8]
     private let what: String
     private var at = 0
 
     /// Parses a whole document; `what` names the reply in errors ("the listing of bucket b").
-    static func parse(_ bytes: [UInt8], what: String) throws(CairnError) -> Element {
+    public static func parse(_ bytes: [UInt8], what: String) throws(CairnError) -> Element {
         var reader = S3XML(bytes: bytes, what: what)
         return try reader.document()
     }
