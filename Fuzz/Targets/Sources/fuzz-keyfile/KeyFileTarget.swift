@@ -7,7 +7,7 @@ import FuzzSupport
 /// Input: one options byte, then the text. Options bit 0 reads it as a paper key, else as a key
 /// file. Whatever parses must survive its round trips, or an export would write what its own
 /// import refuses: written again it parses to the same key file, and its paper form parses back
-/// to the same sealed key (only `created` and `hint` are not carried). No passphrase is tried:
+/// to the same sealed key (only `created` and `hint` are not carried, and hex comes back in lower case). No passphrase is tried:
 /// scrypt's cost is bounded by the parameter checks `parse` makes, not something to spend per input.
 @main
 enum KeyFileTarget {
@@ -30,7 +30,22 @@ enum KeyFileTarget {
                 fatalError("the paper form of a key file that parsed does not parse")
             }
             paper.hint = file.hint
-            guard paper == file else { fatalError("the paper form does not carry the same sealed key") }
+            guard lowercasedHex(paper) == lowercasedHex(file) else {
+                fatalError("the paper form does not carry the same sealed key")
+            }
         }
+    }
+
+    /// The key file with its hex fields in lower case: a key file may spell them in either case
+    /// (the bytes are what count), the paper form writes lower case.
+    static func lowercasedHex(_ file: KeyFile) -> KeyFile {
+        var file = file
+        file.repository = file.repository.lowercased()
+        file.id = file.id.lowercased()
+        file.kdf.salt = file.kdf.salt.lowercased()
+        file.nonce = file.nonce.lowercased()
+        file.wrapped = file.wrapped.lowercased()
+        file.fingerprint = file.fingerprint.lowercased()
+        return file
     }
 }
