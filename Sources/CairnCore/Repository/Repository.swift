@@ -88,7 +88,7 @@ public final class Repository: Sendable {
         store = try ChunkStore(
             storage: storage, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),
             packTargetSize: UInt64(config.packSize), loadIndex: loadIndex, keys: keys)
-        catalog = Catalog(root: "\(path)/points", seal: keys.map(MetadataSeal.init))
+        catalog = Catalog(storage: storage, seal: keys.map(MetadataSeal.init))
     }
 
     /// The keys of an encrypted repository, opened by `passphrase`; nil for an unencrypted one.
@@ -129,7 +129,9 @@ public final class Repository: Sendable {
     /// The one place that knows the lock files (docs/INTEGRITY.md, "Locks"); held until the
     /// returned value is released. `purpose` ("cairn backup") is what other processes are told.
     public func lock(_ scope: LockScope, purpose: String, wait: Double?) throws(CairnError) -> RepositoryLock {
-        try RepositoryLock.acquire(root: path, scope: scope, purpose: purpose, wait: wait, onWait: onLockWait)
+        try RepositoryLock.acquire(
+            root: path, scope: scope, purpose: purpose, wait: wait, onWait: onLockWait,
+            groupFileName: catalog.names.directory)
     }
 
     /// Runs `body` holding the locks `scope` needs.

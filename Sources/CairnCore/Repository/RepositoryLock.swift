@@ -43,7 +43,8 @@ public final class RepositoryLock {
 
     /// Takes the lock files of `scope` under `root`, waiting up to `wait` seconds each (nil: fail at once).
     static func acquire(
-        root: String, scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?
+        root: String, scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?,
+        groupFileName: (String) -> String = { $0 }
     ) throws(CairnError) -> RepositoryLock {
         let repositoryFile = "\(root)/locks/repository.lock"
         switch scope {
@@ -59,10 +60,12 @@ public final class RepositoryLock {
             precondition(GroupName.isValid(group), "a group lock for an unchecked group name")
             let shared = try take(
                 repositoryFile, .shared, what: "repository \(root)", purpose: purpose, wait: wait, onWait: onWait)
-            // The note leaves the group out: the file's name carries it, and an encrypted
+            // The note leaves the group out: the file's name carries it (in an encrypted
+            // repository, as the catalog hides it: `groupFileName`), and an encrypted
             // repository's files hold no group name in their bytes.
             let exclusive = try take(
-                "\(root)/locks/group.\(group).lock", .exclusive, what: "group \(group)", purpose: purpose, wait: wait,
+                "\(root)/locks/group.\(groupFileName(group)).lock", .exclusive, what: "group \(group)",
+                purpose: purpose, wait: wait,
                 onWait: onWait)
             return RepositoryLock(files: [shared, exclusive])
         }

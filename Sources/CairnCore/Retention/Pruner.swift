@@ -34,7 +34,7 @@ public final class Pruner {
         if let groups {
             for g in groups {
                 try GroupName.validate(g)
-                guard FileSystem.isDirectory("\(catalog.root)/\(g)") else {
+                guard try catalog.hasGroup(g) else {
                     throw CairnError(.notFound, "group \(g) has no restore points")
                 }
             }

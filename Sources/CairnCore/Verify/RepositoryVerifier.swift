@@ -58,6 +58,10 @@ public final class RepositoryVerifier {
 
         checkConfig()
         checkSegments()
+        for unreadable in try catalog.unreadableManifests() {
+            report.problems.append(
+                "restore point \(repository.path)/\(unreadable.key) cannot be read: \(unreadable.problem)")
+        }
         let packs = try checkPacks()
         var manifests: [(RestorePointID, Manifest)] = []
         for id in selected {
