@@ -224,4 +224,49 @@ final class EncryptedArchiveFixture {
         // Bound to its volume: the same bytes do not open as volume 2's catalog.
         #expect(throws: CairnError.self) { try keys.openPoints(sealed, volume: 2) }
     }
+
+    /// A manifest lost with a damaged block costs no other restore point its name: each sealed
+    /// manifest carries its own position (docs/ARCHIVE-FORMAT.md, section 8).
+    @Test func aLostManifestLeavesTheNextPointsReadable() throws {
+        let dir = TemporaryDirectory("cairn-archive-lost-manifest")
+        let path = dir.file("repo")
+        try Repository.create(
+            at: path, blockSize: 4096, compressionLevel: 3,
+            encryption: NewKey(passphrase: EncryptedArchiveFixture.passphrase, parameters: EncryptedArchiveFixture.fast)
+        )
+        let repository = try Repository(
+            path: path, passphrase: EncryptedArchiveFixture.secret(EncryptedArchiveFixture.passphrase))
+        // 3072 distinct blocks: three index pages of 32 KiB of keyed ids, which do not compress,
+        // so the next manifest begins in a later archive block.
+        let big = dir.file("big.img")
+        var stamped = [UInt8](repeating: 0, count: 12 << 20)
+        for block in 0..<3072 {
+            withUnsafeBytes(of: UInt32(block + 1)) { for k in 0..<4 { stamped[block * 4096 + k] = $0[k] } }
+        }
+        try File.open(big, .createOrTruncate).write(stamped, at: 0)
+        let small = dir.file("small.img")
+        var gen = TestImage(seed: 8)
+        try File.open(small, .createOrTruncate).write(gen.randomBytes(100_000), at: 0)
+        let first = try BackupJob(repository: repository, group: "first", sources: [BackupSource(path: big)]).run().id
+        let second = try BackupJob(repository: repository, group: "second", sources: [BackupSource(path: small)]).run()
+            .id
+        let sink = MemorySink()
+        let writer = ArchiveWriter(repository: repository, ids: [first, second], sink: sink)
+        writer.blockSize = 64 << 10
+        _ = try writer.run()
+        var volume = sink.volumes[0]
+        // Block 1 holds the first manifest: its payload fails its CRC now.
+        volume[(64 << 10) + 64 + 100] ^= 0x01
+        let secret = EncryptedArchiveFixture.secret(EncryptedArchiveFixture.passphrase)
+        let report = ArchiveVerifier.verify([MemoryByteSource(volume, name: "v")], passphrase: secret)
+        #expect(report.failure?.code == .damaged)
+        #expect(report.points.map(\.id) == [second.description], "\(report.problems)")
+        #expect(report.points.first?.intact == true, "\(report.problems)")
+        var request = ArchiveRestoreRequest(point: .id(second), disk: nil, destination: dir.file("out.img"))
+        request.force = true
+        let restore = ArchiveRestore(sources: [MemoryByteSource(volume, name: "v")], request: request)
+        restore.passphrase = secret
+        _ = try restore.run()
+        #expect(try TestImage.sha256(of: dir.file("out.img")) == TestImage.sha256(of: small))
+    }
 }
