@@ -245,13 +245,6 @@ import Testing
         #expect(try TestImage.sha256(of: out) == TestImage.sha256(of: image))
     }
 
-    @Test func archivesStillRefuseByTheFeatureName() throws {
-        backup()
-        let write = run(["archive", "write", "--repo", repo, "\(Self.group)@latest", "--to", dir.file("arc")])
-        #expect(write.status == 3 && write.stderr.contains("'encryption'"), "\(write.stderr)")
-        #expect(!FileManager.default.fileExists(atPath: dir.file("arc.001")))
-    }
-
     @Test func serveExportsTheDiskAndRefusesADamagedBlock() throws {
         backup()
         let environment = ["CAIRN_PASSWORD_FILE": dir.file("pass")]

@@ -16,8 +16,7 @@ public enum FormatFeature {
     public static let encryption = "encryption"
 
     /// What this Cairn reads. An encrypted repository opens only with its passphrase
-    /// (`Repository.init`); the operations that do not handle one yet (archive write and import)
-    /// refuse it by the feature's name (`Repository.refuseEncrypted`).
+    /// (`Repository.init`), an encrypted archive with one of its label's keys (`ArchiveKeys`).
     public static let known: Set<String> = [frames, encryption]
 
     /// What `cairn key` accepts beyond `known`: nothing more today (it was `encryption` while

@@ -113,17 +113,6 @@ public final class Repository: Sendable {
         return try directory.unlock(try passphrase()).key
     }
 
-    /// Refuses an encrypted repository for an operation this Cairn does not do on one yet
-    /// (`archive write`, `archive import`), by the feature's name, as a Cairn without
-    /// encryption would.
-    public func refuseEncrypted(_ operation: String) throws(CairnError) {
-        guard store.isEncrypted else { return }
-        throw CairnError(
-            .repository,
-            "repository \(path) uses the format feature '\(FormatFeature.encryption)', which \(operation) of this Cairn does not support yet"
-        )
-    }
-
     /// Takes the locks `scope` needs, waiting up to `wait` seconds for each (nil: fail at once).
     ///
     /// The one place that knows the lock files (docs/INTEGRITY.md, "Locks"); held until the
