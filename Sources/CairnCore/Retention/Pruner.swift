@@ -32,9 +32,10 @@ public final class Pruner {
         defer { _ = repoLock }
         let names: [String]
         if let groups {
+            let existing = try catalog.groups()
             for g in groups {
                 try GroupName.validate(g)
-                guard FileSystem.isDirectory("\(catalog.root)/\(g)") else {
+                guard existing.contains(g) else {
                     throw CairnError(.notFound, "group \(g) has no restore points")
                 }
             }
