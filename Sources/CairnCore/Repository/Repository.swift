@@ -129,6 +129,14 @@ public final class Repository: Sendable {
             throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
         }
         (config, configHealth) = try Self.readConfig(storage)
+        // The catalog still reads a directory (its move onto storage comes next): an object
+        // store's restore points are refused rather than looked for in a local path.
+        guard storage is LocalDirectoryStorage else {
+            throw CairnError(
+                .repository,
+                "repository \(path) is on an object store, whose restore points this Cairn cannot read or write yet (init and key commands work)"
+            )
+        }
         let keys = try Self.unlock(storage, config, passphrase)
         store = try ChunkStore(
             storage: storage, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),

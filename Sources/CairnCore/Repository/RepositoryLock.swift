@@ -46,7 +46,7 @@ protocol HeldLock: AnyObject {
 /// Taken only through `Repository.lock(_:purpose:wait:)`, which alone knows what `scope` means on
 /// its storage.
 public final class RepositoryLock {
-    private let held: any HeldLock
+    let held: any HeldLock
 
     init(held: any HeldLock) { self.held = held }
 
