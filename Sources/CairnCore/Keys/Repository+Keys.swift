@@ -29,7 +29,7 @@ public struct RepositoryKeys: Sendable {
 
     public init(storage: any RepositoryStorage) throws(CairnError) {
         let path = storage.location
-        guard storage.exists(RepositoryConfig.key) || storage.exists(RepositoryConfig.copyName) else {
+        guard try RepositoryConfig.isPresent(in: storage) else {
             throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
         }
         self.path = path

@@ -64,7 +64,7 @@ public final class Repository: Sendable {
         features extra: [String] = []
     ) throws(CairnError) -> RepositoryConfig {
         try checkSettings(blockSize: blockSize, compressionLevel: compressionLevel)
-        if storage.exists(RepositoryConfig.key) || storage.exists(RepositoryConfig.copyName) {
+        if try RepositoryConfig.isPresent(in: storage) {
             throw CairnError(.exists, "\(storage.location) is already a Cairn repository")
         }
         var config = RepositoryConfig.new(blockSize: blockSize, compressionLevel: compressionLevel)
@@ -125,7 +125,7 @@ public final class Repository: Sendable {
         self.storage = storage
         locking = storage.makeLocking()
         self.onLockWait = onLockWait
-        guard storage.exists(RepositoryConfig.key) || storage.exists(RepositoryConfig.copyName) else {
+        guard try RepositoryConfig.isPresent(in: storage) else {
             throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
         }
         (config, configHealth) = try Self.readConfig(storage)

@@ -27,6 +27,13 @@ extension RepositoryConfig {
     /// The primary's key.
     public static let key = "config"
 
+    /// Whether `storage` holds a config or its copy. One listing, which fails (rather than
+    /// answering no) when the storage cannot be reached: a missing bucket, refused keys.
+    static func isPresent(in storage: any RepositoryStorage) throws(CairnError) -> Bool {
+        let names = try storage.list(prefix: key)
+        return names.contains(key) || names.contains(copyName)
+    }
+
     /// Writes `config` and then its copy, each durably and atomically. `createOnly` (a new
     /// repository) refuses to write over a config someone else created meanwhile.
     func write(to storage: any RepositoryStorage, createOnly: Bool = false) throws(CairnError) {
