@@ -84,6 +84,18 @@ import Testing
     }
 
     @Test(arguments: StorageKind.available)
+    func aDamagedLeaseIsTakenOverEachTime(kind: StorageKind) throws {
+        let fixture = try StorageFixture(kind, "lease")
+        let locking = LeaseLocking(storage: fixture.storage)
+        for damage in ["{\"host\":", "not json at all"] {
+            try fixture.storage.publish(Array(damage.utf8), as: "locks/group.vm1.lease", .replace)
+            let lock = try locking.acquire(.group("vm1"), purpose: "cairn backup", wait: nil, onWait: nil)
+            #expect(try Lease.read("locks/group.vm1.lease", from: fixture.storage)?.pid == getpid())
+            withExtendedLifetime(lock) {}
+        }
+    }
+
+    @Test(arguments: StorageKind.available)
     func aClaimedExpiredLeaseIsBusyNotTakenTwice(kind: StorageKind) throws {
         let fixture = try StorageFixture(kind, "lease")
         let dead = foreignLease(host: "hv-dead", pid: 99, expiresIn: -60)

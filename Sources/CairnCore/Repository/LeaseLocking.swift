@@ -208,7 +208,10 @@ public struct Lease: Codable, Sendable, Equatable {
     static func read(_ key: String, from storage: any RepositoryStorage) throws(CairnError) -> Lease? {
         guard let bytes = try storage.readIfPresent(key, limit: 64 << 10) else { return nil }
         if let lease = try? JSONCoding.decode(Lease.self, from: bytes, what: storage.describe(key)) { return lease }
-        return Lease(host: "unknown", pid: 0, purpose: "a damaged lease", created: "?", expires: "", token: "damaged")
+        // Expired by its empty `expires`; its token names these bytes, so its claim is its own.
+        return Lease(
+            host: "unknown", pid: 0, purpose: "a damaged lease", created: "?", expires: "",
+            token: "damaged-" + String(SHA256Hasher().digest(bytes).hex.prefix(32)))
     }
 }
 
@@ -220,7 +223,7 @@ final class NoLease: HeldLock {
 }
 
 /// A lease this process holds: renewed from a background queue until released.
-final class HeldLease: HeldLock, @unchecked Sendable {
+final class HeldLease: HeldLock, Sendable {
     let storage: any RepositoryStorage
     let key: String
     let lifetime: Int64
