@@ -36,7 +36,7 @@ FS_UUID = "c0ffee00-cafe-4bad-8000-00000000ba5e"
 FILE_ROOTS = ["/usr/include", "/usr/bin", "/usr/share", "/usr/lib"]
 MIB = 1 << 20
 
-ALL_TOOLS = ["cairn", "restic", "borg", "borg-fixed4M"]
+ALL_TOOLS = ["cairn", "cairn-enc", "restic", "borg", "borg-fixed4M"]
 
 
 def log(msg):
@@ -494,6 +494,23 @@ class Cairn(Tool):
         return [self.exe, "verify", "--repo", repo, "--json"]
 
 
+class CairnEncrypted(Cairn):
+    """The same Cairn on an `init --encryption` repository (issue 14: encrypted against
+    unencrypted in one run). The passphrase comes from CAIRN_PASSWORD_FILE, as a timer's would."""
+    name = "cairn-enc"
+
+    def env(self, run_dir, repo):
+        secret = os.path.join(run_dir, "passphrase")
+        if not os.path.exists(secret):
+            with open(secret, "w") as f:
+                f.write("bench-passphrase\n")
+            os.chmod(secret, 0o600)
+        return dict(os.environ, CAIRN_REPO=repo, CAIRN_PASSWORD_FILE=secret)
+
+    def init(self, repo):
+        return super().init(repo) + ["--encryption"]
+
+
 class Restic(Tool):
     name = "restic"
     exe = "restic"
@@ -905,6 +922,17 @@ def check_goals(med):
     else:
         g["result"] = "n/a"
     out.append(g)
+    # Issue 14: the encrypted repository against the plain one, same binary, same run.
+    e = med.get("cairn-enc", {})
+    for metric, factor in (("night0_s", 1.05), ("night1_s", 1.05), ("restore_s", 1.10), ("verify_s", 1.10)):
+        g = {"goal": f"encrypted {metric[:-2]} (at most {factor}x unencrypted)", "metric": metric,
+             "factor": factor, "against": ["cairn"]}
+        if e.get(metric) is not None and c.get(metric):
+            g.update(cairn=e[metric], peer="cairn", peer_value=c[metric], limit=factor * c[metric],
+                     ratio=e[metric] / c[metric], result="PASS" if e[metric] <= factor * c[metric] else "FAIL")
+        else:
+            g["result"] = "n/a"
+        out.append(g)
     zb, zr = c.get("zero_backup_s"), c.get("zero_restore_s")
     g = {"goal": "8 GiB all-zero disk (backup and sparse restore each < 0.1 s)",
          "metric": "zero_backup_s,zero_restore_s", "limit": 0.1}
@@ -1045,7 +1073,8 @@ def measure_limits(exe, wl, work):
     lim["loadavg1_after"] = os.getloadavg()[0]
     a = lim["all_cores"]
     log(f"  limits: sha256 {a['sha256'] / 1e6:.0f} MB/s, zstd {a['compress'] / 1e6:.0f} MB/s, "
-        f"unzstd {a['decompress'] / 1e6:.0f} MB/s on {lim['cores']} cores; page cache read "
+        f"unzstd {a['decompress'] / 1e6:.0f} MB/s, aes-256-gcm {a.get('aes256gcm', 0) / 1e6:.0f} MB/s "
+        f"({lim['per_core'].get('aes256gcm', 0) / 1e6:.0f} a core) on {lim['cores']} cores; page cache read "
         f"{lim['page_cache_read'] / 1e6:.0f}, write {lim['page_cache_write'] / 1e6:.0f} MB/s")
     return lim
 
@@ -1240,6 +1269,8 @@ def main():
             log(f"cairn: {exe} (sha256 {cairn_sha[:16]}...)")
             exe = snap
         tools["cairn"] = Cairn(args, exe)
+        if "cairn-enc" in wanted:
+            tools["cairn-enc"] = CairnEncrypted(args, exe)
     if "restic" in wanted:
         tools["restic"] = Restic(args)
     if "borg" in wanted:

@@ -133,9 +133,14 @@ struct ArchiveListCommand: ParsableCommand {
     @Flag(help: "Print a JSON array.")
     var json = false
 
+    /// An encrypted archive's passphrase (hidden while encryption is, issue 14).
+    @OptionGroup(visibility: .hidden) var passphraseSource: PassphraseOptions
+
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            let report = ArchiveVerifier.list(try openVolumes(volumes))
+            let source = passphraseSource
+            let report = ArchiveVerifier.list(
+                try openVolumes(volumes), passphrase: { () throws(CairnError) in try source.passphrase() })
             if report.points.isEmpty, let fatal = report.fatal { throw fatal }
             if json {
                 print(try JSONCoding.encode(report.points.map(ArchiveListRow.init)))
@@ -182,17 +187,28 @@ struct ArchiveVerifyCommand: ParsableCommand {
     @Flag(help: "Print the report as a JSON object.")
     var json = false
 
+    /// An encrypted archive's passphrase: only from `--password-command` or
+    /// `$CAIRN_PASSWORD_FILE` (never a prompt); without it, structure and checksums are checked.
+    @OptionGroup(visibility: .hidden) var passphraseSource: PassphraseOptions
+
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            let report = ArchiveVerifier.verify(try openVolumes(volumes))
+            let report = ArchiveVerifier.verify(try openVolumes(volumes), passphrase: passphraseSource.givenSource())
             if json {
                 print(try JSONCoding.encode(ArchiveVerifySummary(report)))
             } else {
                 for p in report.points {
                     print(p.intact ? "ok       \(p.id)" : "DAMAGED  \(p.id): \(p.problem ?? "")")
                 }
+                let verb =
+                    report.failure != nil ? "checked" : report.contentChecked ? "verified" : "checked the structure of"
                 print(
-                    "\(report.failure == nil ? "verified" : "checked") archive \(report.archive ?? "?"): \(counted(report.volumes, "volume")), \(counted(report.points.count, "restore point")), \(counted(report.indexPages, "index page")), \(counted(report.chunks, "chunk")), \(Units.formatBytes(report.bytesRead)) in \(Units.formatDecimal(report.seconds, places: 2)) s, \(rate(report.bytesRead, report.seconds))"
+                    "\(verb) archive \(report.archive ?? "?"): \(counted(report.volumes, "volume")), \(counted(report.manifestRecords, "restore point")), \(counted(report.indexPages, "index page")), \(counted(report.chunks, "chunk")), \(Units.formatBytes(report.bytesRead)) in \(Units.formatDecimal(report.seconds, places: 2)) s, \(rate(report.bytesRead, report.seconds))"
+                )
+            }
+            if !report.contentChecked && report.fatal == nil {
+                Terminal.printError(
+                    "cairn: archive \(report.archive ?? "?") is encrypted: its content was not checked (blocks, records and their checksums were), since no passphrase was given (CAIRN_PASSWORD_FILE or --password-command)"
                 )
             }
             printProblems(report.problems)
@@ -211,8 +227,17 @@ struct ArchiveVerifySummary: Encodable {
     var seconds: Double
     var problems: [String]
     var ok: Bool
+    /// Whether the archive is encrypted, and whether its content was checked (false: encrypted
+    /// and no passphrase given; only blocks, records and checksums were).
+    var encrypted: Bool
+    var contentChecked: Bool
+    /// Restore points in the archive (manifest records; `points` is empty when they are sealed).
+    var restorePoints: Int
 
     init(_ r: ArchiveReport) {
+        encrypted = r.encrypted
+        contentChecked = r.contentChecked
+        restorePoints = r.manifestRecords
         archive = r.archive
         volumes = r.volumes
         points = r.points
@@ -250,6 +275,9 @@ struct ArchiveRestoreCommand: ParsableCommand {
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
+    /// An encrypted archive's passphrase (hidden while encryption is, issue 14).
+    @OptionGroup(visibility: .hidden) var passphraseSource: PassphraseOptions
+
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             guard arguments.count >= 2 else {
@@ -269,6 +297,8 @@ struct ArchiveRestoreCommand: ParsableCommand {
                     format: format, clusterSize: cluster, vmdkSubformat: try output.vmdkSubformat(for: format))
             }
             let restore = ArchiveRestore(sources: try openVolumes(Array(arguments.dropLast())), request: request)
+            let source = passphraseSource
+            restore.passphrase = { () throws(CairnError) in try source.passphrase() }
             restore.progress = { read, written, seconds in
                 Terminal.progress(
                     "restoring: \(Units.formatBytes(read)) of archive read, \(Units.formatBytes(written)) written, \(rate(read, seconds))"
@@ -302,8 +332,19 @@ struct ArchiveImportCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            let repo = try repository.open()
-            let importer = ArchiveImporter(repository: repo, sources: try openVolumes(volumes))
+            let sources = try openVolumes(volumes)
+            let importer: ArchiveImporter
+            if ArchiveImporter.isNewLocation(repository.path) {
+                // Only an encrypted archive can make its repository (it carries the keys).
+                importer = ArchiveImporter(creatingRepositoryAt: repository.path, sources: sources)
+                let source = repository.passphraseSource
+                importer.passphrase = { () throws(CairnError) in try source.passphrase() }
+                importer.onCreate = { path in
+                    Terminal.printError("cairn: made repository \(path) from the archive's repository id and key files")
+                }
+            } else {
+                importer = ArchiveImporter(repository: try repository.open(), sources: sources)
+            }
             importer.lockWait = try repository.lockWaitSeconds()
             let result = try importer.run()
             if json {

@@ -146,6 +146,7 @@ struct BackupCommand: ParsableCommand {
         job.progress = Terminal.showsProgress ? Self.showProgress : nil
         let result = try job.run()
         Terminal.clearProgress()
+        repository.seenPoints(repo)?.record([result.id])
         if let warning = result.warning { Terminal.printError("cairn: warning: \(warning)") }
         if json {
             print(try JSONCoding.encode(BackupSummary(result.manifest)))
@@ -202,6 +203,7 @@ struct BackupCommand: ParsableCommand {
         job.progress = Terminal.showsProgress ? Self.showProgress : nil
         let result = try job.run()
         Terminal.clearProgress()
+        repository.seenPoints(repo)?.record([result.backup.id])
         if let warning = result.backup.warning { Terminal.printError("cairn: warning: \(warning)") }
         for warning in result.warnings { Terminal.printError("cairn: warning: \(warning)") }
         if json {

@@ -110,8 +110,15 @@ struct RepositoryOptions: ParsableArguments {
             for segment in repository.store.damagedSegments {
                 Terminal.printError("cairn: warning: \(segment.warning)")
             }
+            for line in seenPoints(repository)?.rolledBack() ?? [] { Terminal.printError("cairn: warning: \(line)") }
         }
         return repository
+    }
+
+    /// What this host has seen of an encrypted repository (nil for an unencrypted one), kept in
+    /// the state directory `$CAIRN_STATE_DIR` names, else the XDG one.
+    func seenPoints(_ repository: Repository) -> SeenRestorePoints? {
+        SeenRestorePoints(repository: repository, directory: SeenRestorePoints.defaultDirectory())
     }
 }
 

@@ -29,6 +29,7 @@ struct ListCommand: ParsableCommand {
             } else {
                 ids = try repo.catalog.allPoints()
             }
+            repository.seenPoints(repo)?.record(ids)
             var rows: [PointSummary] = []
             var damaged: [CairnError] = []
             for id in ids {

@@ -29,6 +29,13 @@ struct PassphraseOptions: ParsableArguments {
         return try Passphrase.prompt("Passphrase: ", confirm: false)
     }
 
+    /// The passphrase if a source other than the prompt was given (`--password-command`,
+    /// `$CAIRN_PASSWORD_FILE`), else nil: `archive verify` then checks what it can without it.
+    func givenSource() -> (() throws(CairnError) -> [UInt8])? {
+        guard passwordCommand != nil || Passphrase.environment("CAIRN_PASSWORD_FILE") != nil else { return nil }
+        return { () throws(CairnError) in try passphrase() }
+    }
+
     /// A passphrase to wrap a new key with (`init --encryption`): the same sources, and a prompt
     /// asks twice.
     func newPassphrase() throws(CairnError) -> [UInt8] {

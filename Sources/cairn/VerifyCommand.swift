@@ -40,6 +40,7 @@ struct VerifyCommand: ParsableCommand {
             }
             let repo = try repository.open(warnAboutDamage: false)
             let verifier = RepositoryVerifier(repository: repo)
+            verifier.seen = repository.seenPoints(repo)
             if !ids.isEmpty {
                 var points: [RestorePointID] = []
                 for id in ids { points.append(try repo.catalog.resolve(id)) }

@@ -28,10 +28,13 @@ import Testing
         #expect(created.status == 0, "\(created.stderr)")
     }
 
-    /// `cairn ARGS` with `$CAIRN_PASSWORD_FILE` set to the file `password`.
+    /// `cairn ARGS` with `$CAIRN_PASSWORD_FILE` set to the file `password`, as `host` (each host
+    /// its own state directory).
     @discardableResult
-    func run(_ arguments: [String], password: String = "pass") -> CairnProcess.Outcome {
-        CairnProcess.run(arguments, environment: ["CAIRN_PASSWORD_FILE": dir.file(password)])
+    func run(_ arguments: [String], password: String = "pass", host: String = "a") -> CairnProcess.Outcome {
+        CairnProcess.run(
+            arguments,
+            environment: ["CAIRN_PASSWORD_FILE": dir.file(password), "CAIRN_STATE_DIR": dir.file("state-\(host)")])
     }
 
     func backup(_ repository: String? = nil) {
@@ -39,7 +42,7 @@ import Testing
         #expect(outcome.status == 0, "\(outcome.stderr)")
     }
 
-    /// Every file under `root` (locks included) that contains `needle`.
+    /// Every file under `root` (locks included) that contains `needle`, in its bytes or its name.
     static func files(under root: String, containing needle: [UInt8]) -> [String] {
         let target = Data(needle)
         var found: [String] = []
@@ -50,7 +53,7 @@ import Testing
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
                 let bytes = FileManager.default.contents(atPath: path)
             else { continue }
-            if bytes.range(of: target) != nil { found.append(name) }
+            if bytes.range(of: target) != nil || Data(name.utf8).range(of: target) != nil { found.append(name) }
         }
         return found
     }
@@ -64,12 +67,27 @@ import Testing
         ]
     }
 
+    /// Paths under `root` whose name contains `text`.
+    static func paths(under root: String, naming text: String) -> [String] {
+        (FileManager.default.enumerator(atPath: root)?.allObjects as? [String] ?? []).filter { $0.contains(text) }
+    }
+
+    /// The time of the group's newest restore point, as `list --json` prints its id.
+    func newestTime(_ repository: String) throws -> String {
+        let listed = run(["list", "--repo", repository, "--group", Self.group, "--json"])
+        let id = try #require(listed.stdout.firstMatch(of: /"id" *: *"([^"@]+)@([^"]+)"/), "\(listed.stdout)")
+        return String(id.output.2)
+    }
+
     @Test func theMarkerAndTheNamesAppearInNoFileOfAnEncryptedRepository() throws {
         backup()
         #expect(run(["verify", "--repo", repo]).status == 0)
         for (what, needle) in needles {
             #expect(Self.files(under: repo, containing: needle).isEmpty, "\(what) found in the encrypted repository")
         }
+        // Nor do the restore point's time or the group name in any file's or directory's name.
+        let time = try newestTime(repo)
+        #expect(Self.paths(under: repo, naming: time).isEmpty && Self.paths(under: repo, naming: Self.group).isEmpty)
         // The same backup into an unencrypted repository holds them: the search can fail.
         let plain = dir.file("plain")
         #expect(run(["init", "--repo", plain]).status == 0)
@@ -77,6 +95,7 @@ import Testing
         for (what, needle) in needles {
             #expect(!Self.files(under: plain, containing: needle).isEmpty, "\(what) not found in the plain repository")
         }
+        #expect(!Self.paths(under: plain, naming: try newestTime(plain)).isEmpty)
     }
 
     @Test func backupIncrementalRestoreRawAndQCOW2AndVerify() throws {
@@ -160,6 +179,49 @@ import Testing
         #expect(listed.status == 0 && listed.stdout.contains(Self.group), "\(listed.stderr)")
     }
 
+    /// The repository put back to an older copy of itself: every file still opens, but this host
+    /// saw a newer restore point, which no prune or forget removed.
+    @Test func aRolledBackRepositoryIsDetected() throws {
+        backup()
+        let older = dir.file("older")
+        #expect(Subprocess.run("cp", ["-a", repo, older]).status == 0)
+        sleep(1)
+        backup()
+        #expect(run(["verify", "--repo", repo]).status == 0)
+        #expect(Subprocess.run("rm", ["-rf", repo]).status == 0)
+        #expect(Subprocess.run("cp", ["-a", older, repo]).status == 0)
+        let verified = run(["verify", "--repo", repo])
+        #expect(
+            verified.status == 7 && (verified.stdout + verified.stderr).contains("rolled back"),
+            "\(verified.stdout)\(verified.stderr)")
+        let listed = run(["list", "--repo", repo])
+        #expect(listed.status == 0 && listed.stderr.contains("rolled back"), "\(listed.stderr)")
+        // A host that never saw the newer restore point finds nothing wrong.
+        #expect(run(["verify", "--repo", repo], host: "b").status == 0)
+    }
+
+    /// A forget on another host leaves a sealed tombstone, so this host does not take it for a
+    /// roll-back; a manifest deleted by hand leaves none, and is.
+    @Test func aForgetOnAnotherHostIsNoRollBackButADeletionByHandIs() throws {
+        backup()
+        sleep(1)
+        backup()
+        #expect(run(["verify", "--repo", repo]).status == 0)
+        let forgotten = run(["forget", "--repo", repo, "\(Self.group)@\(try newestTime(repo))"], host: "b")
+        #expect(forgotten.status == 0, "\(forgotten.stderr)")
+        let verified = run(["verify", "--repo", repo])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+        let before = Set(Fixture.files(under: repo, suffix: ".manifest"))
+        sleep(1)
+        backup()
+        let newest = try #require(Set(Fixture.files(under: repo, suffix: ".manifest")).subtracting(before).first)
+        try FileManager.default.removeItem(atPath: newest)
+        let again = run(["verify", "--repo", repo])
+        #expect(
+            again.status == 7 && (again.stdout + again.stderr).contains("rolled back"), "\(again.stdout)\(again.stderr)"
+        )
+    }
+
     /// Half of every frame dies: gc compresses and seals the live members again as new frames,
     /// which verify and restore must open.
     @Test func gcResealsFramesWhoseMembersDied() throws {
@@ -181,13 +243,6 @@ import Testing
         let out = dir.file("out.raw")
         #expect(run(["restore", "--repo", repo, "\(Self.group)@latest", "--to", out]).status == 0)
         #expect(try TestImage.sha256(of: out) == TestImage.sha256(of: image))
-    }
-
-    @Test func archivesStillRefuseByTheFeatureName() throws {
-        backup()
-        let write = run(["archive", "write", "--repo", repo, "\(Self.group)@latest", "--to", dir.file("arc")])
-        #expect(write.status == 3 && write.stderr.contains("'encryption'"), "\(write.stderr)")
-        #expect(!FileManager.default.fileExists(atPath: dir.file("arc.001")))
     }
 
     @Test func serveExportsTheDiskAndRefusesADamagedBlock() throws {

@@ -38,6 +38,21 @@ import Testing
         return outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// Hidden object names (docs/FORMAT.md, "Hidden names") as `openssl mac` computes them.
+    @Test func hiddenNamesAreHMACsUnderTheMetaKey() throws {
+        let names = PointNames.keyed(MetadataSeal(keys: Self.keys))
+        let id = RestorePointID(group: "vm1", time: try #require(Timestamp(parsing: "2026-12-02T15:05:40Z")))
+        let group = hmac(key: Self.keys.metaKey, Array("cairn/v1/namegroup\nvm1".utf8))
+        let point = hmac(key: Self.keys.metaKey, Array("cairn/v1/namepoint\nvm1\n2026-12-02T15:05:40Z".utf8))
+        #expect(names.directory("vm1") == String(group.prefix(32)))
+        #expect(names.stem(id) == String(point.prefix(32)))
+        // The names docs/FORMAT.md gives for the worked example.
+        #expect(Hex.encode(Self.keys.metaKey.bytes).hasPrefix("8ead7e6d"))
+        #expect(names.directory("vm1") == "d6d89147bbcc38072fe89f28fc246517")
+        #expect(names.stem(id) == "a1024abb250f6e8c6c62bb4a24e3dbad")
+        #expect(PointNames.plain.directory("vm1") == "vm1" && PointNames.plain.stem(id) == "2026-12-02T15:05:40Z")
+    }
+
     @Test func theKeyedIdIsHMACOfTheBlockUnderTheIdKey() {
         var gen = TestImage(seed: 7)
         let block = gen.textBytes(65536)

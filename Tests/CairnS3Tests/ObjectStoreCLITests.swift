@@ -93,17 +93,6 @@ final class ObjectStoreCLITests {
         #expect(noKeys.status == 64 && noKeys.stderr.contains("no S3 credentials"), "\(noKeys.stderr)")
     }
 
-    /// Until the catalog reads storage keys, data commands refuse an object store in one line and
-    /// write nothing on this host.
-    @Test func dataCommandsRefuseUntilTheCatalogIsOnStorage() throws {
-        #expect(cairn(["init", "--repo", url]).status == 0)
-        try QemuTools.check("qemu-img", ["create", "-f", "qcow2", dir.file("vm1.qcow2"), "4M"])
-        let backup = cairn(["backup", "--repo", url, "--group", "vm1", dir.file("vm1.qcow2")])
-        #expect(backup.status == 3 && backup.stderr.contains("is on an object store"), "\(backup.stderr)")
-        #expect(try FileSystem.list(dir.path) == ["vm1.qcow2"])
-        #expect(try storage.list(prefix: "points/").isEmpty)
-    }
-
     /// A qcow2 image made by qemu-img and written by qemu-io; returns its path.
     func image(_ name: String, pattern: String) throws -> String {
         let path = dir.file(name)
@@ -119,8 +108,7 @@ final class ObjectStoreCLITests {
     /// The whole command line on the bucket: init, backup, list, restore compared by qemu-img,
     /// verify, forget and prune, gc; backups of two groups at once; a held lease refuses a second
     /// backup of its group naming its holder, an expired one is taken over.
-    @Test(.disabled("data commands refuse an object store until Catalog(storage:seal:) lands from main"))
-    func backupRestoreVerifyPruneGCOnTheBucket() throws {
+    @Test func backupRestoreVerifyPruneGCOnTheBucket() throws {
         #expect(cairn(["init", "--repo", url, "--block-size", "64K"]).status == 0)
         let vm1 = try image("vm1.qcow2", pattern: "0x5a")
         let vm2 = try image("vm2.qcow2", pattern: "0x6b")

@@ -11,6 +11,8 @@ final class ArchiveBlockWriter {
     let archive: ArchiveID
     let maxBlocksPerVolume: Int
     let label: ArchiveLabel
+    /// An encrypted archive's keys: its catalogs' lists of restore points are sealed.
+    var keys: ArchiveKeys?
     private let block: UnsafeMutableRawBufferPointer
     private let recordHeader: UnsafeMutableRawBufferPointer
     private var capacity: Int { blockSize - ArchiveFormat.blockHeaderSize }
@@ -126,7 +128,10 @@ final class ArchiveBlockWriter {
 
     /// Blocks the catalog needs if the volume closed now as the archive's last.
     private func catalogBlocks(extra: Int) -> Int {
-        let bytes = 1024 + allPointBytes + extra
+        var bytes = allPointBytes + extra
+        // Sealed, then base64: four bytes for every three, and the seal's salt and tag.
+        if keys != nil { bytes = (bytes + MetadataSeal.overhead + 2) / 3 * 4 }
+        bytes += 1024
         return (bytes + capacity - 1) / capacity
     }
 
@@ -211,7 +216,15 @@ final class ArchiveBlockWriter {
         let saved = Array(
             UnsafeRawBufferPointer(
                 rebasing: block[ArchiveFormat.blockHeaderSize..<ArchiveFormat.blockHeaderSize + fill]))
-        try writeSpecial(Array(try JSONCoding.encode(label).utf8), flags: .label, lastFlags: [])
+        let labelBytes = Array(try JSONCoding.encode(label).utf8)
+        // A reader takes one block for the label: it must fit (many key files might not).
+        guard labelBytes.count <= capacity else {
+            throw CairnError(
+                .usage,
+                "the volume label (\(label.keys?.count ?? 0) key files) takes \(labelBytes.count) bytes, more than one archive block of \(blockSize): use a larger --block-size, or remove keys no one uses (`cairn key remove`)"
+            )
+        }
+        try writeSpecial(labelBytes, flags: .label, lastFlags: [])
         saved.withUnsafeBytes { raw in
             if !raw.isEmpty {
                 (block.baseAddress! + ArchiveFormat.blockHeaderSize).copyMemory(
@@ -227,11 +240,15 @@ final class ArchiveBlockWriter {
     }
 
     private func closeVolume(last: Bool) throws(CairnError) {
-        let catalog = ArchiveVolumeCatalog(
+        var catalog = ArchiveVolumeCatalog(
             format: Int(ArchiveFormat.version), archive: archive.hex, volume: volume, last: last,
             volumes: last ? volume : nil, firstSequence: volumeFirstSequence, dataBlocks: volumeDataBlocks,
             records: volumeRecords, chunks: volumeChunks, indexPages: volumePages,
             points: last ? allPoints : volumePoints)
+        if let keys {
+            catalog.sealedPoints = try keys.sealPoints(catalog.points, volume: volume)
+            catalog.points = []
+        }
         // The pending data block (if any) moves to the next volume: keep its bytes aside.
         let saved = Array(
             UnsafeRawBufferPointer(

@@ -17,9 +17,15 @@ public struct ArchiveCatalogEntry: Codable, Sendable, Equatable {
 public enum ArchiveCatalog {
     static func directory(_ repository: Repository) -> String { "\(repository.path)/archives" }
 
+    /// The file's name in the repository, which an encrypted repository's seal binds.
+    static func name(_ archive: String) -> String { "archives/\(archive).json" }
+
+    /// In an encrypted repository the entry is sealed (`MetadataSeal`): it names restore
+    /// points, disks and sizes.
     static func write(_ entry: ArchiveCatalogEntry, to repository: Repository) throws(CairnError) {
-        let bytes = Array(try JSONCoding.encode(entry, pretty: true).utf8) + [10]
-        try repository.storage.publish(bytes, as: "archives/\(entry.archive).json", .replace)
+        var bytes = Array(try JSONCoding.encode(entry, pretty: true).utf8) + [10]
+        if let keys = repository.store.keys { bytes = MetadataSeal(keys: keys).seal(bytes, name: name(entry.archive)) }
+        try repository.storage.publish(bytes, as: name(entry.archive), .replace)
     }
 
     /// Every archive the repository wrote, oldest first.
@@ -27,7 +33,10 @@ public enum ArchiveCatalog {
         let dir = directory(repository)
         var out: [ArchiveCatalogEntry] = []
         for name in try FileSystem.list(dir) where name.hasSuffix(".json") && !name.hasPrefix(".") {
-            let bytes = try FileSystem.readAll("\(dir)/\(name)", limit: 64 << 20)
+            var bytes = try FileSystem.readAll("\(dir)/\(name)", limit: 64 << 20)
+            if let keys = repository.store.keys {
+                bytes = try MetadataSeal(keys: keys).open(bytes, name: "archives/\(name)")
+            }
             out.append(
                 try JSONCoding.decode(ArchiveCatalogEntry.self, from: bytes, what: "archive catalog \(dir)/\(name)"))
         }

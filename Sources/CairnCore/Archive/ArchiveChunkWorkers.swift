@@ -48,7 +48,8 @@ final class ArchiveChunkWorkers {
     private var current: Batch?
     private var finished = false
 
-    init(chunkBlockSize: Int, handle: @escaping Handler) {
+    /// `keys`: an encrypted archive's master key (its records are sealed, its ids keyed).
+    init(chunkBlockSize: Int, keys: MasterKey? = nil, handle: @escaping Handler) {
         let capacity = max(
             2 << 20, RecordHeader.size + ZstdCompressor.bound(max(chunkBlockSize, IndexTree.pageBytes)),
             RecordHeader.size + ChunkReader.maxFramePayload)
@@ -62,7 +63,7 @@ final class ArchiveChunkWorkers {
             pool: (0..<(workers * 3)).map { _ in Batch(capacity: capacity) },
             interruptedMessage: "stopped before the end of the archive"
         ) { _ in
-            let decoder = RecordDecoder(outputBytes: max(maxChunk, PackFormat.maxFrameBytes))
+            let decoder = ArchiveKeys.decoder(keys, outputBytes: max(maxChunk, PackFormat.maxFrameBytes))
             return { (batch: inout Batch) throws(CairnError) in
                 defer {
                     batch.used = 0

@@ -242,6 +242,14 @@ public struct ArchiveLabel: Codable, Sendable, Equatable {
     /// The format features a reader must understand (`FormatFeature`): `["frames"]`. Absent in
     /// archives written before the list existed (which may hold frame records all the same).
     public var features: [String]? = nil
+    /// Encrypted archives only (feature `encryption`): the source repository's key files, each
+    /// wrapping its master key under one passphrase (never the key itself), and the master key's
+    /// fingerprint, which every one of them must carry.
+    public var keys: [KeyFile]? = nil
+    public var fingerprint: String? = nil
+
+    /// Whether the archive's records are sealed (feature `encryption`).
+    public var isEncrypted: Bool { ArchiveKeys.isEncrypted(self) }
 }
 
 /// The volume catalog: the payload of the catalog blocks at a volume's end.
@@ -262,7 +270,10 @@ public struct ArchiveVolumeCatalog: Codable, Sendable, Equatable {
     public var chunks: Int
     public var indexPages: Int
     /// Restore points whose manifest record begins in this volume (every point on the last volume).
+    /// Empty in an encrypted archive, whose catalog carries them in `sealedPoints`.
     public var points: [ArchivePointEntry]
+    /// Encrypted archives only: `points` as JSON, sealed (`ArchiveKeys.sealPoints`), in base64.
+    public var sealedPoints: String? = nil
 }
 
 /// A restore point in an archive.

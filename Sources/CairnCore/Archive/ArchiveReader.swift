@@ -119,6 +119,9 @@ final class ArchiveBlockReader {
     private(set) var catalogs: [ArchiveVolumeCatalog] = []
     private(set) var problems: [ArchiveProblem] = []
     private(set) var ended = false
+    /// Told volume 1's label once it is read and checked, before any record is handed out
+    /// (an encrypted archive is unlocked there).
+    var onLabel: ((ArchiveLabel) throws(CairnError) -> Void)?
     /// Whole blocks read so far, of every kind.
     private(set) var blocksRead: UInt64 = 0
     var bytesRead: UInt64 { blocksRead * UInt64(blockSize) }
@@ -298,7 +301,10 @@ final class ArchiveBlockReader {
                     decoded.archiveBlockSize == blockSize,
                     RepositoryConfig.blockSizeRange.contains(decoded.chunkBlockSize)
                 else { throw fatal("the volume label disagrees with its block header") }
-                if label == nil { label = decoded }
+                if label == nil {
+                    label = decoded
+                    try onLabel?(decoded)
+                }
                 guard decoded.chunkBlockSize == label!.chunkBlockSize else {
                     throw fatal("the label's chunk block size \(decoded.chunkBlockSize) differs from volume 1's")
                 }

@@ -67,6 +67,8 @@ public final class ArchiveRestore {
     public let sources: [any ArchiveByteSource]
     public let request: ArchiveRestoreRequest
     public var progress: (@Sendable (_ bytesRead: UInt64, _ bytesWritten: UInt64, _ seconds: Double) -> Void)?
+    /// The passphrase of an encrypted archive (asked only for one, when its label is read).
+    public var passphrase: (() throws(CairnError) -> [UInt8])?
 
     /// What the workers share once the disk's digests are all known: read-only but for the
     /// record of which blocks were written.
@@ -150,6 +152,7 @@ public final class ArchiveRestore {
         let runLimit = digestTableRunLimit
         let clock = Stopwatch()
         let scanner = ArchiveScanner(sources: sources)
+        scanner.unlock = ArchiveKeys.unlocker(passphrase: passphrase, required: true, operation: "archive restore")
         var target: (any RestoreTarget)?
         var chosen: Manifest?
         var targetPoint = -1
@@ -246,7 +249,8 @@ public final class ArchiveRestore {
                 // The first chunk: every index has been read, the disk's digests are complete.
                 let made = try makePlan()
                 plan = made
-                workers = ArchiveChunkWorkers(chunkBlockSize: Int(blockSize)) { (digest, plain, _) throws(CairnError) in
+                workers = ArchiveChunkWorkers(chunkBlockSize: Int(blockSize), keys: scanner.keys?.master) {
+                    (digest, plain, _) throws(CairnError) in
                     try made.write(digest, plain)
                 }
             }

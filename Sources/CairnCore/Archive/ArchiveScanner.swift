@@ -21,6 +21,23 @@ final class ArchiveScanner {
     private(set) var pages = 0
     private(set) var recordsRead = 0
     private(set) var end: ArchiveEnd?
+    /// Manifest records read, decoded or not (an encrypted archive read without its key counts
+    /// its restore points this way only).
+    private(set) var manifestRecords = 0
+    /// The least position the next sealed manifest may carry.
+    private var nextManifestPosition: UInt32 = 0
+    /// Checks frame member lists without the key.
+    private lazy var listHasher = SHA256Hasher()
+    /// What to do with an encrypted archive's label: its master key, or nil to read the archive
+    /// without its content (structure and checksums only). Unset: an encrypted archive is refused.
+    var unlock: ((ArchiveLabel) throws(CairnError) -> MasterKey?)?
+    /// The archive's keys once its label is read; nil for an unencrypted archive.
+    private(set) var keys: ArchiveKeys?
+    /// Whether the label says the records are sealed.
+    private(set) var encrypted = false
+    /// False for an encrypted archive read without its key: manifests, index pages and chunks
+    /// are checked by their CRCs only.
+    var contentReadable: Bool { !encrypted || keys != nil }
     /// Chunks that no index needed (or repeated chunks), when `trackNeeds` is set: frame
     /// records carry the members nobody needs along with the ones somebody does.
     private(set) var unneededChunks = 0
@@ -68,6 +85,25 @@ final class ArchiveScanner {
 
     init(sources: [any ArchiveByteSource]) {
         records = ArchiveRecordReader(blocks: ArchiveBlockReader(sources: sources))
+        // Unowned: the block reader holds this closure and the scanner holds the reader.
+        records.blocks.onLabel = { [unowned self] (label) throws(CairnError) in try self.opened(label) }
+    }
+
+    /// Told volume 1's label before `unlock` (import opens or makes its repository here).
+    var onLabel: ((ArchiveLabel) throws(CairnError) -> Void)?
+
+    /// Volume 1's label: an encrypted archive's keys are unlocked before any record is read.
+    private func opened(_ label: ArchiveLabel) throws(CairnError) {
+        try onLabel?(label)
+        guard label.isEncrypted else { return }
+        encrypted = true
+        guard let unlock else {
+            throw CairnError(.badArchive, "archive \(label.archive) is encrypted, which this reader does not handle")
+        }
+        guard let archive = ArchiveID(hex: label.archive) else {
+            throw CairnError(.badArchive, "the label's archive id \(label.archive) is malformed")
+        }
+        keys = try unlock(label).map { ArchiveKeys(master: $0, archive: archive) }
     }
 
     private func report(_ location: ArchiveLocation?, _ message: String, _ code: CairnError.Code = .damaged) {
@@ -113,7 +149,7 @@ final class ArchiveScanner {
         if let decoder { return decoder }
         guard let label = blocks.label else { throw CairnError(.badArchive, "records before a volume label") }
         maxChunk = max(label.chunkBlockSize, IndexTree.pageBytes)
-        let made = RecordDecoder(outputBytes: max(maxChunk, PackFormat.maxFrameBytes))
+        let made = ArchiveKeys.decoder(keys?.master, outputBytes: max(maxChunk, PackFormat.maxFrameBytes))
         decoder = made
         return made
     }
@@ -128,9 +164,24 @@ final class ArchiveScanner {
         if sawChunks {
             report(record.location, "a manifest after the chunks: the archive's records are out of order", .badArchive)
         }
+        manifestRecords += 1
+        // Sealed and no key: the restore point stays unknown, its pages are checked by CRC only.
+        guard contentReadable else { return }
         let manifest: Manifest
         do throws(CairnError) {
-            manifest = try Manifest.decode(Array(record.body), path: "record \(record.ordinal)")
+            var bytes = Array(record.body)
+            if let keys {
+                let (position, sealed) = try ArchiveKeys.splitManifest(bytes)
+                // Positions only grow: a manifest moved to another place is out of order, and
+                // one lost with a damaged block costs no other its name.
+                guard position >= nextManifestPosition else {
+                    throw CairnError(
+                        .badArchive, "it carries manifest position \(position), after \(nextManifestPosition - 1)")
+                }
+                nextManifestPosition = position + 1
+                bytes = try keys.seal.open(sealed, name: keys.manifestName(Int(position)))
+            }
+            manifest = try Manifest.decode(bytes, path: "record \(record.ordinal)")
         } catch {
             report(
                 record.location, "manifest record \(record.ordinal): \(error.message); its index pages are skipped",
@@ -193,6 +244,10 @@ final class ArchiveScanner {
 
     private func page(_ record: ArchiveRecord) throws(CairnError) {
         pages += 1
+        guard contentReadable else {
+            checkSealed(record, kind: "index page")
+            return
+        }
         guard let p = treePoint, let (want, level) = expected else {
             // Pages of a manifest that was lost or of a tree already failed: skipped quietly.
             return
@@ -266,6 +321,10 @@ final class ArchiveScanner {
     private func chunk(_ record: ArchiveRecord) throws(CairnError) {
         abandonTree(reason: "chunks begin before the index is complete")
         sawChunks = true
+        guard contentReadable else {
+            checkSealed(record, kind: "chunk")
+            return
+        }
         let decoder = try ensureDecoder()
         let chunkRecord: EncodedRecord
         do throws(CairnError) {
@@ -308,6 +367,35 @@ final class ArchiveScanner {
                     location: record.location, message: "chunk record \(record.ordinal): \(error.message)",
                     code: .damaged))
         }
+    }
+
+    /// Without the key, what can be checked of a sealed page or chunk record: its pack record's
+    /// lengths, CRC and kind, and a frame's member list against its digest (a plain SHA-256).
+    private func checkSealed(_ record: ArchiveRecord, kind: String) {
+        let isPage = record.type == .indexPage
+        let blockSize = blocks.label!.chunkBlockSize
+        maxChunk = max(blockSize, IndexTree.pageBytes)
+        var carried = 1
+        do throws(CairnError) {
+            let checked = try checked(record.body)
+            if isPage {
+                guard checked.header.kind == .indexPage else {
+                    throw CairnError(.badArchive, "an index page record holds a \(checked.header.kind) record")
+                }
+                return
+            }
+            carried = checked.members.count
+            for member in checked.members where member.kind != .data || member.rawLength > blockSize {
+                throw CairnError(
+                    .badArchive, "chunk record \(checked.header.digest) is not a data chunk of at most the block size")
+            }
+            if checked.header.isFrame, listHasher.digest(checked.memberList) != checked.header.digest {
+                throw CairnError(.damaged, "the member list of the frame record does not match its digest")
+            }
+        } catch {
+            report(record.location, "\(kind) record \(record.ordinal): \(error.message)", error.code)
+        }
+        if !isPage { chunks += carried }
     }
 
     /// A chunk record turned out damaged: the points needing its chunks miss them.

@@ -21,6 +21,14 @@ public struct ArchiveReport: Sendable {
     public var problems: [ArchiveProblem]
     /// The fault that ended the pass early, if any.
     public var fatal: CairnError?
+    /// Whether the archive's records are sealed (label feature `encryption`).
+    public var encrypted = false
+    /// False when an encrypted archive was read without its passphrase: blocks, records and
+    /// their CRCs were checked, but no chunk was opened, so `points` is empty (their names are
+    /// sealed) and nothing was proved of the content.
+    public var contentChecked = true
+    /// Manifest records read (the restore points, also when their names could not be read).
+    public var manifestRecords = 0
 
     /// The exit-worthy error: `.badArchive` for structural faults, `.damaged` for checksums; nil when clean.
     public var failure: CairnError? {
@@ -39,18 +47,29 @@ public struct ArchiveReport: Sendable {
 /// needs must arrive as a chunk record after the indexes: the chunk section follows every index),
 /// the end record's counts and the last volume's catalog.
 public enum ArchiveVerifier {
-    public static func verify(_ sources: [any ArchiveByteSource]) -> ArchiveReport {
-        scan(sources, full: true)
+    /// `passphrase` opens an encrypted archive's keys (asked only for one). Without it, an
+    /// encrypted archive's structure and checksums are checked and the report says its content
+    /// was not (`contentChecked`).
+    public static func verify(
+        _ sources: [any ArchiveByteSource], passphrase: (() throws(CairnError) -> [UInt8])? = nil
+    ) -> ArchiveReport {
+        scan(sources, full: true, passphrase: passphrase)
     }
 
-    /// Reads the manifests and indexes only (they all precede the chunks), then stops.
-    public static func list(_ sources: [any ArchiveByteSource]) -> ArchiveReport {
-        scan(sources, full: false)
+    /// Reads the manifests and indexes only (they all precede the chunks), then stops. An
+    /// encrypted archive needs `passphrase`.
+    public static func list(
+        _ sources: [any ArchiveByteSource], passphrase: (() throws(CairnError) -> [UInt8])? = nil
+    ) -> ArchiveReport {
+        scan(sources, full: false, passphrase: passphrase)
     }
 
-    static func scan(_ sources: [any ArchiveByteSource], full: Bool) -> ArchiveReport {
+    static func scan(
+        _ sources: [any ArchiveByteSource], full: Bool, passphrase: (() throws(CairnError) -> [UInt8])?
+    ) -> ArchiveReport {
         let clock = Stopwatch()
         let scanner = ArchiveScanner(sources: sources)
+        scanner.unlock = ArchiveKeys.unlocker(passphrase: passphrase, required: !full, operation: "archive list")
         scanner.trackNeeds = full
         scanner.stopAtChunks = !full
         var workers: ArchiveChunkWorkers?
@@ -59,7 +78,9 @@ public enum ArchiveVerifier {
             // Unowned: the scanner holds this closure, so a strong capture would keep both alive.
             scanner.onChunkRecord = { [unowned scanner] (record, location, chunks) throws(CairnError) in
                 if workers == nil {
-                    workers = ArchiveChunkWorkers(chunkBlockSize: scanner.blocks.label!.chunkBlockSize) {
+                    workers = ArchiveChunkWorkers(
+                        chunkBlockSize: scanner.blocks.label!.chunkBlockSize, keys: scanner.keys?.master
+                    ) {
                         (_, _, _) throws(CairnError) in
                     }
                 }
@@ -110,17 +131,19 @@ public enum ArchiveVerifier {
             archive: blocks.archive?.hex, label: blocks.label, volumes: blocks.volumesRead, points: points,
             records: scanner.recordsRead, indexPages: scanner.pages, chunks: scanner.chunks,
             bytesRead: blocks.bytesRead,
-            seconds: clock.elapsed, problems: problems, fatal: fatal)
+            seconds: clock.elapsed, problems: problems, fatal: fatal, encrypted: scanner.encrypted,
+            contentChecked: scanner.contentReadable, manifestRecords: scanner.manifestRecords)
     }
 
     /// The end record's counts and the last volume's catalog against what the pass saw.
     private static func checkCatalog(_ scanner: ArchiveScanner) {
         let blocks = scanner.blocks
         if let end = scanner.end, blocks.problems.isEmpty {
-            if end.points != scanner.points.count || end.chunks != scanner.chunks || end.indexPages != scanner.pages {
+            let points = scanner.contentReadable ? scanner.points.count : scanner.manifestRecords
+            if end.points != points || end.chunks != scanner.chunks || end.indexPages != scanner.pages {
                 blocks.report(
                     nil,
-                    "the end record counts \(end.points) restore points, \(end.indexPages) index pages and \(end.chunks) chunks; the archive holds \(scanner.points.count), \(scanner.pages) and \(scanner.chunks)",
+                    "the end record counts \(end.points) restore points, \(end.indexPages) index pages and \(end.chunks) chunks; the archive holds \(points), \(scanner.pages) and \(scanner.chunks)",
                     .badArchive)
             } else if end.records != scanner.recordsRead - 1 {
                 blocks.report(
@@ -138,7 +161,21 @@ public enum ArchiveVerifier {
                 nil, "the last catalog counts \(last.volumes ?? 0) volumes; \(blocks.volumesRead) were read",
                 .badArchive)
         }
-        let listed = last.points.map(\.id)
+        var listed = last.points.map(\.id)
+        if let keys = scanner.keys {
+            do throws(CairnError) {
+                guard let sealed = last.sealedPoints else {
+                    throw CairnError(
+                        .badArchive, "the last volume's catalog of an encrypted archive has no sealed points")
+                }
+                listed = try keys.openPoints(sealed, volume: last.volume).map(\.id)
+            } catch {
+                blocks.report(nil, error.message, error.code)
+                return
+            }
+        } else if scanner.encrypted {
+            listed = []
+        }
         let seen = scanner.points.map(\.manifest.id.description)
         if blocks.problems.isEmpty && listed != seen {
             blocks.report(

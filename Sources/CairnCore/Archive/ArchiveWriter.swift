@@ -42,7 +42,6 @@ public final class ArchiveWriter {
     }
 
     public func run() throws(CairnError) -> ArchiveWriteResult {
-        try repository.refuseEncrypted("archive write")
         let clock = Stopwatch()
         try ArchiveFormat.validate(blockSize: blockSize)
         guard !ids.isEmpty else { throw CairnError(.usage, "name at least one restore point to archive") }
@@ -52,25 +51,46 @@ public final class ArchiveWriter {
         var manifests: [(Manifest, [UInt8])] = []
         var seenIDs = Set<RestorePointID>()
         for id in ids where seenIDs.insert(id).inserted {
-            let path = repository.catalog.path(of: id)
-            let manifest = try repository.catalog.manifest(id)
+            // Plain bytes (opened if the repository seals them): an encrypted archive seals them
+            // again under its own names, since the repository's name the manifest's group and time.
+            let bytes = try repository.catalog.manifestBytes(id)
+            let manifest = try Manifest.decode(bytes, path: repository.catalog.path(of: id))
             guard manifest.blockSize == repository.store.blockSize else {
                 throw CairnError(
                     .damaged, "restore point \(id) has block size \(manifest.blockSize), not the repository's")
             }
-            let bytes = try FileSystem.readAll(path, limit: ArchiveFormat.maxManifestBody)
+            guard bytes.count + 4 + MetadataSeal.overhead <= ArchiveFormat.maxManifestBody else {
+                throw CairnError(.damaged, "the manifest of restore point \(id) is larger than an archive carries")
+            }
             manifests.append((manifest, bytes))
         }
         let guestTotal = manifests.reduce(UInt64(0)) { $0 + $1.0.totalSize }
 
         let archive = ArchiveID.random()
         let created = Timestamp.now().description
-        let label = ArchiveLabel(
+        var label = ArchiveLabel(
             format: Int(ArchiveFormat.version), archive: archive.hex, volume: 1, created: created,
             tool: BackupJob.toolVersion, archiveBlockSize: blockSize, chunkBlockSize: repository.store.blockSize,
             repository: repository.config.id, features: FormatFeature.written)
+        var keys: ArchiveKeys?
+        if let master = repository.store.keys {
+            // Records travel as stored (sealed); the label carries the key files that open them.
+            keys = ArchiveKeys(master: master, archive: archive)
+            label.features = FormatFeature.written + [FormatFeature.encryption]
+            // Their `created` (not authenticated, for people) would date the repository: dropped too.
+            label.keys = try Self.keyFiles(of: repository).map { file in
+                var file = file
+                file.created = ArchiveKeys.hiddenTime
+                return file
+            }
+            label.fingerprint = master.fingerprintHex
+            // A time on the tape would say when the backups were taken; the repository's
+            // (sealed) archive catalog keeps the real one.
+            label.created = ArchiveKeys.hiddenTime
+        }
         let blocks = try ArchiveBlockWriter(
             sink: sink, blockSize: blockSize, archive: archive, volumeSize: volumeSize, label: label)
+        blocks.keys = keys
         let reader = ChunkReader(store: repository.store)
         // The chunks of the record read last (storage reused from record to record).
         var pages = 0
@@ -79,8 +99,9 @@ public final class ArchiveWriter {
         var chunkRecords = 0
         do throws(CairnError) {
             // 1. Manifests and indexes.
-            for (manifest, bytes) in manifests {
-                try blocks.appendRecord(.manifest, bytes: bytes, manifest: manifest)
+            for (ordinal, (manifest, bytes)) in manifests.enumerated() {
+                let body = keys.map { $0.manifestRecord(bytes, position: ordinal) } ?? bytes
+                try blocks.appendRecord(.manifest, bytes: body, manifest: manifest)
                 for disk in manifest.disks {
                     pages += try writeTree(
                         disk.root, level: 0, depth: disk.depth, reader: reader, blocks: blocks)
@@ -152,6 +173,18 @@ public final class ArchiveWriter {
                 bytes: result.bytes, chunks: chunks, indexPages: pages, points: result.points),
             to: repository)
         return result
+    }
+
+    /// The repository's usable key files (the ones that wrap its master key), for the label.
+    static func keyFiles(of repository: Repository) throws(CairnError) -> [KeyFile] {
+        guard let fingerprint = repository.config.encryption?.fingerprint else { return [] }
+        let directory = KeyDirectory(
+            storage: repository.storage, repositoryID: repository.config.id, fingerprint: fingerprint)
+        let files = try directory.entries().compactMap(\.file)
+        guard !files.isEmpty else {
+            throw CairnError(.damaged, "repository \(repository.path) has no usable key file to put in the archive")
+        }
+        return files
     }
 
     /// Writes a page and, below the leaves, its children, depth first. Returns pages written.

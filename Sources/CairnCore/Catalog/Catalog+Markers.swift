@@ -1,4 +1,5 @@
-/// Files kept beside a restore point's manifest: `TIME.protected` and `TIME.verify`.
+/// Objects kept beside a restore point's manifest: `TIME.protected` and `TIME.verify` (hashed
+/// names in an encrypted repository, as the manifest's).
 ///
 /// The manifest is immutable and checksummed, so what changes over a restore point's life
 /// (protection, the last verification) lives in small files next to it. A marker without a
@@ -6,66 +7,88 @@
 extension Catalog {
     static let protectedSuffix = ".protected"
     static let verifySuffix = ".verify"
+    static let removedSuffix = ".gone"
 
     public func protectionMarkerPath(of id: RestorePointID) -> String {
-        "\(root)/\(id.group)/\(id.time)\(Self.protectedSuffix)"
+        "\(storage.location)/\(key(id, suffix: Self.protectedSuffix))"
     }
 
     public func verificationPath(of id: RestorePointID) -> String {
-        "\(root)/\(id.group)/\(id.time)\(Self.verifySuffix)"
+        "\(storage.location)/\(key(id, suffix: Self.verifySuffix))"
     }
 
     public func isProtected(_ id: RestorePointID) -> Bool {
-        FileSystem.exists(protectionMarkerPath(of: id))
+        storage.exists(key(id, suffix: Self.protectedSuffix))
     }
 
-    /// Marks a restore point as protected: prune never removes it and forget refuses it.
+    /// Marks a restore point as protected: prune never removes it and forget refuses it. The
+    /// marker's text (when it was protected) is sealed like the manifest beside it.
     func protect(_ id: RestorePointID) throws(CairnError) {
-        let note = "protected \(Timestamp.now())\n"
-        try FileSystem.writeAtomically(Array(note.utf8), to: protectionMarkerPath(of: id))
+        let note = Array("protected \(Timestamp.now())\n".utf8)
+        try storage.publish(
+            stored(note, id, suffix: Self.protectedSuffix), as: key(id, suffix: Self.protectedSuffix), .replace)
     }
 
     func unprotect(_ id: RestorePointID) throws(CairnError) {
-        try FileSystem.remove(protectionMarkerPath(of: id))
-        try FileSystem.syncDirectory("\(root)/\(id.group)")
+        try storage.delete([key(id, suffix: Self.protectedSuffix)])
     }
 
     /// The last recorded verification of a restore point, if any (an unreadable record counts as none).
     public func verification(of id: RestorePointID) -> VerificationRecord? {
-        guard let stored = try? FileSystem.readAll(verificationPath(of: id), limit: 1 << 20),
-            let bytes = try? plain(stored, id, suffix: Self.verifySuffix)
+        let key = key(id, suffix: Self.verifySuffix)
+        guard storage.exists(key), let stored = try? readObject(key, limit: 1 << 20),
+            let bytes = try? plain(stored, key: key)
         else { return nil }
         return try? JSONCoding.decode(VerificationRecord.self, from: bytes, what: "verification record")
     }
 
     func recordVerification(_ record: VerificationRecord, of id: RestorePointID) throws(CairnError) {
         let text = try JSONCoding.encode(record, pretty: true) + "\n"
-        try FileSystem.writeAtomically(
-            stored(Array(text.utf8), id, suffix: Self.verifySuffix), to: verificationPath(of: id))
+        try storage.publish(
+            stored(Array(text.utf8), id, suffix: Self.verifySuffix), as: key(id, suffix: Self.verifySuffix), .replace)
     }
 
     /// Removes one restore point: the manifest first (the restore point is gone the moment it
-    /// is unlinked), then its verification record; the directory is synced once at the end.
-    /// Refuses a protected restore point.
+    /// is deleted), then its verification record, in one durable delete. Refuses a protected
+    /// restore point.
     func remove(_ id: RestorePointID) throws(CairnError) {
         guard !isProtected(id) else {
             throw CairnError(.usage, "restore point \(id) is protected: run `cairn unprotect \(id)` first to remove it")
         }
-        try FileSystem.remove(path(of: id))
-        try FileSystem.remove(verificationPath(of: id))
-        try FileSystem.syncDirectory("\(root)/\(id.group)")
+        try recordRemoval(id)
+        try storage.delete([key(id), key(id, suffix: Self.verifySuffix)])
     }
 
-    /// Marker files whose manifest no longer exists (left by an interrupted prune or forget).
+    /// In an encrypted repository, a removal leaves a tombstone beside where the manifest was
+    /// (`T.gone`, sealed, bound to its name like the manifest), written before the manifest
+    /// goes: proof that Cairn removed it, so that another host that saw the restore point does
+    /// not take its absence for a roll-back (`SeenRestorePoints`). About 80 bytes each; an
+    /// unencrypted repository writes none.
+    private func recordRemoval(_ id: RestorePointID) throws(CairnError) {
+        guard seal != nil else { return }
+        let note = Array("removed \(id) \(Timestamp.now())\n".utf8)
+        try storage.publish(
+            stored(note, id, suffix: Self.removedSuffix), as: key(id, suffix: Self.removedSuffix), .replace)
+    }
+
+    /// Whether a tombstone that opens with this repository's key says Cairn removed `id`.
+    func wasRemoved(_ id: RestorePointID) -> Bool {
+        let key = key(id, suffix: Self.removedSuffix)
+        guard seal != nil, storage.exists(key), let bytes = try? readObject(key, limit: 4096),
+            let note = try? plain(bytes, key: key)
+        else { return false }
+        return note.starts(with: Array("removed \(id) ".utf8))
+    }
+
+    /// Keys of marker objects whose manifest no longer exists (left by an interrupted prune or
+    /// forget). Found by name alone, so it needs no key and opens nothing.
     func orphanMarkers() throws(CairnError) -> [String] {
+        let keys = try storage.list(prefix: Self.directory + "/")
+        let present = Set(keys)
         var out: [String] = []
-        for group in try groups() {
-            let dir = "\(root)/\(group)"
-            for name in try FileSystem.list(dir) where !name.hasPrefix(".") {
-                for suffix in [Self.protectedSuffix, Self.verifySuffix] where name.hasSuffix(suffix) {
-                    let stem = String(name.dropLast(suffix.count))
-                    if !FileSystem.exists("\(dir)/\(stem)\(Self.suffix)") { out.append("\(dir)/\(name)") }
-                }
+        for key in keys where key.split(separator: "/").count == 3 {
+            for suffix in [Self.protectedSuffix, Self.verifySuffix] where key.hasSuffix(suffix) {
+                if !present.contains(String(key.dropLast(suffix.count)) + Self.suffix) { out.append(key) }
             }
         }
         return out

@@ -72,7 +72,17 @@ public enum RestorePointSelector: Sendable, Hashable, CustomStringConvertible {
 extension Catalog {
     /// The existing restore point `selector` names, or a `.notFound` error that says what there is.
     public func resolve(_ selector: RestorePointSelector) throws(CairnError) -> RestorePointID {
-        let known = try points(in: selector.group)
+        let scan = try scan(group: selector.group)
+        let known = scan.points
+        if case .id(let id) = selector, exists(id) { return id }
+        // A manifest that does not open (encrypted repositories only) may be the one asked
+        // for: no other restore point is picked in its place.
+        if let unreadable = scan.unreadable.first {
+            throw CairnError(
+                .damaged,
+                "\(scan.unreadable.count) restore point(s) of \(selector.group) cannot be read, so \(selector) is unknown: \(unreadable.problem); name a readable one by its time (`cairn list`), and run `cairn verify`"
+            )
+        }
         if let found = selector.select(from: known), exists(found) { return found }
         switch selector {
         case .id(let id):

@@ -269,10 +269,9 @@ public final class GarbageCollector {
     /// gc's exclusive lock no other cairn process can be writing.
     private func removeLeftovers() throws(CairnError) -> Int {
         var removed = repository.removeLeftovers(dryRun: dryRun)
-        for path in try repository.catalog.orphanMarkers() {
-            if !dryRun { try FileSystem.remove(path) }
-            removed += 1
-        }
+        let orphans = try repository.catalog.orphanMarkers()
+        if !dryRun { try repository.catalog.storage.delete(orphans) }
+        removed += orphans.count
         return removed
     }
 

@@ -43,6 +43,16 @@ struct MetadataSeal: Sendable {
         return plain
     }
 
+    static let namePurpose = Array("cairn/v1/name".utf8)
+
+    /// The name an object is stored under in place of `text` (a group, or a group and a time):
+    /// the first 16 bytes of HMAC-SHA256(meta key, "cairn/v1/name" ‖ text), in hex. The same
+    /// text always gives the same name, so a group's objects are found without a listing of
+    /// names, but a name says nothing of the text to someone without the key.
+    func hiddenName(of text: String) -> String {
+        String(HMACSHA256(key: metaKey).authenticate(Self.namePurpose + Array(text.utf8)).hex.prefix(32))
+    }
+
     private static let nonce = [UInt8](repeating: 0, count: AESGCM.nonceSize)
 
     private func key(_ salt: [UInt8]) -> SecretKey {

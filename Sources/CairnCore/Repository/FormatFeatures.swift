@@ -21,8 +21,7 @@ public enum FormatFeature {
     public static let objectStore = "object-store"
 
     /// What this Cairn reads. An encrypted repository opens only with its passphrase
-    /// (`Repository.init`); the operations that do not handle one yet (archive write and import)
-    /// refuse it by the feature's name (`Repository.refuseEncrypted`).
+    /// (`Repository.init`), an encrypted archive with one of its label's keys (`ArchiveKeys`).
     public static let known: Set<String> = [frames, encryption, objectStore]
 
     /// What `cairn key` accepts beyond `known`: nothing more today (it was `encryption` while

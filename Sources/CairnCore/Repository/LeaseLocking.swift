@@ -52,7 +52,8 @@ public struct LeaseLocking: RepositoryLocking {
     static func groupKey(_ group: String) -> String { "locks/group.\(group).lease" }
 
     public func acquire(
-        _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?
+        _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?,
+        groupFileName: (String) -> String
     ) throws(CairnError) -> RepositoryLock {
         let clock = Stopwatch()
         var announced = false
@@ -79,7 +80,7 @@ public struct LeaseLocking: RepositoryLocking {
                 return RepositoryLock(held: NoLease())
             case .group(let group):
                 precondition(GroupName.isValid(group), "a group lease for an unchecked group name")
-                let key = Self.groupKey(group)
+                let key = Self.groupKey(groupFileName(group))
                 switch try take(key, purpose: purpose) {
                 case .holder(let holder):
                     try busy("group \(group)", holder)
@@ -145,7 +146,8 @@ public struct LeaseLocking: RepositoryLocking {
         return lease
     }
 
-    /// A group lease that has not expired, if any.
+    /// A group lease that has not expired, if any, with the group as its key names it (in an
+    /// encrypted repository the catalog's keyed name, not the group's).
     func liveGroupLease() throws(CairnError) -> (String, Lease)? {
         for key in try storage.list(prefix: "locks/group.") where key.hasSuffix(".lease") {
             let group = String(key.dropFirst("locks/group.".count).dropLast(".lease".count))

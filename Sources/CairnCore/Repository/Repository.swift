@@ -129,19 +129,11 @@ public final class Repository: Sendable {
             throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
         }
         (config, configHealth) = try Self.readConfig(storage)
-        // The catalog still reads a directory (its move onto storage comes next): an object
-        // store's restore points are refused rather than looked for in a local path.
-        guard storage is LocalDirectoryStorage else {
-            throw CairnError(
-                .repository,
-                "repository \(path) is on an object store, whose restore points this Cairn cannot read or write yet (init and key commands work)"
-            )
-        }
         let keys = try Self.unlock(storage, config, passphrase)
         store = try ChunkStore(
             storage: storage, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),
             packTargetSize: UInt64(config.packSize), loadIndex: loadIndex, keys: keys)
-        catalog = Catalog(root: storage.describe("points"), seal: keys.map(MetadataSeal.init))
+        catalog = Catalog(storage: storage, seal: keys.map(MetadataSeal.init))
     }
 
     /// The keys of an encrypted repository, opened by `passphrase`; nil for an unencrypted one.
@@ -168,23 +160,13 @@ public final class Repository: Sendable {
         return try directory.unlock(try passphrase()).key
     }
 
-    /// Refuses an encrypted repository for an operation this Cairn does not do on one yet
-    /// (`archive write`, `archive import`), by the feature's name, as a Cairn without
-    /// encryption would.
-    public func refuseEncrypted(_ operation: String) throws(CairnError) {
-        guard store.isEncrypted else { return }
-        throw CairnError(
-            .repository,
-            "repository \(path) uses the format feature '\(FormatFeature.encryption)', which \(operation) of this Cairn does not support yet"
-        )
-    }
-
     /// Takes the locks `scope` needs, waiting up to `wait` seconds for each (nil: fail at once).
     ///
     /// The one place that knows the lock files (docs/INTEGRITY.md, "Locks"); held until the
     /// returned value is released. `purpose` ("cairn backup") is what other processes are told.
     public func lock(_ scope: LockScope, purpose: String, wait: Double?) throws(CairnError) -> RepositoryLock {
-        try locking.acquire(scope, purpose: purpose, wait: wait, onWait: onLockWait)
+        try locking.acquire(
+            scope, purpose: purpose, wait: wait, onWait: onLockWait, groupFileName: catalog.names.directory)
     }
 
     /// Runs `body` holding the locks `scope` needs.

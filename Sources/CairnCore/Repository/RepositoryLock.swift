@@ -25,10 +25,21 @@ public enum LockScope: Sendable, Equatable {
 /// that expire (`LeaseLocking`), since no kernel there releases the lock of a dead host.
 public protocol RepositoryLocking: Sendable {
     /// Takes what `scope` needs, waiting up to `wait` seconds (nil: fail at once, naming the
-    /// holder); `purpose` ("cairn backup") is what other processes are told.
+    /// holder); `purpose` ("cairn backup") is what other processes are told. `groupFileName` is
+    /// how a group is named in the lock's key (the catalog's: hidden in an encrypted repository).
     func acquire(
-        _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?
+        _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?,
+        groupFileName: (String) -> String
     ) throws(CairnError) -> RepositoryLock
+}
+
+extension RepositoryLocking {
+    /// For scopes that name no group, or a repository whose group names are plain.
+    public func acquire(
+        _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?
+    ) throws(CairnError) -> RepositoryLock {
+        try acquire(scope, purpose: purpose, wait: wait, onWait: onWait, groupFileName: { $0 })
+    }
 }
 
 /// What a `RepositoryLocking` holds until it is released.
@@ -72,10 +83,12 @@ struct FileLocking: RepositoryLocking {
     let root: String
 
     func acquire(
-        _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?
+        _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?,
+        groupFileName: (String) -> String
     ) throws(CairnError) -> RepositoryLock {
         RepositoryLock(
-            held: try FileLocks.acquire(root: root, scope: scope, purpose: purpose, wait: wait, onWait: onWait))
+            held: try FileLocks.acquire(
+                root: root, scope: scope, purpose: purpose, wait: wait, onWait: onWait, groupFileName: groupFileName))
     }
 }
 
@@ -98,7 +111,8 @@ final class FileLocks: HeldLock {
 
     /// Takes the lock files of `scope` under `root`, waiting up to `wait` seconds each (nil: fail at once).
     static func acquire(
-        root: String, scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?
+        root: String, scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?,
+        groupFileName: (String) -> String = { $0 }
     ) throws(CairnError) -> FileLocks {
         let repositoryFile = "\(root)/locks/repository.lock"
         switch scope {
@@ -114,10 +128,12 @@ final class FileLocks: HeldLock {
             precondition(GroupName.isValid(group), "a group lock for an unchecked group name")
             let shared = try take(
                 repositoryFile, .shared, what: "repository \(root)", purpose: purpose, wait: wait, onWait: onWait)
-            // The note leaves the group out: the file's name carries it, and an encrypted
+            // The note leaves the group out: the file's name carries it (in an encrypted
+            // repository, as the catalog hides it: `groupFileName`), and an encrypted
             // repository's files hold no group name in their bytes.
             let exclusive = try take(
-                "\(root)/locks/group.\(group).lock", .exclusive, what: "group \(group)", purpose: purpose, wait: wait,
+                "\(root)/locks/group.\(groupFileName(group)).lock", .exclusive, what: "group \(group)",
+                purpose: purpose, wait: wait,
                 onWait: onWait)
             return FileLocks(files: [shared, exclusive])
         }

@@ -32,10 +32,9 @@ public final class Pruner {
         defer { _ = repoLock }
         let names: [String]
         if let groups {
-            let existing = try catalog.groups()
             for g in groups {
                 try GroupName.validate(g)
-                guard existing.contains(g) else {
+                guard try catalog.hasGroup(g) else {
                     throw CairnError(.notFound, "group \(g) has no restore points")
                 }
             }

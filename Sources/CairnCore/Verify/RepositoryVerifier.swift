@@ -21,6 +21,9 @@ public final class RepositoryVerifier {
     public var samplePercent: Double?
     public var lockWait: Double?
     public var progress: (@Sendable (VerifyProgress) -> Void)?
+    /// What this host saw of an encrypted repository: restore points gone without a tombstone
+    /// are problems (a roll-back), and what verify lists is remembered.
+    public var seen: SeenRestorePoints?
     /// Mark-set budget per pass: about 80 bytes per entry (docs/INTEGRITY.md, "Memory").
     public var maxMarkedPerPass = 2_000_000
 
@@ -58,6 +61,14 @@ public final class RepositoryVerifier {
 
         checkConfig()
         checkSegments()
+        if let seen {
+            report.problems += seen.rolledBack()
+            seen.record(allPoints)
+        }
+        for unreadable in try catalog.unreadableManifests() {
+            report.problems.append(
+                "restore point \(repository.path)/\(unreadable.key) cannot be read: \(unreadable.problem)")
+        }
         let packs = try checkPacks()
         var manifests: [(RestorePointID, Manifest)] = []
         for id in selected {

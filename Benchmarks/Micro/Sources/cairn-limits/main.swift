@@ -16,7 +16,8 @@ import Dispatch
 // - SHA-256 of each block (libcrypto, Cairn's hasher),
 // - zstd compression of each frame window exactly as Cairn sets it up (ZstdCompressor at the
 //   repository's level; level 1-2 carry Cairn's frame tuning), and the ratio,
-// - decompression of those frames, CRC-32 of the stored bytes,
+// - decompression of those frames, CRC-32 of the stored bytes, AES-256-GCM sealing of them as an
+//   encrypted repository seals a record (a per-record key from HMAC-SHA256, then the seal),
 // - page-cache reads of the sampled runs (already cached) and writes of them into a fresh file
 //   in the scratch directory (new page cache, as a restore writes).
 // Prints one JSON object on stdout. Rates are bytes of plain data per second.
@@ -229,6 +230,35 @@ func crcRate(_ workers: Int) -> Double {
     }
 }
 
+/// AES-256-GCM as an encrypted repository seals a record: a key per record from HMAC-SHA256 of a
+/// random salt, then the compressed frame sealed (docs/FORMAT.md, "Sealed records").
+/// Bytes are the stored (compressed) bytes sealed; opening costs the same.
+func sealRate(_ workers: Int) -> Double {
+    rate(bytes: storedBytes * workers, workers: workers) { _, _ in
+        let sealer = AESGCM()
+        let derive = HMACSHA256(key: SecretKey.random())
+        let nonce = [UInt8](repeating: 0, count: AESGCM.nonceSize)
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bound, window) + AESGCM.tagSize, alignment: 64)
+        defer { out.deallocate() }
+        var salt = [UInt8](repeating: 0, count: 32)
+        nonce.withUnsafeBytes { nonce in
+            for r in 0..<runCount {
+                let n = lengths[r] > 0 ? lengths[r] : plains[r]
+                let base = lengths[r] > 0 ? framesBase : sampleBase
+                let from = lengths[r] > 0 ? r * bound : r * window
+                salt[0] = UInt8(truncatingIfNeeded: r)
+                // The codec's key is this HMAC's output; a random key costs the same to use.
+                _ = derive.authenticate(salt)
+                let key = SecretKey.random()
+                sealer.seal(
+                    UnsafeRawBufferPointer(rebasing: base[from..<(from + n)]), key: key, nonce: nonce,
+                    aad: UnsafeRawBufferPointer(rebasing: base[from..<(from + 38)]),
+                    into: UnsafeMutableRawBufferPointer(rebasing: out[0..<(n + AESGCM.tagSize)]))
+            }
+        }
+    }
+}
+
 /// Page-cache reads of the sampled runs (cached by the sampling read above), on one thread.
 func readRate() -> Double {
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: window, alignment: 4096)
@@ -253,9 +283,12 @@ func writeRate() -> Double {
 
 func json(_ v: Double) -> String { String(Int((v).rounded())) }
 
-let perCore = (hash: hashRate(1), compress: compressRate(1), decompress: decompressRate(1), crc: crcRate(1))
+let perCore = (
+    hash: hashRate(1), compress: compressRate(1), decompress: decompressRate(1), crc: crcRate(1), seal: sealRate(1)
+)
 let allCores = (
-    hash: hashRate(cores), compress: compressRate(cores), decompress: decompressRate(cores), crc: crcRate(cores)
+    hash: hashRate(cores), compress: compressRate(cores), decompress: decompressRate(cores), crc: crcRate(cores),
+    seal: sealRate(cores)
 )
 let read = readRate()
 let write = writeRate()
@@ -268,8 +301,8 @@ print(
     "compress_ratio": \(Double(storedBytes) / Double(max(1, dataBytes))), \
     "block_size": \(blockSize), "frame_window": \(window), "zstd_level": \(level), "cores": \(cores), \
     "per_core": {"sha256": \(json(perCore.hash)), "compress": \(json(perCore.compress)), \
-    "decompress": \(json(perCore.decompress)), "crc32": \(json(perCore.crc))}, \
+    "decompress": \(json(perCore.decompress)), "crc32": \(json(perCore.crc)), "aes256gcm": \(json(perCore.seal))}, \
     "all_cores": {"sha256": \(json(allCores.hash)), "compress": \(json(allCores.compress)), \
-    "decompress": \(json(allCores.decompress)), "crc32": \(json(allCores.crc))}, \
+    "decompress": \(json(allCores.decompress)), "crc32": \(json(allCores.crc)), "aes256gcm": \(json(allCores.seal))}, \
     "page_cache_read": \(json(read)), "page_cache_write": \(json(write))}
     """)
