@@ -54,7 +54,7 @@ struct RepositoryOptions: ParsableArguments {
 
     /// Where an encrypted repository's passphrase comes from (`--password-command`, else
     /// `$CAIRN_PASSWORD_FILE`, else a prompt); hidden while encryption is (issue 14).
-    @OptionGroup(visibility: .hidden) var passphraseSource: PassphraseOptions
+    @OptionGroup var passphraseSource: PassphraseOptions
 
     static let defaultRepository = "cairn-repo"
 

@@ -15,9 +15,10 @@ struct InitCommand: ParsableCommand {
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
-    // Hidden until the encrypted data path lands (issue 14): this Cairn's data commands refuse
-    // the repository it makes, by its `encryption` feature, so no repository is half encrypted.
-    @Flag(help: ArgumentHelp("Encrypt the repository (a passphrase is asked for).", visibility: .hidden))
+    @Flag(
+        help:
+            "Encrypt the repository: a new master key, wrapped by the passphrase (--password-command, $CAIRN_PASSWORD_FILE, else a prompt)."
+    )
     var encryption = false
 
     func run() throws {
