@@ -27,8 +27,17 @@ struct InitCommand: ParsableCommand {
             guard size <= UInt64(Int.max) else { throw CairnError(.usage, "--block-size \(blockSize) is too large") }
             var key: NewKey?
             if encryption { key = NewKey(passphrase: try repository.passphraseSource.newPassphrase()) }
-            let config = try Repository.create(
-                at: repository.path, blockSize: Int(size), compressionLevel: compressionLevel, encryption: key)
+            let config: RepositoryConfig
+            if let storage = try repository.objectStorage() {
+                // Leases, not flocks: the feature keeps an older Cairn (which would take flocks no
+                // other host sees) out.
+                config = try Repository.create(
+                    in: storage, blockSize: Int(size), compressionLevel: compressionLevel, encryption: key,
+                    features: [FormatFeature.objectStore])
+            } else {
+                config = try Repository.create(
+                    at: repository.path, blockSize: Int(size), compressionLevel: compressionLevel, encryption: key)
+            }
             if json {
                 print(
                     try JSONCoding.encode(
