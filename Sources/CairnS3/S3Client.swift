@@ -2,6 +2,7 @@ import AsyncHTTPClient
 public import CairnCore
 import NIOCore
 public import NIOHTTP1
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -37,6 +38,12 @@ public final class S3Client: Sendable {
         public var requestTimeout: Int64 = 900
         /// Largest XML reply read (a ListObjectsV2 page of 1,000 keys is about 300 KB).
         public var maxXMLReply = 8 << 20
+        /// Largest difference, in seconds, between this host's clock and the store's `Date`
+        /// before the client refuses to go on (`S3Client+Clock.swift`); nil checks nothing.
+        public var maxClockSkew: Int64? = 300
+        /// Called with each try's method and path (`/bucket/key`) as it is sent: request counts
+        /// for tests and measurements; nil in normal runs.
+        public var onRequest: (@Sendable (HTTPMethod, String) -> Void)?
 
         public init() {}
     }
@@ -45,6 +52,8 @@ public final class S3Client: Sendable {
     public let options: Options
     let signer: SigV4Signer
     private let http: HTTPClient
+    /// Whether a reply's `Date` was compared with the local clock yet (once per client).
+    private let clockChecked = Atomic<Bool>(false)
 
     public init(endpoint: S3Endpoint, credentials: S3Credentials, options: Options = Options()) {
         self.endpoint = endpoint
@@ -148,6 +157,7 @@ public final class S3Client: Sendable {
         }
         let collector = ReplyCollector(
             dataLimit: request.replyLimit, errorLimit: options.maxXMLReply, hasBody: request.method != .HEAD)
+        options.onRequest?(request.method, request.path)
         let task = self.http.execute(
             request: http, delegate: collector, deadline: .now() + .seconds(options.requestTimeout))
         return Pending(request: request, future: task.futureResult)
@@ -195,6 +205,13 @@ public final class S3Client: Sendable {
             return .failure(.retryable("not done within \(options.requestTimeout) s"))
         } catch {
             return .failure(.retryable(Self.oneLine("\(error)")))
+        }
+        if let limit = options.maxClockSkew, let date = reply.header("date"),
+            !clockChecked.exchange(true, ordering: .relaxed),
+            let skewed = Self.clockSkewError(date: date, local: Int64(time(nil)), limit: limit, endpoint: endpoint)
+        {
+            clockChecked.store(false, ordering: .relaxed)  // every later request fails too
+            return .failure(.final(skewed))
         }
         if [500, 502, 503, 504, 408, 429].contains(reply.status) {
             return .failure(

@@ -25,13 +25,16 @@ public struct S3Storage: RepositoryStorage {
     public let uploadsInFlight: Int
     /// Bytes fetched at least by a read of an opened object (`S3StoredObject`); 0 reads exactly.
     public let readAhead: Int
+    /// This host's copies of the index segments (`IndexSegmentCache`); nil downloads every
+    /// segment that is mapped.
+    public let cache: IndexSegmentCache?
 
     /// Largest object read whole into memory (a pack is about 32 MiB; an index segment less).
     static let maxObjectRead = 1 << 30
 
     public init(
         client: S3Client, bucket: String, prefix: String = "", scratchDirectory: String = "/var/tmp",
-        uploadsInFlight: Int = 4, readAhead: Int = 256 << 10
+        uploadsInFlight: Int = 4, readAhead: Int = 256 << 10, cacheDirectory: String? = nil
     ) {
         self.client = client
         self.bucket = bucket
@@ -39,6 +42,8 @@ public struct S3Storage: RepositoryStorage {
         self.scratchDirectory = scratchDirectory
         self.uploadsInFlight = max(1, uploadsInFlight)
         self.readAhead = max(0, readAhead)
+        let identity = IndexSegmentCache.identity(endpoint: client.endpoint, bucket: bucket, prefix: self.prefix)
+        cache = cacheDirectory.map { IndexSegmentCache(root: $0, identity: identity) }
     }
 
     public var location: String { "s3://\(bucket)/\(prefix)" }
@@ -74,6 +79,12 @@ public struct S3Storage: RepositoryStorage {
             }
             if let failure { throw failure }
         }
+        // A segment this host wrote is kept as it was sent, so no run here downloads it.
+        if let cache {
+            for object in staged where IndexSegmentCache.name(of: object.key) != nil {
+                if let bytes = try? object.contents() { _ = cache.keep(bytes, as: object.key, check: false) }
+            }
+        }
     }
 
     public func abandon(_ object: any StagedObject) {
@@ -102,10 +113,24 @@ public struct S3Storage: RepositoryStorage {
         return S3StoredObject(client: client, bucket: bucket, key: objectKey(key), size: size, readAhead: readAhead)
     }
 
-    /// Downloads the object to an unlinked scratch file and maps that: the mapping outlives the
-    /// name, so nothing is left behind. (A per-host cache of immutable segments comes later.)
+    /// Maps an index segment's cached copy (`IndexSegmentCache`), downloading and keeping it
+    /// first when there is none; any other object, or one that fails its checks, is downloaded
+    /// to an unlinked scratch file and that is mapped: the mapping outlives the name, so nothing
+    /// is left behind.
     public func map(_ key: String) throws(CairnError) -> MappedFile {
+        var size: UInt64?
+        if let cache, IndexSegmentCache.name(of: key) != nil {
+            size = cache.knownSize(key)
+            if size == nil { size = try client.head(bucket: bucket, key: objectKey(key)) }
+            if let size, let copy = cache.cachedCopy(key, size: size) { return copy }
+        }
         let bytes = try client.get(bucket: bucket, key: objectKey(key), limit: Self.maxObjectRead)
+        if let size, UInt64(bytes.count) != size {
+            throw CairnError(
+                .io,
+                "GET \(describe(key)): \(bytes.count) bytes came for an object of \(size): the store is broken")
+        }
+        if size != nil, let cache, let copy = cache.keep(bytes, as: key, check: true) { return copy }
         let path = try scratchFile("map")
         defer { try? FileSystem.remove(path) }
         let file = try File.open(path, .createNew)
@@ -114,8 +139,14 @@ public struct S3Storage: RepositoryStorage {
     }
 
     public func list(prefix listed: String) throws(CairnError) -> [String] {
-        try client.list(bucket: bucket, prefix: objectKey(listed)).map { String($0.key.dropFirst(prefix.utf8.count)) }
-            .sorted()
+        let objects = try client.list(bucket: bucket, prefix: objectKey(listed)).map {
+            (key: String($0.key.dropFirst(prefix.utf8.count)), size: $0.size)
+        }
+        // A listing of the whole index says which cached segments are still live.
+        if let cache, "index/".hasPrefix(listed) {
+            cache.listed(objects.filter { IndexSegmentCache.name(of: $0.key) != nil })
+        }
+        return objects.map(\.key).sorted()
     }
 
     public func delete(_ keys: [String]) throws(CairnError) {

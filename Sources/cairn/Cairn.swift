@@ -45,6 +45,14 @@ struct RepositoryOptions: ParsableArguments {
     var region = "us-east-1"
 
     @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Where this host keeps copies of an s3:// repository's index segments.",
+            discussion: "Default: $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn, else ~/.cache/cairn."),
+        completion: Completions.directories)
+    var cacheDir: String?
+
+    @Option(
         name: .long, help: "Wait this long for a lock held by another cairn (e.g. 30s, 10m) instead of failing at once."
     )
     var lockWait: String?
@@ -82,7 +90,8 @@ struct RepositoryOptions: ParsableArguments {
     /// with the checks a directory needs).
     func objectStorage() throws(CairnError) -> (any RepositoryStorage)? {
         guard case .objectStore(let bucket, let prefix) = try location() else { return nil }
-        return try ObjectStoreAccess(endpoint: endpoint, region: region).storage(bucket: bucket, prefix: prefix)
+        return try ObjectStoreAccess(endpoint: endpoint, region: region, cacheDirectory: cacheDir).storage(
+            bucket: bucket, prefix: prefix)
     }
 
     /// The keys of the repository, for `cairn key` (no chunk store opened).
