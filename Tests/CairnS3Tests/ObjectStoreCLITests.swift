@@ -34,6 +34,7 @@ final class ObjectStoreCLITests {
             "AWS_ACCESS_KEY_ID": S3TestStore.environment["CAIRN_TEST_S3_ACCESS_KEY"] ?? "",
             "AWS_SECRET_ACCESS_KEY": S3TestStore.environment["CAIRN_TEST_S3_SECRET_KEY"] ?? "",
             "CAIRN_S3_ENDPOINT": endpoint, "CAIRN_PASSWORD_FILE": dir.file("pass"),
+            "CAIRN_CACHE_DIR": dir.file("cache"),
         ]
         environment.merge(extra) { $1 }
         return environment
@@ -91,6 +92,35 @@ final class ObjectStoreCLITests {
             ["list", "--repo", url],
             environment: ["AWS_ACCESS_KEY_ID": "", "AWS_SHARED_CREDENTIALS_FILE": dir.file("none")])
         #expect(noKeys.status == 64 && noKeys.stderr.contains("no S3 credentials"), "\(noKeys.stderr)")
+    }
+
+    /// `--cache-dir` (else `$CAIRN_CACHE_DIR`, else `$XDG_CACHE_HOME/cairn`) holds a copy of each
+    /// live segment under `IDENTITY/index/`, byte for byte the object.
+    @Test func backupsKeepTheIndexSegmentsInTheCacheDirectory() throws {
+        #expect(cairn(["init", "--repo", url, "--block-size", "64K"]).status == 0)
+        let vm1 = try image("vm1.qcow2", pattern: "0x5a")
+        let flagged = dir.file("flag-cache")
+        #expect(backup("vm1", vm1, ["--cache-dir", flagged]).status == 0)
+        let xdg = dir.file("xdg")
+        let viaXDG = cairn(
+            ["backup", "--repo", url, "--group", "vm2", try image("vm2.qcow2", pattern: "0x6b")],
+            environment: ["CAIRN_CACHE_DIR": "", "XDG_CACHE_HOME": xdg])
+        #expect(viaXDG.status == 0, "\(viaXDG.stderr)")
+        let keys = try storage.list(prefix: "index/")
+        #expect(keys.count == 2)
+        let identity = IndexSegmentCache.identity(
+            endpoint: try S3Endpoint(url: endpoint), bucket: S3TestStore.bucket, prefix: prefix)
+        #expect(identity.hasPrefix("127.0.0.1-"), "\(identity)")
+        let flaggedIndex = "\(flagged)/\(identity)/index"
+        #expect(try FileSystem.list(flaggedIndex) == [FileSystem.baseName(keys[0])])
+        let xdgIndex = "\(xdg)/cairn/\(identity)/index"
+        #expect(try FileSystem.list(xdgIndex) == keys.map { FileSystem.baseName($0) })
+        for key in keys {
+            #expect(
+                try FileSystem.readAll("\(xdgIndex)/\(FileSystem.baseName(key))")
+                    == (try storage.readIfPresent(key, limit: 1 << 30)))
+        }
+        #expect(!FileSystem.exists(dir.file("cache")))
     }
 
     /// A qcow2 image made by qemu-img and written by qemu-io; returns its path.
