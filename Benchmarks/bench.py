@@ -36,7 +36,7 @@ FS_UUID = "c0ffee00-cafe-4bad-8000-00000000ba5e"
 FILE_ROOTS = ["/usr/include", "/usr/bin", "/usr/share", "/usr/lib"]
 MIB = 1 << 20
 
-ALL_TOOLS = ["cairn", "cairn-enc", "restic", "borg", "borg-fixed4M"]
+ALL_TOOLS = ["cairn", "cairn-enc", "cairn-s3", "restic", "borg", "borg-fixed4M"]
 
 
 def log(msg):
@@ -511,6 +511,49 @@ class CairnEncrypted(Cairn):
         return super().init(repo) + ["--encryption"]
 
 
+class CairnS3(Cairn):
+    """The same Cairn on an s3:// repository (issue 15): the radosgw that Tests/ceph/start-ceph.sh
+    started, named by its env file's CAIRN_TEST_S3_* variables (source it first). Each round gets
+    its own prefix in the bucket `cairn-bench` (made here with curl's SigV4 if missing); stored
+    bytes are not measured (nothing is on the local disk)."""
+    name = "cairn-s3"
+    bucket = "cairn-bench"
+
+    def __init__(self, args, exe):
+        super().__init__(args, exe)
+        self.endpoint = os.environ.get("CAIRN_TEST_S3_ENDPOINT")
+        self.keys = (os.environ.get("CAIRN_TEST_S3_ACCESS_KEY", ""), os.environ.get("CAIRN_TEST_S3_SECRET_KEY", ""))
+        self.token = hashlib.sha256(os.urandom(16)).hexdigest()[:8]
+        self.made = False
+
+    def available(self):
+        return super().available() and bool(self.endpoint)
+
+    def url(self, repo):
+        return f"s3://{self.bucket}/{self.token}-{os.path.basename(os.path.dirname(repo))}"
+
+    def env(self, run_dir, repo):
+        if not self.made:
+            subprocess.run(["curl", "-sf", "-X", "PUT", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user",
+                            f"{self.keys[0]}:{self.keys[1]}", f"{self.endpoint}/{self.bucket}"],
+                           capture_output=True)
+            self.made = True
+        return dict(os.environ, CAIRN_REPO=self.url(repo), CAIRN_S3_ENDPOINT=self.endpoint,
+                    AWS_ACCESS_KEY_ID=self.keys[0], AWS_SECRET_ACCESS_KEY=self.keys[1])
+
+    def init(self, repo):
+        return [self.exe, "init", "--repo", self.url(repo)]
+
+    def backup(self, repo, live_dir, name, label, group="vm1"):
+        return super().backup(self.url(repo), live_dir, name, label, group)
+
+    def restore(self, repo, snap, out_dir, name):
+        return super().restore(self.url(repo), snap, out_dir, name)
+
+    def verify(self, repo):
+        return super().verify(self.url(repo))
+
+
 class Restic(Tool):
     name = "restic"
     exe = "restic"
@@ -933,6 +976,17 @@ def check_goals(med):
         else:
             g["result"] = "n/a"
         out.append(g)
+    # Issue 15: an s3:// repository on radosgw over loopback against the local one.
+    o = med.get("cairn-s3", {})
+    for metric, speed in (("night0_s", 0.7), ("night1_s", 0.8), ("restore_s", 0.7)):
+        g = {"goal": f"s3 {metric[:-2]} (speed at least {speed}x the local repository's)", "metric": metric,
+             "factor": round(1 / speed, 3), "against": ["cairn"]}
+        if o.get(metric) is not None and c.get(metric):
+            g.update(cairn=o[metric], peer="cairn", peer_value=c[metric], limit=c[metric] / speed,
+                     ratio=o[metric] / c[metric], result="PASS" if o[metric] <= c[metric] / speed else "FAIL")
+        else:
+            g["result"] = "n/a"
+        out.append(g)
     zb, zr = c.get("zero_backup_s"), c.get("zero_restore_s")
     g = {"goal": "8 GiB all-zero disk (backup and sparse restore each < 0.1 s)",
          "metric": "zero_backup_s,zero_restore_s", "limit": 0.1}
@@ -1271,6 +1325,8 @@ def main():
         tools["cairn"] = Cairn(args, exe)
         if "cairn-enc" in wanted:
             tools["cairn-enc"] = CairnEncrypted(args, exe)
+        if "cairn-s3" in wanted:
+            tools["cairn-s3"] = CairnS3(args, exe)
     if "restic" in wanted:
         tools["restic"] = Restic(args)
     if "borg" in wanted:

@@ -52,6 +52,31 @@ import Testing
         _ = try locking.acquire(.group("vm1"), purpose: "cairn backup", wait: nil, onWait: nil)
     }
 
+    /// A lease of this host whose process is gone (killed) is taken over at once; the same
+    /// lease from another host is not (its processes cannot be seen from here).
+    @Test(arguments: StorageKind.available)
+    func aLeaseOfADeadProcessOfThisHostIsTakenOverAtOnce(kind: StorageKind) throws {
+        let fixture = try StorageFixture(kind, "lease")
+        let exited = Process()
+        exited.executableURL = URL(fileURLWithPath: "/bin/true")
+        try exited.run()
+        exited.waitUntilExit()
+        let dead = exited.processIdentifier
+        try fixture.storage.publish(
+            try foreignLease(host: Lease.hostName, pid: dead, expiresIn: 300).bytes(), as: "locks/group.vm1.lease",
+            .createOnly)
+        try fixture.storage.publish(
+            try foreignLease(host: "hv7", pid: dead, expiresIn: 300).bytes(), as: "locks/group.vm2.lease", .createOnly)
+        let locking = LeaseLocking(storage: fixture.storage)
+        let taken = try locking.acquire(.group("vm1"), purpose: "cairn backup", wait: nil, onWait: nil)
+        #expect(try Lease.read("locks/group.vm1.lease", from: fixture.storage)?.pid == getpid())
+        withExtendedLifetime(taken) {}
+        let message = busyMessage { () throws(CairnError) in
+            try locking.acquire(.group("vm2"), purpose: "cairn backup", wait: nil, onWait: nil)
+        }
+        #expect(message?.contains("on host hv7 (pid \(dead)") == true, "\(message ?? "taken")")
+    }
+
     @Test(arguments: StorageKind.available)
     func aLiveForeignLeaseIsNamedAndWaitedFor(kind: StorageKind) throws {
         let fixture = try StorageFixture(kind, "lease")

@@ -56,6 +56,49 @@ final class ObjectStoreCLITests {
         #expect(try storage.readIfPresent("config", limit: 1 << 20) == config)
     }
 
+    /// kill -9 of a backup at 20 moments: each leaves only objects no restore point names (and
+    /// a lease of a dead process, taken over by the next run at once); afterwards verify is
+    /// clean, the next backup succeeds and every committed restore point restores bit-for-bit.
+    @Test func aBackupKilledAtTwentyMomentsLeavesARepositoryThatVerifiesAndBacksUp() throws {
+        #expect(cairn(["init", "--repo", url]).status == 0)
+        let image = dir.file("disk.raw")
+        var gen = TestImage(seed: 20)
+        try gen.makeImage(at: image, size: 48 << 20, extent: 2 << 20, stride: 2 << 20)
+        var generator = SystemRandomNumberGenerator()
+        var killed = 0
+        for round in 0..<20 {
+            _ = try gen.scatterWrites(at: image, count: 8)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: CairnProcess.executable)
+            process.arguments = ["backup", "--repo", url, "--group", "vm", "--quiet", image]
+            var env = ProcessInfo.processInfo.environment
+            env.merge(environment()) { $1 }
+            process.environment = env
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            usleep(UInt32.random(in: 20_000...1_500_000, using: &generator))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            #expect(
+                process.terminationReason == .uncaughtSignal || process.terminationStatus == 0,
+                "round \(round): exit \(process.terminationStatus)")
+            if process.terminationReason == .uncaughtSignal { killed += 1 }
+        }
+        #expect(killed >= 5, "only \(killed) of 20 backups were still running when killed")
+        let verified = cairn(["verify", "--repo", url])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+        let backed = cairn(["backup", "--repo", url, "--group", "vm", image])
+        #expect(backed.status == 0, "\(backed.stderr)")
+        let listed = Fixture.jsonArray(cairn(["list", "--repo", url, "--json"]).stdout)
+        #expect(!listed.isEmpty)
+        let out = dir.file("latest.raw")
+        #expect(cairn(["restore", "--repo", url, "vm@latest", "--to", out]).status == 0)
+        #expect(try TestImage.sha256(of: out) == TestImage.sha256(of: image))
+        #expect(cairn(["gc", "--repo", url]).status == 0)
+        #expect(cairn(["verify", "--repo", url]).status == 0)
+    }
+
     @Test func anEncryptedRepositoryKeepsItsKeysInTheBucket() throws {
         try "pass1\n".write(toFile: dir.file("pass"), atomically: true, encoding: .utf8)
         try "pass2\n".write(toFile: dir.file("pass2"), atomically: true, encoding: .utf8)

@@ -11,20 +11,7 @@ extension Repository {
             throw CairnError(.usage, "only an encrypted archive carries the keys a repository is made from")
         }
         try RepositoryConfig.validate(blockSize: label.chunkBlockSize)
-        if FileSystem.exists(path) {
-            guard FileSystem.isDirectory(path), try FileSystem.list(path).isEmpty else {
-                throw CairnError(.exists, "\(path) is not empty: a repository needs a new or empty directory")
-            }
-        }
-        let parent = FileSystem.directoryName(path)
-        guard FileSystem.isDirectory(parent) else {
-            throw CairnError(.notFound, "cannot create repository \(path): directory \(parent) does not exist")
-        }
-        try FileSystem.createDirectories(path)
-        for sub in ["packs", "index", "points", "locks"] {
-            try FileSystem.createDirectories("\(path)/\(sub)")
-        }
-        let storage = LocalDirectoryStorage(root: path)
+        let storage = try prepareDirectory(path)
         // The key files first: a config that declares encryption always has a key beside it.
         for key in keys { try KeyDirectory.write(key, into: storage) }
         var config = RepositoryConfig.new(
@@ -33,6 +20,6 @@ extension Repository {
         config.features = (config.features ?? []) + [FormatFeature.encryption]
         config.encryption = .current(fingerprint: fingerprint.lowercased())
         try config.write(to: storage, createOnly: true)
-        try FileSystem.syncDirectory(parent)
+        try FileSystem.syncDirectory(FileSystem.directoryName(path))
     }
 }

@@ -12,7 +12,7 @@ import Synchronization
 /// `PublishMode.createOnly` (`If-None-Match: *`), so of two hosts that create it at once exactly
 /// one succeeds. Its holder renews it (a new `expires`) every third of its lifetime while it
 /// runs and deletes it when done; a lease left by a host that died expires and is then taken
-/// over. There is no repository-wide lease: backups of different groups never wait for each other.
+/// over (at once, if it was this host's and its process is gone: `Lease.isStale`). There is no repository-wide lease: backups of different groups never wait for each other.
 ///
 /// What each scope takes:
 /// - `.group(G)`: the group's lease; then, if gc holds a live lease, it lets go again and waits
@@ -125,7 +125,7 @@ public struct LeaseLocking: RepositoryLocking {
                 return .taken(HeldLease(storage: storage, key: key, lease: mine, lifetime: lifetime))
             } catch  where error.code == .exists {}
             guard let there = try readLease(key) else { continue }  // released meanwhile: try again
-            guard there.isExpired else { return .holder(there) }
+            guard there.isStale else { return .holder(there) }
             // Only the winner of the claim on this expired lease deletes it (see the type's comment).
             let claim = "\(key.dropLast(".lease".count)).takeover.\(there.token)"
             do throws(CairnError) {
@@ -142,7 +142,7 @@ public struct LeaseLocking: RepositoryLocking {
 
     /// The lease under `key` if it is there and has not expired.
     func liveLease(_ key: String) throws(CairnError) -> Lease? {
-        guard let lease = try readLease(key), !lease.isExpired else { return nil }
+        guard let lease = try readLease(key), !lease.isStale else { return nil }
         return lease
     }
 
@@ -200,6 +200,14 @@ public struct Lease: Codable, Sendable, Equatable {
     public var isExpired: Bool {
         guard let expiry = Timestamp(parsing: expires) else { return true }
         return expiry < Timestamp.now()
+    }
+
+    /// Whether the lease can be taken over: it expired, or its holder was a process of this very
+    /// host that is gone (a backup killed by the OOM killer or `kill -9`), as restic judges a
+    /// stale lock. So the next cron run on the same host does not wait out the lifetime; another
+    /// host still does, as it cannot see this host's processes.
+    public var isStale: Bool {
+        isExpired || (host == Self.hostName && pid != getpid() && pid > 0 && !ProcessLiveness.isAlive(pid))
     }
 
     /// "cairn backup on host web3 (pid 4242, since 2026-12-02T15:00:00Z)".

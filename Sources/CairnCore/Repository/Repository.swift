@@ -27,6 +27,16 @@ public final class Repository: Sendable {
         at path: String, blockSize: Int, compressionLevel: Int, encryption: NewKey? = nil
     ) throws(CairnError) -> RepositoryConfig {
         try checkSettings(blockSize: blockSize, compressionLevel: compressionLevel)
+        let storage = try prepareDirectory(path)
+        let config = try create(
+            in: storage, blockSize: blockSize, compressionLevel: compressionLevel, encryption: encryption)
+        try FileSystem.syncDirectory(FileSystem.directoryName(path))
+        return config
+    }
+
+    /// Makes the directory of a new repository (missing or empty before; its parent must exist)
+    /// with its top-level folders; the caller writes the config and then syncs the parent.
+    static func prepareDirectory(_ path: String) throws(CairnError) -> LocalDirectoryStorage {
         if FileSystem.exists(path) {
             guard FileSystem.isDirectory(path) else {
                 throw CairnError(.exists, "\(path) exists and is not a directory")
@@ -46,11 +56,7 @@ public final class Repository: Sendable {
         for sub in ["packs", "index", "points", "locks"] {
             try FileSystem.createDirectories("\(path)/\(sub)")
         }
-        let config = try create(
-            in: LocalDirectoryStorage(root: path), blockSize: blockSize, compressionLevel: compressionLevel,
-            encryption: encryption)
-        try FileSystem.syncDirectory(parent)
-        return config
+        return LocalDirectoryStorage(root: path)
     }
 
     /// Creates a new repository in `storage` (an object store's bucket and prefix), declaring
