@@ -76,6 +76,7 @@ let package = Package(
             name: "cairn",
             dependencies: [
                 "CairnCore",
+                "CairnS3",
                 "CairnServe",
                 "CairnServeTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -134,7 +134,7 @@ struct ArchiveListCommand: ParsableCommand {
     var json = false
 
     /// An encrypted archive's passphrase (hidden while encryption is, issue 14).
-    @OptionGroup(visibility: .hidden) var passphraseSource: PassphraseOptions
+    @OptionGroup var passphraseSource: PassphraseOptions
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
@@ -189,7 +189,7 @@ struct ArchiveVerifyCommand: ParsableCommand {
 
     /// An encrypted archive's passphrase: only from `--password-command` or
     /// `$CAIRN_PASSWORD_FILE` (never a prompt); without it, structure and checksums are checked.
-    @OptionGroup(visibility: .hidden) var passphraseSource: PassphraseOptions
+    @OptionGroup var passphraseSource: PassphraseOptions
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
@@ -276,7 +276,7 @@ struct ArchiveRestoreCommand: ParsableCommand {
     var json = false
 
     /// An encrypted archive's passphrase (hidden while encryption is, issue 14).
-    @OptionGroup(visibility: .hidden) var passphraseSource: PassphraseOptions
+    @OptionGroup var passphraseSource: PassphraseOptions
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in

@@ -32,9 +32,17 @@ struct Cairn: ParsableCommand {
 /// Options every repository command shares.
 struct RepositoryOptions: ParsableArguments {
     @Option(
-        name: .long, help: "Repository directory (default: $CAIRN_REPO, else ./cairn-repo).",
+        name: .long,
+        help: "Repository directory, or s3://BUCKET[/PREFIX] (default: $CAIRN_REPO, else ./cairn-repo).",
         completion: Completions.directories)
     var repo: String?
+
+    @Option(
+        name: .long, help: "The S3 store of an s3:// repository, e.g. http://rgw1:7480 (default: $CAIRN_S3_ENDPOINT).")
+    var endpoint: String?
+
+    @Option(name: .long, help: "The S3 region an s3:// repository's requests are signed for.")
+    var region = "us-east-1"
 
     @Option(
         name: .long, help: "Wait this long for a lock held by another cairn (e.g. 30s, 10m) instead of failing at once."
@@ -46,7 +54,7 @@ struct RepositoryOptions: ParsableArguments {
 
     /// Where an encrypted repository's passphrase comes from (`--password-command`, else
     /// `$CAIRN_PASSWORD_FILE`, else a prompt); hidden while encryption is (issue 14).
-    @OptionGroup(visibility: .hidden) var passphraseSource: PassphraseOptions
+    @OptionGroup var passphraseSource: PassphraseOptions
 
     static let defaultRepository = "cairn-repo"
 
@@ -67,13 +75,35 @@ struct RepositoryOptions: ParsableArguments {
     /// Opens the repository; damaged index segments are named on stderr (the command goes on:
     /// it fails only if it needs a chunk that only they name). Verify reports them itself. An
     /// encrypted repository's passphrase comes from `passphraseSource`, asked only for one.
+    /// Where `--repo` points, parsed once (`RepositoryLocation`).
+    func location() throws(CairnError) -> RepositoryLocation { try RepositoryLocation(parsing: path) }
+
+    /// The storage of an object-store repository, or nil for a local directory (opened by path,
+    /// with the checks a directory needs).
+    func objectStorage() throws(CairnError) -> (any RepositoryStorage)? {
+        guard case .objectStore(let bucket, let prefix) = try location() else { return nil }
+        return try ObjectStoreAccess(endpoint: endpoint, region: region).storage(bucket: bucket, prefix: prefix)
+    }
+
+    /// The keys of the repository, for `cairn key` (no chunk store opened).
+    func openKeys() throws(CairnError) -> RepositoryKeys {
+        if let storage = try objectStorage() { return try RepositoryKeys(storage: storage) }
+        return try RepositoryKeys(path: path)
+    }
+
     func open(warnAboutDamage: Bool = true, loadIndex: Bool = true) throws(CairnError) -> Repository {
         Log.setUp(verbose: verbose)
-        let repository = try Repository(
-            path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice,
-            passphrase: { () throws(CairnError) in try passphraseSource.passphrase() })
+        let passphrase = { () throws(CairnError) in try passphraseSource.passphrase() }
+        let repository: Repository
+        if let storage = try objectStorage() {
+            repository = try Repository(
+                storage: storage, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice, passphrase: passphrase)
+        } else {
+            repository = try Repository(
+                path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice, passphrase: passphrase)
+        }
         CairnLog.logger.info(
-            "repository opened: \(path), block size \(Units.formatBytes(UInt64(repository.config.blockSize)))"
+            "repository opened: \(repository.path), block size \(Units.formatBytes(UInt64(repository.config.blockSize)))"
         )
         if warnAboutDamage {
             if let warning = repository.configHealth.warning { Terminal.printError("cairn: warning: \(warning)") }

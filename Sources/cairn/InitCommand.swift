@@ -15,9 +15,10 @@ struct InitCommand: ParsableCommand {
     @Flag(help: "Print the summary as a JSON object.")
     var json = false
 
-    // Hidden until the encrypted data path lands (issue 14): this Cairn's data commands refuse
-    // the repository it makes, by its `encryption` feature, so no repository is half encrypted.
-    @Flag(help: ArgumentHelp("Encrypt the repository (a passphrase is asked for).", visibility: .hidden))
+    @Flag(
+        help:
+            "Encrypt the repository: a new master key, wrapped by the passphrase (--password-command, $CAIRN_PASSWORD_FILE, else a prompt)."
+    )
     var encryption = false
 
     func run() throws {
@@ -26,8 +27,17 @@ struct InitCommand: ParsableCommand {
             guard size <= UInt64(Int.max) else { throw CairnError(.usage, "--block-size \(blockSize) is too large") }
             var key: NewKey?
             if encryption { key = NewKey(passphrase: try repository.passphraseSource.newPassphrase()) }
-            let config = try Repository.create(
-                at: repository.path, blockSize: Int(size), compressionLevel: compressionLevel, encryption: key)
+            let config: RepositoryConfig
+            if let storage = try repository.objectStorage() {
+                // Leases, not flocks: the feature keeps an older Cairn (which would take flocks no
+                // other host sees) out.
+                config = try Repository.create(
+                    in: storage, blockSize: Int(size), compressionLevel: compressionLevel, encryption: key,
+                    features: [FormatFeature.objectStore])
+            } else {
+                config = try Repository.create(
+                    at: repository.path, blockSize: Int(size), compressionLevel: compressionLevel, encryption: key)
+            }
             if json {
                 print(
                     try JSONCoding.encode(

@@ -30,7 +30,7 @@ struct KeyListCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            let keys = try RepositoryKeys(path: repository.path)
+            let keys = try repository.openKeys()
             let rows = try keys.directory.entries().map(KeySummary.init)
             if json {
                 print(try JSONCoding.encode(rows))
@@ -90,7 +90,7 @@ struct KeyAddCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            let keys = try RepositoryKeys(path: repository.path)
+            let keys = try repository.openKeys()
             // The passphrase is tried before anything is locked or written: a wrong one touches nothing.
             let (master, _) = try keys.unlock(try repository.passphraseSource.passphrase())
             let newPassphrase = try new.passphrase()
@@ -114,7 +114,7 @@ struct KeyRemoveCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            let keys = try RepositoryKeys(path: repository.path)
+            let keys = try repository.openKeys()
             let (_, opened) = try keys.unlock(try repository.passphraseSource.passphrase())
             let lock = try keys.lock(.exclusive, purpose: "cairn key remove", wait: try repository.lockWaitSeconds())
             defer { withExtendedLifetime(lock) {} }
@@ -145,7 +145,7 @@ struct KeyExportCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            let keys = try RepositoryKeys(path: repository.path)
+            let keys = try repository.openKeys()
             let usable = try keys.directory.entries().compactMap(\.file)
             let file: KeyFile
             if let id {
@@ -197,7 +197,7 @@ struct KeyImportCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
-            let keys = try RepositoryKeys(path: repository.path)
+            let keys = try repository.openKeys()
             let bytes = try FileSystem.readAll(file, limit: 1 << 20)
             let text = String(decoding: bytes, as: UTF8.self)
             let key: KeyFile

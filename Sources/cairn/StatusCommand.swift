@@ -1,5 +1,6 @@
 import ArgumentParser
 import CairnCore
+import CairnS3
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -54,7 +55,7 @@ struct StatusCommand: ParsableCommand {
             }
             let report = StatusReport(
                 repository: FileSystem.realPath(repository.path) ?? repository.path, time: now.description,
-                bytesUsed: try Self.bytesUsed(repo.path), maxAgeSeconds: maxAge, maxVerifyAgeSeconds: maxVerifyAge,
+                bytesUsed: try Self.bytesUsed(repo), maxAgeSeconds: maxAge, maxVerifyAgeSeconds: maxVerifyAge,
                 groups: groups)
             if json {
                 print(try JSONCoding.encode(report))
@@ -110,6 +111,12 @@ struct StatusCommand: ParsableCommand {
         if hours > 0 { return "\(hours)h \(minutes)m" }
         if minutes > 0 { return "\(minutes)m" }
         return "\(s)s"
+    }
+
+    /// Bytes of the repository's objects: an object store's listing, a directory's files.
+    static func bytesUsed(_ repository: Repository) throws(CairnError) -> UInt64 {
+        guard let s3 = repository.storage as? S3Storage else { return try bytesUsed(repository.path) }
+        return try s3.client.list(bucket: s3.bucket, prefix: s3.prefix).reduce(0) { $0 + $1.size }
     }
 
     /// Bytes of the repository's files (packs, index, points), as `du --apparent-size` counts them.

@@ -145,6 +145,31 @@ import Testing
         #expect(restored.status == 7, "\(restored.stderr)")
     }
 
+    /// `--allow-damaged` on a sealed record that fails: zeros exactly where the damaged
+    /// record's blocks go (a frame is sealed whole, so all of its members), the rest bit-for-bit.
+    @Test func allowDamagedZerosExactlyTheDamagedRecordsBlocks() throws {
+        backup()
+        let pack = try #require(Fixture.files(under: repo, suffix: ".pack").first)
+        try Fixture.flip(pack, at: Fixture.fileSize(pack) / 2)
+        let out = dir.file("out.raw")
+        let allowed = run(["restore", "--repo", repo, "\(Self.group)@latest", "--to", out, "--allow-damaged", "--json"])
+        #expect(allowed.status == 12, "\(allowed.stderr)")
+        let ranges = Fixture.json(allowed.stdout)["damaged"] as? [[String: Any]] ?? []
+        let zeroed = ranges.map { (UInt64($0["offset"] as! Int), UInt64($0["length"] as! Int)) }
+        #expect(!zeroed.isEmpty && zeroed.reduce(0) { $0 + $1.1 } <= 2 << 20, "one record: at most one frame window")
+        let restored = try File.open(out, .readOnly)
+        let original = try File.open(image, .readOnly)
+        let block: UInt64 = 64 << 10
+        for offset in stride(from: UInt64(0), to: 8 << 20, by: Int(block)) {
+            let got = try restored.readBytes(count: Int(block), at: offset)
+            if zeroed.contains(where: { offset >= $0.0 && offset < $0.0 + $0.1 }) {
+                #expect(got.allSatisfy { $0 == 0 }, "zeros at \(offset)")
+            } else {
+                #expect(got == (try original.readBytes(count: Int(block), at: offset)), "bit-for-bit at \(offset)")
+            }
+        }
+    }
+
     @Test func aManifestSwappedBetweenTwoRestorePointsIsDetected() throws {
         backup()
         sleep(1)

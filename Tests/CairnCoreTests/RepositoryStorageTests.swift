@@ -171,3 +171,31 @@ import Testing
         #expect(try reopened.store.packFilesOnDisk().count == 1)
     }
 }
+
+/// `--repo`: a directory, or `s3://BUCKET[/PREFIX]`, parsed in one place.
+@Suite struct RepositoryLocationTests {
+    @Test func directoriesAndObjectStores() throws {
+        #expect(try RepositoryLocation(parsing: "/srv/cairn") == .directory("/srv/cairn"))
+        #expect(try RepositoryLocation(parsing: "cairn-repo") == .directory("cairn-repo"))
+        #expect(try RepositoryLocation(parsing: "s3://backups") == .objectStore(bucket: "backups", prefix: ""))
+        #expect(try RepositoryLocation(parsing: "s3://backups/") == .objectStore(bucket: "backups", prefix: ""))
+        #expect(
+            try RepositoryLocation(parsing: "s3://backups/site-a/cairn")
+                == .objectStore(bucket: "backups", prefix: "site-a/cairn/"))
+        #expect(
+            try RepositoryLocation(parsing: "s3://backups/site-a/").description == "s3://backups/site-a/")
+    }
+
+    @Test(arguments: [
+        "s3://", "s3://ab", "s3://Backups", "s3://-x-bucket", "s3://bucket./p", "s3://bucket//p",
+        "s3://bucket/a/../b", "s3://bucket/./a", "s3://bucket/a?b",
+    ])
+    func malformedObjectStoreLocationsAreUsageErrors(text: String) {
+        #expect(throws: CairnError.self) { try RepositoryLocation(parsing: text) }
+        do throws(CairnError) {
+            _ = try RepositoryLocation(parsing: text)
+        } catch {
+            #expect(error.code == .usage && error.message.contains("expected s3://BUCKET"))
+        }
+    }
+}

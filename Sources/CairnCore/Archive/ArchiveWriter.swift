@@ -179,7 +179,7 @@ public final class ArchiveWriter {
     static func keyFiles(of repository: Repository) throws(CairnError) -> [KeyFile] {
         guard let fingerprint = repository.config.encryption?.fingerprint else { return [] }
         let directory = KeyDirectory(
-            repositoryPath: repository.path, repositoryID: repository.config.id, fingerprint: fingerprint)
+            storage: repository.storage, repositoryID: repository.config.id, fingerprint: fingerprint)
         let files = try directory.entries().compactMap(\.file)
         guard !files.isEmpty else {
             throw CairnError(.damaged, "repository \(repository.path) has no usable key file to put in the archive")

@@ -24,14 +24,15 @@ extension Repository {
         for sub in ["packs", "index", "points", "locks"] {
             try FileSystem.createDirectories("\(path)/\(sub)")
         }
+        let storage = LocalDirectoryStorage(root: path)
         // The key files first: a config that declares encryption always has a key beside it.
-        for key in keys { try KeyDirectory.write(key, into: "\(path)/\(KeyDirectory.directoryName)") }
+        for key in keys { try KeyDirectory.write(key, into: storage) }
         var config = RepositoryConfig.new(
             blockSize: label.chunkBlockSize, compressionLevel: RepositoryConfig.defaultCompressionLevel)
         config.id = label.repository.lowercased()
         config.features = (config.features ?? []) + [FormatFeature.encryption]
         config.encryption = .current(fingerprint: fingerprint.lowercased())
-        try config.write(repository: path)
+        try config.write(to: storage, createOnly: true)
         try FileSystem.syncDirectory(parent)
     }
 }

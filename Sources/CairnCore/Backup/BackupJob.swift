@@ -247,6 +247,8 @@ public final class BackupJob {
                 bytesRead: bytesRead, bytesNew: bytesNew, bytesStored: bytesStored, chunksNew: chunksNew,
                 seconds: clock.elapsed),
             previous: previousID, settings: settings.isEmpty ? nil : settings, domain: domain)
+        // A lease another host took over (this run stalled past its expiry) commits nothing.
+        try repoLock.check()
         try catalog.write(manifest, id: id)
         // Only now may the bitmaps the new restore point no longer needs go.
         var notes: [String] = []

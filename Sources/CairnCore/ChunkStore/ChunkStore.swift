@@ -43,20 +43,20 @@ public final class ChunkStore: Sendable {
     /// `loadIndex: false` opens the store without its segments, for `rebuildIndex()` when a
     /// damaged segment would otherwise stop the repository from opening.
     init(
-        storage: LocalDirectoryStorage, blockSize: Int, compressionLevel: Int32, packTargetSize: UInt64,
+        storage: any RepositoryStorage, blockSize: Int, compressionLevel: Int32, packTargetSize: UInt64,
         loadIndex: Bool = true, keys: MasterKey? = nil
     ) throws(CairnError) {
         self.keys = keys
         var page: [UInt8] = []
         for _ in 0..<IndexTree.fanout { withUnsafeBytes(of: ZeroBlock.digest) { page.append(contentsOf: $0) } }
         zeroLeafPage = ChunkHasher(idKey: keys?.idKey).digest(page)
-        self.root = storage.root
+        self.root = storage.location
         self.storage = storage
         self.blockSize = blockSize
         self.compressionLevel = compressionLevel
         self.packTargetSize = packTargetSize
         current = Mutex(loadIndex ? try ChunkIndex.load(from: storage) : ChunkIndex())
-        distrusted = DamagedChunkList.load(root: storage.root).locations
+        distrusted = DamagedChunkList.load(from: storage).locations
     }
 
     /// Whether chunk ids are keyed and records sealed.

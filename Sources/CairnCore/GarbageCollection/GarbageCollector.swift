@@ -293,14 +293,14 @@ public final class GarbageCollector {
 
     /// Drops healing-list entries whose pack is gone.
     private func pruneDamagedList() throws(CairnError) {
-        guard FileSystem.exists(DamagedChunkList.path(root: repository.path)) else { return }
-        var list = DamagedChunkList.load(root: repository.path)
+        guard repository.storage.exists(DamagedChunkList.key) else { return }
+        var list = DamagedChunkList.load(from: repository.storage)
         let before = list.entries.count
         list.entries.removeAll { entry in
             guard let id = PackID(hex: entry.pack) else { return true }
             return !store.storage.exists(id.relativePath)
         }
-        if list.entries.count != before { try list.save(root: repository.path) }
+        if list.entries.count != before { try list.save(to: repository.storage) }
     }
 }
 

@@ -1,30 +1,33 @@
-import SystemPackage
-
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// The key files of an encrypted repository: `keys/ID`, one per passphrase, each mode 0600
 /// (docs/FORMAT.md, "Key files").
 ///
 /// Every file wraps the same master key, so any one passphrase opens the repository; adding a
 /// passphrase writes a file, removing one deletes it (never the last).
 public struct KeyDirectory: Sendable {
-    /// The repository's directory.
-    public let repositoryPath: String
+    /// Where the repository's objects are.
+    public let storage: any RepositoryStorage
     /// The repository's id (hex), which every key file must name.
     public let repositoryID: String
     /// The master key's fingerprint from the config, which every key file must carry.
     public let fingerprint: String
 
-    public init(repositoryPath: String, repositoryID: String, fingerprint: String) {
-        self.repositoryPath = repositoryPath
+    public init(storage: any RepositoryStorage, repositoryID: String, fingerprint: String) {
+        self.storage = storage
         self.repositoryID = repositoryID
         self.fingerprint = fingerprint
     }
 
     public static let directoryName = "keys"
-    public var path: String { "\(repositoryPath)/\(Self.directoryName)" }
+    /// The repository's location, for messages.
+    var repositoryPath: String { storage.location }
+    /// The key directory, for messages.
+    public var path: String { storage.describe(Self.directoryName) }
+
+    /// The key of key file `id`.
+    static func key(of id: String) -> String { "\(directoryName)/\(id)" }
+
+    /// Whether the repository has key `id`.
+    func contains(_ id: String) -> Bool { storage.exists(Self.key(of: id)) }
 
     /// A file in `keys/`, read and checked, or what is wrong with it.
     public struct Entry: Sendable {
@@ -35,16 +38,28 @@ public struct KeyDirectory: Sendable {
 
     /// Every file in `keys/` (names sorted), each parsed or with its problem.
     public func entries() throws(CairnError) -> [Entry] {
-        guard FileSystem.isDirectory(path) else {
+        let prefix = Self.directoryName + "/"
+        let names = try storage.list(prefix: prefix).map { String($0.dropFirst(prefix.count)) }
+            .filter { !$0.isEmpty && !$0.contains("/") }
+        // A local directory tells a missing keys/ from an empty one; an object store has no directories.
+        let missing: Bool
+        if let local = storage as? LocalDirectoryStorage {
+            missing = !FileSystem.isDirectory(local.path(of: Self.directoryName))
+        } else {
+            missing = names.isEmpty
+        }
+        guard !missing else {
             throw CairnError(
                 .damaged,
                 "the key directory \(path) is missing: restore it from a backup, or import a key file with `cairn key import`"
             )
         }
-        return try FileSystem.list(path).filter { !$0.hasPrefix(".") }.map { name in
+        return names.map { name in
             do throws(CairnError) {
-                let file = try KeyFile.parse(
-                    try FileSystem.readAll("\(path)/\(name)", limit: KeyFile.maxFileSize), name: "keys/\(name)")
+                guard let bytes = try storage.readIfPresent(Self.key(of: name), limit: KeyFile.maxFileSize) else {
+                    throw CairnError(.damaged, "key file keys/\(name) was removed while it was read")
+                }
+                let file = try KeyFile.parse(bytes, name: "keys/\(name)")
                 if let problem = problem(with: file, name: name) { return Entry(name: name, problem: problem) }
                 return Entry(name: name, file: file)
             } catch {
@@ -96,29 +111,13 @@ public struct KeyDirectory: Sendable {
     /// Writes `file` as `keys/ID`, mode 0600, durably; never replaces a file.
     public func add(_ file: KeyFile) throws(CairnError) {
         if let problem = problem(with: file, name: nil) { throw CairnError(.usage, problem) }
-        try Self.write(file, into: path)
+        try Self.write(file, into: storage)
     }
 
-    /// Writes `file` into the directory `directory` (created 0700 if missing).
-    static func write(_ file: KeyFile, into directory: String) throws(CairnError) {
-        if !FileSystem.exists(directory) {
-            try FileSystem.createDirectories(directory)
-            if chmod(directory, 0o700) != 0 { throw CairnError.io("chmod", directory, Errno(rawValue: errno)) }
-        }
-        let target = "\(directory)/\(file.id)"
-        let temporary = FileSystem.temporaryName(for: target)
-        do throws(CairnError) {
-            let handle = try File.open(temporary, .createOrTruncate)
-            try handle.setPermissions(0o600)
-            try handle.write(try file.fileBytes(), at: 0)
-            try handle.sync()
-            try FileSystem.linkNew(temporary, to: target)
-            try? FileSystem.remove(temporary)
-        } catch {
-            try? FileSystem.remove(temporary)
-            throw error
-        }
-        try FileSystem.syncDirectory(directory)
+    /// Writes `file` as `keys/ID` of `storage`: create-only, and owner-only where the storage
+    /// has modes (a local directory: 0600 in a 0700 `keys/`).
+    static func write(_ file: KeyFile, into storage: any RepositoryStorage) throws(CairnError) {
+        try storage.publishPrivate(try file.fileBytes(), as: key(of: file.id))
     }
 
     /// Deletes key `id`, refusing if it is the last usable key file (a repository without one
@@ -133,7 +132,6 @@ public struct KeyDirectory: Sendable {
                 .usage,
                 "key \(id) is the repository's last usable key: add another with `cairn key add` before removing it")
         }
-        try FileSystem.remove("\(path)/\(id)")
-        try FileSystem.syncDirectory(path)
+        try storage.delete([Self.key(of: id)])
     }
 }

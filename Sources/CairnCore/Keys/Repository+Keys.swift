@@ -16,22 +16,31 @@ public struct NewKey: Sendable {
 /// Reads the config as `Repository` does (falling back to its copy), accepting the
 /// `encryption` feature that data commands of this Cairn refuse (`FormatFeature.keysOnly`).
 public struct RepositoryKeys: Sendable {
+    /// Where the repository is, for messages.
     public let path: String
+    public let storage: any RepositoryStorage
     public let config: RepositoryConfig
     public let directory: KeyDirectory
 
+    /// The keys of the repository in the directory `path`.
     public init(path: String) throws(CairnError) {
-        guard FileSystem.exists("\(path)/config") || FileSystem.exists("\(path)/\(RepositoryConfig.copyName)") else {
+        try self.init(storage: LocalDirectoryStorage(root: path))
+    }
+
+    public init(storage: any RepositoryStorage) throws(CairnError) {
+        let path = storage.location
+        guard try RepositoryConfig.isPresent(in: storage) else {
             throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
         }
         self.path = path
-        (config, _) = try Repository.readConfig(path, alsoKnown: FormatFeature.keysOnly)
+        self.storage = storage
+        (config, _) = try Repository.readConfig(storage, alsoKnown: FormatFeature.keysOnly)
         guard let encryption = config.encryption, config.features?.contains(FormatFeature.encryption) == true else {
             throw CairnError(
                 .usage,
                 "repository \(path) is not encrypted: it has no keys (create one with `cairn init --encryption`)")
         }
-        directory = KeyDirectory(repositoryPath: path, repositoryID: config.id, fingerprint: encryption.fingerprint)
+        directory = KeyDirectory(storage: storage, repositoryID: config.id, fingerprint: encryption.fingerprint)
     }
 
     /// The master key `passphrase` opens (`.passphrase` if none).
@@ -54,7 +63,7 @@ public struct RepositoryKeys: Sendable {
         guard try file.unwrap(passphrase) != nil else {
             throw CairnError(.passphrase, "the passphrase does not open key file \(file.id)")
         }
-        if FileSystem.exists("\(directory.path)/\(file.id)") {
+        if directory.contains(file.id) {
             throw CairnError(.exists, "repository \(path) has key \(file.id) already")
         }
         try directory.add(file)
@@ -75,6 +84,6 @@ extension RepositoryKeys {
     /// Takes the repository's locks for a change to `keys/` (docs/INTEGRITY.md, "Locks"):
     /// shared to add a key, exclusive to remove one, so two removals never race past the last.
     public func lock(_ scope: LockScope, purpose: String, wait: Double?) throws(CairnError) -> RepositoryLock {
-        try RepositoryLock.acquire(root: path, scope: scope, purpose: purpose, wait: wait, onWait: nil)
+        try storage.makeLocking().acquire(scope, purpose: purpose, wait: wait, onWait: nil)
     }
 }

@@ -15,9 +15,14 @@ public enum FormatFeature {
     /// `keys/` (docs/FORMAT.md, "Encryption").
     public static let encryption = "encryption"
 
+    /// A repository on an object store shared by hosts (`s3://BUCKET/PREFIX`): leases in
+    /// `locks/` instead of flocks (docs/FORMAT.md, "Object-store layout"). An older Cairn, which
+    /// would take flocks that no other host sees, refuses it by this name.
+    public static let objectStore = "object-store"
+
     /// What this Cairn reads. An encrypted repository opens only with its passphrase
     /// (`Repository.init`), an encrypted archive with one of its label's keys (`ArchiveKeys`).
-    public static let known: Set<String> = [frames, encryption]
+    public static let known: Set<String> = [frames, encryption, objectStore]
 
     /// What `cairn key` accepts beyond `known`: nothing more today (it was `encryption` while
     /// only keys were implemented).

@@ -18,7 +18,6 @@ extension Repository {
         var marked = config
         marked.features = FormatFeature.adding(config.features)
         marked.checksum = nil
-        try marked.write(repository: path)
-        try FileSystem.syncDirectory(path)
+        try marked.write(to: storage)
     }
 }

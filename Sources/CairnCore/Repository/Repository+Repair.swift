@@ -20,7 +20,7 @@ extension Repository {
         sealed.checksum = nil
         // Written anyway: the config gets the features list an upgrade would have given it.
         sealed.features = FormatFeature.adding(config.features)
-        try sealed.write(repository: path)
+        try sealed.write(to: storage)
         if health.primaryDamage != nil {
             report.repaired.append("config written again from \(RepositoryConfig.copyName)")
         } else if health.unsealed {

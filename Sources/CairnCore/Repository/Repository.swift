@@ -1,12 +1,15 @@
 import Foundation
 
-/// An opened repository directory: its config, chunk store and catalog.
+/// An opened repository: its config, chunk store and catalog.
 ///
 /// Layout (docs/FORMAT.md): `config`, `packs/`, `index/`, `points/`, `locks/`. Its objects are
-/// read and written through `storage`.
+/// read and written through `storage`: a local directory, or an object store.
 public final class Repository: Sendable {
+    /// Where the repository is, for messages and metrics: its directory, or its URL.
     public let path: String
-    public let storage: LocalDirectoryStorage
+    public let storage: any RepositoryStorage
+    /// How its commands keep out of each other's way: flocks, or leases (`RepositoryLocking`).
+    public let locking: any RepositoryLocking
     public let config: RepositoryConfig
     /// Whether `config` and its copy agree; commands warn when they do not, verify reports it.
     public let configHealth: ConfigHealth
@@ -16,17 +19,14 @@ public final class Repository: Sendable {
     public let onLockWait: LockWaitObserver?
 
     /// Creates a new, empty repository at `path` (which must be missing or an empty directory).
-    @discardableResult
     ///
     /// With `encryption`, the repository is encrypted: a new master key is wrapped under the
     /// given passphrase into `keys/`, and the config declares the `encryption` feature.
+    @discardableResult
     public static func create(
         at path: String, blockSize: Int, compressionLevel: Int, encryption: NewKey? = nil
     ) throws(CairnError) -> RepositoryConfig {
-        try RepositoryConfig.validate(blockSize: blockSize)
-        guard (1...19).contains(compressionLevel) else {
-            throw CairnError(.usage, "compression level \(compressionLevel) is not between 1 and 19")
-        }
+        try checkSettings(blockSize: blockSize, compressionLevel: compressionLevel)
         if FileSystem.exists(path) {
             guard FileSystem.isDirectory(path) else {
                 throw CairnError(.exists, "\(path) exists and is not a directory")
@@ -46,45 +46,90 @@ public final class Repository: Sendable {
         for sub in ["packs", "index", "points", "locks"] {
             try FileSystem.createDirectories("\(path)/\(sub)")
         }
+        let config = try create(
+            in: LocalDirectoryStorage(root: path), blockSize: blockSize, compressionLevel: compressionLevel,
+            encryption: encryption)
+        try FileSystem.syncDirectory(parent)
+        return config
+    }
+
+    /// Creates a new repository in `storage` (an object store's bucket and prefix), declaring
+    /// `features` beyond those this Cairn always writes (`objectStore` for a shared store).
+    ///
+    /// Refused when a config is there already; the config is published create-only, so of two
+    /// hosts that create the same repository at once one is refused.
+    @discardableResult
+    public static func create(
+        in storage: any RepositoryStorage, blockSize: Int, compressionLevel: Int, encryption: NewKey? = nil,
+        features extra: [String] = []
+    ) throws(CairnError) -> RepositoryConfig {
+        try checkSettings(blockSize: blockSize, compressionLevel: compressionLevel)
+        if try RepositoryConfig.isPresent(in: storage) {
+            throw CairnError(.exists, "\(storage.location) is already a Cairn repository")
+        }
         var config = RepositoryConfig.new(blockSize: blockSize, compressionLevel: compressionLevel)
+        for feature in extra where !(config.features ?? []).contains(feature) {
+            config.features = (config.features ?? []) + [feature]
+        }
         if let encryption {
             // The key file first: a config that declares encryption always has a key beside it.
             let master = MasterKey.generate(repositoryID: Hex.decode(config.id, count: 16)!)
             let file = try KeyFile.wrap(
                 master, repositoryID: config.id, passphrase: encryption.passphrase, parameters: encryption.parameters,
                 hint: encryption.hint)
-            try KeyDirectory.write(file, into: "\(path)/\(KeyDirectory.directoryName)")
+            try KeyDirectory.write(file, into: storage)
             config.features = (config.features ?? []) + [FormatFeature.encryption]
             config.encryption = .current(fingerprint: master.fingerprintHex)
         }
-        try config.write(repository: path)
-        try FileSystem.syncDirectory(parent)
+        try config.write(to: storage, createOnly: true)
         return config
     }
 
-    /// Opens the repository. `loadIndex: false` skips the chunk index (for `rebuild-index`).
+    private static func checkSettings(blockSize: Int, compressionLevel: Int) throws(CairnError) {
+        try RepositoryConfig.validate(blockSize: blockSize)
+        guard (1...19).contains(compressionLevel) else {
+            throw CairnError(.usage, "compression level \(compressionLevel) is not between 1 and 19")
+        }
+    }
+
+    /// Opens the repository in the directory `path`. `loadIndex: false` skips the chunk index
+    /// (for `rebuild-index`).
     ///
     /// An encrypted repository is opened only with a passphrase that opens one of its key files
     /// (`passphrase` is asked only then); without one it is refused, never read as plain.
-    public init(
+    public convenience init(
         path: String, loadIndex: Bool = true, onLockWait: LockWaitObserver? = nil,
         passphrase: (() throws(CairnError) -> [UInt8])? = nil
     ) throws(CairnError) {
-        self.path = path
-        storage = LocalDirectoryStorage(root: path)
-        self.onLockWait = onLockWait
         guard FileSystem.exists(path) else {
             throw CairnError(.repository, "repository \(path) does not exist", remedy: .createRepository)
         }
         if access("\(path)/config", R_OK) != 0 && errno == EACCES {
             throw CairnError(.repository, "cannot read repository \(path): permission denied")
         }
-        let hasConfig = FileSystem.exists("\(path)/config") || FileSystem.exists("\(path)/\(RepositoryConfig.copyName)")
-        guard FileSystem.isDirectory(path), hasConfig else {
+        guard FileSystem.isDirectory(path) else {
             throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
         }
-        (config, configHealth) = try Self.readConfig(path)
-        let keys = try Self.unlock(path, config, passphrase)
+        try self.init(
+            storage: LocalDirectoryStorage(root: path), loadIndex: loadIndex, onLockWait: onLockWait,
+            passphrase: passphrase)
+    }
+
+    /// Opens the repository in `storage` (a local directory or an object store).
+    public init(
+        storage: any RepositoryStorage, loadIndex: Bool = true, onLockWait: LockWaitObserver? = nil,
+        passphrase: (() throws(CairnError) -> [UInt8])? = nil
+    ) throws(CairnError) {
+        let path = storage.location
+        self.path = path
+        self.storage = storage
+        locking = storage.makeLocking()
+        self.onLockWait = onLockWait
+        guard try RepositoryConfig.isPresent(in: storage) else {
+            throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
+        }
+        (config, configHealth) = try Self.readConfig(storage)
+        let keys = try Self.unlock(storage, config, passphrase)
         store = try ChunkStore(
             storage: storage, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),
             packTargetSize: UInt64(config.packSize), loadIndex: loadIndex, keys: keys)
@@ -94,8 +139,10 @@ public final class Repository: Sendable {
     /// The keys of an encrypted repository, opened by `passphrase`; nil for an unencrypted one.
     /// Nothing is written or locked before this succeeds, so a wrong passphrase touches nothing.
     static func unlock(
-        _ path: String, _ config: RepositoryConfig, _ passphrase: (() throws(CairnError) -> [UInt8])?
+        _ storage: any RepositoryStorage, _ config: RepositoryConfig,
+        _ passphrase: (() throws(CairnError) -> [UInt8])?
     ) throws(CairnError) -> MasterKey? {
+        let path = storage.location
         let declared = config.features?.contains(FormatFeature.encryption) == true
         guard declared || config.encryption != nil else { return nil }
         guard declared, let encryption = config.encryption,
@@ -109,7 +156,7 @@ public final class Repository: Sendable {
         guard let passphrase else {
             throw CairnError(.repository, "repository \(path) is encrypted: its passphrase is needed to open it")
         }
-        let directory = KeyDirectory(repositoryPath: path, repositoryID: config.id, fingerprint: encryption.fingerprint)
+        let directory = KeyDirectory(storage: storage, repositoryID: config.id, fingerprint: encryption.fingerprint)
         return try directory.unlock(try passphrase()).key
     }
 
@@ -118,9 +165,8 @@ public final class Repository: Sendable {
     /// The one place that knows the lock files (docs/INTEGRITY.md, "Locks"); held until the
     /// returned value is released. `purpose` ("cairn backup") is what other processes are told.
     public func lock(_ scope: LockScope, purpose: String, wait: Double?) throws(CairnError) -> RepositoryLock {
-        try RepositoryLock.acquire(
-            root: path, scope: scope, purpose: purpose, wait: wait, onWait: onLockWait,
-            groupFileName: catalog.names.directory)
+        try locking.acquire(
+            scope, purpose: purpose, wait: wait, onWait: onLockWait, groupFileName: catalog.names.directory)
     }
 
     /// Runs `body` holding the locks `scope` needs.
@@ -135,15 +181,16 @@ public final class Repository: Sendable {
     /// Reads `config`, falling back to its copy when `config` is damaged (never when it is of
     /// an unknown version: a newer Cairn wrote it, and the copy may be older).
     static func readConfig(
-        _ path: String, alsoKnown: Set<String> = []
+        _ storage: any RepositoryStorage, alsoKnown: Set<String> = []
     ) throws(CairnError) -> (RepositoryConfig, ConfigHealth) {
-        let copyPath = "\(path)/\(RepositoryConfig.copyName)"
+        let copyPath = storage.describe(RepositoryConfig.copyName)
+        let primaryPath = storage.describe(RepositoryConfig.key)
         var health = ConfigHealth()
         let copy: RepositoryConfig?
         var copyError: CairnError?
-        if FileSystem.exists(copyPath) {
+        if storage.exists(RepositoryConfig.copyName) {
             do throws(CairnError) {
-                copy = try RepositoryConfig.read(file: copyPath, alsoKnown: alsoKnown)
+                copy = try RepositoryConfig.read(RepositoryConfig.copyName, from: storage, alsoKnown: alsoKnown)
             } catch {
                 copy = nil
                 copyError = error
@@ -153,10 +200,10 @@ public final class Repository: Sendable {
         }
         let primary: RepositoryConfig
         do throws(CairnError) {
-            guard FileSystem.exists("\(path)/config") else {
-                throw CairnError(.damaged, "the repository config \(path)/config is missing")
+            guard storage.exists(RepositoryConfig.key) else {
+                throw CairnError(.damaged, "the repository config \(primaryPath) is missing")
             }
-            primary = try RepositoryConfig.read(file: "\(path)/config", alsoKnown: alsoKnown)
+            primary = try RepositoryConfig.read(RepositoryConfig.key, from: storage, alsoKnown: alsoKnown)
         } catch  where error.code == .damaged {
             guard let copy else {
                 let also = copyError.map { " Its copy is damaged too: \($0.message)." } ?? ""
@@ -172,7 +219,7 @@ public final class Repository: Sendable {
             if let copy, copy.checksum != nil {
                 // A damaged key can hide the checksum itself; the copy says there was one.
                 health.primaryDamage =
-                    "the repository config \(path)/config is damaged: it has no checksum, and its copy has one"
+                    "the repository config \(primaryPath) is damaged: it has no checksum, and its copy has one"
                 return (copy, health)
             }
             if copy == nil && copyError == nil {

@@ -24,11 +24,25 @@ extension RepositoryConfig {
             text.replacingOccurrences(of: Self.checksumPlaceholder, with: Self.checksumPrefix + digest.hex).utf8)
     }
 
-    /// Writes `config` and then its copy, each durably and atomically.
-    func write(repository path: String) throws(CairnError) {
+    /// The primary's key.
+    public static let key = "config"
+
+    /// Whether `storage` holds a config or its copy. One listing, which fails (rather than
+    /// answering no) when the storage cannot be reached: a missing bucket, refused keys.
+    static func isPresent(in storage: any RepositoryStorage) throws(CairnError) -> Bool {
+        let names = try storage.list(prefix: key)
+        return names.contains(key) || names.contains(copyName)
+    }
+
+    /// Writes `config` and then its copy, each durably and atomically. `createOnly` (a new
+    /// repository) refuses to write over a config someone else created meanwhile.
+    func write(to storage: any RepositoryStorage, createOnly: Bool = false) throws(CairnError) {
         let bytes = try fileBytes()
-        let storage = LocalDirectoryStorage(root: path)
-        try storage.publish(bytes, as: "config", .replace)
+        do throws(CairnError) {
+            try storage.publish(bytes, as: Self.key, createOnly ? .createOnly : .replace)
+        } catch  where error.code == .exists && createOnly {
+            throw CairnError(.exists, "\(storage.location) is already a Cairn repository")
+        }
         try storage.publish(bytes, as: Self.copyName, .replace)
     }
 
@@ -37,8 +51,14 @@ extension RepositoryConfig {
     /// Damage (bad JSON, a checksum that does not match, a missing field, an impossible value)
     /// throws `.damaged`; a file that is not a Cairn config at all, or one of an unknown format
     /// version, throws `.repository`. Every message names the file and the field.
-    static func read(file path: String, alsoKnown: Set<String> = []) throws(CairnError) -> RepositoryConfig {
-        let bytes = try FileSystem.readAll(path, limit: 1 << 20)
+    static func read(
+        _ key: String, from storage: any RepositoryStorage, alsoKnown: Set<String> = []
+    ) throws(CairnError) -> RepositoryConfig {
+        let path = storage.describe(key)
+        let repository = storage.location
+        guard let bytes = try storage.readIfPresent(key, limit: 1 << 20) else {
+            throw CairnError(.damaged, "the repository config \(path) is missing")
+        }
         let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
         guard let object else {
             throw CairnError(.damaged, "the repository config \(path) is damaged: it is not a JSON object")
@@ -61,7 +81,7 @@ extension RepositoryConfig {
             let code: CairnError.Code = object["checksum"] == nil ? .repository : .damaged
             throw CairnError(
                 code,
-                "\(FileSystem.directoryName(path)) is not a Cairn repository (its config file is not a Cairn config)")
+                "\(repository) is not a Cairn repository (its config file is not a Cairn config)")
         }
         guard let version = object["version"] as? Int else {
             throw CairnError(.damaged, "the repository config \(path) is damaged: it has no format version")
@@ -69,7 +89,7 @@ extension RepositoryConfig {
         guard version == currentVersion else {
             throw CairnError(
                 .repository,
-                "repository \(FileSystem.directoryName(path)) has format version \(version); this Cairn reads version \(currentVersion) (use a Cairn that knows version \(version))"
+                "repository \(repository) has format version \(version); this Cairn reads version \(currentVersion) (use a Cairn that knows version \(version))"
             )
         }
         if let listed = object["features"] {
@@ -79,7 +99,7 @@ extension RepositoryConfig {
             }
             if let feature = FormatFeature.unknown(in: features, alsoKnown: alsoKnown) {
                 throw FormatFeature.refusal(
-                    "repository \(FileSystem.directoryName(path))", feature: feature, code: .repository)
+                    "repository \(repository)", feature: feature, code: .repository)
             }
         }
         let config = try JSONCoding.decode(RepositoryConfig.self, from: bytes, what: "the repository config \(path)")

@@ -18,44 +18,112 @@ public enum LockScope: Sendable, Equatable {
     case group(String)
 }
 
-/// Held locks on the repository's lock files; released when dropped or when the process dies.
+/// How a storage's commands keep out of each other's way: the one seam behind
+/// `Repository.lock(_:purpose:wait:)`, chosen by the storage (`RepositoryStorage.makeLocking()`).
 ///
-/// Taken only through `Repository.lock(_:purpose:wait:)`, which alone knows the lock files'
-/// names. The kernel releases an flock with its process, so a crashed cron run can never leave a
-/// stale lock behind.
+/// A local directory takes flocks (`FileLocking`); storage shared by several hosts takes leases
+/// that expire (`LeaseLocking`), since no kernel there releases the lock of a dead host.
+public protocol RepositoryLocking: Sendable {
+    /// Takes what `scope` needs, waiting up to `wait` seconds (nil: fail at once, naming the
+    /// holder); `purpose` ("cairn backup") is what other processes are told. `groupFileName` is
+    /// how a group is named in the lock's key (the catalog's: hidden in an encrypted repository).
+    func acquire(
+        _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?,
+        groupFileName: (String) -> String
+    ) throws(CairnError) -> RepositoryLock
+}
+
+extension RepositoryLocking {
+    /// For scopes that name no group, or a repository whose group names are plain.
+    public func acquire(
+        _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?
+    ) throws(CairnError) -> RepositoryLock {
+        try acquire(scope, purpose: purpose, wait: wait, onWait: onWait, groupFileName: { $0 })
+    }
+}
+
+/// What a `RepositoryLocking` holds until it is released.
+protocol HeldLock: AnyObject {
+    /// Gives the lock up (an flock's file closed, a lease deleted).
+    func release()
+    /// See `RepositoryLock.tryUpgradeToExclusive()`.
+    func tryUpgradeToExclusive() -> Bool
+    /// Throws if the lock was lost since it was taken (a lease another host took over).
+    func check() throws(CairnError)
+}
+
+/// Held locks on a repository; released when dropped (and flocks when the process dies).
+///
+/// Taken only through `Repository.lock(_:purpose:wait:)`, which alone knows what `scope` means on
+/// its storage.
 public final class RepositoryLock {
+    let held: any HeldLock
+
+    init(held: any HeldLock) { self.held = held }
+
+    deinit { held.release() }
+
+    /// Tries to turn the shared repository lock into an exclusive one without waiting.
+    ///
+    /// flock converts by dropping the old lock first, so on failure the caller may hold nothing:
+    /// use it only where losing the lock is harmless (at the end of a run). Leases never upgrade
+    /// (there is no repository-wide lease to upgrade).
+    public func tryUpgradeToExclusive() -> Bool { held.tryUpgradeToExclusive() }
+
+    /// Throws `.busy` if the lock is no longer this process's: checked before a commit, so a run
+    /// whose lease was taken over (it stalled past its expiry) commits nothing.
+    public func check() throws(CairnError) { try held.check() }
+}
+
+/// flocks on a local repository's lock files (docs/INTEGRITY.md, "Locks").
+///
+/// The kernel releases an flock with its process, so a crashed cron run can never leave a stale
+/// lock behind.
+struct FileLocking: RepositoryLocking {
+    let root: String
+
+    func acquire(
+        _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?,
+        groupFileName: (String) -> String
+    ) throws(CairnError) -> RepositoryLock {
+        RepositoryLock(
+            held: try FileLocks.acquire(
+                root: root, scope: scope, purpose: purpose, wait: wait, onWait: onWait, groupFileName: groupFileName))
+    }
+}
+
+/// The flocks held for one scope.
+final class FileLocks: HeldLock {
     /// The repository lock first, then the group's: always in that order, so two commands never
     /// wait for each other.
     private let files: [File]
 
     private init(files: [File]) { self.files = files }
 
-    deinit { for file in files.reversed() { file.unlock() } }
+    func release() { for file in files.reversed() { file.unlock() } }
 
-    /// Tries to turn the shared repository lock into an exclusive one without waiting.
-    ///
-    /// flock converts by dropping the old lock first, so on failure the caller may hold nothing:
-    /// use it only where losing the lock is harmless (at the end of a run).
-    public func tryUpgradeToExclusive() -> Bool {
+    func tryUpgradeToExclusive() -> Bool {
         guard let file = files.first else { return false }
         return (try? file.tryLock(.exclusive)) ?? false
     }
+
+    func check() throws(CairnError) {}
 
     /// Takes the lock files of `scope` under `root`, waiting up to `wait` seconds each (nil: fail at once).
     static func acquire(
         root: String, scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?,
         groupFileName: (String) -> String = { $0 }
-    ) throws(CairnError) -> RepositoryLock {
+    ) throws(CairnError) -> FileLocks {
         let repositoryFile = "\(root)/locks/repository.lock"
         switch scope {
         case .shared:
             let file = try take(
                 repositoryFile, .shared, what: "repository \(root)", purpose: purpose, wait: wait, onWait: onWait)
-            return RepositoryLock(files: [file])
+            return FileLocks(files: [file])
         case .exclusive:
             let file = try take(
                 repositoryFile, .exclusive, what: "repository \(root)", purpose: purpose, wait: wait, onWait: onWait)
-            return RepositoryLock(files: [file])
+            return FileLocks(files: [file])
         case .group(let group):
             precondition(GroupName.isValid(group), "a group lock for an unchecked group name")
             let shared = try take(
@@ -67,7 +135,7 @@ public final class RepositoryLock {
                 "\(root)/locks/group.\(groupFileName(group)).lock", .exclusive, what: "group \(group)",
                 purpose: purpose, wait: wait,
                 onWait: onWait)
-            return RepositoryLock(files: [shared, exclusive])
+            return FileLocks(files: [shared, exclusive])
         }
     }
 

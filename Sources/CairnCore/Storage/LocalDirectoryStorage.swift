@@ -128,6 +128,33 @@ public struct LocalDirectoryStorage: RepositoryStorage {
 
     public func exists(_ key: String) -> Bool { FileSystem.exists(path(of: key)) }
 
+    /// Mode 0600 from the start (never readable by others, not even for a moment), in a directory
+    /// created 0700; linked into place, so an existing file is never replaced.
+    public func publishPrivate(_ bytes: [UInt8], as key: String) throws(CairnError) {
+        let target = path(of: key)
+        let directory = FileSystem.directoryName(target)
+        if !FileSystem.exists(directory) {
+            try FileSystem.createDirectories(directory)
+            if chmod(directory, 0o700) != 0 { throw CairnError.io("chmod", directory, Errno(rawValue: errno)) }
+        }
+        let temporary = FileSystem.temporaryName(for: target)
+        do throws(CairnError) {
+            let handle = try File.open(temporary, .createOrTruncate)
+            try handle.setPermissions(0o600)
+            try handle.write(bytes, at: 0)
+            try handle.sync()
+            try FileSystem.linkNew(temporary, to: target)
+            try? FileSystem.remove(temporary)
+        } catch {
+            try? FileSystem.remove(temporary)
+            throw error
+        }
+        try FileSystem.syncDirectory(directory)
+    }
+
+    /// flocks on `locks/*.lock`, released by the kernel when their process dies.
+    public func makeLocking() -> any RepositoryLocking { FileLocking(root: root) }
+
     /// Directories where writers put temporary files (the same ones as before the seam, so a
     /// sweep's count is unchanged).
     public func removeLeftovers(dryRun: Bool) -> Int {

@@ -1,3 +1,5 @@
+import SystemPackage
+
 /// Where a repository's objects live: the one seam between the repository's layout and the
 /// medium that holds it.
 ///
@@ -54,6 +56,45 @@ public protocol RepositoryStorage: Sendable {
     /// Removes what interrupted writers left (objects staged or published by processes that are
     /// gone, or by this one). Returns how many there were; with `dryRun` nothing is removed.
     func removeLeftovers(dryRun: Bool) -> Int
+
+    /// Publishes, create-only, an object only the repository's owner may read (a key file). A
+    /// local directory makes it mode 0600 in a 0700 directory; an object store has no modes, its
+    /// bucket policy decides (the default: a create-only `publish`).
+    func publishPrivate(_ bytes: [UInt8], as key: String) throws(CairnError)
+
+    /// How commands on this storage keep out of each other's way (docs/INTEGRITY.md, "Locks"): a
+    /// local directory takes flocks, which its kernel releases with a dead process; storage
+    /// shared by hosts takes leases that expire (the default, `LeaseLocking`).
+    func makeLocking() -> any RepositoryLocking
+}
+
+extension RepositoryStorage {
+    public func publishPrivate(_ bytes: [UInt8], as key: String) throws(CairnError) {
+        try publish(bytes, as: key, .createOnly)
+    }
+
+    public func makeLocking() -> any RepositoryLocking { LeaseLocking(storage: self) }
+
+    /// `key` as a person reads it in a message: the location and the key.
+    public func describe(_ key: String) -> String {
+        location.hasSuffix("/") ? location + key : "\(location)/\(key)"
+    }
+
+    /// A small object's bytes (at most `limit`), or nil when there is none under `key`.
+    public func readIfPresent(_ key: String, limit: Int) throws(CairnError) -> [UInt8]? {
+        guard exists(key) else { return nil }
+        let object: any StoredObject
+        do throws(CairnError) {
+            object = try open(key)
+        } catch  where error.code == .notFound || error.errno == .noSuchFileOrDirectory {
+            return nil  // deleted between the two calls
+        }
+        guard object.size <= UInt64(limit) else {
+            throw CairnError(
+                .damaged, "\(describe(key)) is larger than \(limit) bytes: it is not what Cairn writes there")
+        }
+        return try object.readBytes(count: Int(object.size), at: 0)
+    }
 }
 
 extension RepositoryStorage {

@@ -37,20 +37,20 @@ public struct DamagedChunkList: Codable, Sendable, Equatable {
 
     public init(entries: [Entry] = []) { self.entries = entries }
 
-    static func path(root: String) -> String { "\(root)/verify/damaged.json" }
+    static let key = "verify/damaged.json"
 
-    /// The list in `root`, or an empty one if there is none or it cannot be read: a lost list
+    /// The list in `storage`, or an empty one if there is none or it cannot be read: a lost list
     /// only means the next backup does not heal until verify runs again.
-    static func load(root: String) -> DamagedChunkList {
-        guard let bytes = try? FileSystem.readAll(path(root: root), limit: 64 << 20),
+    static func load(from storage: any RepositoryStorage) -> DamagedChunkList {
+        guard let bytes = try? storage.readIfPresent(key, limit: 64 << 20),
             let list = try? JSONCoding.decode(DamagedChunkList.self, from: bytes, what: "damaged chunk list")
         else { return DamagedChunkList() }
         return list
     }
 
-    func save(root: String) throws(CairnError) {
+    func save(to storage: any RepositoryStorage) throws(CairnError) {
         let text = try JSONCoding.encode(self, pretty: true) + "\n"
-        try LocalDirectoryStorage(root: root).publish(Array(text.utf8), as: "verify/damaged.json", .replace)
+        try storage.publish(Array(text.utf8), as: Self.key, .replace)
     }
 
     /// Digest → damaged location, for the chunk store's lookups.

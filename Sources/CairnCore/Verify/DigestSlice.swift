@@ -56,15 +56,14 @@ public struct DigestSlice: Sendable, Equatable {
 
 /// Where the next `verify --sample` starts: `verify/sample-position`, one hex number.
 enum SamplePosition {
-    static func path(root: String) -> String { "\(root)/verify/sample-position" }
+    static let key = "verify/sample-position"
 
-    static func load(root: String) -> UInt64 {
-        guard let bytes = try? FileSystem.readAll(path(root: root), limit: 4096) else { return 0 }
+    static func load(from storage: any RepositoryStorage) -> UInt64 {
+        guard let bytes = try? storage.readIfPresent(key, limit: 4096) else { return 0 }
         return UInt64(String(decoding: bytes, as: UTF8.self).trimmingSpaces, radix: 16) ?? 0
     }
 
-    static func save(_ position: UInt64, root: String) throws(CairnError) {
-        try LocalDirectoryStorage(root: root).publish(
-            Array((String(position, radix: 16) + "\n").utf8), as: "verify/sample-position", .replace)
+    static func save(_ position: UInt64, to storage: any RepositoryStorage) throws(CairnError) {
+        try storage.publish(Array((String(position, radix: 16) + "\n").utf8), as: key, .replace)
     }
 }

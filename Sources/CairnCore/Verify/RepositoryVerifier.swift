@@ -53,7 +53,7 @@ public final class RepositoryVerifier {
             guard samplePercent > 0, samplePercent <= 100 else {
                 throw CairnError(.usage, "a sample of \(samplePercent)% is not a percentage above 0 and at most 100")
             }
-            slice = DigestSlice(start: SamplePosition.load(root: repository.path), percent: samplePercent)
+            slice = DigestSlice(start: SamplePosition.load(from: repository.storage), percent: samplePercent)
             report.scope = .sample
             report.samplePercent = samplePercent
             report.digestRange = slice.description
@@ -101,7 +101,7 @@ public final class RepositoryVerifier {
         try Cancellation.check("nothing recorded")
         finish(selected: selected)
         if samplePercent != nil {
-            recording { () throws(CairnError) in try SamplePosition.save(slice.end, root: repository.path) }
+            recording { () throws(CairnError) in try SamplePosition.save(slice.end, to: repository.storage) }
         }
         report.seconds = clock.elapsed
         return report
@@ -472,7 +472,7 @@ public final class RepositoryVerifier {
 
         // The healing list: replaced by a full run, merged by a partial one.
         var list =
-            points == nil && samplePercent == nil ? DamagedChunkList() : DamagedChunkList.load(root: repository.path)
+            points == nil && samplePercent == nil ? DamagedChunkList() : DamagedChunkList.load(from: repository.storage)
         list.entries.removeAll { entry in
             guard let digest = ChunkDigest(hex: entry.digest) else { return true }
             return store.lookup(digest) != entry.location || damaged[digest] != nil
@@ -482,8 +482,8 @@ public final class RepositoryVerifier {
                 list.entries.append(.init(digest: digest, location: location, reason: info.reason))
             }
         }
-        if !list.entries.isEmpty || FileSystem.exists(DamagedChunkList.path(root: repository.path)) {
-            recording { () throws(CairnError) in try list.save(root: repository.path) }
+        if !list.entries.isEmpty || repository.storage.exists(DamagedChunkList.key) {
+            recording { () throws(CairnError) in try list.save(to: repository.storage) }
         }
         report.intact =
             report.problems.isEmpty && damaged.isEmpty && report.restorePoints.allSatisfy { $0.result == .intact }
