@@ -534,9 +534,11 @@ class CairnS3(Cairn):
 
     def env(self, run_dir, repo):
         if not self.made:
-            subprocess.run(["curl", "-sf", "-X", "PUT", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user",
-                            f"{self.keys[0]}:{self.keys[1]}", f"{self.endpoint}/{self.bucket}"],
-                           capture_output=True)
+            # radosgw wants the payload's SHA-256 signed (here of the empty body).
+            empty = hashlib.sha256(b"").hexdigest()
+            subprocess.run(["curl", "-s", "-X", "PUT", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user",
+                            f"{self.keys[0]}:{self.keys[1]}", "-H", f"x-amz-content-sha256: {empty}",
+                            f"{self.endpoint}/{self.bucket}"], capture_output=True)
             self.made = True
         return dict(os.environ, CAIRN_REPO=self.url(repo), CAIRN_S3_ENDPOINT=self.endpoint,
                     AWS_ACCESS_KEY_ID=self.keys[0], AWS_SECRET_ACCESS_KEY=self.keys[1])
