@@ -530,7 +530,8 @@ class CairnS3(Cairn):
         return super().available() and bool(self.endpoint)
 
     def url(self, repo):
-        return f"s3://{self.bucket}/{self.token}-{os.path.basename(os.path.dirname(repo))}"
+        run_dir = os.path.dirname(repo)  # .../roundN/cairn-s3: a new prefix for every round
+        return f"s3://{self.bucket}/{self.token}-{os.path.basename(os.path.dirname(run_dir))}"
 
     def env(self, run_dir, repo):
         if not self.made:
