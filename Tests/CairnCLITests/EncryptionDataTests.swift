@@ -18,12 +18,7 @@ import Testing
         try "data passphrase\n".write(toFile: dir.file("pass"), atomically: true, encoding: .utf8)
         try "not it\n".write(toFile: dir.file("wrong"), atomically: true, encoding: .utf8)
         var gen = TestImage(seed: 1414)
-        marker = gen.randomBytes(1 << 20)
-        try gen.makeImage(at: image, size: 8 << 20, extent: 128 << 10, stride: 1 << 20)
-        let file = try FileHandle(forWritingTo: URL(fileURLWithPath: image))
-        try file.seek(toOffset: 3 << 20)
-        file.write(Data(marker))
-        try file.close()
+        marker = try gen.makeMarkedImage(at: dir.file(Self.diskName))
         let created = run(["init", "--repo", repo, "--encryption"])
         #expect(created.status == 0, "\(created.stderr)")
     }

@@ -53,6 +53,16 @@ public struct TestImage {
         }
     }
 
+    /// An 8 MiB sparse image with 1 MiB of seeded random bytes (incompressible, so an
+    /// unencrypted repository or archive holds them verbatim) at 3 MiB: the marker the
+    /// encryption tests search every stored file for. Returns the marker.
+    public mutating func makeMarkedImage(at path: String) throws -> [UInt8] {
+        let marker = randomBytes(1 << 20)
+        try makeImage(at: path, size: 8 << 20, extent: 128 << 10, stride: 1 << 20)
+        try File.open(path, .readWrite).write(marker, at: 3 << 20)
+        return marker
+    }
+
     /// Writes `count` extents of 4-256 KiB at 4 KiB-aligned random offsets; returns bytes written.
     @discardableResult
     public mutating func scatterWrites(at path: String, count: Int) throws -> UInt64 {
