@@ -64,6 +64,24 @@ struct RepositoryOptions: ParsableArguments {
     /// `$CAIRN_PASSWORD_FILE`, else a prompt); hidden while encryption is (issue 14).
     @OptionGroup var passphraseSource: PassphraseOptions
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Open an encrypted repository with this host key (made by `cairn key add --new-host-key`; else $CAIRN_HOST_KEY).",
+            valueName: "FILE"))
+    var hostKey: String?
+
+    /// What opens an encrypted repository: `--host-key`, else `--password-command`, else
+    /// `$CAIRN_HOST_KEY`, else the passphrase's other sources. Unattended runs use a host key:
+    /// it costs no scrypt (`HostKey`).
+    func secret() throws(CairnError) -> KeySecret {
+        if let hostKey { return .hostKey(try HostKey.read(hostKey)) }
+        if passphraseSource.passwordCommand == nil, let file = Passphrase.environment("CAIRN_HOST_KEY") {
+            return .hostKey(try HostKey.read(file))
+        }
+        return .passphrase(try passphraseSource.passphrase())
+    }
+
     static let defaultRepository = "cairn-repo"
 
     var path: String {
@@ -102,14 +120,14 @@ struct RepositoryOptions: ParsableArguments {
 
     func open(warnAboutDamage: Bool = true, loadIndex: Bool = true) throws(CairnError) -> Repository {
         Log.setUp(verbose: verbose)
-        let passphrase = { () throws(CairnError) in try passphraseSource.passphrase() }
+        let secret = { () throws(CairnError) in try self.secret() }
         let repository: Repository
         if let storage = try objectStorage() {
             repository = try Repository(
-                storage: storage, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice, passphrase: passphrase)
+                storage: storage, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice, secret: secret)
         } else {
             repository = try Repository(
-                path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice, passphrase: passphrase)
+                path: path, loadIndex: loadIndex, onLockWait: Terminal.lockWaitNotice, secret: secret)
         }
         CairnLog.logger.info(
             "repository opened: \(repository.path), block size \(Units.formatBytes(UInt64(repository.config.blockSize)))"

@@ -41,10 +41,10 @@ struct KeyListCommand: ParsableCommand {
                 header: ["ID", "CREATED", "KDF", "HINT"],
                 rows: rows.map { row in
                     guard row.problem == nil else { return [row.id, "?", "?", "UNUSABLE: \(row.problem!)"] }
-                    return [
-                        row.id, Terminal.humanTime(row.created ?? ""),
-                        row.kdf.map { "scrypt N=\($0.n) r=\($0.r) p=\($0.p)" } ?? "", row.hint ?? "",
-                    ]
+                    let kdf =
+                        row.kind == "host"
+                        ? "host key" : row.kdf.map { "scrypt N=\($0.n) r=\($0.r) p=\($0.p)" } ?? ""
+                    return [row.id, Terminal.humanTime(row.created ?? ""), kdf, row.hint ?? ""]
                 })
         }
     }
@@ -57,6 +57,8 @@ struct KeySummary: Encodable {
     var hint: String?
     var kdf: KDF?
     var fingerprint: String?
+    /// `passphrase`, or `host` for a host key (`key add --new-host-key`); nil when unusable.
+    var kind: String?
     /// Set when the file cannot be used: why.
     var problem: String?
 
@@ -73,6 +75,7 @@ struct KeySummary: Encodable {
         hint = entry.file?.hint
         kdf = entry.file.map { KDF(name: $0.kdf.name, n: $0.kdf.n, r: $0.kdf.r, p: $0.kdf.p) }
         fingerprint = entry.file?.fingerprint
+        kind = entry.file.map { $0.isHostKey ? "host" : "passphrase" }
         problem = entry.problem
     }
 }
@@ -80,7 +83,13 @@ struct KeySummary: Encodable {
 struct KeyAddCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "add",
-        abstract: "Add a passphrase: wrap the master key (opened by an existing passphrase) under a new one.")
+        abstract: "Add a passphrase, or a host key: wrap the master key (opened by an existing key) under a new one.",
+        discussion: """
+            With --new-host-key FILE, the new key is 32 random bytes written to FILE on this host
+            (mode 0600): nightly runs open the repository with `--host-key FILE` or
+            $CAIRN_HOST_KEY, without scrypt's cost. Remove the key (`cairn key remove ID`) when
+            the host is retired or lost.
+            """)
 
     @OptionGroup var repository: RepositoryOptions
     @OptionGroup var new: NewPassphraseOptions
@@ -92,7 +101,22 @@ struct KeyAddCommand: ParsableCommand {
         try runReportingErrors { () throws(CairnError) in
             let keys = try repository.openKeys()
             // The passphrase is tried before anything is locked or written: a wrong one touches nothing.
-            let (master, _) = try keys.unlock(try repository.passphraseSource.passphrase())
+            let (master, _) = try keys.unlock(try repository.secret())
+            if let hostKeyPath = new.newHostKey {
+                let (host, file) = try keys.addHostKey(master: master, hint: hint)
+                let lock = try keys.lock(.shared, purpose: "cairn key add", wait: try repository.lockWaitSeconds())
+                defer { withExtendedLifetime(lock) {} }
+                // The host's file first: a key file without its secret anywhere would be dead weight.
+                try host.write(to: hostKeyPath)
+                do throws(CairnError) {
+                    try keys.publish(file)
+                } catch {
+                    try? FileSystem.remove(hostKeyPath)
+                    throw error
+                }
+                print("added host key \(file.id) to repository \(repository.path); its secret is in \(hostKeyPath)")
+                return
+            }
             let newPassphrase = try new.passphrase()
             let lock = try keys.lock(.shared, purpose: "cairn key add", wait: try repository.lockWaitSeconds())
             defer { withExtendedLifetime(lock) {} }
@@ -115,7 +139,7 @@ struct KeyRemoveCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let keys = try repository.openKeys()
-            let (_, opened) = try keys.unlock(try repository.passphraseSource.passphrase())
+            let (_, opened) = try keys.unlock(try repository.secret())
             let lock = try keys.lock(.exclusive, purpose: "cairn key remove", wait: try repository.lockWaitSeconds())
             defer { withExtendedLifetime(lock) {} }
             try keys.remove(id: id, opened: opened)
@@ -146,11 +170,13 @@ struct KeyExportCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors { () throws(CairnError) in
             let keys = try repository.openKeys()
-            let usable = try keys.directory.entries().compactMap(\.file)
+            let usable = try keys.directory.entries().compactMap(\.file).filter { !$0.isHostKey }
             let file: KeyFile
             if let id {
                 guard let match = usable.first(where: { $0.id == id }) else {
-                    throw CairnError(.notFound, "repository \(repository.path) has no usable key \(id)")
+                    throw CairnError(
+                        .notFound,
+                        "repository \(repository.path) has no usable passphrase key \(id) (host keys are not exported)")
                 }
                 file = match
             } else {

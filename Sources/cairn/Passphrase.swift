@@ -12,6 +12,8 @@ import Foundation
 /// In order: `--password-command CMD` (run through `/bin/sh -c`; its standard output is the
 /// passphrase), the file named by `$CAIRN_PASSWORD_FILE`, else a prompt on the terminal with
 /// echo off. One trailing newline is dropped; the rest is the passphrase, byte for byte.
+///
+/// Commands on a repository also take a host key instead (`RepositoryOptions.secret`).
 struct PassphraseOptions: ParsableArguments {
     @Option(
         name: .long,
@@ -52,6 +54,13 @@ struct PassphraseOptions: ParsableArguments {
 struct NewPassphraseOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Read the new passphrase from FILE.", valueName: "FILE"))
     var newPasswordFile: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Instead of a passphrase, make a host key for unattended runs: 32 random bytes written to FILE (mode 0600).",
+            valueName: "FILE"))
+    var newHostKey: String?
 
     @Option(
         name: .long, help: ArgumentHelp("Run CMD through /bin/sh for the new passphrase.", valueName: "CMD"))

@@ -92,6 +92,64 @@ import Testing
                 == "b4513a06ab219535b885873cfdf0b3babe531220dcb5bf942432571ab4c36ab8c7f8e155465b5d5a2ba738b3f46130bf")
     }
 
+    /// A host key's file: its key-encrypting key is OpenSSL's HKDF of the secret (no scrypt), it
+    /// opens only with that secret, never with a passphrase, and its fields are bound as a
+    /// passphrase file's are (the worked example in docs/FORMAT.md, "Host keys").
+    @Test func aHostKeyFileOpensWithItsSecretOnlyAndMatchesOpenSSL() throws {
+        let repositoryID = "00112233445566778899aabbccddeeff"
+        let master = MasterKey(master: SecretKey(bytes: Array(0..<32)), repositoryID: Hex.decode(repositoryID)!)
+        let secret = SecretKey(bytes: Array(0x60..<0x80))
+        let file = try KeyFile.wrap(
+            master, repositoryID: repositoryID, hostSecret: secret, salt: Array(0x20..<0x40),
+            nonce: Array(0x40..<0x4c), id: Hex.decode("0123456789abcdef")!)
+        #expect(file.isHostKey && file.kdf.name == "hkdf-sha256" && file.kdf.n == 0)
+        let kek = openssl([
+            "kdf", "-keylen", "32", "-kdfopt", "digest:SHA256", "-kdfopt", "hexkey:\(Hex.encode(secret.bytes))",
+            "-kdfopt", "hexsalt:\(file.kdf.salt)", "-kdfopt", "info:cairn/v1/host-key", "HKDF",
+        ])
+        #expect(kek == "\(Self.hostWorkedExample.kek)")
+        #expect(file.wrapped == Self.hostWorkedExample.wrapped)
+        let opened = try #require(try file.unwrap(hostSecret: secret))
+        #expect(opened.master.matches(master.master))
+        #expect(try file.unwrap(hostSecret: SecretKey(bytes: Array(0x61..<0x81))) == nil)
+        #expect(try file.unwrap(Array(0x60..<0x80)) == nil, "a passphrase never opens a host key's file")
+        let parsed = try KeyFile.parse(try file.fileBytes(), name: "keys/x")
+        #expect(parsed == file)
+        var stretched = file
+        stretched.kdf.n = 1024
+        #expect(throws: CairnError.self) { try KeyFile.parse(try stretched.fileBytes(), name: "keys/x") }
+        var flipped = file
+        flipped.id = "1123456789abcdef"
+        #expect(try flipped.unwrap(hostSecret: secret) == nil, "the key id is bound")
+    }
+
+    /// Computed with OpenSSL's `kdf HKDF` (the KEK) and Python's `cryptography` AESGCM (the seal).
+    static let hostWorkedExample = (
+        kek: "f3909c7c1dd3e1afa7689561ab2cfd7a5772469eee9bbf9a5e9d89a72d437bed",
+        wrapped: "c2af4e5b49209b1d1aff9736cb11198bc2e2239cc7312c4731b93fbb518def5df1f8ed0f7be5c4862c4d2aa1dc96b2a1"
+    )
+
+    /// The host's own file: written 0600 and create-only, read back, refused when others can
+    /// read it or when it is not a host key.
+    @Test func aHostKeyFileOnTheHostIsPrivate() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("host.key")
+        let host = HostKey.make(repository: "00112233445566778899aabbccddeeff", keyID: "0123456789abcdef")
+        try host.write(to: path)
+        let back = try HostKey.read(path)
+        #expect(back.keyID == host.keyID && back.repository == host.repository && back.secret.matches(host.secret))
+        #expect(throws: CairnError.self) { try host.write(to: path) }
+        chmod(path, 0o640)
+        #expect {
+            try HostKey.read(path)
+        } throws: { error in
+            (error as? CairnError)?.message.contains("readable by others") == true
+        }
+        try "{\"format\": \"cairn-key\"}".write(toFile: dir.file("other"), atomically: true, encoding: .utf8)
+        chmod(dir.file("other"), 0o600)
+        #expect(throws: CairnError.self) { try HostKey.read(dir.file("other")) }
+    }
+
     @Test func hostileOrTruncatedFilesAreRefusedByName() throws {
         let (_, file) = try wrapped()
         let bytes = try file.fileBytes()

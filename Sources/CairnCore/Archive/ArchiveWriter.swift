@@ -175,14 +175,16 @@ public final class ArchiveWriter {
         return result
     }
 
-    /// The repository's usable key files (the ones that wrap its master key), for the label.
+    /// The repository's usable passphrase key files (the ones that wrap its master key), for the
+    /// label. Host keys stay out: a tape is read with a passphrase, long after any host is gone.
     static func keyFiles(of repository: Repository) throws(CairnError) -> [KeyFile] {
         guard let fingerprint = repository.config.encryption?.fingerprint else { return [] }
         let directory = KeyDirectory(
             storage: repository.storage, repositoryID: repository.config.id, fingerprint: fingerprint)
-        let files = try directory.entries().compactMap(\.file)
+        let files = try directory.entries().compactMap(\.file).filter { !$0.isHostKey }
         guard !files.isEmpty else {
-            throw CairnError(.damaged, "repository \(repository.path) has no usable key file to put in the archive")
+            throw CairnError(
+                .damaged, "repository \(repository.path) has no usable passphrase key file to put in the archive")
         }
         return files
     }

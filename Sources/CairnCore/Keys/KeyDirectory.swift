@@ -1,5 +1,5 @@
-/// The key files of an encrypted repository: `keys/ID`, one per passphrase, each mode 0600
-/// (docs/FORMAT.md, "Key files").
+/// The key files of an encrypted repository: `keys/ID`, one per passphrase or host key, each
+/// mode 0600 (docs/FORMAT.md, "Key files").
 ///
 /// Every file wraps the same master key, so any one passphrase opens the repository; adding a
 /// passphrase writes a file, removing one deletes it (never the last).
@@ -82,15 +82,25 @@ public struct KeyDirectory: Sendable {
         return nil
     }
 
+    /// The master key that `secret` opens, and the key file that opened it.
+    public func unlock(_ secret: KeySecret) throws(CairnError) -> (key: MasterKey, file: KeyFile) {
+        switch secret {
+        case .passphrase(let passphrase): return try unlock(passphrase)
+        case .hostKey(let hostKey): return try unlock(hostKey)
+        }
+    }
+
     /// The master key that `passphrase` opens, and the key file that opened it.
     ///
-    /// Tries every usable key file. When none opens, throws `.passphrase` (one line; damaged or
-    /// foreign files are named in it), or `.damaged` when there is no usable key file at all.
+    /// Tries every usable passphrase key file (host keys are opened only by `unlock(_ hostKey:)`,
+    /// so that a passphrase never costs a wasted scrypt per host). When none opens, throws
+    /// `.passphrase` (one line; damaged or foreign files are named in it), or `.damaged` when
+    /// there is no usable key file at all.
     public func unlock(_ passphrase: [UInt8]) throws(CairnError) -> (key: MasterKey, file: KeyFile) {
         let entries = try entries()
         var tried = 0
         for entry in entries {
-            guard let file = entry.file else { continue }
+            guard let file = entry.file, !file.isHostKey else { continue }
             tried += 1
             if let key = try file.unwrap(passphrase) { return (key, file) }
         }
@@ -98,14 +108,37 @@ public struct KeyDirectory: Sendable {
         guard tried > 0 else {
             throw CairnError(
                 .damaged,
-                "repository \(repositoryPath) has no usable key file"
-                    + (problems.isEmpty ? " (keys/ is empty)" : ": " + problems.joined(separator: "; ")))
+                "repository \(repositoryPath) has no usable passphrase key file"
+                    + (problems.isEmpty ? " (keys/ holds none)" : ": " + problems.joined(separator: "; ")))
         }
         let which = tried == 1 ? "does not open the key" : "opens none of the \(tried) keys"
         throw CairnError(
             .passphrase,
             "the passphrase \(which) of repository \(repositoryPath)"
                 + (problems.isEmpty ? "" : " (unusable: " + problems.joined(separator: "; ") + ")"))
+    }
+
+    /// The master key that `hostKey` opens: only its own key file is read, so a host key costs
+    /// one small read and one HKDF, never a scrypt.
+    public func unlock(_ hostKey: HostKey) throws(CairnError) -> (key: MasterKey, file: KeyFile) {
+        guard hostKey.repository == repositoryID.lowercased() else {
+            throw CairnError(
+                .passphrase,
+                "the host key is for repository \(hostKey.repository), not \(repositoryPath) (\(repositoryID))")
+        }
+        guard let bytes = try storage.readIfPresent(Self.key(of: hostKey.keyID), limit: KeyFile.maxFileSize) else {
+            throw CairnError(
+                .passphrase,
+                "the host key opens key \(hostKey.keyID) of repository \(repositoryPath), which was removed (revoked): add a new one with `cairn key add --new-host-key FILE`"
+            )
+        }
+        let file = try KeyFile.parse(bytes, name: "keys/\(hostKey.keyID)")
+        if let problem = problem(with: file, name: hostKey.keyID) { throw CairnError(.damaged, problem) }
+        guard let key = try file.unwrap(hostSecret: hostKey.secret) else {
+            throw CairnError(
+                .passphrase, "the host key does not open key \(hostKey.keyID) of repository \(repositoryPath)")
+        }
+        return (key, file)
     }
 
     /// Writes `file` as `keys/ID`, mode 0600, durably; never replaces a file.
@@ -120,17 +153,18 @@ public struct KeyDirectory: Sendable {
         try storage.publishPrivate(try file.fileBytes(), as: key(of: file.id))
     }
 
-    /// Deletes key `id`, refusing if it is the last usable key file (a repository without one
-    /// cannot be opened, ever).
+    /// Deletes key `id`, refusing if it is the last usable passphrase key file: a repository
+    /// without one cannot be opened by a person, and its archives would carry no key.
     public func remove(id: String) throws(CairnError) {
         let entries = try entries()
         guard entries.contains(where: { $0.name == id }) else {
             throw CairnError(.notFound, "repository \(repositoryPath) has no key \(id) (see `cairn key list`)")
         }
-        guard entries.contains(where: { $0.name != id && $0.file != nil }) else {
+        guard entries.contains(where: { $0.name != id && $0.file.map { !$0.isHostKey } == true }) else {
             throw CairnError(
                 .usage,
-                "key \(id) is the repository's last usable key: add another with `cairn key add` before removing it")
+                "key \(id) is the repository's last usable passphrase key: add another with `cairn key add` before removing it"
+            )
         }
         try storage.delete([Self.key(of: id)])
     }

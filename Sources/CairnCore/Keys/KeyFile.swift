@@ -1,10 +1,13 @@
 import Foundation
 
-/// One passphrase's copy of the master key: a file in the repository's `keys/` directory, and
-/// in every archive label (docs/FORMAT.md, "Key files").
+/// One passphrase's copy of the master key, or one host key's: a file in the repository's
+/// `keys/` directory; passphrase keys also go in every archive label (docs/FORMAT.md, "Key
+/// files").
 ///
-/// The passphrase is stretched by scrypt with the file's own salt into a key-encrypting key,
-/// which seals the 32-byte master key with AES-256-GCM. The associated data binds the seal to
+/// A passphrase is stretched by scrypt with the file's own salt into a key-encrypting key,
+/// which seals the 32-byte master key with AES-256-GCM. A host key (`HostKey`: 32 random bytes
+/// kept on one host, for unattended runs) needs no stretching: its key-encrypting key is
+/// HKDF-SHA256 of those bytes with the salt, and its file says `hkdf-sha256` with N, r and p 0. The associated data binds the seal to
 /// everything that decides how to open it, so that no field can be swapped or downgraded
 /// unnoticed:
 ///
@@ -34,7 +37,7 @@ public struct KeyFile: Codable, Sendable, Equatable {
     public var fingerprint: String
 
     public struct KDF: Codable, Sendable, Equatable {
-        /// Always `scrypt`.
+        /// `scrypt` for a passphrase, `hkdf-sha256` for a host key.
         public var name: String
         public var n: UInt64
         public var r: UInt32
@@ -45,9 +48,16 @@ public struct KeyFile: Codable, Sendable, Equatable {
         var parameters: ScryptParameters { ScryptParameters(n: n, r: r, p: p) }
     }
 
+    /// Whether a host key opens this file (`hkdf-sha256`), not a passphrase.
+    public var isHostKey: Bool { kdf.name == Self.hostKDFName }
+
     public static let formatName = "cairn-key"
     public static let currentVersion = 1
     public static let cipherName = "aes-256-gcm"
+    public static let passphraseKDFName = "scrypt"
+    public static let hostKDFName = "hkdf-sha256"
+    /// The HKDF info of a host key's key-encrypting key.
+    static let hostKeyInfo = Array("cairn/v1/host-key".utf8)
     static let saltSize = 32
     static let idSize = 8
     static let aadPrefix = Array("cairn-key-v1".utf8)
@@ -72,11 +82,38 @@ public struct KeyFile: Codable, Sendable, Equatable {
         return file
     }
 
+    /// `master` wrapped under the host key `secret` (no KDF: the secret is 32 random bytes).
+    static func wrap(
+        _ master: MasterKey, repositoryID: String, hostSecret secret: SecretKey, hint: String? = nil,
+        salt: [UInt8] = SecureRandom.bytes(KeyFile.saltSize), nonce: [UInt8] = SecureRandom.bytes(AESGCM.nonceSize),
+        id: [UInt8] = SecureRandom.bytes(KeyFile.idSize)
+    ) throws(CairnError) -> KeyFile {
+        var file = KeyFile(
+            format: formatName, version: currentVersion, repository: repositoryID,
+            id: Hex.encode(id), created: Timestamp.now().description, hint: hint,
+            kdf: KDF(name: hostKDFName, n: 0, r: 0, p: 0, salt: Hex.encode(salt)),
+            cipher: cipherName, nonce: Hex.encode(nonce), wrapped: "", fingerprint: master.fingerprintHex)
+        let kek = try file.hostKeyEncryptingKey(secret)
+        let aad = try file.associatedData()
+        file.wrapped = Hex.encode(AESGCM().seal(master.master.bytes, key: kek, nonce: nonce, aad: aad))
+        return file
+    }
+
     /// The master key, or nil if `passphrase` is not this file's (or the file was altered: the
     /// two look the same, by design). Throws only for a file that cannot be tried at all.
     func unwrap(_ passphrase: [UInt8]) throws(CairnError) -> MasterKey? {
+        guard !isHostKey else { return nil }
+        return try open(with: try keyEncryptingKey(passphrase))
+    }
+
+    /// The master key, or nil if `secret` is not this host key file's (or the file was altered).
+    func unwrap(hostSecret secret: SecretKey) throws(CairnError) -> MasterKey? {
+        guard isHostKey else { return nil }
+        return try open(with: try hostKeyEncryptingKey(secret))
+    }
+
+    private func open(with kek: SecretKey) throws(CairnError) -> MasterKey? {
         let aad = try associatedData()
-        let kek = try keyEncryptingKey(passphrase)
         guard let nonce = Hex.decode(self.nonce, count: AESGCM.nonceSize),
             let sealed = Hex.decode(self.wrapped, count: SecretKey.byteCount + AESGCM.tagSize),
             let repositoryID = Hex.decode(self.repository, count: 16),
@@ -97,6 +134,16 @@ public struct KeyFile: Codable, Sendable, Equatable {
             passphrase: passphrase, salt: salt, parameters: kdf.parameters, count: SecretKey.byteCount)
         defer { for i in derived.indices { derived[i] = 0 } }
         return SecretKey(bytes: derived)
+    }
+
+    /// A host key's key-encrypting key: HKDF-SHA256 of the secret, this file's salt, and the
+    /// info `cairn/v1/host-key`.
+    private func hostKeyEncryptingKey(_ secret: SecretKey) throws(CairnError) -> SecretKey {
+        guard let salt = Hex.decode(kdf.salt, count: Self.saltSize) else {
+            throw CairnError(.damaged, "key file \(id) is damaged: its salt is not 32 bytes of hex")
+        }
+        return SecretKey(
+            bytes: HKDF.sha256(key: secret.bytes, salt: salt, info: Self.hostKeyInfo, count: SecretKey.byteCount))
     }
 
     /// The 100 bytes the seal authenticates (see the type's documentation).
@@ -138,13 +185,17 @@ public struct KeyFile: Codable, Sendable, Equatable {
             )
         }
         let file = try JSONCoding.decode(KeyFile.self, from: bytes, what: "key file \(name)")
-        guard file.kdf.name == "scrypt", file.cipher == cipherName else {
+        guard [passphraseKDFName, hostKDFName].contains(file.kdf.name), file.cipher == cipherName else {
             throw CairnError(
                 .damaged,
-                "key file \(name) names kdf \(file.kdf.name) and cipher \(file.cipher); Cairn writes scrypt and \(cipherName)"
+                "key file \(name) names kdf \(file.kdf.name) and cipher \(file.cipher); Cairn writes scrypt or hkdf-sha256 and \(cipherName)"
             )
         }
-        if let problem = file.kdf.parameters.problem {
+        if file.isHostKey {
+            guard file.kdf.n == 0, file.kdf.r == 0, file.kdf.p == 0 else {
+                throw CairnError(.damaged, "key file \(name) is damaged: a host key's n, r and p are 0")
+            }
+        } else if let problem = file.kdf.parameters.problem {
             throw CairnError(.damaged, "key file \(name) is refused: \(problem)")
         }
         guard Hex.decode(file.repository, count: 16) != nil, Hex.decode(file.id, count: idSize) != nil,

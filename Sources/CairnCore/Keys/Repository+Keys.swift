@@ -48,6 +48,24 @@ public struct RepositoryKeys: Sendable {
         try directory.unlock(passphrase)
     }
 
+    /// The master key `secret` (a passphrase or a host key) opens (`.passphrase` if none).
+    public func unlock(_ secret: KeySecret) throws(CairnError) -> (key: MasterKey, file: KeyFile) {
+        try directory.unlock(secret)
+    }
+
+    /// Makes a host key for `master` (opened by `unlock`): a new key file in `keys/`, and the
+    /// secret that opens it, which the caller writes to the host (`HostKey.write`).
+    public func addHostKey(master: MasterKey, hint: String?) throws(CairnError) -> (HostKey, KeyFile) {
+        let keyID = SecureRandom.bytes(KeyFile.idSize)
+        let host = HostKey.make(repository: config.id.lowercased(), keyID: Hex.encode(keyID))
+        let file = try KeyFile.wrap(
+            master, repositoryID: config.id, hostSecret: host.secret, hint: hint, id: keyID)
+        return (host, file)
+    }
+
+    /// Writes a key file made by `addHostKey` into `keys/`.
+    public func publish(_ file: KeyFile) throws(CairnError) { try directory.add(file) }
+
     /// Wraps `master` (opened by `unlock`) under a new passphrase; returns the new file.
     public func add(_ new: NewKey, master: MasterKey) throws(CairnError) -> KeyFile {
         let file = try KeyFile.wrap(

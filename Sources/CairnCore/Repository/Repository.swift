@@ -105,7 +105,7 @@ public final class Repository: Sendable {
     /// (`passphrase` is asked only then); without one it is refused, never read as plain.
     public convenience init(
         path: String, loadIndex: Bool = true, onLockWait: LockWaitObserver? = nil,
-        passphrase: (() throws(CairnError) -> [UInt8])? = nil
+        passphrase: (() throws(CairnError) -> [UInt8])? = nil, secret: (() throws(CairnError) -> KeySecret)? = nil
     ) throws(CairnError) {
         guard FileSystem.exists(path) else {
             throw CairnError(.repository, "repository \(path) does not exist", remedy: .createRepository)
@@ -118,13 +118,14 @@ public final class Repository: Sendable {
         }
         try self.init(
             storage: LocalDirectoryStorage(root: path), loadIndex: loadIndex, onLockWait: onLockWait,
-            passphrase: passphrase)
+            passphrase: passphrase, secret: secret)
     }
 
-    /// Opens the repository in `storage` (a local directory or an object store).
+    /// Opens the repository in `storage` (a local directory or an object store). An encrypted
+    /// one opens with `secret` (a passphrase or a host key) when given, else `passphrase`.
     public init(
         storage: any RepositoryStorage, loadIndex: Bool = true, onLockWait: LockWaitObserver? = nil,
-        passphrase: (() throws(CairnError) -> [UInt8])? = nil
+        passphrase: (() throws(CairnError) -> [UInt8])? = nil, secret: (() throws(CairnError) -> KeySecret)? = nil
     ) throws(CairnError) {
         let path = storage.location
         self.path = path
@@ -135,18 +136,22 @@ public final class Repository: Sendable {
             throw CairnError(.repository, "\(path) is not a Cairn repository (it has no config file)")
         }
         (config, configHealth) = try Self.readConfig(storage)
-        let keys = try Self.unlock(storage, config, passphrase)
+        var unlocker = secret
+        if unlocker == nil, let passphrase {
+            unlocker = { () throws(CairnError) -> KeySecret in KeySecret.passphrase(try passphrase()) }
+        }
+        let keys = try Self.unlock(storage, config, unlocker)
         store = try ChunkStore(
             storage: storage, blockSize: config.blockSize, compressionLevel: Int32(config.compressionLevel),
             packTargetSize: UInt64(config.packSize), loadIndex: loadIndex, keys: keys)
         catalog = Catalog(storage: storage, seal: keys.map(MetadataSeal.init))
     }
 
-    /// The keys of an encrypted repository, opened by `passphrase`; nil for an unencrypted one.
+    /// The keys of an encrypted repository, opened by `secret`; nil for an unencrypted one.
     /// Nothing is written or locked before this succeeds, so a wrong passphrase touches nothing.
     static func unlock(
         _ storage: any RepositoryStorage, _ config: RepositoryConfig,
-        _ passphrase: (() throws(CairnError) -> [UInt8])?
+        _ secret: (() throws(CairnError) -> KeySecret)?
     ) throws(CairnError) -> MasterKey? {
         let path = storage.location
         let declared = config.features?.contains(FormatFeature.encryption) == true
@@ -159,11 +164,11 @@ public final class Repository: Sendable {
                 "repository \(path) uses the format feature '\(FormatFeature.encryption)' with settings this Cairn does not know (or without any): its config was made by another Cairn or is damaged"
             )
         }
-        guard let passphrase else {
+        guard let secret else {
             throw CairnError(.repository, "repository \(path) is encrypted: its passphrase is needed to open it")
         }
         let directory = KeyDirectory(storage: storage, repositoryID: config.id, fingerprint: encryption.fingerprint)
-        return try directory.unlock(try passphrase()).key
+        return try directory.unlock(try secret()).key
     }
 
     /// Takes the locks `scope` needs, waiting up to `wait` seconds for each (nil: fail at once).

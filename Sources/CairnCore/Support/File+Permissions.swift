@@ -12,4 +12,11 @@ extension File {
             throw CairnError.io("chmod", path, Errno(rawValue: errno))
         }
     }
+
+    /// The file's permission bits (`st_mode & 0o7777`).
+    public func permissions() throws(CairnError) -> UInt32 {
+        var st = stat()
+        guard fstat(descriptor.rawValue, &st) == 0 else { throw CairnError.io("stat", path, Errno(rawValue: errno)) }
+        return UInt32(st.st_mode) & 0o7777
+    }
 }
