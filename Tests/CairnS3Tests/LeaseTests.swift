@@ -126,13 +126,34 @@ import Testing
         let dead = foreignLease(host: "hv-dead", pid: 99, expiresIn: -60)
         try fixture.storage.publish(try dead.bytes(), as: "locks/group.vm1.lease", .createOnly)
         // Another host won the claim and is about to delete and create.
-        try fixture.storage.publish(Array("{}".utf8), as: "locks/group.vm1.takeover.\(dead.token)", .createOnly)
+        let taker = foreignLease(host: "hv-taker", pid: 98, expiresIn: 240)
+        try fixture.storage.publish(try taker.bytes(), as: "locks/group.vm1.takeover.\(dead.token)", .createOnly)
         let message = busyMessage { () throws(CairnError) in
             try LeaseLocking(storage: fixture.storage).acquire(
                 .group("vm1"), purpose: "cairn backup", wait: nil, onWait: nil)
         }
-        #expect(message?.contains("host hv-dead (pid 99") == true)
+        #expect(message?.contains("host hv-taker (pid 98") == true, "\(message ?? "taken")")
         #expect(try Lease.read("locks/group.vm1.lease", from: fixture.storage) == dead)
+    }
+
+    /// A taker killed between winning its claim and deleting the lease (the CI run that found
+    /// this: `kill -9` at a random moment) left the lease untakeable for good; a stale claim is
+    /// now passed by for the next one.
+    @Test(arguments: StorageKind.available)
+    func aClaimLeftByADeadTakerIsPassedBy(kind: StorageKind) throws {
+        let fixture = try StorageFixture(kind, "lease")
+        let dead = foreignLease(host: "hv-dead", pid: 99, expiresIn: -60)
+        try fixture.storage.publish(try dead.bytes(), as: "locks/group.vm1.lease", .createOnly)
+        let base = "locks/group.vm1.takeover.\(dead.token)"
+        try fixture.storage.publish(
+            try foreignLease(host: "hv-taker", pid: 98, expiresIn: -1).bytes(), as: base, .createOnly)
+        try fixture.storage.publish(Array("{}".utf8), as: "\(base).1", .createOnly)
+        let lock = try LeaseLocking(storage: fixture.storage).acquire(
+            .group("vm1"), purpose: "cairn backup", wait: nil, onWait: nil)
+        let now = try #require(try Lease.read("locks/group.vm1.lease", from: fixture.storage))
+        #expect(now.host == Lease.hostName && now.pid == getpid())
+        #expect(fixture.storage.exists("\(base).2"))
+        withExtendedLifetime(lock) {}
     }
 
     @Test(arguments: StorageKind.available)

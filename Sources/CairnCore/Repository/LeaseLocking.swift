@@ -127,17 +127,41 @@ public struct LeaseLocking: RepositoryLocking {
             guard let there = try readLease(key) else { continue }  // released meanwhile: try again
             guard there.isStale else { return .holder(there) }
             // Only the winner of the claim on this expired lease deletes it (see the type's comment).
-            let claim = "\(key.dropLast(".lease".count)).takeover.\(there.token)"
-            do throws(CairnError) {
-                try storage.publish(try mine.bytes(), as: claim, .createOnly)
-            } catch  where error.code == .exists {
-                return .holder(there)  // another host is taking it over right now
-            }
+            if let taker = try claim(there, of: key, as: mine) { return .holder(taker) }
             CairnLog.logger.warning(
                 "taking over the expired lease \(storage.describe(key)) of \(there.described)")
             try storage.delete([key])
         }
         throw CairnError(.busy, "\(storage.describe(key)) keeps changing: another host is taking and releasing it")
+    }
+
+    /// How many claims one expired lease may collect before takers give up: each is won once,
+    /// and a further one is tried only when the one before it is stale.
+    static let claimLimit = 16
+
+    /// Claims the right to take over the expired lease `there` under `key`; nil when this
+    /// process won it, else the live taker that did.
+    ///
+    /// The first claim is `locks/NAME.takeover.TOKEN`; a taker that won it and died before it
+    /// deleted the lease (killed between the two requests) would otherwise keep the lease from
+    /// ever being taken over, so a claim that is stale itself, by the same rule as a lease, is
+    /// passed by for the next one, `locks/NAME.takeover.TOKEN.1`, and so on. Each is still won by
+    /// exactly one host.
+    func claim(_ there: Lease, of key: String, as mine: Lease) throws(CairnError) -> Lease? {
+        let base = "\(key.dropLast(".lease".count)).takeover.\(there.token)"
+        for attempt in 0..<Self.claimLimit {
+            let claim = attempt == 0 ? base : "\(base).\(attempt)"
+            do throws(CairnError) {
+                try storage.publish(try mine.bytes(), as: claim, .createOnly)
+                return nil
+            } catch  where error.code == .exists {}
+            guard let taker = try readLease(claim) else { continue }  // cannot be: claims stay
+            guard taker.isStale else { return taker }  // another host is taking it over right now
+        }
+        throw CairnError(
+            .busy,
+            "\(storage.describe(key)) was claimed \(Self.claimLimit) times by takers that all died: remove \(base)* by hand"
+        )
     }
 
     /// The lease under `key` if it is there and has not expired.
