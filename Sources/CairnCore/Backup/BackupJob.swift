@@ -247,6 +247,7 @@ public final class BackupJob {
                 bytesRead: bytesRead, bytesNew: bytesNew, bytesStored: bytesStored, chunksNew: chunksNew,
                 seconds: clock.elapsed),
             previous: previousID, settings: settings.isEmpty ? nil : settings, domain: domain)
+        try TestHook.hold("CAIRN_TEST_HOLD_BEFORE_COMMIT")
         // A lease another host took over (this run stalled past its expiry) commits nothing.
         try repoLock.check()
         try catalog.write(manifest, id: id)

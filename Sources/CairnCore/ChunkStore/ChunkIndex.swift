@@ -49,6 +49,16 @@ public struct ChunkIndex: Sendable {
         return nil
     }
 
+    /// The newest location of `digest` outside `excluded` (condemned packs), or nil.
+    /// - Complexity: as `lookup(_:)`; with `excluded` empty it is `lookup(_:)`.
+    public func lookup(_ digest: ChunkDigest, excluding excluded: Set<PackID>) -> ChunkLocation? {
+        guard !excluded.isEmpty else { return lookup(digest) }
+        for segment in segments.reversed() {
+            if let hit = segment.lookup(digest), !excluded.contains(hit.pack) { return hit }
+        }
+        return nil
+    }
+
     /// This index with one more (newest) segment.
     func adding(_ segment: IndexSegment) -> ChunkIndex {
         ChunkIndex(segments: segments + [segment], damaged: damaged)

@@ -5,31 +5,43 @@
 /// cursor per segment plus the pack table), written durably before the old ones are removed.
 /// The merge runs twice, once to count the fan-out and once to write, so the segment is written
 /// front to back through the one `IndexSegmentEncoder`.
-/// It runs only under the exclusive repository lock, so no other process has the old files open.
+/// On a local directory it runs only under the exclusive repository lock; on an object store a
+/// backup may hold copies of the old segments in its cache, which stay valid (every entry they
+/// name is in the merged one unless gc deleted its pack after the backup's leases were gone).
 extension ChunkStore {
     public static let compactionThreshold = 8
 
     public var needsCompaction: Bool { indexSegments.count > Self.compactionThreshold }
 
-    /// Merges every current segment into one. Returns the number of segments merged.
+    /// Merges every current segment into one, leaving out entries in the packs `dropping`
+    /// (deleted by gc: a digest keeps its newest location outside them). Returns the number of
+    /// segments merged. Only the segments this process lists are merged and deleted: one a
+    /// backup on another host commits meanwhile stays as it is.
     @discardableResult
-    public func compactIndex() throws(CairnError) -> Int {
+    public func compactIndex(dropping: Set<PackID> = []) throws(CairnError) -> Int {
         let inputs = indexSegments
-        guard inputs.count > 1 else { return 0 }
+        let names = inputs.contains { $0.packs.contains(where: dropping.contains) }
+        guard inputs.count > 1 || names else { return 0 }
         var seen = Set<PackID>()
         var packs: [PackID] = []
         for segment in inputs {
-            for pack in segment.packs where seen.insert(pack).inserted { packs.append(pack) }
+            for pack in segment.packs where !dropping.contains(pack) && seen.insert(pack).inserted {
+                packs.append(pack)
+            }
         }
         // Two passes over the same merge: the first counts entries per first byte (the fan-out
         // precedes the entries), the second writes them.
         var counts = [Int](repeating: 0, count: 256)
-        try Self.merge(inputs) { (digest, _) throws(CairnError) in counts[Int(digest.prefix >> 56)] += 1 }
+        try Self.merge(inputs, dropping: dropping) { (digest, _) throws(CairnError) in
+            counts[Int(digest.prefix >> 56)] += 1
+        }
         let key = Self.newSegmentKey()
         let object = try storage.stage(key)
         do throws(CairnError) {
             var encoder = try IndexSegmentEncoder(packs: packs, fanoutCounts: counts, into: object)
-            try Self.merge(inputs) { (digest, location) throws(CairnError) in try encoder.append(digest, location) }
+            try Self.merge(inputs, dropping: dropping) { (digest, location) throws(CairnError) in
+                try encoder.append(digest, location)
+            }
             try encoder.finish()
             try storage.commit([object])
         } catch {
@@ -43,9 +55,11 @@ extension ChunkStore {
     }
 
     /// Calls `body` for every digest of `segments` once, in ascending order, with its location in
-    /// the newest segment that has it. Memory: one cursor per segment.
+    /// the newest segment that has it outside `dropping` (none: left out). Memory: one cursor
+    /// per segment.
     private static func merge(
-        _ segments: [IndexSegment], _ body: (ChunkDigest, ChunkLocation) throws(CairnError) -> Void
+        _ segments: [IndexSegment], dropping: Set<PackID>,
+        _ body: (ChunkDigest, ChunkLocation) throws(CairnError) -> Void
     ) throws(CairnError) {
         // Newest segment first wins on equal digests.
         var cursors = segments.indices.reversed().map { (segment: segments[$0], position: 0) }
@@ -62,14 +76,18 @@ extension ChunkStore {
             }
             guard let b = best else { return }
             let digest = cursors[b].segment.digest(at: cursors[b].position)
-            guard let location = cursors[b].segment.location(at: cursors[b].position) else {
-                throw CairnError(
-                    .damaged, "chunk index segment \(cursors[b].segment.name) names a pack it does not list")
-            }
-            try body(digest, location)
+            // Newest first: the first cursor on this digest whose location is kept.
+            var chosen: ChunkLocation?
             for i in cursors.indices where cursors[i].position < cursors[i].segment.entryCount {
-                if cursors[i].segment.digest(at: cursors[i].position) == digest { cursors[i].position += 1 }
+                guard cursors[i].segment.digest(at: cursors[i].position) == digest else { continue }
+                guard let location = cursors[i].segment.location(at: cursors[i].position) else {
+                    throw CairnError(
+                        .damaged, "chunk index segment \(cursors[i].segment.name) names a pack it does not list")
+                }
+                if chosen == nil && !dropping.contains(location.pack) { chosen = location }
+                cursors[i].position += 1
             }
+            if let chosen { try body(digest, chosen) }
         }
     }
 }

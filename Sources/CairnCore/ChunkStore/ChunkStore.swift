@@ -37,6 +37,10 @@ public final class ChunkStore: Sendable {
     /// as absent, so the next backup that holds it stores it again (healing).
     let distrusted: [ChunkDigest: ChunkLocation]
 
+    /// Packs a gc on a shared store condemned and a later gc may delete (`CondemnedList`):
+    /// absent for deduplication, read only where no other copy is indexed.
+    private let condemnedPacks: Mutex<Set<PackID>>
+
     /// Entries kept in memory before they are written out as a segment: bounds memory per run.
     static let flushThreshold = 262_144
 
@@ -55,6 +59,9 @@ public final class ChunkStore: Sendable {
         self.blockSize = blockSize
         self.compressionLevel = compressionLevel
         self.packTargetSize = packTargetSize
+        // The lists first: a list written after the index was read names packs this process
+        // may then still use, which the later gc accounts for by this process's lease.
+        condemnedPacks = Mutex(loadIndex ? try CondemnedList.condemnedPacks(in: storage) : [])
         current = Mutex(loadIndex ? try ChunkIndex.load(from: storage) : ChunkIndex())
         distrusted = DamagedChunkList.load(from: storage).locations
     }
@@ -81,9 +88,14 @@ public final class ChunkStore: Sendable {
 
     /// Replaces this process's view of the index with what the storage holds now.
     func reloadSegments() throws(CairnError) {
+        let condemned = try CondemnedList.condemnedPacks(in: storage)
         let loaded = try ChunkIndex.load(from: storage)
+        condemnedPacks.withLock { $0 = condemned }
         current.withLock { $0 = loaded }
     }
+
+    /// The packs this process treats as condemned.
+    public var condemned: Set<PackID> { condemnedPacks.withLock { $0 } }
 
     /// A snapshot of the index as this process knows it now.
     public var index: ChunkIndex { current.withLock { $0 } }
@@ -105,9 +117,19 @@ public final class ChunkStore: Sendable {
 
     // MARK: Lookups (any thread)
 
+    /// Where to read `digest`: a copy outside condemned packs if one is indexed, else any.
     public func lookup(_ digest: ChunkDigest) -> ChunkLocation? {
         if let hit = pending.withLock({ $0[digest] }) { return hit }
-        return current.withLock { $0.lookup(digest) }
+        let condemned = condemnedPacks.withLock { $0 }
+        return current.withLock { $0.lookup(digest, excluding: condemned) ?? $0.lookup(digest) }
+    }
+
+    /// Where `digest` is stored for deduplication: never in a condemned pack, which a later gc
+    /// may delete once the restore points that need it are committed without this one.
+    func lookupForReuse(_ digest: ChunkDigest) -> ChunkLocation? {
+        if let hit = pending.withLock({ $0[digest] }) { return hit }
+        let condemned = condemnedPacks.withLock { $0 }
+        return current.withLock { $0.lookup(digest, excluding: condemned) }
     }
 
     /// The error for a chunk the index does not find; names a damaged segment that may be why.
@@ -122,10 +144,10 @@ public final class ChunkStore: Sendable {
     }
 
     /// True if the store holds an intact copy of the chunk as far as it knows: a chunk whose only
-    /// location verify found damaged counts as absent.
+    /// location verify found damaged, or that only a condemned pack holds, counts as absent.
     public func contains(_ digest: ChunkDigest) -> Bool {
         if digest == ZeroBlock.digest { return true }
-        guard let location = lookup(digest) else { return false }
+        guard let location = lookupForReuse(digest) else { return false }
         return distrusted.isEmpty || distrusted[digest] != location
     }
 

@@ -14,8 +14,15 @@ import Foundation
 ///
 /// Packs and segments are listed, written and deleted through the repository's storage.
 ///
-/// gc takes `locks/repository.lock` exclusively: backups, restores, verify and prune take it
-/// shared, so none of them runs while gc deletes.
+/// On a local directory gc takes `locks/repository.lock` exclusively: backups, restores, verify
+/// and prune take it shared, so none of them runs while gc deletes, and it deletes at once.
+///
+/// On storage several hosts share (`RepositoryLocking.collectsBesideBackups`) gc runs beside
+/// backups in two phases: it takes only its own lease, first finishes the condemned lists of
+/// earlier runs that are due (phase 2: mark again, delete what is still unneeded, revive the
+/// rest), then condemns what it finds unneeded now (phase 1: `CondemnedList`), deleting nothing
+/// a backup could still rely on. Rewritten packs' copies are written and indexed in phase 1;
+/// their sources are condemned like dead packs.
 public final class GarbageCollector {
     public let repository: Repository
     public var dryRun = false
@@ -25,6 +32,14 @@ public final class GarbageCollector {
     /// Live chunks marked per pass over the digest space: bounds the mark set (about 50-80 bytes per
     /// entry), as verify does; a larger repository is marked in several passes.
     public var maxLivePerPass = 2_000_000
+    /// Two-phase gc only: how long what this run condemns stays before a later run may delete
+    /// it, so that restores and serves that opened the index before it was condemned finish
+    /// (backups are waited for by their leases, however long they run).
+    public var grace: Double = GarbageCollector.defaultGrace
+    public static let defaultGrace: Double = 3600
+    /// How far apart two hosts' clocks may be: each is checked to be within 5 minutes of the
+    /// store's (`ClockCheck`), so two are within 10.
+    static let clockMargin: Int64 = 600
 
     public struct Report: Codable, Sendable {
         public var dryRun: Bool
@@ -49,6 +64,20 @@ public final class GarbageCollector {
         public var bytesAfter: UInt64 = 0
         public var bytesFreed: UInt64 = 0
         public var seconds = 0.0
+        /// Whether gc ran beside backups, condemning first (an object store) rather than
+        /// deleting at once under an exclusive lock (a local directory).
+        public var twoPhase = false
+        /// Packs this run condemned (dead, orphaned or rewritten): deleted by a later run.
+        public var packsCondemned = 0
+        /// Condemned packs of earlier runs deleted by this one.
+        public var condemnedDeleted = 0
+        /// Condemned packs of earlier runs kept because a restore point needs them again.
+        public var condemnedRevived = 0
+        /// Condemned lists of earlier runs not yet due (their grace period, or a backup that
+        /// began before them, is still running).
+        public var condemnedListsPending = 0
+        /// Condemned lists this run finished (and removed).
+        public var condemnedListsDone = 0
     }
 
     public init(repository: Repository) {
@@ -60,12 +89,15 @@ public final class GarbageCollector {
     public func run() throws(CairnError) -> Report {
         let clock = Stopwatch()
         let lock: RepositoryLock
+        let beside = repository.locking.collectsBesideBackups
         do {
-            lock = try repository.lock(.exclusive, purpose: "cairn gc", wait: lockWait)
+            lock = try repository.lock(beside ? .collector : .exclusive, purpose: "cairn gc", wait: lockWait)
         } catch  where error.code == .busy {
             throw CairnError(
                 .busy,
-                "cannot run gc: \(error.message), and gc needs it alone (no backup, restore, verify, prune or serve beside it)",
+                beside
+                    ? "cannot run gc: \(error.message)"
+                    : "cannot run gc: \(error.message), and gc needs it alone (no backup, restore, verify, prune or serve beside it)",
                 remedy: .waitForLock)
         }
         defer { _ = lock }
@@ -81,20 +113,32 @@ public final class GarbageCollector {
         }
 
         var report = Report(dryRun: dryRun, liveThreshold: liveThreshold)
+        report.twoPhase = beside
+        report.leftoversRemoved = try removeLeftovers()
+        report.bytesBefore = try repositoryBytes(packs: try store.packFilesOnDisk(), segments: store.indexSegments)
+
+        // Phase 2 first: what earlier runs condemned and is due goes (or is revived), before
+        // this run condemns anything.
+        var condemnedBefore = Set<PackID>()
+        if beside { try finishCondemnedLists(&report) }
+        // The restore points first, then the index: a backup commits its segments before its
+        // manifest, so every listed restore point's chunks are in the index read after.
+        let manifests = try allManifests()
+        if beside {
+            try store.reloadSegments()
+            condemnedBefore = store.condemned
+        }
         let segments = store.indexSegments
         report.segmentsBefore = segments.count
-        report.leftoversRemoved = try removeLeftovers()
 
         // Mark, one slice of the digest space at a time, so the live set stays bounded; each
         // pack record gets one liveness flag (a byte per stored chunk).
-        var manifests: [(RestorePointID, Manifest)] = []
-        for id in try repository.catalog.allPoints() { manifests.append((id, try repository.catalog.manifest(id))) }
         report.restorePoints = manifests.count
         let indexed = Set(segments.flatMap(\.packs))
-        let onDisk = try store.packFilesOnDisk()
+        // Packs an earlier run condemned are left to that run's list.
+        let onDisk = try store.packFilesOnDisk().filter { !condemnedBefore.contains($0) }
         let indexedOnDisk = onDisk.filter { indexed.contains($0) }
-        report.packsBefore = onDisk.count
-        report.bytesBefore = try repositoryBytes(packs: onDisk, segments: segments)
+        report.packsBefore = onDisk.count + condemnedBefore.count
         var liveFlags: [PackID: [Bool]] = [:]
         var unresolvedEntries: [(ChunkDigest, ChunkLocation)] = []
         let estimate = segments.reduce(0) { $0 + $1.entryCount }
@@ -117,7 +161,7 @@ public final class GarbageCollector {
             }
             // Live chunks no pack on disk holds where the index says (damaged or missing): keep
             // their index entries, so verify keeps naming them and a backup can heal them.
-            for digest in unresolved {
+            for digest in unresolved where !beside {
                 if let location = store.lookup(digest) { unresolvedEntries.append((digest, location)) }
             }
         }
@@ -148,6 +192,7 @@ public final class GarbageCollector {
         for pack in onDisk {
             try Cancellation.check(stopped)
             guard indexed.contains(pack) else {
+                // Beside backups: perhaps a running backup's, whose segment is still to come.
                 toDelete.append(pack)
                 report.orphanPacksDeleted += 1
                 continue
@@ -188,7 +233,8 @@ public final class GarbageCollector {
                 toDelete.append(pack)
                 report.packsRewritten += 1
             } else {
-                for r in liveRecords { entries.append((r.digest, r.location(in: pack))) }
+                // Beside backups the index is not rewritten whole: kept packs keep their entries.
+                if !beside { for r in liveRecords { entries.append((r.digest, r.location(in: pack))) } }
                 report.packsKept += 1
             }
             if entries.count >= ChunkStore.flushThreshold { try flushEntries() }
@@ -197,7 +243,36 @@ public final class GarbageCollector {
         unresolvedEntries = []
 
         let changesIndex = !toDelete.isEmpty || report.packsRewritten > 0 || segments.count > 1
-        if !dryRun {
+        if beside {
+            report.packsCondemned = toDelete.count
+            if !dryRun {
+                // The copies and the segment naming them, durable, then the list: from the list
+                // on, backups that start no longer use the condemned packs.
+                try Cancellation.check(stopped)
+                try flushEntries()
+                try rewriter.commit()
+                packsCommitted = true
+                if !toDelete.isEmpty {
+                    let now = Timestamp.now()
+                    let list = CondemnedList(
+                        created: now.description,
+                        notBefore: Timestamp(seconds: now.seconds + Int64(grace.rounded(.up))).description,
+                        packs: toDelete.map(\.hex))
+                    let bytes = Array((try JSONCoding.encode(list) + "\n").utf8)
+                    try store.storage.publish(bytes, as: CondemnedList.newKey(at: now), .createOnly)
+                }
+                // One segment again; everything kept, the condemned packs' entries too (a
+                // backup that began before the list may still need them).
+                try store.reloadSegments()
+                if store.indexSegments.count > 1 { try store.compactIndex() }
+                report.segmentsAfter = store.indexSegments.count
+                report.bytesAfter = try measure()
+            } else {
+                try flushEntries()
+                report.segmentsAfter = segments.count
+                report.bytesAfter = report.bytesBefore + rewriter.bytesWritten
+            }
+        } else if !dryRun {
             if changesIndex {
                 // 1, 2. New packs durable and in place, then the new index, durable, before
                 // anything it replaces goes.
@@ -233,7 +308,93 @@ public final class GarbageCollector {
         return report
     }
 
+    // MARK: Phase 2 (beside backups)
+
+    /// Deletes what due condemned lists name and no restore point needs without another copy,
+    /// keeps (revives) the rest, drops the deleted packs' index entries, and removes the lists.
+    /// A list is due once its `notBefore` passed and no group lease taken before it (by the
+    /// holders' clocks, with `clockMargin`) is live: a backup that began before gc condemned
+    /// may have deduplicated against a condemned pack and would commit after.
+    private func finishCondemnedLists(_ report: inout Report) throws(CairnError) {
+        let (lists, damaged) = try CondemnedList.all(in: store.storage)
+        let now = Timestamp.now()
+        var due: [(key: String, list: CondemnedList)] = []
+        var unreadable = damaged
+        for entry in lists {
+            guard let created = entry.list.createdTime, let notBefore = entry.list.notBeforeTime else {
+                unreadable.append(entry.key)
+                continue
+            }
+            if now < notBefore {
+                report.condemnedListsPending += 1
+                continue
+            }
+            let holders = try repository.locking.groupHoldersStarted(before: created, margin: Self.clockMargin)
+            if let first = holders.first {
+                CairnLog.logger.info(
+                    "\(store.storage.describe(entry.key)) waits for \(first)\(holders.count > 1 ? " and \(holders.count - 1) more" : ""), which began before it"
+                )
+                report.condemnedListsPending += 1
+                continue
+            }
+            due.append(entry)
+        }
+        if !dryRun { try store.storage.delete(unreadable) }
+        guard !due.isEmpty else { return }
+
+        var doomed = Set(due.flatMap(\.list.packIDs))
+        let present = Set(try store.packFilesOnDisk()).intersection(doomed).sorted { $0.hex < $1.hex }
+        // Mark again, with every restore point committed now: a pack one of them needs, for a
+        // chunk no pack outside the doomed ones holds, is revived.
+        let manifests = try allManifests()
+        try store.reloadSegments()  // after the manifests, as in `run()`
+        let index = store.index
+        let passes = max(1, (index.segments.reduce(0) { $0 + $1.entryCount } + maxLivePerPass - 1) / maxLivePerPass)
+        var revived = Set<PackID>()
+        for slice in DigestSlice.whole.split(passes) {
+            try Cancellation.check("nothing deleted (the repository is intact: run cairn gc again)")
+            let live = try markLive(in: slice, manifests: manifests)
+            for pack in present where doomed.contains(pack) {
+                let records: [PackRecord]
+                do throws(CairnError) {
+                    records = try store.packReader(pack).readTable()
+                } catch {
+                    // Unreadable: whatever it holds is damaged anyway, but gc deletes only what it can account for.
+                    CairnLog.logger.warning("condemned pack \(pack.hex) kept: \(error.message)")
+                    doomed.remove(pack)
+                    revived.insert(pack)
+                    continue
+                }
+                for r in records where slice.contains(r.digest) && live.contains(r.digest) {
+                    if index.lookup(r.digest, excluding: doomed) == nil {
+                        doomed.remove(pack)
+                        revived.insert(pack)
+                        break
+                    }
+                }
+            }
+        }
+        report.condemnedRevived = revived.count
+        report.condemnedDeleted = present.filter { doomed.contains($0) }.count
+        report.condemnedListsDone = due.count
+        guard !dryRun else { return }
+        // Packs, then their entries, then the lists: a crash between leaves a list the next run
+        // finishes (its packs already gone count as deleted).
+        store.dropPackReaders()
+        try store.storage.delete(present.filter { doomed.contains($0) }.map(\.relativePath))
+        try store.reloadSegments()
+        try store.compactIndex(dropping: doomed)
+        try store.storage.delete(due.map(\.key))
+    }
+
     // MARK: Helpers
+
+    /// Every restore point's manifest, as the catalog lists them now.
+    private func allManifests() throws(CairnError) -> [(RestorePointID, Manifest)] {
+        var manifests: [(RestorePointID, Manifest)] = []
+        for id in try repository.catalog.allPoints() { manifests.append((id, try repository.catalog.manifest(id))) }
+        return manifests
+    }
 
     /// Every chunk (data and index pages) in `slice` that some restore point needs.
     private func markLive(in slice: DigestSlice, manifests: [(RestorePointID, Manifest)]) throws(CairnError) -> Set<

@@ -343,12 +343,18 @@ public final class DomainBackup {
     }
 }
 
-/// A test-only pause: with `CAIRN_TEST_HOLD_AFTER_BACKUP_BEGIN=PATH`, a domain backup creates
+/// Test-only pauses: with `CAIRN_TEST_HOLD_AFTER_BACKUP_BEGIN=PATH`, a domain backup creates
 /// `PATH.begun` once libvirt's job runs and waits (a clean stop still works) until `PATH` exists,
-/// so a test can write to the guest, or signal cairn, at a known moment of the backup.
+/// so a test can write to the guest, or signal cairn, at a known moment of the backup. With
+/// `CAIRN_TEST_HOLD_BEFORE_COMMIT=PATH` any backup does the same just before it writes its
+/// manifest (a test runs gc in that moment).
 enum TestHook {
     static func holdAfterBackupBegin() throws(CairnError) {
-        guard let raw = getenv("CAIRN_TEST_HOLD_AFTER_BACKUP_BEGIN") else { return }
+        try hold("CAIRN_TEST_HOLD_AFTER_BACKUP_BEGIN")
+    }
+
+    static func hold(_ variable: String) throws(CairnError) {
+        guard let raw = getenv(variable) else { return }
         let path = String(cString: raw)
         try FileSystem.writeAtomically([], to: "\(path).begun")
         while !FileSystem.exists(path) {

@@ -49,6 +49,25 @@ public struct LeaseLocking: RepositoryLocking {
     }
 
     static let gcKey = "locks/gc.lease"
+    /// gc's own lease: one gc at a time, beside backups (`LockScope.collector`).
+    static let collectorKey = "locks/collector.lease"
+
+    /// gc condemns first and deletes on a later run: no lease keeps backups out while it runs.
+    public var collectsBesideBackups: Bool { true }
+
+    public func groupHoldersStarted(before time: Timestamp, margin: Int64) throws(CairnError) -> [String] {
+        var holders: [String] = []
+        let now = Timestamp.now()
+        for key in try storage.list(prefix: "locks/group.") where key.hasSuffix(".lease") {
+            guard let lease = try readLease(key) else { continue }
+            // Its expiry as the holder's clock may have meant it, and its start likewise.
+            guard let expiry = Timestamp(parsing: lease.expires), now < Timestamp(seconds: expiry.seconds + margin)
+            else { continue }
+            if let created = Timestamp(parsing: lease.created), created.seconds >= time.seconds + margin { continue }
+            holders.append(lease.described)
+        }
+        return holders
+    }
     static func groupKey(_ group: String) -> String { "locks/group.\(group).lease" }
 
     public func acquire(
@@ -101,6 +120,24 @@ public struct LeaseLocking: RepositoryLocking {
                     if let (group, holder) = try liveGroupLease() {
                         held.release()
                         try busy("group \(group)", holder)
+                        continue
+                    }
+                    if let collector = try liveLease(Self.collectorKey) {
+                        held.release()
+                        try busy("repository \(storage.location)", collector)
+                        continue
+                    }
+                    held.startRenewing()
+                    return RepositoryLock(held: held)
+                }
+            case .collector:
+                switch try take(Self.collectorKey, purpose: purpose) {
+                case .holder(let holder):
+                    try busy("gc of repository \(storage.location)", holder)
+                case .taken(let held):
+                    if let exclusive = try liveLease(Self.gcKey) {
+                        held.release()
+                        try busy("repository \(storage.location)", exclusive)
                         continue
                     }
                     held.startRenewing()
@@ -293,6 +330,13 @@ final class HeldLease: HeldLock, Sendable {
                 CairnLog.logger.error("lease lost: \(storage.describe(key))\(by)")
                 return false
             }
+            // Expired before it was renewed (this process stalled): a gc may have counted it
+            // gone and deleted what it condemned, so this run must not commit.
+            guard !current.lease.isExpired else {
+                state.withLock { $0.lost = "the lease \(storage.describe(key)) expired at \(current.lease.expires)" }
+                CairnLog.logger.error("lease lost: \(storage.describe(key)) expired at \(current.lease.expires)")
+                return false
+            }
             var renewed = current.lease
             renewed.expires = Timestamp(seconds: Timestamp.now().seconds + lifetime).description
             // Released meanwhile: do not write it back.
@@ -321,8 +365,15 @@ final class HeldLease: HeldLock, Sendable {
     func tryUpgradeToExclusive() -> Bool { false }
 
     func check() throws(CairnError) {
-        if let lost = state.withLock({ $0.lost }) {
+        let (lost, lease) = state.withLock { ($0.lost, $0.lease) }
+        if let lost {
             throw CairnError(.busy, "\(lost): this run stalled past its expiry and commits nothing")
+        }
+        if lease.isExpired {
+            throw CairnError(
+                .busy,
+                "the lease \(storage.describe(key)) expired at \(lease.expires) before it was renewed: this run stalled past its expiry and commits nothing"
+            )
         }
     }
 }

@@ -16,6 +16,9 @@ public enum LockScope: Sendable, Equatable {
     case exclusive
     /// One group's restore points: the group's lock exclusively, and the repository's shared.
     case group(String)
+    /// gc on storage it can share with backups (`RepositoryLocking.collectsBesideBackups`):
+    /// one gc at a time, beside backups and readers. Elsewhere the same as `.exclusive`.
+    case collector
 }
 
 /// How a storage's commands keep out of each other's way: the one seam behind
@@ -31,6 +34,16 @@ public protocol RepositoryLocking: Sendable {
         _ scope: LockScope, purpose: String, wait: Double?, onWait: LockWaitObserver?,
         groupFileName: (String) -> String
     ) throws(CairnError) -> RepositoryLock
+
+    /// Whether gc runs beside backups here (`.collector` is not `.exclusive`), so that it must
+    /// condemn first and delete on a later run (`CondemnedList`).
+    var collectsBesideBackups: Bool { get }
+
+    /// The holders of group locks taken before `time` (their holders' clocks) that may still
+    /// be running, as "cairn backup on host hv3 (pid 4242, since ...)": a later gc deletes
+    /// nothing a list of `time` condemns while any is. Counted live until `margin` seconds after
+    /// their expiry, as clocks of hosts may differ by that much.
+    func groupHoldersStarted(before time: Timestamp, margin: Int64) throws(CairnError) -> [String]
 }
 
 extension RepositoryLocking {
@@ -90,6 +103,12 @@ struct FileLocking: RepositoryLocking {
             held: try FileLocks.acquire(
                 root: root, scope: scope, purpose: purpose, wait: wait, onWait: onWait, groupFileName: groupFileName))
     }
+
+    /// One kernel's flocks: gc takes the repository alone and deletes at once.
+    var collectsBesideBackups: Bool { false }
+
+    /// None while gc holds the repository's lock exclusively.
+    func groupHoldersStarted(before time: Timestamp, margin: Int64) throws(CairnError) -> [String] { [] }
 }
 
 /// The flocks held for one scope.
@@ -120,7 +139,7 @@ final class FileLocks: HeldLock {
             let file = try take(
                 repositoryFile, .shared, what: "repository \(root)", purpose: purpose, wait: wait, onWait: onWait)
             return FileLocks(files: [file])
-        case .exclusive:
+        case .exclusive, .collector:
             let file = try take(
                 repositoryFile, .exclusive, what: "repository \(root)", purpose: purpose, wait: wait, onWait: onWait)
             return FileLocks(files: [file])
