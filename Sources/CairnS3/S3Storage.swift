@@ -172,6 +172,22 @@ public struct S3Storage: RepositoryStorage {
 
     /// Whether the key exists; a store that cannot be asked counts as "no" (the caller's next
     /// read or write then reports why).
+    /// One ranged GET of up to `limit` + 1 bytes: a 404 is absence, more than `limit` is damage.
+    public func readIfPresent(_ key: String, limit: Int) throws(CairnError) -> [UInt8]? {
+        let asked = limit < Int.max ? limit + 1 : limit
+        let bytes: [UInt8]
+        do throws(CairnError) {
+            bytes = try client.get(bucket: bucket, key: objectKey(key), range: 0..<UInt64(asked), limit: asked)
+        } catch  where error.code == .notFound {
+            return nil
+        }
+        guard bytes.count <= limit else {
+            throw CairnError(
+                .damaged, "\(describe(key)) is larger than \(limit) bytes: it is not what Cairn writes there")
+        }
+        return bytes
+    }
+
     public func exists(_ key: String) -> Bool {
         ((try? client.head(bucket: bucket, key: objectKey(key))) ?? nil) != nil
     }

@@ -28,6 +28,8 @@ struct ObjectStoreAccess {
         }
         var options = S3Client.Options()
         options.region = region
+        options.onRequest = { method, path in S3RequestTally.record(method.rawValue, path: path) }
+        S3RequestTally.logAtExit()
         let client = S3Client(
             endpoint: try S3Endpoint(url: url), credentials: try S3Credentials.fromEnvironment(environment),
             options: options)

@@ -16,6 +16,9 @@ final class HostileHTTPServer: @unchecked Sendable {
         case raw([UInt8])
         /// Nothing for `seconds`, then close.
         case stall(seconds: Int)
+        /// The request as it came (with `Connection: close`) to 127.0.0.1:`port`, and whatever
+        /// that answers back: a proxy to a real store that fails only chosen requests.
+        case forward(port: UInt16)
     }
 
     let port: UInt16
@@ -73,9 +76,11 @@ extension HostileHTTPServer {
                 let conn = accept(listener, nil, nil)
                 guard conn >= 0 else { return }
                 defer { close(conn) }
-                guard let head = readRequest(conn) else { continue }
+                guard let (head, request) = readRequest(conn) else { continue }
                 let index = served.wrappingAdd(1, ordering: .relaxed).oldValue
                 switch reply(index, head) {
+                case .forward(let port):
+                    Self.forward(request, head: head, to: port, replyingOn: conn)
                 case .raw(let bytes):
                     var sent = 0
                     while sent < bytes.count {
@@ -100,15 +105,56 @@ extension HostileHTTPServer {
             }
         }
 
-        /// Reads a request's head and its body (by Content-Length); nil when the client went away.
-        func readRequest(_ conn: Int32) -> String? {
+        /// Sends `request` to 127.0.0.1:`port` with its Connection header replaced by `close`
+        /// (not a signed header), and relays the reply until that side closes.
+        static func forward(_ request: [UInt8], head: String, to port: UInt16, replyingOn conn: Int32) {
+            let lines = head.split(separator: "\r\n", omittingEmptySubsequences: false)
+                .filter { !$0.lowercased().hasPrefix("connection:") }
+            let newHead = Array((lines.joined(separator: "\r\n") + "\r\nConnection: close\r\n\r\n").utf8)
+            let body = request[(Array(head.utf8).count + 4)...]
+            let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard upstream >= 0 else { return }
+            defer { close(upstream) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = port.bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard connected == 0, sendAll(newHead + body, on: upstream) else { return }
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { recv(upstream, $0.baseAddress, $0.count, 0) }
+                if n <= 0 || !sendAll(Array(chunk[0..<n]), on: conn) { return }
+            }
+        }
+
+        static func sendAll(_ bytes: [UInt8], on fd: Int32) -> Bool {
+            var sent = 0
+            while sent < bytes.count {
+                let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if n <= 0 { return false }
+                sent += n
+            }
+            return true
+        }
+
+        /// Reads a request's head and its body (by Content-Length), and returns the head and
+        /// every byte read; nil when the client went away.
+        func readRequest(_ conn: Int32) -> (String, [UInt8])? {
             var bytes: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 65536)
             var headEnd: Int?
             var needed = Int.max
             while bytes.count < needed {
                 let n = chunk.withUnsafeMutableBytes { recv(conn, $0.baseAddress, $0.count, 0) }
-                if n <= 0 { return headEnd == nil ? nil : String(decoding: bytes[..<headEnd!], as: UTF8.self) }
+                if n <= 0 {
+                    guard let headEnd else { return nil }
+                    return (String(decoding: bytes[..<headEnd], as: UTF8.self), bytes)
+                }
                 bytes += chunk[0..<n]
                 if headEnd == nil, let end = Self.find([13, 10, 13, 10], in: bytes) {
                     headEnd = end
@@ -120,7 +166,7 @@ extension HostileHTTPServer {
                     needed = end + 4 + length
                 }
             }
-            return String(decoding: bytes[..<headEnd!], as: UTF8.self)
+            return (String(decoding: bytes[..<headEnd!], as: UTF8.self), bytes)
         }
 
         static func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {

@@ -59,8 +59,10 @@ public final class Catalog: Sendable {
     /// The manifest's plain bytes (`LINE\nsha256 HEX\n`), opened if sealed.
     func manifestBytes(_ id: RestorePointID) throws(CairnError) -> [UInt8] {
         let key = key(id)
-        guard storage.exists(key) else { throw CairnError(.notFound, "restore point \(id) does not exist") }
-        return try plain(try readObject(key, limit: Self.maxManifestSize), key: key)
+        guard let bytes = try storage.readIfPresent(key, limit: Self.maxManifestSize) else {
+            throw CairnError(.notFound, "restore point \(id) does not exist")
+        }
+        return try plain(bytes, key: key)
     }
 
     public func groups() throws(CairnError) -> [String] {

@@ -53,6 +53,11 @@ public protocol RepositoryStorage: Sendable {
     /// Whether a committed object exists under `key`.
     func exists(_ key: String) -> Bool
 
+    /// The whole object under `key`, or nil if there is none; an object larger than `limit` is
+    /// damage (nothing Cairn writes there is that large). An object store answers it with one
+    /// GET, where `exists`, `open` and a read would cost three requests.
+    func readIfPresent(_ key: String, limit: Int) throws(CairnError) -> [UInt8]?
+
     /// Removes what interrupted writers left (objects staged or published by processes that are
     /// gone, or by this one). Returns how many there were; with `dryRun` nothing is removed.
     func removeLeftovers(dryRun: Bool) -> Int

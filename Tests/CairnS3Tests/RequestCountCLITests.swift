@@ -1,0 +1,44 @@
+import CairnCore
+import CairnTestSupport
+import Foundation
+import Testing
+
+/// Requests per backup, as `cairn -v` counts them, against docs/research/object-store.md §4's
+/// estimate for Cairn: one PUT per pack, about one index segment, one manifest, two or three
+/// lease writes and two or three LISTs.
+extension ObjectStoreCLITests {
+    /// The counts of the "s3 requests:" line of a `-v` run's stderr.
+    func requestCounts(_ stderr: String) -> [String: Int] {
+        guard let line = stderr.split(separator: "\n").last(where: { $0.contains("s3 requests: ") }),
+            let open = line.firstIndex(of: "("), let close = line.lastIndex(of: ")")
+        else { return [:] }
+        var counts: [String: Int] = [:]
+        for part in line[line.index(after: open)..<close].split(separator: ",") {
+            let fields = part.split(separator: " ")
+            if fields.count == 2, let n = Int(fields[1]) { counts[String(fields[0])] = n }
+        }
+        return counts
+    }
+
+    @Test func aNightOneBackupSendsAFewRequestsBeyondItsPacks() throws {
+        #expect(cairn(["init", "--repo", url]).status == 0)
+        let image = dir.file("disk.raw")
+        var gen = TestImage(seed: 61)
+        try gen.makeImage(at: image, size: 64 << 20, extent: 2 << 20, stride: 4 << 20)
+        let night0 = cairn(["backup", "-v", "--repo", url, "--group", "vm", image])
+        #expect(night0.status == 0, "\(night0.stderr)")
+        _ = try gen.scatterWrites(at: image, count: 16)
+        let packsBefore = try storage.list(prefix: "packs/").count
+        let night1 = cairn(["backup", "-v", "--repo", url, "--group", "vm", image])
+        #expect(night1.status == 0, "\(night1.stderr)")
+        let packs = try storage.list(prefix: "packs/").count - packsBefore
+        let counts = requestCounts(night1.stderr)
+        let total = counts.values.reduce(0, +)
+        print("night-1 requests: \(counts) for \(packs) new pack(s)")
+        #expect(total > 0, "no request count in \(night1.stderr)")
+        #expect((counts["PUT"] ?? 0) >= packs + 2, "a pack, a segment and a manifest at least: \(counts)")
+        // Beyond one PUT per pack: the research's "~8 other requests", with room for the
+        // clock check, the config, key and condemned-list reads of a fresh cache.
+        #expect(total - packs <= 26, "\(counts) for \(packs) packs")
+    }
+}
