@@ -23,8 +23,8 @@ public struct S3Storage: RepositoryStorage {
     public let scratchDirectory: String
     /// PUTs in flight during a commit (each holds its object in memory while it is sent).
     public let uploadsInFlight: Int
-    /// Bytes fetched at least by a read of an opened object (`S3StoredObject`); 0 reads exactly.
-    public let readAhead: Int
+    /// The read-ahead shared by every object opened here (`S3StoredObject`).
+    public let windows: ReadWindows
     /// This host's copies of the index segments (`IndexSegmentCache`); nil downloads every
     /// segment that is mapped.
     public let cache: IndexSegmentCache?
@@ -34,14 +34,14 @@ public struct S3Storage: RepositoryStorage {
 
     public init(
         client: S3Client, bucket: String, prefix: String = "", scratchDirectory: String = "/var/tmp",
-        uploadsInFlight: Int = 4, readAhead: Int = 256 << 10, cacheDirectory: String? = nil
+        uploadsInFlight: Int = 4, windows: ReadWindows = ReadWindows(), cacheDirectory: String? = nil
     ) {
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.isEmpty || prefix.hasSuffix("/") ? prefix : prefix + "/"
         self.scratchDirectory = scratchDirectory
         self.uploadsInFlight = max(1, uploadsInFlight)
-        self.readAhead = max(0, readAhead)
+        self.windows = windows
         let identity = IndexSegmentCache.identity(endpoint: client.endpoint, bucket: bucket, prefix: self.prefix)
         cache = cacheDirectory.map { IndexSegmentCache(root: $0, identity: identity) }
     }
@@ -92,6 +92,7 @@ public struct S3Storage: RepositoryStorage {
     }
 
     public func publish(_ bytes: [UInt8], as key: String, _ mode: PublishMode) throws(CairnError) {
+        windows.forget(objectKey(key))
         do throws(CairnError) {
             try client.put(bucket: bucket, key: objectKey(key), body: bytes, createOnly: mode == .createOnly)
         } catch let error where error.code == .exists {
@@ -110,7 +111,7 @@ public struct S3Storage: RepositoryStorage {
         guard let size = try client.head(bucket: bucket, key: objectKey(key)) else {
             throw CairnError(.notFound, "\(key) does not exist in \(location)")
         }
-        return S3StoredObject(client: client, bucket: bucket, key: objectKey(key), size: size, readAhead: readAhead)
+        return S3StoredObject(client: client, bucket: bucket, key: objectKey(key), size: size, windows: windows)
     }
 
     /// Maps an index segment's cached copy (`IndexSegmentCache`), downloading and keeping it
@@ -150,6 +151,7 @@ public struct S3Storage: RepositoryStorage {
     }
 
     public func delete(_ keys: [String]) throws(CairnError) {
+        for key in keys { windows.forget(objectKey(key)) }
         var next = 0
         while next < keys.count {
             let batch = keys[next..<min(keys.count, next + uploadsInFlight)]
@@ -256,48 +258,39 @@ final class S3StagedObject: StagedObject {
     }
 }
 
-/// A committed object, read by ranged GETs.
-///
-/// A read smaller than `readAhead` fetches `readAhead` bytes and keeps them, so the next reads
-/// of neighbouring records (a pack is read in record order by restore and verify) cost no
-/// request. One window per object, shared by the threads that read it.
+/// A committed object, read by ranged GETs through the storage's shared `ReadWindows`, so the
+/// next reads of neighbouring records (a pack is read in record order by restore and verify) cost
+/// no request.
 final class S3StoredObject: StoredObject {
     let client: S3Client
     let bucket: String
     let key: String
     let size: UInt64
-    let readAhead: Int
-    private let window = Mutex<(start: UInt64, bytes: [UInt8])>((0, []))
+    let windows: ReadWindows
 
-    init(client: S3Client, bucket: String, key: String, size: UInt64, readAhead: Int) {
+    init(client: S3Client, bucket: String, key: String, size: UInt64, windows: ReadWindows) {
         self.client = client
         self.bucket = bucket
         self.key = key
         self.size = size
-        self.readAhead = readAhead
+        self.windows = windows
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError) -> Int {
-        let bytes = try readBytes(count: buffer.count, at: offset)
-        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
-        return bytes.count
+        try windows.read(key, size: size, into: buffer, at: offset) { range throws(CairnError) in try fetch(range) }
     }
 
     func readBytes(count: Int, at offset: UInt64) throws(CairnError) -> [UInt8] {
         guard offset < size, count > 0 else { return [] }
-        let end = min(size, offset + UInt64(count))
-        let cached: [UInt8]? = window.withLock { window in
-            guard offset >= window.start, end <= window.start + UInt64(window.bytes.count) else { return nil }
-            return Array(window.bytes[Int(offset - window.start)..<Int(end - window.start)])
+        let wanted = Int(min(UInt64(count), size - offset))
+        var bytes = [UInt8](repeating: 0, count: wanted)
+        var n = 0
+        var failure: CairnError?
+        bytes.withUnsafeMutableBytes { buffer in
+            do throws(CairnError) { n = try read(into: buffer, at: offset) } catch { failure = error }
         }
-        if let cached { return cached }
-        let fetchEnd = end - offset < UInt64(readAhead) ? min(size, offset + UInt64(readAhead)) : end
-        let bytes = try fetch(offset..<fetchEnd)
-        if fetchEnd > end {
-            window.withLock { $0 = (offset, bytes) }
-            return Array(bytes[0..<Int(end - offset)])
-        }
-        return bytes
+        if let failure { throw failure }
+        return n == wanted ? bytes : Array(bytes[0..<n])
     }
 
     private func fetch(_ range: Range<UInt64>) throws(CairnError) -> [UInt8] {

@@ -41,4 +41,27 @@ extension ObjectStoreCLITests {
         // clock check, the config, key and condemned-list reads of a fresh cache.
         #expect(total - packs <= 26, "\(counts) for \(packs) packs")
     }
+
+    /// A restore reads each pack through the shared read-ahead windows (`ReadWindows`, 2 MiB):
+    /// about one GET per window of pack bytes, not one per record.
+    @Test func aRestoreFetchesPacksByTheWindowNotByTheRecord() throws {
+        #expect(cairn(["init", "--repo", url]).status == 0)
+        let image = dir.file("disk.raw")
+        var gen = TestImage(seed: 62)
+        try gen.makeImage(at: image, size: 64 << 20, extent: 4 << 20, stride: 4 << 20)
+        #expect(cairn(["backup", "--repo", url, "--group", "vm", image]).status == 0)
+        var packBytes: UInt64 = 0
+        let packs = try storage.list(prefix: "packs/")
+        for key in packs { packBytes += try storage.open(key).size }
+        let out = dir.file("restored.raw")
+        let restore = cairn(["restore", "-v", "--repo", url, "vm@latest", "--to", out])
+        #expect(restore.status == 0, "\(restore.stderr)")
+        #expect(FileManager.default.contentsEqual(atPath: image, andPath: out))
+        let gets = requestCounts(restore.stderr)["GET"] ?? 0
+        let windows = Int(packBytes >> 21) + packs.count
+        print("restore GETs: \(gets) for \(packs.count) packs of \(packBytes) bytes")
+        #expect(gets > 0, "no request count in \(restore.stderr)")
+        // Each pack's windows, its table, and the few catalog and index reads.
+        #expect(gets <= windows + 2 * packs.count + 20, "\(gets) GETs for \(packs.count) packs of \(packBytes) bytes")
+    }
 }
