@@ -40,6 +40,53 @@ final class ObjectStoreCLITests {
         return environment
     }
 
+    /// A `cairn` run started in the background and held just before it commits
+    /// (`CAIRN_TEST_HOLD_BEFORE_COMMIT`): the test acts while it waits, then lets it go.
+    final class HeldRun {
+        let process = Process()
+        let hold: String
+        private let output = Pipe()
+        private let errors = Pipe()
+
+        /// Starts `cairn ARGS` and waits (up to a minute) until it has reached the hold.
+        init(_ arguments: [String], hold: String, environment: [String: String]) throws {
+            self.hold = hold
+            process.executableURL = URL(fileURLWithPath: CairnProcess.executable)
+            process.arguments = arguments
+            var env = ProcessInfo.processInfo.environment
+            env.merge(environment) { $1 }
+            env["CAIRN_TEST_HOLD_BEFORE_COMMIT"] = hold
+            process.environment = env
+            process.standardOutput = output
+            process.standardError = errors
+            try process.run()
+            let deadline = Date().addingTimeInterval(60)
+            while !reachedHold && process.isRunning && Date() < deadline { usleep(20_000) }
+        }
+
+        var reachedHold: Bool { FileManager.default.fileExists(atPath: hold + ".begun") }
+
+        /// Lets the run go on to its commit.
+        func release() {
+            FileManager.default.createFile(atPath: hold, contents: Data())
+        }
+
+        /// Lets the run go on, and waits for it to end.
+        func finish() -> CairnProcess.Outcome {
+            release()
+            // Read before waiting: a full pipe would keep the process from exiting.
+            let stdout = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return CairnProcess.Outcome(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+        }
+    }
+
+    /// `cairn ARGS` started and held before its commit, with the store's keys.
+    func heldRun(_ arguments: [String]) throws -> HeldRun {
+        try HeldRun(arguments, hold: dir.file("hold-\(UUID().uuidString)"), environment: environment())
+    }
+
     @Test func initDeclaresTheObjectStoreFeatureAndRefusesASecondInit() throws {
         let created = cairn(["init", "--repo", url, "--endpoint", endpoint, "--json"])
         #expect(created.status == 0, "\(created.stderr)")

@@ -60,27 +60,16 @@ extension ObjectStoreCLITests {
         let image = dir.file("disk.raw")
         var gen = TestImage(seed: 52)
         try gen.makeImage(at: image, size: 16 << 20, extent: 1 << 20, stride: 2 << 20)
-        let hold = dir.file("hold")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CairnProcess.executable)
-        process.arguments = ["backup", "--repo", url, "--group", "vm", "--json", image]
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment(["CAIRN_TEST_HOLD_BEFORE_COMMIT": hold])) { $1 }
-        process.environment = env
-        let errors = Pipe()
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = errors
-        try process.run()
-        let deadline = Date().addingTimeInterval(60)
-        while !FileManager.default.fileExists(atPath: hold + ".begun") && Date() < deadline { usleep(20_000) }
+        let held = try heldRun(["backup", "--repo", url, "--group", "vm", "--json", image])
+        #expect(held.reachedHold)
         try RadosGatewayTests.rgwCtl("stop", ceph)
-        FileManager.default.createFile(atPath: hold, contents: Data())
+        held.release()
         usleep(1_000_000)
         try RadosGatewayTests.rgwCtl("start", ceph)
-        process.waitUntilExit()
-        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let outcome = held.finish()
+        let stderr = outcome.stderr
         let listed = points()
-        if process.terminationStatus == 0 {
+        if outcome.status == 0 {
             #expect(listed.count == 1)
             let out = dir.file("out.raw")
             #expect(cairn(["restore", "--repo", url, "vm@latest", "--to", out]).status == 0)

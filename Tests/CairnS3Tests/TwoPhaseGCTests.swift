@@ -72,20 +72,8 @@ extension ObjectStoreCLITests {
         #expect(cairn(["forget", "--repo", url, "old@latest"]).status == 0)
 
         // Same disk, another group: every block is found in the index and stored by reference.
-        let hold = dir.file("hold")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CairnProcess.executable)
-        process.arguments = ["backup", "--repo", url, "--group", "new", "--json", image]
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment(["CAIRN_TEST_HOLD_BEFORE_COMMIT": hold])) { $1 }
-        process.environment = env
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(60)
-        while !FileManager.default.fileExists(atPath: hold + ".begun") && Date() < deadline { usleep(20_000) }
-        #expect(FileManager.default.fileExists(atPath: hold + ".begun"))
+        let held = try heldRun(["backup", "--repo", url, "--group", "new", "--json", image])
+        #expect(held.reachedHold)
 
         let condemning = gcReport()
         #expect((condemning["packsCondemned"] as? Int ?? 0) >= 1, "\(condemning)")
@@ -95,10 +83,9 @@ extension ObjectStoreCLITests {
         #expect(waiting["condemnedDeleted"] as? Int == 0)
         #expect(try storage.list(prefix: "packs/").count == packs)
 
-        FileManager.default.createFile(atPath: hold, contents: Data())
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
-        let backup = Fixture.json(String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        let outcome = held.finish()
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        let backup = Fixture.json(outcome.stdout)
         // It relied on the forgotten point's chunks rather than storing them again.
         #expect((backup["bytesStored"] as? Int ?? Int.max) < 1 << 20, "\(backup)")
 
