@@ -334,7 +334,16 @@ struct ArchiveImportCommand: ParsableCommand {
         try runReportingErrors { () throws(CairnError) in
             let sources = try openVolumes(volumes)
             let importer: ArchiveImporter
-            if ArchiveImporter.isNewLocation(repository.path) {
+            let objectStorage = try repository.objectStorage()
+            if let storage = objectStorage, try !RepositoryConfig.isPresent(in: storage) {
+                importer = ArchiveImporter(
+                    creatingRepositoryIn: storage, features: [FormatFeature.objectStore], sources: sources)
+                let source = repository.passphraseSource
+                importer.passphrase = { () throws(CairnError) in try source.passphrase() }
+                importer.onCreate = { path in
+                    Terminal.printError("cairn: made repository \(path) from the archive's repository id and key files")
+                }
+            } else if objectStorage == nil, ArchiveImporter.isNewLocation(repository.path) {
                 // Only an encrypted archive can make its repository (it carries the keys).
                 importer = ArchiveImporter(creatingRepositoryAt: repository.path, sources: sources)
                 let source = repository.passphraseSource

@@ -20,6 +20,50 @@ extension ObjectStoreCLITests {
         try? FileManager.default.removeItem(atPath: out)
     }
 
+    /// Condemned lists any host with write access could leave: ones that do not parse are
+    /// warned about and removed by gc, never acted on; ones that parse and name a pack a
+    /// restore point needs (with times long past) cost it nothing. Every command still works.
+    @Test func hostileCondemnedListsCostNothing() throws {
+        #expect(cairn(["init", "--repo", url]).status == 0)
+        let image = dir.file("disk.raw")
+        var gen = TestImage(seed: 34)
+        try gen.makeImage(at: image, size: 8 << 20, extent: 1 << 20, stride: 2 << 20)
+        #expect(cairn(["backup", "--repo", url, "--group", "vm", image]).status == 0)
+        let packs = try storage.list(prefix: "packs/")
+        let live = try #require(packs.first).split(separator: "/").last!.dropLast(".pack".count)
+        let past = "2001-09-09T01:46:40Z"
+        let hostile: [String: String] = [
+            "condemned-1000000000-00000001.json":
+                "{\"created\":\"\(past)\",\"notBefore\":\"\(past)\",\"packs\":[\"\(live)\",\"\(live)\"]}",
+            "condemned-1000000000-00000002.json": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+            "condemned-1000000000-00000003.json": "{\"created\":1,\"notBefore\":null,\"packs\":\"\(live)\"}",
+            "condemned-1000000000-00000004.json":
+                "{\"created\":\"never\",\"notBefore\":\"soon\",\"packs\":[\"\(live)\"]}",
+            "condemned-1000000000-00000005.json":
+                "{\"created\":\"\(past)\",\"notBefore\":\"\(past)\",\"packs\":[\"not hex\",\"\"]}",
+            "condemned-1000000000-00000006.json": "\u{FF}\u{FE}",
+        ]
+        for (name, body) in hostile { try storage.publish(Array(body.utf8), as: "gc/" + name, .createOnly) }
+
+        let listed = cairn(["list", "--repo", url, "--json"])
+        #expect(listed.status == 0, "\(listed.stderr)")
+        try restoresBitForBit("vm@latest", image)
+        let gc = cairn(["gc", "--repo", url, "--json", "--grace", "0s"])
+        #expect(gc.status == 0, "\(gc.stderr)")
+        for line in gc.stderr.split(separator: "\n") { #expect(line.count < 400, "\(line)") }
+        #expect(gc.stderr.contains("condemned-1000000000-00000002.json"), "\(gc.stderr)")
+        let report = Fixture.json(gc.stdout)
+        #expect(report["condemnedDeleted"] as? Int == 0, "\(report)")
+        #expect(try storage.list(prefix: "packs/") == packs)
+        #expect(try storage.list(prefix: "gc/").allSatisfy { !hostile.keys.contains(String($0.dropFirst(3))) })
+        try restoresBitForBit("vm@latest", image)
+        let verified = cairn(["verify", "--repo", url])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+        _ = try gen.scatterWrites(at: image, count: 4)
+        #expect(cairn(["backup", "--repo", url, "--group", "vm", image]).status == 0)
+        try restoresBitForBit("vm@latest", image)
+    }
+
     /// Forgotten data is condemned by one gc and deleted by the next; what is kept restores.
     @Test func aForgottenRestorePointIsCondemnedThenDeleted() throws {
         #expect(cairn(["init", "--repo", url]).status == 0)

@@ -22,6 +22,8 @@ public final class ArchiveImporter {
     public private(set) var repository: Repository?
     /// Where a repository is made from an encrypted archive's keys (`creatingRepositoryAt`).
     public let newRepositoryPath: String?
+    /// The storage it is made in when it is not a local directory (`creatingRepositoryIn`).
+    let newRepositoryStorage: (storage: any RepositoryStorage, features: [String])?
     public let sources: [any ArchiveByteSource]
     public var lockWait: Double?
     /// The passphrase of an encrypted archive imported into a new repository (asked only then).
@@ -32,6 +34,7 @@ public final class ArchiveImporter {
     public init(repository: Repository, sources: [any ArchiveByteSource]) {
         self.repository = repository
         newRepositoryPath = nil
+        newRepositoryStorage = nil
         self.sources = sources
     }
 
@@ -42,6 +45,18 @@ public final class ArchiveImporter {
     public init(creatingRepositoryAt path: String, sources: [any ArchiveByteSource]) {
         repository = nil
         newRepositoryPath = path
+        newRepositoryStorage = nil
+        self.sources = sources
+    }
+
+    /// The same in `storage` (an object store with no repository under its prefix yet), whose
+    /// config declares `features` besides encryption.
+    public init(
+        creatingRepositoryIn storage: any RepositoryStorage, features: [String], sources: [any ArchiveByteSource]
+    ) {
+        repository = nil
+        newRepositoryPath = storage.location
+        newRepositoryStorage = (storage, features)
         self.sources = sources
     }
 
@@ -98,8 +113,14 @@ public final class ArchiveImporter {
         let secret = try passphrase()
         // Unlocked first: a wrong passphrase writes nothing.
         let master = try ArchiveKeys.unlock(label, passphrase: secret)
-        try Repository.create(at: path, fromArchive: label)
-        let made = try Repository(path: path, passphrase: { () throws(CairnError) in secret })
+        let made: Repository
+        if let (storage, features) = newRepositoryStorage {
+            try Repository.create(in: storage, fromArchive: label, features: features)
+            made = try Repository(storage: storage, passphrase: { () throws(CairnError) in secret })
+        } else {
+            try Repository.create(at: path, fromArchive: label)
+            made = try Repository(path: path, passphrase: { () throws(CairnError) in secret })
+        }
         guard made.store.keys?.fingerprintHex == master.fingerprintHex else {
             throw CairnError(.damaged, "the repository made at \(path) does not open with the archive's key")
         }

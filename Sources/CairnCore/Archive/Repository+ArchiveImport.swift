@@ -7,19 +7,38 @@ extension Repository {
     /// `path` must be missing or an empty directory. The block size is the archive's; the
     /// compression level is the default (readers do not need it).
     static func create(at path: String, fromArchive label: ArchiveLabel) throws(CairnError) {
-        guard label.isEncrypted, let fingerprint = label.fingerprint, let keys = label.keys, !keys.isEmpty else {
-            throw CairnError(.usage, "only an encrypted archive carries the keys a repository is made from")
+        try checkArchiveCarriesKeys(label)
+        try create(in: try prepareDirectory(path), fromArchive: label)
+        try FileSystem.syncDirectory(FileSystem.directoryName(path))
+    }
+
+    /// The same in `storage` (an object store's bucket and prefix, declaring `features` such as
+    /// `object-store`); refused when a config is there already.
+    static func create(
+        in storage: any RepositoryStorage, fromArchive label: ArchiveLabel, features extra: [String] = []
+    ) throws(CairnError) {
+        try checkArchiveCarriesKeys(label)
+        guard let fingerprint = label.fingerprint, let keys = label.keys else { return }
+        if try RepositoryConfig.isPresent(in: storage) {
+            throw CairnError(.exists, "\(storage.location) is already a Cairn repository")
         }
-        try RepositoryConfig.validate(blockSize: label.chunkBlockSize)
-        let storage = try prepareDirectory(path)
         // The key files first: a config that declares encryption always has a key beside it.
         for key in keys { try KeyDirectory.write(key, into: storage) }
         var config = RepositoryConfig.new(
             blockSize: label.chunkBlockSize, compressionLevel: RepositoryConfig.defaultCompressionLevel)
         config.id = label.repository.lowercased()
         config.features = (config.features ?? []) + [FormatFeature.encryption]
+        for feature in extra where !(config.features ?? []).contains(feature) {
+            config.features = (config.features ?? []) + [feature]
+        }
         config.encryption = .current(fingerprint: fingerprint.lowercased())
         try config.write(to: storage, createOnly: true)
-        try FileSystem.syncDirectory(FileSystem.directoryName(path))
+    }
+
+    private static func checkArchiveCarriesKeys(_ label: ArchiveLabel) throws(CairnError) {
+        guard label.isEncrypted, label.fingerprint != nil, let keys = label.keys, !keys.isEmpty else {
+            throw CairnError(.usage, "only an encrypted archive carries the keys a repository is made from")
+        }
+        try RepositoryConfig.validate(blockSize: label.chunkBlockSize)
     }
 }

@@ -29,7 +29,7 @@ extension RepositoryConfig {
 
     /// Whether `storage` holds a config or its copy. One listing, which fails (rather than
     /// answering no) when the storage cannot be reached: a missing bucket, refused keys.
-    static func isPresent(in storage: any RepositoryStorage) throws(CairnError) -> Bool {
+    public static func isPresent(in storage: any RepositoryStorage) throws(CairnError) -> Bool {
         let names = try storage.list(prefix: key)
         return names.contains(key) || names.contains(copyName)
     }
