@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI's fuzz step: builds the targets once, then runs every target (every Targets/Sources/fuzz-NAME:
-# qcow2, pack, index-segment, index-tree, manifest, config, archive, vmdk, nbd-client, nbd-server, keyfile, s3-xml) for FUZZ_SECONDS (default 30)
+# qcow2, pack, index-segment, index-tree, manifest, config, archive, vmdk, nbd-client, nbd-server, keyfile, s3-xml, condemned-list) for FUZZ_SECONDS (default 30)
 # from its committed seeds, two at a time (the CI machine has 2 cores). Fails if any target finds
 # a crash, a hang or an allocation beyond the limits; the failing input is printed as a path
 # (replay it with `Fuzz/run.sh TARGET -- PATH`). Runs from a fresh work directory each time, so
@@ -14,7 +14,7 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-fuzz-ci.XXXXXX")"
 swift build -c release --package-path "$here/Targets" -Xswiftc -sanitize=fuzzer,address
 mapfile -t targets < <("$here/run.sh" list)
 # Every parser of untrusted bytes must stay covered: a target that goes missing fails CI.
-for required in qcow2 pack index-segment index-tree manifest config archive vmdk nbd-client nbd-server keyfile s3-xml; do
+for required in qcow2 pack index-segment index-tree manifest config archive vmdk nbd-client nbd-server keyfile s3-xml condemned-list; do
     printf '%s\n' "${targets[@]}" | grep -qx "$required" || { echo "fuzz target $required is missing" >&2; exit 1; }
 done
 

@@ -10,7 +10,7 @@ import PackageDescription
 /// The fuzz targets: `Sources/fuzz-NAME/` holds one file. Add a name here to add a target.
 let targets = [
     "qcow2", "pack", "index-segment", "index-tree", "manifest", "config", "archive", "vmdk", "nbd-client",
-    "nbd-server", "keyfile", "s3-xml",
+    "nbd-server", "keyfile", "s3-xml", "condemned-list",
 ]
 /// Targets that also need the NBD server module (swift-nio); the others link CairnCore only.
 let serveTargets: Set = ["nbd-server"]
