@@ -113,7 +113,7 @@ public final class S3Client: Sendable {
     }
 
     /// A request under way.
-    public struct Pending {
+    public struct Pending: Sendable {
         let request: Request
         let future: EventLoopFuture<Reply>
     }

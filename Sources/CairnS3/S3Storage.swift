@@ -28,6 +28,8 @@ public struct S3Storage: RepositoryStorage {
     /// This host's copies of the index segments (`IndexSegmentCache`); nil downloads every
     /// segment that is mapped.
     public let cache: IndexSegmentCache?
+    /// Objects `prepareCommit` started uploading, oldest first (at most `uploadsInFlight`).
+    private let early = EarlyUploads()
 
     /// Largest object read whole into memory (a pack is about 32 MiB; an index segment less).
     static let maxObjectRead = 1 << 30
@@ -54,8 +56,39 @@ public struct S3Storage: RepositoryStorage {
         try S3StagedObject(key: key, scratch: try scratchFile("stage"))
     }
 
+    /// Starts the object's PUT at once (a pack is complete long before the job commits it), so
+    /// that uploads overlap the compression of the next packs. An object uploaded early is
+    /// visible before the commit, unreferenced: no index segment names it until the commit
+    /// writes one, so a crash leaves an orphan pack, which gc removes. At most `uploadsInFlight`
+    /// run at once; beyond that this waits for the oldest, holding the job back as a slow
+    /// store must. A failed early upload is tried again by `commit`.
+    public func prepareCommit(_ object: any StagedObject) throws(CairnError) {
+        let staged = Self.s3(object)
+        while let oldest = early.takeOldest(ifAtLeast: uploadsInFlight) { finishEarly(oldest) }
+        let request = client.putRequest(
+            bucket: bucket, key: objectKey(staged.key), body: try staged.contents(), payloadHash: staged.payloadHash,
+            createOnly: false)
+        early.started(ObjectIdentifier(staged), key: objectKey(staged.key), try client.start(request))
+    }
+
+    /// Waits for an early upload; one that failed (after the client's retries) is not marked
+    /// done, so the commit sends it again.
+    private func finishEarly(_ upload: EarlyUploads.Upload) {
+        do throws(CairnError) {
+            try client.checkPut(try client.finish(upload.pending), bucket: bucket, key: upload.key)
+            early.done(upload.object)
+        } catch {
+            CairnLog.logger.info("\(error.message); the commit sends it again")
+        }
+    }
+
     public func commit(_ objects: [any StagedObject]) throws(CairnError) {
-        let staged = objects.map(Self.s3)
+        let all = objects.map(Self.s3)
+        // Early uploads first: each one done is not sent again.
+        let ids = Set(all.map(ObjectIdentifier.init))
+        for upload in early.take(ids) { finishEarly(upload) }
+        let uploaded = early.forget(ids)
+        let staged = all.filter { !uploaded.contains(ObjectIdentifier($0)) }
         var next = 0
         while next < staged.count {
             let batch = staged[next..<min(staged.count, next + uploadsInFlight)]
@@ -81,14 +114,19 @@ public struct S3Storage: RepositoryStorage {
         }
         // A segment this host wrote is kept as it was sent, so no run here downloads it.
         if let cache {
-            for object in staged where IndexSegmentCache.name(of: object.key) != nil {
+            for object in all where IndexSegmentCache.name(of: object.key) != nil {
                 if let bytes = try? object.contents() { _ = cache.keep(bytes, as: object.key, check: false) }
             }
         }
     }
 
     public func abandon(_ object: any StagedObject) {
-        Self.s3(object).discard()
+        let staged = Self.s3(object)
+        // An upload under way is let finish (its object, unreferenced, is an orphan for gc).
+        let id = ObjectIdentifier(staged)
+        for upload in early.take([id]) { finishEarly(upload) }
+        _ = early.forget([id])
+        staged.discard()
     }
 
     public func publish(_ bytes: [UInt8], as key: String, _ mode: PublishMode) throws(CairnError) {
@@ -211,6 +249,56 @@ public struct S3Storage: RepositoryStorage {
     }
 }
 
+/// The PUTs `S3Storage.prepareCommit` started, oldest first, and the objects whose early upload
+/// succeeded; shared by the copies of one storage. Objects are named by identity: each is taken
+/// out by the commit or abandon that ends it.
+final class EarlyUploads: Sendable {
+    struct Upload: Sendable {
+        var object: ObjectIdentifier
+        /// The object's key in the bucket.
+        var key: String
+        var pending: S3Client.Pending
+    }
+
+    private struct State {
+        var running: [Upload] = []
+        var done: Set<ObjectIdentifier> = []
+    }
+
+    private let state = Mutex(State())
+
+    func started(_ object: ObjectIdentifier, key: String, _ pending: S3Client.Pending) {
+        state.withLock { $0.running.append(Upload(object: object, key: key, pending: pending)) }
+    }
+
+    /// The oldest running upload, if `limit` or more are running.
+    func takeOldest(ifAtLeast limit: Int) -> Upload? {
+        state.withLock { $0.running.count >= limit ? $0.running.removeFirst() : nil }
+    }
+
+    /// The running uploads of `objects`.
+    func take(_ objects: Set<ObjectIdentifier>) -> [Upload] {
+        state.withLock { state in
+            let taken = state.running.filter { objects.contains($0.object) }
+            state.running.removeAll { objects.contains($0.object) }
+            return taken
+        }
+    }
+
+    func done(_ object: ObjectIdentifier) {
+        state.withLock { _ = $0.done.insert(object) }
+    }
+
+    /// Which of `objects` were uploaded early; all of them are forgotten.
+    func forget(_ objects: Set<ObjectIdentifier>) -> Set<ObjectIdentifier> {
+        state.withLock { state in
+            let uploaded = state.done.intersection(objects)
+            state.done.subtract(objects)
+            return uploaded
+        }
+    }
+}
+
 /// Unique scratch names within the process.
 enum ScratchCounter {
     private static let value = Atomic<Int>(0)
@@ -224,7 +312,6 @@ final class S3StagedObject: StagedObject {
     private let hasher = SHA256Hasher()
     private(set) var size: UInt64 = 0
     private var hash: String?
-
     init(key: String, scratch path: String) throws(CairnError) {
         self.key = key
         file = try File.open(path, .createNew)

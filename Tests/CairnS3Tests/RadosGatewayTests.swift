@@ -2,6 +2,7 @@ import CairnCore
 import CairnS3
 import CairnTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// S3 behaviour the repository relies on, checked on the real radosgw (Tests/ceph/start-ceph.sh).
@@ -58,6 +59,40 @@ struct RadosGatewayTests {
         #expect(page.keys.count <= 1000 && page.continuation != nil, "first page: \(page.keys.count) keys")
         #expect(try storage.list(prefix: "points/") == keys)
         #expect(try storage.list(prefix: "points").count == keys.count + 1)
+    }
+
+    /// `prepareCommit` starts an object's PUT before the commit (packs upload while the next
+    /// ones are compressed), at most `uploadsInFlight` at once; the commit then waits for those
+    /// and sends only the rest, each object once. An abandoned object's upload is let finish.
+    @Test func earlyUploadsAreSentOnceAndBounded() throws {
+        let puts = Mutex(0)
+        let client = try S3TestStore.client { options in
+            options.onRequest = { method, _ in if method == .PUT { puts.withLock { $0 += 1 } } }
+        }
+        puts.withLock { $0 = 0 }  // the bucket's creation
+        let prefix = S3TestStore.uniquePrefix("early")
+        let storage = S3Storage(client: client, bucket: S3TestStore.bucket, prefix: prefix, uploadsInFlight: 2)
+        defer { if let keys = try? storage.list(prefix: "") { try? storage.delete(keys) } }
+        var objects: [any StagedObject] = []
+        for i in 0..<5 {
+            let object = try storage.stage("packs/\(i).pack")
+            let bytes = [UInt8](repeating: UInt8(i), count: 300_000 + i)
+            try bytes.withUnsafeBytes { try object.append($0) }
+            if i < 4 { try storage.prepareCommit(object) }
+            objects.append(object)
+        }
+        // Four started, two at a time: the first two were waited for, so they are there.
+        #expect(puts.withLock { $0 } == 4)
+        #expect(try storage.list(prefix: "packs/").count >= 2)
+        try storage.commit(Array(objects[0..<3]) + [objects[4]])
+        #expect(puts.withLock { $0 } == 5, "each object is sent once")
+        storage.abandon(objects[3])
+        let listed = try storage.list(prefix: "packs/")
+        #expect(listed.count == 5, "the abandoned one's upload finished: an orphan for gc (\(listed))")
+        for i in [0, 1, 2, 4] {
+            let read = try storage.open("packs/\(i).pack").readBytes(count: 400_000, at: 0)
+            #expect(read == [UInt8](repeating: UInt8(i), count: 300_000 + i))
+        }
     }
 
     /// A payload whose signed SHA-256 does not match the body is refused by the store, so a body

@@ -69,6 +69,8 @@ public struct ChunkWriteTransaction: ~Copyable {
             try pack.finish()
             finishedPacks.append(pack)
             currentPack = nil
+            // An object store uploads it now, beside the chunks still being compressed.
+            try store.storage.prepareCommit(pack.object)
             if unflushed.count >= ChunkStore.flushThreshold { try flush() }
         }
         return stored

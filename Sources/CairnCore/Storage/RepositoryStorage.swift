@@ -28,6 +28,14 @@ public protocol RepositoryStorage: Sendable {
     /// abandons them.
     func commit(_ objects: [any StagedObject]) throws(CairnError)
 
+    /// Says that a staged object is complete (nothing more is appended) and will be committed:
+    /// a storage may start making it durable now, beside the work that goes on, so that
+    /// `commit(_:)` has less left to do. It must not become visible under its key any earlier
+    /// than it would without the call, except where an unreferenced object is harmless (an
+    /// object store: a pack no index segment names is an orphan gc removes). May wait, to bound
+    /// the work in flight. The default does nothing.
+    func prepareCommit(_ object: any StagedObject) throws(CairnError)
+
     /// Drops a staged object that will not be committed. Never fails: what cannot be removed now
     /// is left for `removeLeftovers`.
     func abandon(_ object: any StagedObject)
@@ -74,6 +82,8 @@ public protocol RepositoryStorage: Sendable {
 }
 
 extension RepositoryStorage {
+    public func prepareCommit(_ object: any StagedObject) throws(CairnError) {}
+
     public func publishPrivate(_ bytes: [UInt8], as key: String) throws(CairnError) {
         try publish(bytes, as: key, .createOnly)
     }
