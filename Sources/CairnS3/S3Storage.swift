@@ -50,6 +50,9 @@ public struct S3Storage: RepositoryStorage {
 
     public var location: String { "s3://\(bucket)/\(prefix)" }
 
+    /// `ROOT/IDENTITY`, beside the cached segments (`IndexSegmentCache`): tree pages go there.
+    public var hostCacheDirectory: String? { cache.map { FileSystem.directoryName($0.directory) } }
+
     func objectKey(_ key: String) -> String { prefix + key }
 
     public func stage(_ key: String) throws(CairnError) -> any StagedObject {

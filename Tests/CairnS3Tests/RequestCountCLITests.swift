@@ -64,4 +64,32 @@ extension ObjectStoreCLITests {
         // Each pack's windows, its table, and the few catalog and index reads.
         #expect(gets <= windows + 2 * packs.count + 20, "\(gets) GETs for \(packs.count) packs of \(packBytes) bytes")
     }
+
+    /// The previous restore point's index pages come from this host's cache (`TreePageCache`,
+    /// written by the night before): a night-1 backup with them makes fewer GETs than the same
+    /// backup after the pages are deleted, and both back up the same disk.
+    @Test func aNightOneBackupReadsThePreviousTreeFromTheHostsCache() throws {
+        #expect(cairn(["init", "--repo", url]).status == 0)
+        let image = dir.file("disk.raw")
+        var gen = TestImage(seed: 63)
+        try gen.makeImage(at: image, size: 64 << 20, extent: 2 << 20, stride: 4 << 20)
+        #expect(cairn(["backup", "--repo", url, "--group", "vm", image]).status == 0)
+        let cacheRoot = dir.file("cache")
+        let hosts = try FileManager.default.contentsOfDirectory(atPath: cacheRoot)
+        let pages = "\(cacheRoot)/\(try #require(hosts.first))/pages"
+        #expect(try !FileManager.default.contentsOfDirectory(atPath: pages).isEmpty, "night 0 kept its pages")
+
+        let cached = cairn(["backup", "-v", "--repo", url, "--group", "vm", image])
+        #expect(cached.status == 0, "\(cached.stderr)")
+        try FileManager.default.removeItem(atPath: pages)
+        let uncached = cairn(["backup", "-v", "--repo", url, "--group", "vm", image])
+        #expect(uncached.status == 0, "\(uncached.stderr)")
+        let with = requestCounts(cached.stderr)["GET"] ?? 0
+        let without = requestCounts(uncached.stderr)["GET"] ?? 0
+        print("night-1 GETs: \(with) with the tree pages cached, \(without) without")
+        #expect(with < without, "\(with) GETs with the pages cached, \(without) without")
+        let out = dir.file("out.raw")
+        #expect(cairn(["restore", "--repo", url, "vm@latest", "--to", out]).status == 0)
+        #expect(try TestImage.sha256(of: out) == TestImage.sha256(of: image))
+    }
 }

@@ -258,6 +258,7 @@ public final class BackupJob {
             notes += disk.warnings
         }
         if !notes.isEmpty { warning = notes.joined(separator: "; ") }
+        store.treePages?.trim()
         // Housekeeping once the restore point is safe: merge index segments if no other cairn
         // process is using the repository. A failure here costs nothing but speed.
         if store.needsCompaction && repoLock.tryUpgradeToExclusive() {

@@ -119,9 +119,11 @@ final class DiskBackup: @unchecked Sendable {
         let allocated = countsAllocated ? allocatedBytes() : image.virtualSize
         pipeline.startSource(name: "cairn-read") { [self] (pipeline) throws(CairnError) in
             let previous = try base.flatMap { entry throws(CairnError) -> IndexTreeReader? in
-                return try IndexTreeReader(
+                let tree = try IndexTreeReader(
                     reader: ChunkReader(store: store), root: entry.root, depth: entry.depth,
                     blockCount: entry.blockCount)
+                tree.cache = store.treePages
+                return tree
             }
             var next: UInt64 = 0
             while next < blockCount {
@@ -133,6 +135,7 @@ final class DiskBackup: @unchecked Sendable {
         }
 
         let tree = IndexTreeWriter(store: store, encoder: store.makeEncoder())
+        tree.cache = store.treePages
         var lastProgress = 0.0
         do throws(CairnError) {
             while let batch = try pipeline.next() {

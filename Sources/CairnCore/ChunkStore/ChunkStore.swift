@@ -41,6 +41,10 @@ public final class ChunkStore: Sendable {
     /// absent for deduplication, read only where no other copy is indexed.
     private let condemnedPacks: Mutex<Set<PackID>>
 
+    /// Copies of the index pages this host's backups wrote and read (`TreePageCache`): for an
+    /// unencrypted repository on storage with a host cache directory; nil otherwise.
+    public let treePages: TreePageCache?
+
     /// Entries kept in memory before they are written out as a segment: bounds memory per run.
     static let flushThreshold = 262_144
 
@@ -64,6 +68,7 @@ public final class ChunkStore: Sendable {
         condemnedPacks = Mutex(loadIndex ? try CondemnedList.condemnedPacks(in: storage) : [])
         current = Mutex(loadIndex ? try ChunkIndex.load(from: storage) : ChunkIndex())
         distrusted = DamagedChunkList.load(from: storage).locations
+        treePages = keys == nil ? storage.hostCacheDirectory.map { TreePageCache(directory: "\($0)/pages") } : nil
     }
 
     /// Whether chunk ids are keyed and records sealed.

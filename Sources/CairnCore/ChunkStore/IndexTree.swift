@@ -13,6 +13,8 @@ public enum IndexTree {
 /// job's write transaction, passed to each call).
 final class IndexTreeWriter {
     private let store: ChunkStore
+    /// Where to keep a copy of each page written (a backup's, for its next night: `TreePageCache`).
+    var cache: TreePageCache?
     private let encoder: ChunkEncoder
     private let hasher: ChunkHasher
     private var levels: [[UInt8]] = [[]]
@@ -94,6 +96,7 @@ final class IndexTreeWriter {
     {
         try page.withBytesThrowing { raw throws(CairnError) -> ChunkDigest in
             let digest = hasher.digest(raw)
+            cache?.keep(digest, raw)  // the next night's backup reads it from here
             if !store.contains(digest) {
                 let record = encoder.encode(raw, digest: digest, kind: .indexPage, into: slot)
                 if try transaction.store(record: record).chunks > 0 { pagesStored += 1 }
@@ -141,6 +144,9 @@ final class IndexTreeReader {
     private(set) var produced: UInt64 = 0
     /// Called with every page digest as it is loaded (verify and gc use it to mark pages).
     var onPage: ((ChunkDigest) -> Void)?
+    /// Copies of pages to try before the store, and to keep what is read (a backup's previous
+    /// restore point only: verify and gc read the store itself).
+    var cache: TreePageCache?
 
     init(reader: ChunkReader, root: ChunkDigest, depth: Int, blockCount: UInt64) throws(CairnError) {
         var capacity: UInt64 = 1
@@ -162,10 +168,16 @@ final class IndexTreeReader {
 
     private func load(_ digest: ChunkDigest) throws(CairnError) -> [ChunkDigest] {
         onPage?(digest)
+        if let cache, let copy = cache.page(digest), copy.count <= IndexTree.pageBytes {
+            return copy.withUnsafeBytes { bytes in
+                (0..<(bytes.count / 32)).map { ChunkDigest(loadingFrom: bytes, at: $0 * 32) }
+            }
+        }
         let bytes = try reader.read(digest)
         guard bytes.count % ChunkDigest.byteCount == 0, bytes.count <= IndexTree.pageBytes else {
             throw CairnError(.damaged, "index page \(digest) has \(bytes.count) bytes, not a whole number of digests")
         }
+        cache?.keep(digest, bytes)
         var out: [ChunkDigest] = []
         out.reserveCapacity(bytes.count / 32)
         for i in 0..<(bytes.count / 32) { out.append(ChunkDigest(loadingFrom: bytes, at: i * 32)) }

@@ -79,10 +79,17 @@ public protocol RepositoryStorage: Sendable {
     /// local directory takes flocks, which its kernel releases with a dead process; storage
     /// shared by hosts takes leases that expire (the default, `LeaseLocking`).
     func makeLocking() -> any RepositoryLocking
+
+    /// A directory of this host's own for what it may keep of this repository between runs
+    /// (an object store's cached index segments and tree pages), or nil when reading the
+    /// repository is as cheap as reading a copy (a local directory: the default).
+    var hostCacheDirectory: String? { get }
 }
 
 extension RepositoryStorage {
     public func prepareCommit(_ object: any StagedObject) throws(CairnError) {}
+
+    public var hostCacheDirectory: String? { nil }
 
     public func publishPrivate(_ bytes: [UInt8], as key: String) throws(CairnError) {
         try publish(bytes, as: key, .createOnly)
