@@ -12,6 +12,7 @@ import argparse
 import datetime
 import errno
 import hashlib
+import html
 import json
 import os
 import shlex
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -558,6 +560,25 @@ class CairnS3(Cairn):
 
     def init(self, repo):
         return [self.exe, "init", "--repo", self.url(repo)]
+
+    def curl(self, method, path, query=""):
+        empty = hashlib.sha256(b"").hexdigest()
+        url = f"{self.endpoint}/{self.bucket}{path}" + (f"?{query}" if query else "")
+        return subprocess.run(["curl", "-s", "-X", method, "--aws-sigv4", "aws:amz:us-east-1:s3", "--user",
+                               f"{self.keys[0]}:{self.keys[1]}", "-H", f"x-amz-content-sha256: {empty}", url],
+                              capture_output=True, text=True).stdout
+
+    def discard(self, repo):
+        """Deletes the round's prefix, so that rounds do not fill the store (a one-OSD test
+        cluster holds 4 GiB; a full OSD stalls every write, which the next rounds would time)."""
+        prefix = self.url(repo).split("/", 3)[3] + "/"
+        for _ in range(20):
+            listing = self.curl("GET", "", f"list-type=2&prefix={urllib.parse.quote(prefix, safe='')}")
+            keys = re.findall(r"<Key>([^<]+)</Key>", listing)
+            if not keys:
+                return
+            for key in keys:
+                self.curl("DELETE", "/" + urllib.parse.quote(html.unescape(key)))
 
     def backup(self, repo, live_dir, name, label, group="vm1"):
         return super().backup(self.url(repo), live_dir, name, label, group)
@@ -1387,6 +1408,8 @@ def main():
             if not args.keep:
                 for sub in ("repo", "restic-cache", "borg-base"):
                     shutil.rmtree(os.path.join(run_dir, sub), ignore_errors=True)
+                if hasattr(tools[name], "discard"):
+                    tools[name].discard(os.path.join(run_dir, "repo"))
 
     med = medians(rounds, order)
     rat = ratios(med)

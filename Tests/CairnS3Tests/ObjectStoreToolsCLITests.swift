@@ -105,4 +105,31 @@ extension ObjectStoreCLITests {
         let verified = cairn(["verify", "--repo", url])
         #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
     }
+
+    /// A damaged config in the bucket falls back to its copy, verify says so (exit 7), and
+    /// `cairn repair` writes the config back from the copy; a lost copy is written again.
+    @Test func repairRestoresADamagedConfigFromItsCopyInTheBucket() throws {
+        #expect(cairn(["init", "--repo", url]).status == 0)
+        let image = try backedUpImage(seed: 75)
+        let config = try #require(try storage.readIfPresent("config", limit: 1 << 20))
+        var damaged = config
+        damaged[damaged.count / 2] ^= 0x20
+        try storage.publish(damaged, as: "config", .replace)
+        let listed = cairn(["list", "--repo", url])
+        #expect(listed.status == 0 && listed.stderr.contains("config.copy"), "\(listed.stderr)")
+        let verify = cairn(["verify", "--repo", url])
+        #expect(verify.status == 7 && verify.stderr.contains("damaged"), "\(verify.stderr)")
+        let repair = cairn(["repair", "--repo", url])
+        #expect(repair.status == 0 && repair.stdout.contains("from config.copy"), "\(repair.stdout)\(repair.stderr)")
+        #expect(try storage.readIfPresent("config", limit: 1 << 20) == config)
+        #expect(cairn(["verify", "--repo", url]).status == 0)
+
+        try storage.delete(["config.copy"])
+        #expect(cairn(["verify", "--repo", url]).stderr.contains("missing"))
+        #expect(cairn(["repair", "--repo", url]).status == 0)
+        #expect(try storage.readIfPresent("config.copy", limit: 1 << 20) == config)
+        let out = dir.file("repaired.raw")
+        #expect(cairn(["restore", "--repo", url, "vm@latest", "--to", out]).status == 0)
+        #expect(try TestImage.sha256(of: out) == TestImage.sha256(of: image))
+    }
 }
