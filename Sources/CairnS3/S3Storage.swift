@@ -71,7 +71,7 @@ public struct S3Storage: RepositoryStorage {
         let request = client.putRequest(
             bucket: bucket, key: objectKey(staged.key), body: try staged.contents(), payloadHash: staged.payloadHash,
             createOnly: false)
-        early.started(ObjectIdentifier(staged), key: objectKey(staged.key), try client.start(request))
+        early.started(staged.serial, key: objectKey(staged.key), try client.start(request))
     }
 
     /// Waits for an early upload; one that failed (after the client's retries) is not marked
@@ -88,10 +88,10 @@ public struct S3Storage: RepositoryStorage {
     public func commit(_ objects: [any StagedObject]) throws(CairnError) {
         let all = objects.map(Self.s3)
         // Early uploads first: each one done is not sent again.
-        let ids = Set(all.map(ObjectIdentifier.init))
+        let ids = Set(all.map(\.serial))
         for upload in early.take(ids) { finishEarly(upload) }
         let uploaded = early.forget(ids)
-        let staged = all.filter { !uploaded.contains(ObjectIdentifier($0)) }
+        let staged = all.filter { !uploaded.contains($0.serial) }
         var next = 0
         while next < staged.count {
             let batch = staged[next..<min(staged.count, next + uploadsInFlight)]
@@ -126,7 +126,7 @@ public struct S3Storage: RepositoryStorage {
     public func abandon(_ object: any StagedObject) {
         let staged = Self.s3(object)
         // An upload under way is let finish (its object, unreferenced, is an orphan for gc).
-        let id = ObjectIdentifier(staged)
+        let id = staged.serial
         for upload in early.take([id]) { finishEarly(upload) }
         _ = early.forget([id])
         staged.discard()
@@ -253,11 +253,11 @@ public struct S3Storage: RepositoryStorage {
 }
 
 /// The PUTs `S3Storage.prepareCommit` started, oldest first, and the objects whose early upload
-/// succeeded; shared by the copies of one storage. Objects are named by identity: each is taken
-/// out by the commit or abandon that ends it.
+/// succeeded; shared by the copies of one storage. Objects are named by their serial (unique in
+/// the process, never reused); each is taken out by the commit or abandon that ends it.
 final class EarlyUploads: Sendable {
     struct Upload: Sendable {
-        var object: ObjectIdentifier
+        var object: Int
         /// The object's key in the bucket.
         var key: String
         var pending: S3Client.Pending
@@ -265,12 +265,12 @@ final class EarlyUploads: Sendable {
 
     private struct State {
         var running: [Upload] = []
-        var done: Set<ObjectIdentifier> = []
+        var done: Set<Int> = []
     }
 
     private let state = Mutex(State())
 
-    func started(_ object: ObjectIdentifier, key: String, _ pending: S3Client.Pending) {
+    func started(_ object: Int, key: String, _ pending: S3Client.Pending) {
         state.withLock { $0.running.append(Upload(object: object, key: key, pending: pending)) }
     }
 
@@ -280,7 +280,7 @@ final class EarlyUploads: Sendable {
     }
 
     /// The running uploads of `objects`.
-    func take(_ objects: Set<ObjectIdentifier>) -> [Upload] {
+    func take(_ objects: Set<Int>) -> [Upload] {
         state.withLock { state in
             let taken = state.running.filter { objects.contains($0.object) }
             state.running.removeAll { objects.contains($0.object) }
@@ -288,12 +288,12 @@ final class EarlyUploads: Sendable {
         }
     }
 
-    func done(_ object: ObjectIdentifier) {
+    func done(_ object: Int) {
         state.withLock { _ = $0.done.insert(object) }
     }
 
     /// Which of `objects` were uploaded early; all of them are forgotten.
-    func forget(_ objects: Set<ObjectIdentifier>) -> Set<ObjectIdentifier> {
+    func forget(_ objects: Set<Int>) -> Set<Int> {
         state.withLock { state in
             let uploaded = state.done.intersection(objects)
             state.done.subtract(objects)
@@ -311,6 +311,8 @@ enum ScratchCounter {
 /// An object being written: an unlinked scratch file, hashed as it grows.
 final class S3StagedObject: StagedObject {
     let key: String
+    /// Names the object in `EarlyUploads`: unique in the process, never reused.
+    let serial = ScratchCounter.next()
     private let file: File
     private let hasher = SHA256Hasher()
     private(set) var size: UInt64 = 0
