@@ -7,7 +7,7 @@ extension Repository {
     /// `path` must be missing or an empty directory. The block size is the archive's; the
     /// compression level is the default (readers do not need it).
     static func create(at path: String, fromArchive label: ArchiveLabel) throws(CairnError) {
-        try checkArchiveCarriesKeys(label)
+        _ = try keysCarried(by: label)
         try create(in: try prepareDirectory(path), fromArchive: label)
         try FileSystem.syncDirectory(FileSystem.directoryName(path))
     }
@@ -17,8 +17,7 @@ extension Repository {
     static func create(
         in storage: any RepositoryStorage, fromArchive label: ArchiveLabel, features extra: [String] = []
     ) throws(CairnError) {
-        try checkArchiveCarriesKeys(label)
-        guard let fingerprint = label.fingerprint, let keys = label.keys else { return }
+        let (fingerprint, keys) = try keysCarried(by: label)
         if try RepositoryConfig.isPresent(in: storage) {
             throw CairnError(.exists, "\(storage.location) is already a Cairn repository")
         }
@@ -27,18 +26,18 @@ extension Repository {
         var config = RepositoryConfig.new(
             blockSize: label.chunkBlockSize, compressionLevel: RepositoryConfig.defaultCompressionLevel)
         config.id = label.repository.lowercased()
-        config.features = (config.features ?? []) + [FormatFeature.encryption]
-        for feature in extra where !(config.features ?? []).contains(feature) {
-            config.features = (config.features ?? []) + [feature]
-        }
+        config.declare([FormatFeature.encryption] + extra)
         config.encryption = .current(fingerprint: fingerprint.lowercased())
         try config.write(to: storage, createOnly: true)
     }
 
-    private static func checkArchiveCarriesKeys(_ label: ArchiveLabel) throws(CairnError) {
-        guard label.isEncrypted, label.fingerprint != nil, let keys = label.keys, !keys.isEmpty else {
+    /// The key fingerprint and key files an encrypted archive carries, its block size checked;
+    /// any other archive cannot make a repository.
+    private static func keysCarried(by label: ArchiveLabel) throws(CairnError) -> (String, [KeyFile]) {
+        guard label.isEncrypted, let fingerprint = label.fingerprint, let keys = label.keys, !keys.isEmpty else {
             throw CairnError(.usage, "only an encrypted archive carries the keys a repository is made from")
         }
         try RepositoryConfig.validate(blockSize: label.chunkBlockSize)
+        return (fingerprint, keys)
     }
 }

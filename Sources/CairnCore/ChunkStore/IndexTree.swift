@@ -168,19 +168,23 @@ final class IndexTreeReader {
 
     private func load(_ digest: ChunkDigest) throws(CairnError) -> [ChunkDigest] {
         onPage?(digest)
-        if let cache, let copy = cache.page(digest), copy.count <= IndexTree.pageBytes {
-            return copy.withUnsafeBytes { bytes in
-                (0..<(bytes.count / 32)).map { ChunkDigest(loadingFrom: bytes, at: $0 * 32) }
-            }
-        }
+        // A cached copy is proved by its digest and sized as a page (`TreePageCache.page`).
+        if let copy = cache?.page(digest) { return copy.withUnsafeBytes(Self.digests) }
         let bytes = try reader.read(digest)
         guard bytes.count % ChunkDigest.byteCount == 0, bytes.count <= IndexTree.pageBytes else {
             throw CairnError(.damaged, "index page \(digest) has \(bytes.count) bytes, not a whole number of digests")
         }
         cache?.keep(digest, bytes)
+        return Self.digests(bytes)
+    }
+
+    /// The digests a page's bytes list, in order.
+    private static func digests(_ bytes: UnsafeRawBufferPointer) -> [ChunkDigest] {
         var out: [ChunkDigest] = []
-        out.reserveCapacity(bytes.count / 32)
-        for i in 0..<(bytes.count / 32) { out.append(ChunkDigest(loadingFrom: bytes, at: i * 32)) }
+        out.reserveCapacity(bytes.count / ChunkDigest.byteCount)
+        for i in 0..<(bytes.count / ChunkDigest.byteCount) {
+            out.append(ChunkDigest(loadingFrom: bytes, at: i * ChunkDigest.byteCount))
+        }
         return out
     }
 

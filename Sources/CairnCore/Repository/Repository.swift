@@ -74,9 +74,7 @@ public final class Repository: Sendable {
             throw CairnError(.exists, "\(storage.location) is already a Cairn repository")
         }
         var config = RepositoryConfig.new(blockSize: blockSize, compressionLevel: compressionLevel)
-        for feature in extra where !(config.features ?? []).contains(feature) {
-            config.features = (config.features ?? []) + [feature]
-        }
+        config.declare(extra)
         if let encryption {
             // The key file first: a config that declares encryption always has a key beside it.
             let master = MasterKey.generate(repositoryID: Hex.decode(config.id, count: 16)!)

@@ -43,6 +43,13 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
             created: Timestamp.now().description, features: FormatFeature.written)
     }
 
+    /// Adds `features` the config does not declare yet, in order.
+    mutating func declare(_ features: [String]) {
+        for feature in features where !(self.features ?? []).contains(feature) {
+            self.features = (self.features ?? []) + [feature]
+        }
+    }
+
     /// Equal but for the checksum.
     func sameSettings(as other: RepositoryConfig) -> Bool {
         var a = self
