@@ -14,3 +14,11 @@ static inline int cairn_start_writeback(int fd) { return sync_file_range(fd, 0, 
 
 /// Allocations of at least `bytes` get a mapping of their own, returned to the system when freed.
 static inline int cairn_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+
+#include <fcntl.h>
+
+/// Opens an existing file for writes that bypass the page cache (O_DIRECT, which glibc names only
+/// under _GNU_SOURCE; __O_DIRECT is its per-architecture value). -1 with errno on failure.
+static inline int cairn_open_direct_write(const char *path) {
+    return open(path, O_WRONLY | __O_DIRECT | O_CLOEXEC);
+}

@@ -20,6 +20,18 @@ import Testing
         pool.give(second)
     }
 
+    /// Direct writes need page-aligned memory, fresh or parked.
+    @Test func buffersStartAtTheAlignmentAskedFor() {
+        let pool = BufferPool(capacity: 8 << 20, alignment: 4096)
+        let first = pool.take(2 << 20)
+        pool.give(first)
+        let buffers = [pool.take(2 << 20), pool.take(2 << 20), pool.take(100)]
+        for buffer in buffers {
+            #expect(UInt(bitPattern: buffer.baseAddress) % 4096 == 0)
+            pool.give(buffer)
+        }
+    }
+
     @Test func parkedBytesNeverExceedTheCapacity() {
         let pool = BufferPool(capacity: 3 << 20)
         let buffers = (0..<4).map { _ in pool.take(1 << 20) }

@@ -15,6 +15,8 @@ public final class BufferPool: Sendable {
 
     /// The bound on the bytes of parked (free, kept) buffers.
     public let capacity: Int
+    /// Where buffers start: 64 bytes (a cache line), or a page for direct I/O.
+    public let alignment: Int
 
     private struct State {
         /// Free buffers by rounded size, as addresses (kept as integers: they belong to no one).
@@ -24,14 +26,17 @@ public final class BufferPool: Sendable {
 
     private let state = Mutex(State())
 
-    public init(capacity: Int) { self.capacity = capacity }
+    public init(capacity: Int, alignment: Int = 64) {
+        self.capacity = capacity
+        self.alignment = alignment
+    }
 
     /// `bytes` rounded up to the pool's granularity: the size of a buffer `take` returns.
     public static func rounded(_ bytes: Int) -> Int {
         (max(bytes, 1) + granularity - 1) / granularity * granularity
     }
 
-    /// A buffer of `rounded(bytes)` bytes, 64-byte aligned: a parked one if there is one.
+    /// A buffer of `rounded(bytes)` bytes, aligned to `alignment`: a parked one if there is one.
     public func take(_ bytes: Int) -> UnsafeMutableRawBufferPointer {
         let size = Self.rounded(bytes)
         let parked = state.withLock { state -> UInt? in
@@ -42,7 +47,7 @@ public final class BufferPool: Sendable {
         if let parked, let pointer = UnsafeMutableRawPointer(bitPattern: parked) {
             return UnsafeMutableRawBufferPointer(start: pointer, count: size)
         }
-        return .allocate(byteCount: size, alignment: 64)
+        return .allocate(byteCount: size, alignment: alignment)
     }
 
     /// Takes back a buffer from `take` (its whole count): parked, or freed if the pool is full.

@@ -66,6 +66,19 @@ public final class File: @unchecked Sendable {
         return File(path: path, descriptor: fd)
     }
 
+    /// Writes to a direct handle must start at a multiple of this, span a multiple of it, and come
+    /// from memory aligned to it (the strictest logical block size Linux devices have).
+    public static let directAlignment = 4096
+
+    /// Opens an existing file a second time for writes around the page cache (O_DIRECT), or nil
+    /// when its filesystem does not offer them (tmpfs, some FUSE mounts): callers then write
+    /// through the page cache as before.
+    public static func openDirectWrite(_ path: String) -> File? {
+        let fd = path.withCString { cairn_open_direct_write($0) }
+        guard fd >= 0 else { return nil }
+        return File(path: path, descriptor: FileDescriptor(rawValue: fd))
+    }
+
     /// Wraps a descriptor the process already has (stdin, stdout). It is not closed by this object.
     public static func standard(_ fd: FileDescriptor, name: String) -> File {
         let dup = (try? fd.duplicate()) ?? fd
