@@ -15,8 +15,10 @@ import Testing
     /// Cap on crash points per command, so the suite stays fast.
     static let maxCrashPoints = 30
 
-    /// 1, 2, … 8, then growing by half: dense where the interesting early writes are, sparse later.
-    static func nextPoint(_ n: Int) -> Int { n < 8 ? n + 1 : n * 3 / 2 }
+    /// 1, 2, … 16, then growing by half: dense where the interesting early writes are, sparse
+    /// later. Packs are appended in 4 MiB pieces (`DirectAppender`), so a small night is a few
+    /// dozen writes: every one of the first 16 is a point.
+    static func nextPoint(_ n: Int) -> Int { n < 16 ? n + 1 : n * 3 / 2 }
 
     static func expectHealthy(_ repo: String, _ context: String, sourceLocation: SourceLocation = #_sourceLocation) {
         let verify = CairnProcess.run(["verify", "--repo", repo])

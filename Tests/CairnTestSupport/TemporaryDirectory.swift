@@ -1,12 +1,12 @@
 import CairnCore
 import Foundation
 
-/// A fresh directory under /tmp, removed when the object goes away.
+/// A fresh directory under /tmp (or `parent`), removed when the object goes away.
 public final class TemporaryDirectory: @unchecked Sendable {
     public let path: String
 
-    public init(_ label: String = "cairn-test") {
-        var template = Array("/tmp/\(label)-XXXXXX".utf8CString)
+    public init(_ label: String = "cairn-test", in parent: String = "/tmp") {
+        var template = Array("\(parent)/\(label)-XXXXXX".utf8CString)
         let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         precondition(made != nil, "mkdtemp failed")
         path = String(cString: template.map { UInt8(bitPattern: $0) }.dropLast() + [0])

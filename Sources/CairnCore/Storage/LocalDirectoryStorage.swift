@@ -36,6 +36,7 @@ public struct LocalDirectoryStorage: RepositoryStorage {
     public func commit(_ objects: [any StagedObject]) throws(CairnError) {
         guard !objects.isEmpty else { return }
         let files = objects.map(Self.local)
+        for file in files { try file.writeOut() }
         if files.count == 1 {
             try files[0].file.sync()
         } else {
@@ -214,27 +215,38 @@ public struct LocalDirectoryStorage: RepositoryStorage {
     }
 }
 
-/// A file being written under its temporary name.
+/// A file being written under its temporary name, around the page cache (`DirectAppender`).
 final class LocalStagedFile: StagedObject {
     let key: String
     let path: String
     let temporaryPath: String
     let file: File
-    private(set) var size: UInt64 = 0
+    private let appender: DirectAppender
 
     init(key: String, path: String, temporaryPath: String, file: File) {
         self.key = key
         self.path = path
         self.temporaryPath = temporaryPath
         self.file = file
+        appender = DirectAppender(file: file)
     }
+
+    var size: UInt64 { appender.size }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws(CairnError) {
-        try file.write(bytes, at: size)
-        size += UInt64(bytes.count)
+        try appender.append(bytes)
     }
 
-    func seal() { file.startWriteback() }
+    /// Writes what is still buffered and starts the writeback of what went through the page
+    /// cache. A write that fails here fails the commit (`writeOut`), with its own message.
+    func seal() {
+        if (try? appender.finish()) != nil { file.startWriteback() }
+    }
+
+    /// Every appended byte on the file, or the error of the write that lost some.
+    func writeOut() throws(CairnError) {
+        try appender.finish()
+    }
 }
 
 /// A committed file, read with pread.
