@@ -22,3 +22,8 @@ static inline int cairn_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_TH
 static inline int cairn_open_direct_write(const char *path) {
     return open(path, O_WRONLY | __O_DIRECT | O_CLOEXEC);
 }
+
+/// Opens an existing file for reads that bypass the page cache (O_DIRECT). -1 with errno on failure.
+static inline int cairn_open_direct_read(const char *path) {
+    return open(path, O_RDONLY | __O_DIRECT | O_CLOEXEC);
+}

@@ -64,4 +64,29 @@ import Testing
         }
         #expect(throws: CairnError.self) { try appender.finish() }
     }
+
+    /// Ranges at every kind of alignment, across the end of the file and past it: the same
+    /// bytes as a plain read.
+    @Test func directReadsMatchPlainReads() throws {
+        for dir in Self.directories() {
+            let path = dir.file("data")
+            let size = (3 << 20) + 1111
+            let content = Self.bytes(size, seed: 3)
+            try Data(content).write(to: URL(fileURLWithPath: path))
+            let object = try LocalDirectoryStorage(root: dir.path).openRecords("data")
+            let ranges: [(offset: Int, count: Int)] = [
+                (0, 32 << 10), (4096, 64 << 10), (1, 40000), (4095, 2 << 20), (size - 50000, 50000),
+                (size - 40000, 100_000), (size, 40000), (size + 5000, 40000), (12345, 10),
+            ]
+            for range in ranges {
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: range.count, alignment: 1)
+                defer { buffer.deallocate() }
+                let n = try object.read(into: buffer, at: UInt64(range.offset))
+                let start = min(range.offset, size)
+                let end = min(range.offset + range.count, size)
+                #expect(n == end - start, "\(path) at \(range.offset)")
+                #expect(buffer[0..<n].elementsEqual(content[start..<end]), "\(path) at \(range.offset)")
+            }
+        }
+    }
 }

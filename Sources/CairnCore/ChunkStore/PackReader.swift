@@ -10,7 +10,7 @@ public final class PackReader: Sendable {
     /// Opens the pack `id` of a repository's storage.
     convenience init(id: PackID, in storage: any RepositoryStorage) throws(CairnError) {
         try self.init(id: id, path: "\(storage.location)/\(id.relativePath)") { () throws(CairnError) in
-            try storage.open(id.relativePath)
+            try storage.openRecords(id.relativePath)
         }
     }
 

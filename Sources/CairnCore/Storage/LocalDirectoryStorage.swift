@@ -81,6 +81,13 @@ public struct LocalDirectoryStorage: RepositoryStorage {
         return LocalObject(file: file, size: try file.size())
     }
 
+    /// Record reads (32 KiB and more) go around the page cache (`DirectReader`).
+    public func openRecords(_ key: String) throws(CairnError) -> any StoredObject {
+        let path = path(of: key)
+        let file = try File.open(path, .readOnly)
+        return LocalObject(file: file, size: try file.size(), direct: DirectReader(path: path))
+    }
+
     public func map(_ key: String) throws(CairnError) -> MappedFile {
         try MappedFile(path: path(of: key))
     }
@@ -249,13 +256,21 @@ final class LocalStagedFile: StagedObject {
     }
 }
 
-/// A committed file, read with pread.
+/// A committed file, read with pread: through `direct` for reads of at least `directMinimum`
+/// bytes when it was opened for records, through the page cache otherwise (small reads keep the
+/// kernel's readahead).
 struct LocalObject: StoredObject {
     let file: File
     let size: UInt64
+    var direct: DirectReader? = nil
+
+    static let directMinimum = 32 << 10
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError) -> Int {
-        try file.read(into: buffer, at: offset)
+        if let direct, buffer.count >= Self.directMinimum, let n = try direct.read(into: buffer, at: offset) {
+            return n
+        }
+        return try file.read(into: buffer, at: offset)
     }
 
     func readBytes(count: Int, at offset: UInt64) throws(CairnError) -> [UInt8] {

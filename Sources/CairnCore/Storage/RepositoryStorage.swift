@@ -47,6 +47,10 @@ public protocol RepositoryStorage: Sendable {
     /// Opens a committed object for reads by byte range.
     func open(_ key: String) throws(CairnError) -> any StoredObject
 
+    /// Opens a committed object that is read in large records, each rarely (a pack): a local
+    /// directory reads those around the page cache. The default: `open(_:)`.
+    func openRecords(_ key: String) throws(CairnError) -> any StoredObject
+
     /// Maps a whole committed object into memory, for lookups in place (index segments): a local
     /// directory maps the file itself, an object store would map its locally cached copy.
     func map(_ key: String) throws(CairnError) -> MappedFile
@@ -90,6 +94,8 @@ extension RepositoryStorage {
     public func prepareCommit(_ object: any StagedObject) throws(CairnError) {}
 
     public var hostCacheDirectory: String? { nil }
+
+    public func openRecords(_ key: String) throws(CairnError) -> any StoredObject { try open(key) }
 
     public func publishPrivate(_ bytes: [UInt8], as key: String) throws(CairnError) {
         try publish(bytes, as: key, .createOnly)

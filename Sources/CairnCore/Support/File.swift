@@ -79,6 +79,39 @@ public final class File: @unchecked Sendable {
         return File(path: path, descriptor: FileDescriptor(rawValue: fd))
     }
 
+    /// Opens an existing file a second time for reads around the page cache (O_DIRECT), or nil
+    /// when its filesystem does not offer them. Reads through it must follow `directAlignment`:
+    /// `readDirect(into:at:)` does.
+    public static func openDirectRead(_ path: String) -> File? {
+        let fd = path.withCString { cairn_open_direct_read($0) }
+        guard fd >= 0 else { return nil }
+        return File(path: path, descriptor: FileDescriptor(rawValue: fd))
+    }
+
+    /// Reads through a direct handle into `buffer` (aligned, its count a multiple of
+    /// `directAlignment`) at an aligned `offset`. Returns the bytes read, fewer only at end of
+    /// file (a direct read stops there at any length, and one past it would be unaligned), or
+    /// nil when the filesystem refuses direct reads after all (EINVAL): read through the page
+    /// cache then.
+    public func readDirect(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError) -> Int? {
+        var done = 0
+        while done < buffer.count {
+            let n: Int
+            do {
+                n = try descriptor.read(
+                    fromAbsoluteOffset: Int64(offset) + Int64(done),
+                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), retryOnInterrupt: true)
+            } catch let errno as Errno where errno == .invalidArgument {
+                return nil
+            } catch {
+                throw CairnError.io("read", path, error as? Errno ?? .ioError)
+            }
+            done += n
+            if n == 0 || n % Self.directAlignment != 0 { break }
+        }
+        return done
+    }
+
     /// Wraps a descriptor the process already has (stdin, stdout). It is not closed by this object.
     public static func standard(_ fd: FileDescriptor, name: String) -> File {
         let dup = (try? fd.duplicate()) ?? fd
