@@ -144,6 +144,10 @@ mkdir -p "$here/Corpus/keyfile"
 { printf '\0'; cat "$tmp/crypt/keys/$key"; } > "$here/Corpus/keyfile/key-file"
 { printf '\1'; CAIRN_PASSWORD_FILE="$tmp/pass" "$cairn" key export --repo "$tmp/crypt" "$key" --paper; } \
     > "$here/Corpus/keyfile/paper-key"
+# The same key file with its format given twice, the second copy wrong (a fuzz finding: two
+# parsers once kept different copies).
+{ printf '\0'; sed 's/^  "format" : "cairn-key",$/&\n  "format" : "cairn-kex",/' "$tmp/crypt/keys/$key"; } \
+    > "$here/Corpus/keyfile/field-twice"
 # ESXi's delta formats (vmfsSparse, SEsparse), which qemu-img cannot make: written by hand.
 python3 "$here/make-vmdk-delta-corpus.py" "$here/Corpus"
 du -sh "$here/Corpus"/* >&2

@@ -167,6 +167,33 @@ import Testing
         #expect(throws: CairnError.self) { try KeyFile.parse(try other.fileBytes(), name: "keys/c") }
     }
 
+    /// A field given twice (found by the keyfile fuzz target): the format check once read one
+    /// copy and the decoder the other, so a file passed as `cairn-key` and was written back as
+    /// something its own parse refused. Whichever copy the decoder keeps, the file must be
+    /// refused or come back unchanged once written.
+    @Test(arguments: [
+        (#""format" : "cairn-key","#, #""format" : "cairn-kex","#),
+        (#""format" : "cairn-kex","#, #""format" : "cairn-key","#),
+        (#""version" : 1,"#, #""version" : 2,"#),
+        (#""version" : 2,"#, #""version" : 1,"#),
+    ])
+    func aFieldGivenTwiceIsRefusedOrRoundTrips(first: String, second: String) throws {
+        let (_, file) = try wrapped()
+        let text = String(decoding: try file.fileBytes(), as: UTF8.self)
+        let field = String(first.prefix(while: { $0 != ":" }))
+        let kept = text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.contains(field) }
+        let doubled = ["{", "  " + first, "  " + second] + kept.dropFirst().map(String.init)
+        let bytes = Array(doubled.joined(separator: "\n").utf8)
+        do throws(CairnError) {
+            let parsed = try KeyFile.parse(bytes, name: "keys/twice")
+            #expect(parsed.format == KeyFile.formatName && parsed.version == KeyFile.currentVersion)
+            #expect(try KeyFile.parse(try parsed.fileBytes(), name: "keys/again") == parsed)
+        } catch {
+            #expect(error.code == .damaged || error.code == .repository, "\(error)")
+            #expect(error.message.contains("keys/twice"), "\(error)")
+        }
+    }
+
     @Test func aPaperKeyReadsBackAndNamesAMistypedLine() throws {
         let (_, file) = try wrapped()
         let text = PaperKey.text(of: file)

@@ -169,19 +169,36 @@ public struct KeyFile: Codable, Sendable, Equatable {
         Array((try JSONCoding.encode(self, pretty: true) + "\n").utf8)
     }
 
+    /// What decides whether the rest can be read at all; every other field may be missing here.
+    private struct Header: Decodable {
+        var format: String?
+        var version: Int?
+
+        private enum CodingKeys: String, CodingKey { case format, version }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            format = try? container.decodeIfPresent(String.self, forKey: .format)
+            version = try? container.decodeIfPresent(Int.self, forKey: .version)
+        }
+    }
+
     /// Reads and checks a key file's bytes; `name` ("keys/ID", or a path) is used in messages.
     /// Anything malformed is `.damaged`; a key file of an unknown version is `.repository`.
     public static func parse(_ bytes: [UInt8], name: String) throws(CairnError) -> KeyFile {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+        // The format and version are read by the same decoder as the rest, never by a second
+        // JSON parser: given a field twice, two parsers may each keep a different copy, and a
+        // file would pass the check with one value and be written back with the other.
+        guard let header = try? JSONDecoder().decode(Header.self, from: Data(bytes)) else {
             throw CairnError(.damaged, "key file \(name) is damaged: it is not a JSON object (truncated?)")
         }
-        guard object["format"] as? String == formatName else {
+        guard header.format == formatName else {
             throw CairnError(.damaged, "\(name) is not a Cairn key file")
         }
-        guard let version = object["version"] as? Int, version == currentVersion else {
+        guard header.version == currentVersion else {
             throw CairnError(
                 .repository,
-                "key file \(name) has version \(object["version"].map { "\($0)" } ?? "none"); this Cairn reads version \(currentVersion)"
+                "key file \(name) has version \(header.version.map { "\($0)" } ?? "none"); this Cairn reads version \(currentVersion)"
             )
         }
         let file = try JSONCoding.decode(KeyFile.self, from: bytes, what: "key file \(name)")

@@ -94,22 +94,14 @@ public final class File: @unchecked Sendable {
     /// nil when the filesystem refuses direct reads after all (EINVAL): read through the page
     /// cache then.
     public func readDirect(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError) -> Int? {
-        var done = 0
-        while done < buffer.count {
-            let n: Int
-            do {
-                n = try descriptor.read(
-                    fromAbsoluteOffset: Int64(offset) + Int64(done),
-                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), retryOnInterrupt: true)
-            } catch let errno as Errno where errno == .invalidArgument {
-                return nil
-            } catch {
-                throw CairnError.io("read", path, error as? Errno ?? .ioError)
-            }
-            done += n
-            if n == 0 || n % Self.directAlignment != 0 { break }
+        do {
+            // A direct read shorter than asked and not aligned is the end of the file.
+            return try readLoop(into: buffer, at: offset, stopAt: { $0 % Self.directAlignment != 0 })
+        } catch  where error == .invalidArgument {
+            return nil
+        } catch {
+            throw CairnError.io("read", path, error)
         }
-        return done
     }
 
     /// Wraps a descriptor the process already has (stdin, stdout). It is not closed by this object.
@@ -122,6 +114,18 @@ public final class File: @unchecked Sendable {
 
     /// Reads up to `buffer.count` bytes at `offset`; returns fewer only at end of file.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError) -> Int {
+        do {
+            return try readLoop(into: buffer, at: offset, stopAt: { _ in false })
+        } catch {
+            throw CairnError.io("read", path, error)
+        }
+    }
+
+    /// Reads until `buffer` is full, the file ends (a read of 0), or `stopAt` says a read's
+    /// count means the end; returns the bytes read.
+    private func readLoop(
+        into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, stopAt: (Int) -> Bool
+    ) throws(Errno) -> Int {
         var done = 0
         while done < buffer.count {
             let n: Int
@@ -130,10 +134,11 @@ public final class File: @unchecked Sendable {
                     fromAbsoluteOffset: Int64(offset) + Int64(done),
                     into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), retryOnInterrupt: true)
             } catch {
-                throw CairnError.io("read", path, error as? Errno ?? .ioError)
+                throw error as? Errno ?? .ioError
             }
             if n == 0 { break }
             done += n
+            if stopAt(n) { break }
         }
         return done
     }
