@@ -20,8 +20,16 @@ public final class ChunkReader {
     /// The last frame read, and its plain bytes (in `framePlain`, or in `frameRecord` when the
     /// frame is stored uncompressed).
     private var cachedFrame: (pack: PackID, offset: UInt64, bytes: UnsafeRawBufferPointer)?
-    /// The last frame record `frameBytes` read (its bytes in `frameRecord`).
+    /// The last frame record `frameBytes` read (its bytes in `frameRecord`, or in `span`).
     private var lastFrame: EncodedRecord?
+    /// Bytes of a pack read ahead (verify's units): records it holds are taken from it, not
+    /// read. Setting it forgets the cached frame, whose bytes may lie in the span it replaces.
+    var span: PackSpan? {
+        didSet {
+            cachedFrame = nil
+            lastFrame = nil
+        }
+    }
 
     /// The largest frame record payload: a full member list and a whole frame that did not compress.
     static let maxFramePayload =
@@ -63,7 +71,7 @@ public final class ChunkReader {
         }
         let record = try pack.readRecord(
             at: location.offset, storedLength: stored, expected: digest, into: recordBuffer, checkCRC: checksRecordCRC,
-            maxChunk: maxChunk)
+            maxChunk: maxChunk, from: span)
         let plain = try decoder.open(record, into: output, place: " in pack \(location.pack)")
         return try proved(plain, digest, location.pack)
     }
@@ -109,7 +117,7 @@ public final class ChunkReader {
         let pack = try store.packReader(location.pack)
         let record = try pack.readRecord(
             at: location.offset, storedLength: Int(location.storedLength), expected: nil, into: buffer,
-            checkCRC: checksRecordCRC)
+            checkCRC: checksRecordCRC, from: target == nil ? span : nil)
         let result = try decoder.open(
             record, into: plain, place: " at offset \(location.offset) in pack \(location.pack)")
         lastFrame = record

@@ -89,13 +89,20 @@ public final class PackReader: Sendable {
         return records
     }
 
+    /// Reads up to `buffer.count` bytes at `offset` unchecked, fewer only where the pack ends:
+    /// a `PackSpan`'s bytes, whose records are checked one by one as they are used.
+    func readSpan(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError) -> Int {
+        try object.read(into: buffer, at: offset)
+    }
+
     /// Reads the record at `offset` into `buffer` and checks it (`EncodedRecord(checking:)`:
     /// lengths, kind, a frame's member list, the CRC unless `checkCRC` is false) and that it is
     /// what the index expects: `expected` is the chunk's digest, or nil for a frame record
-    /// (whose members the caller proves). The record lies in `buffer` until the next read.
+    /// (whose members the caller proves). The record lies in `buffer` until the next read, or
+    /// in `span` when that holds all of it (nothing is read then).
     func readRecord(
         at offset: UInt64, storedLength: Int, expected digest: ChunkDigest?, into buffer: UnsafeMutableRawBufferPointer,
-        checkCRC: Bool = true, maxChunk: Int = PackFormat.maxRecordPayload
+        checkCRC: Bool = true, maxChunk: Int = PackFormat.maxRecordPayload, from span: PackSpan? = nil
     ) throws(CairnError) -> EncodedRecord {
         let what = digest.map { "chunk \($0)" } ?? "frame record"
         let total = RecordHeader.size + storedLength
@@ -103,14 +110,20 @@ public final class PackReader: Sendable {
             throw CairnError(
                 .damaged, "\(what) in pack \(id) claims \(storedLength) stored bytes, more than any record")
         }
-        let region = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<total])
-        let n = try object.read(into: region, at: offset)
-        guard n == total else {
-            throw CairnError(
-                .damaged, "\(what) in pack \(id) at offset \(offset) is cut off: the pack is truncated")
+        let region: UnsafeRawBufferPointer
+        if let span, span.pack == id, let held = span.bytes(at: offset, count: total) {
+            region = held
+        } else {
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<total])
+            let n = try object.read(into: target, at: offset)
+            guard n == total else {
+                throw CairnError(
+                    .damaged, "\(what) in pack \(id) at offset \(offset) is cut off: the pack is truncated")
+            }
+            region = UnsafeRawBufferPointer(target)
         }
         let record = try EncodedRecord(
-            checking: UnsafeRawBufferPointer(region), checkCRC: checkCRC, maxChunk: maxChunk,
+            checking: region, checkCRC: checkCRC, maxChunk: maxChunk,
             place: " in pack \(id) at offset \(offset)")
         guard digest.map({ record.header.digest == $0 && !record.header.isFrame }) ?? record.header.isFrame else {
             throw CairnError(.damaged, "record at offset \(offset) in pack \(id) is not \(what)")

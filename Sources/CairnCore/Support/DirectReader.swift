@@ -25,6 +25,12 @@ struct DirectReader: Sendable {
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(CairnError) -> Int? {
         guard !buffer.isEmpty else { return 0 }
         let alignment = UInt64(File.directAlignment)
+        if offset % alignment == 0, buffer.count % Int(alignment) == 0,
+            UInt(bitPattern: buffer.baseAddress!) % UInt(alignment) == 0
+        {
+            // Already aligned (a `PackSpan`): straight into the caller's buffer.
+            return try file.readDirect(into: buffer, at: offset)
+        }
         let start = offset / alignment * alignment
         let lead = Int(offset - start)
         let (end, overflow) = (offset + UInt64(buffer.count)).addingReportingOverflow(alignment - 1)

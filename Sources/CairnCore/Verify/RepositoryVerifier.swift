@@ -165,6 +165,26 @@ public final class RepositoryVerifier {
     private struct WorkUnit: Sendable {
         var pack: PackID
         var records: [(PackRecord, Check)]
+        /// The unit's bytes, read ahead by the planner (nil until then, or when reading them
+        /// whole would mostly read records no one asked for).
+        var span: PackSpan? = nil
+
+        /// From the first record's start to the last one's end.
+        var byteRange: Range<UInt64> {
+            guard let first = records.first?.0, let last = records.last?.0 else { return 0..<0 }
+            return first.offset..<(last.offset + UInt64(PackFormat.recordHeaderSize) + UInt64(last.storedLength))
+        }
+
+        /// The bytes of the unit's records (a frame's members share one record).
+        var recordBytes: UInt64 {
+            var total: UInt64 = 0
+            var previous: UInt64? = nil
+            for (record, _) in records where record.offset != previous {
+                total += UInt64(PackFormat.recordHeaderSize) + UInt64(record.storedLength)
+                previous = record.offset
+            }
+            return total
+        }
     }
 
     private struct RecordFailure {
@@ -223,8 +243,11 @@ public final class RepositoryVerifier {
                     continue  // only some restore points are checked: leave other records alone
                 }
                 // Units end between records, never inside a frame: each worker decompresses
-                // a frame once for all its members.
-                if current.records.count >= 256, current.records.last?.0.offset != r.offset {
+                // a frame once for all its members. A unit's span is read in one request.
+                let end = r.offset + UInt64(PackFormat.recordHeaderSize) + UInt64(r.storedLength)
+                if let first = current.records.first?.0, current.records.last?.0.offset != r.offset,
+                    current.records.count >= 256 || end - first.offset > UInt64(PackSpan.targetBytes)
+                {
                     units.append(current)
                     current.records.removeAll(keepingCapacity: true)
                 }
@@ -284,6 +307,11 @@ public final class RepositoryVerifier {
                     + SealedRecordCodec.overhead)
             var lastProgress = 0.0
             return { (unit: inout WorkUnit) throws(CairnError) in
+                reader.span = unit.span
+                defer {
+                    reader.span = nil
+                    unit.span = nil
+                }
                 for (record, check) in unit.records {
                     let location = record.location(in: unit.pack)
                     do throws(CairnError) {
@@ -302,7 +330,7 @@ public final class RepositoryVerifier {
                             }
                             _ = try store.packReader(unit.pack).readRecord(
                                 at: record.offset, storedLength: Int(record.storedLength), expected: record.digest,
-                                into: buffer.bytes)
+                                into: buffer.bytes, from: unit.span)
                         }
                     } catch {
                         failures.withLock {
@@ -322,7 +350,15 @@ public final class RepositoryVerifier {
             }
         }
         do throws(CairnError) {
-            for unit in units { try pipeline.submit(unit) }
+            for var unit in units {
+                // Read ahead here, while the workers check earlier units. A span that cannot
+                // be read is left out: its records are read one by one, and fail by name.
+                let range = unit.byteRange
+                if unit.recordBytes * 2 >= UInt64(range.count) {
+                    unit.span = try? PackSpan(reading: range, of: store.packReader(unit.pack))
+                }
+                try pipeline.submit(unit)
+            }
         } catch {
             pipeline.stop(error)
         }
