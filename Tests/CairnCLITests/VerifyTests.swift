@@ -108,6 +108,16 @@ import Testing
         #expect(
             try restored.readBytes(count: 4096, at: 0) == original.readBytes(count: 4096, at: 0)
                 || allOffsets.contains(0))
+        // Every other byte is the disk's, the blocks staged in one write around the zeros too.
+        let size = Int(try original.size())
+        #expect(try restored.size() == UInt64(size))
+        var expected = try original.readBytes(count: size, at: 0)
+        for range in ranges {
+            let start = range["offset"] as! Int
+            let end = start + (range["length"] as! Int)
+            expected.replaceSubrange(start..<end, with: repeatElement(0, count: end - start))
+        }
+        #expect(try restored.readBytes(count: size, at: 0) == expected, "the restored disk around the damage")
 
         // The next backup of the same (unchanged) data stores the chunk again: verify passes.
         sleep(1)

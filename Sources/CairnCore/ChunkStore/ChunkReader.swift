@@ -76,6 +76,37 @@ public final class ChunkReader {
         return try proved(plain, digest, location.pack)
     }
 
+    /// Reads, checks and decompresses one chunk into `destination`, whose count is the chunk's
+    /// length (a chunk of any other length is damaged). A chunk stored alone is
+    /// decompressed straight there, a frame member copied out of its frame.
+    func read(
+        _ digest: ChunkDigest, at location: ChunkLocation, into destination: UnsafeMutableRawBufferPointer
+    ) throws(CairnError) {
+        let plain: UnsafeRawBufferPointer
+        if let frameOffset = location.frameOffset {
+            plain = try readMember(digest, at: location, frameOffset: Int(frameOffset))
+        } else {
+            let pack = try store.packReader(location.pack)
+            let stored = Int(location.storedLength)
+            guard Int(location.rawLength) <= maxChunk, RecordHeader.size + stored <= recordBuffer.count else {
+                throw CairnError(
+                    .damaged, "chunk \(digest) claims \(location.rawLength) bytes, more than any chunk here")
+            }
+            let record = try pack.readRecord(
+                at: location.offset, storedLength: stored, expected: digest, into: recordBuffer,
+                checkCRC: checksRecordCRC, maxChunk: maxChunk, from: span)
+            plain = try proved(
+                try decoder.open(record, into: destination, place: " in pack \(location.pack)"), digest, location.pack)
+        }
+        guard plain.count == destination.count else {
+            throw CairnError(
+                .damaged, "chunk \(digest) holds \(plain.count) bytes where the disk needs \(destination.count)")
+        }
+        if plain.baseAddress != UnsafeRawPointer(destination.baseAddress), !plain.isEmpty {
+            destination.baseAddress!.copyMemory(from: plain.baseAddress!, byteCount: plain.count)
+        }
+    }
+
     /// Reads one member of a frame record, decompressing the frame unless it is the cached one.
     private func readMember(
         _ digest: ChunkDigest, at location: ChunkLocation, frameOffset: Int

@@ -72,6 +72,25 @@ final class RawRestoreTarget: RestoreTarget {
 
     func write(_ bytes: UnsafeRawBufferPointer, atGuestOffset offset: UInt64) throws(CairnError) {
         let alignment = File.directAlignment
+        let alignedCount = bytes.count / alignment * alignment
+        if direct != nil, offset % UInt64(alignment) == 0, alignedCount > 0, alignedCount < bytes.count {
+            // An odd-sized disk's last run: its aligned part direct, the rest buffered.
+            try write(UnsafeRawBufferPointer(rebasing: bytes[0..<alignedCount]), atGuestOffset: offset)
+            try write(
+                UnsafeRawBufferPointer(rebasing: bytes[alignedCount...]), atGuestOffset: offset + UInt64(alignedCount))
+            return
+        }
+        if let direct, offset % UInt64(alignment) == 0, bytes.count % alignment == 0,
+            UInt(bitPattern: bytes.baseAddress) % UInt(alignment) == 0
+        {
+            // Staged in an aligned buffer already (a restore worker's run): written from there.
+            do throws(CairnError) {
+                try direct.write(bytes, at: offset)
+            } catch {
+                try file.write(bytes, at: offset)
+            }
+            return
+        }
         if let direct, offset % UInt64(alignment) == 0, bytes.count % alignment == 0 {
             let buffer = Self.bounce.take(Self.bounceSize)
             defer { Self.bounce.give(buffer) }
