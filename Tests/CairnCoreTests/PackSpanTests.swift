@@ -41,7 +41,7 @@ import Testing
         // A span that starts inside the third record (past the alignment it is rounded down
         // to) and ends inside a middle one.
         let cut = records[records.count / 2]
-        let span = try PackSpan(reading: (records[2].offset + 5000)..<(cut.offset + 100), of: pack)
+        let span = try #require(try PackSpan(reading: (records[2].offset + 5000)..<(cut.offset + 100), of: pack))
         #expect(span.offset > records[2].offset && span.offset < records[3].offset)
         let reader = ChunkReader(store: repo.store)
         reader.span = span
@@ -55,6 +55,9 @@ import Testing
         #expect(span.bytes(at: span.offset, count: 0) != nil)
         #expect(span.bytes(at: span.offset &- 1, count: 1) == nil)
         #expect(span.bytes(at: UInt64.max - 2, count: 10) == nil)
+        // A range larger than any record Cairn writes (a hostile table's claim) is not read ahead.
+        #expect(try PackSpan(reading: 0..<UInt64(PackSpan.bufferBytes + 1), of: pack) == nil)
+        #expect(try PackSpan(reading: 100..<UInt64.max, of: pack) == nil)
     }
 
     @Test func aSpanOfAPackCutShortFailsTheRecordsPastTheCut() throws {
@@ -68,8 +71,9 @@ import Testing
         #expect(truncate(path, off_t(last.offset + 10)) == 0)
         let store = try Repository(path: dir.file("repo")).store
         let pack = try PackReader(path: path, id: id)
-        let span = try PackSpan(
-            reading: records[0].offset..<(last.offset + UInt64(PackFormat.recordHeaderSize) + 65536), of: pack)
+        let span = try #require(
+            try PackSpan(
+                reading: records[0].offset..<(last.offset + UInt64(PackFormat.recordHeaderSize) + 65536), of: pack))
         let reader = ChunkReader(store: store)
         reader.span = span
         do throws(CairnError) {

@@ -20,22 +20,29 @@ final class PackSpan: @unchecked Sendable {
     private let count: Int
 
     /// The most a span holds, unless one record is larger (a frame of up to 2 MiB and more).
-    static let targetBytes = 4 << 20
+    /// Direct reads of 1 MiB ran as fast as larger ones here.
+    static let targetBytes = 1 << 20
+    /// Every span's buffer, whatever it holds: `targetBytes` or one largest record, and the
+    /// alignment around either. One size, so that every buffer given back is taken again.
+    static let bufferBytes = BufferPool.rounded(
+        max(targetBytes, RecordHeader.size + ChunkReader.maxFramePayload) + 2 * File.directAlignment)
     /// Spans in flight are taken from here and given back, so their pages stay warm.
-    private static let pool = BufferPool(capacity: 32 << 20, alignment: File.directAlignment)
+    private static let pool = BufferPool(capacity: 8 * bufferBytes, alignment: File.directAlignment)
 
     /// Reads `range` of `pack`, from the aligned offset below it (a direct read lands there
-    /// without a bounce copy) to the end of the range or of the pack.
-    init(reading range: Range<UInt64>, of pack: PackReader) throws(CairnError) {
+    /// without a bounce copy) to the end of the range or of the pack. Nil when that is more than
+    /// a span holds (a table claiming records larger than any Cairn writes).
+    init?(reading range: Range<UInt64>, of pack: PackReader) throws(CairnError) {
         let alignment = UInt64(File.directAlignment)
         let start = range.lowerBound / alignment * alignment
-        let length = Int(range.upperBound - start)
+        let (aligned, overflow) = (range.upperBound - start).addingReportingOverflow(alignment - 1)
+        guard !overflow, aligned / alignment * alignment <= UInt64(Self.bufferBytes) else { return nil }
         self.pack = pack.id
         offset = start
-        let aligned = (length + Int(alignment) - 1) / Int(alignment) * Int(alignment)
-        buffer = Self.pool.take(aligned)
+        buffer = Self.pool.take(Self.bufferBytes)
         do {
-            count = try pack.readSpan(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<aligned]), at: start)
+            let length = Int(aligned / alignment * alignment)
+            count = try pack.readSpan(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: start)
         } catch {
             Self.pool.give(buffer)
             throw error

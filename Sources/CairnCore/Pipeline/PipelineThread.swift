@@ -29,7 +29,7 @@ enum Parallelism {
     }
 
     /// Workers for a pipeline whose workers wait on their own reads and writes about as long as
-    /// they compute (restore: a record read, then a 4 MiB direct write): two per core up to 16
+    /// they compute (restore: a record read, then a direct write of up to 2 MiB): two per core up to 16
     /// extra, so that one computes while the other waits. On the benchmark's 2-core machine a
     /// restore took 1.80-1.92 s with 2 workers and 1.29-1.32 s with 4 (Benchmarks/README.md).
     static var overlappedWorkers: Int {

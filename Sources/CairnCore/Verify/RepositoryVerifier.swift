@@ -298,7 +298,7 @@ public final class RepositoryVerifier {
         let clock = self.clock
         let workers = min(Parallelism.workers, max(1, units.count))
         let pipeline = Pipeline<WorkUnit>(
-            name: "cairn-verify", workers: workers, delivery: .discard, capacity: 2 * workers,
+            name: "cairn-verify", workers: workers, delivery: .discard, capacity: workers,
             interruptedMessage: "nothing recorded"
         ) { worker in
             let reader = ChunkReader(store: store)
