@@ -58,8 +58,8 @@ public struct RestoreProgress: Sendable {
 
 /// Rebuilds one disk of a restore point, checking every chunk's digest on the way.
 ///
-/// A walker thread reads the index tree in block order and hands out batches of digests; one
-/// worker per core reads, decompresses and verifies chunks and writes them at their offsets.
+/// A walker thread reads the index tree in block order and hands out batches of digests; two
+/// workers per core read, decompress and verify chunks and write runs of them at their offsets.
 /// Zero blocks are never written (they stay holes) unless the target is a block device.
 public final class RestoreJob {
     public let repository: Repository
