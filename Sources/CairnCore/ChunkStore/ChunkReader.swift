@@ -64,6 +64,14 @@ public final class ChunkReader {
         if let frameOffset = location.frameOffset {
             return try readMember(digest, at: location, frameOffset: Int(frameOffset))
         }
+        return try readAlone(digest, at: location, into: output)
+    }
+
+    /// Reads, checks, decompresses into `output` (or leaves in place, if stored as is) and
+    /// proves a chunk stored in a record of its own.
+    private func readAlone(
+        _ digest: ChunkDigest, at location: ChunkLocation, into output: UnsafeMutableRawBufferPointer
+    ) throws(CairnError) -> UnsafeRawBufferPointer {
         let pack = try store.packReader(location.pack)
         let stored = Int(location.storedLength)
         guard Int(location.rawLength) <= maxChunk, RecordHeader.size + stored <= recordBuffer.count else {
@@ -82,22 +90,12 @@ public final class ChunkReader {
     func read(
         _ digest: ChunkDigest, at location: ChunkLocation, into destination: UnsafeMutableRawBufferPointer
     ) throws(CairnError) {
-        let plain: UnsafeRawBufferPointer
-        if let frameOffset = location.frameOffset {
-            plain = try readMember(digest, at: location, frameOffset: Int(frameOffset))
-        } else {
-            let pack = try store.packReader(location.pack)
-            let stored = Int(location.storedLength)
-            guard Int(location.rawLength) <= maxChunk, RecordHeader.size + stored <= recordBuffer.count else {
-                throw CairnError(
-                    .damaged, "chunk \(digest) claims \(location.rawLength) bytes, more than any chunk here")
+        let plain =
+            if let frameOffset = location.frameOffset {
+                try readMember(digest, at: location, frameOffset: Int(frameOffset))
+            } else {
+                try readAlone(digest, at: location, into: destination)
             }
-            let record = try pack.readRecord(
-                at: location.offset, storedLength: stored, expected: digest, into: recordBuffer,
-                checkCRC: checksRecordCRC, maxChunk: maxChunk, from: span)
-            plain = try proved(
-                try decoder.open(record, into: destination, place: " in pack \(location.pack)"), digest, location.pack)
-        }
         guard plain.count == destination.count else {
             throw CairnError(
                 .damaged, "chunk \(digest) holds \(plain.count) bytes where the disk needs \(destination.count)")
